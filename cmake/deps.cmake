@@ -1,0 +1,13 @@
+# Every dependency is a Debian 12 package; scripts/install-deps installs them.
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(URCU REQUIRED IMPORTED_TARGET liburcu-memb)
+find_package(fmt REQUIRED)
+find_package(Threads REQUIRED)
+find_package(CLI11 CONFIG REQUIRED)
+find_package(nlohmann_json REQUIRED)
+if(TDXSIM_TESTS)
+  find_package(GTest REQUIRED)
+endif()
+if(TDXSIM_BENCHMARKS AND TDXSIM_SANITIZE STREQUAL "")
+  find_package(benchmark REQUIRED)
+endif()

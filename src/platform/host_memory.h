@@ -1,0 +1,153 @@
+// Host physical memory: frames, their key IDs and their contents.
+//
+// Contents are compact: a frame holds a page-granular fill value, and only a frame whose
+// individual words were written (a page-table page, a VMCS, a word a test poked) gets word
+// storage, in 64-word chunks allocated on first write. A 64 GiB guest whose every page was
+// filled therefore costs the per-frame metadata (≤ 16 bytes a frame) and no page copies.
+//
+// Keys. Every access carries the accessor's key ID, as the physical address bits would.
+// - A read with the frame's own key returns the plaintext, tagged with that key as its
+//   origin (see MemWord). A read with another key returns what hardware would return: a
+//   ciphertext-like value derived from the contents and keys, or zeros (config), never the
+//   plaintext.
+// - A write with another key than a TD frame's own poisons the frame for its owner (TDX's
+//   integrity check): the owner's later reads return garbage and are recorded.
+// - A TD's plaintext reaching host-readable memory (a write, with the host key, of a value
+//   whose origin is a TD key) is a confidentiality violation and is recorded, as is a frame
+//   handed back to the host key while it still has the TD's dirty cache lines (no
+//   WBINVD / TDH.PHYMEM.PAGE.WBINVD first).
+//
+// Thread safety: every member function may be called from any thread. Word accesses are
+// single atomic operations (page-table entries are compared-and-swapped in place; the
+// walker's A/D updates are atomic ORs). A frame's word storage lives until the frame is
+// freed; freeing a frame that another thread may still access is the caller's bug (KVM
+// frees page-table pages only after an RCU grace period).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/addr.h"
+#include "platform/key_id.h"
+
+namespace tdxsim {
+
+// Which free frame the allocator hands out next. LastFreedFirst makes a freed page-table
+// page come straight back at the same HPA — the reuse that exposes stale TLB entries.
+enum class ReusePolicy : uint8_t { kLastFreedFirst, kFirstFreedFirst, kLowestFirst, kRandom };
+
+// What a read with the wrong key returns (MKTME: ciphertext; TDX with logical integrity:
+// zeros for TD-private lines read by the host).
+enum class ForeignReadResult : uint8_t { kCiphertext, kZeros };
+
+struct HostMemoryConfig {
+  uint64_t bytes = uint64_t{1} << 30;
+  ReusePolicy reuse = ReusePolicy::kLastFreedFirst;
+  uint64_t seed = 1;  // for kRandom
+  ForeignReadResult foreign_read = ForeignReadResult::kCiphertext;
+  PhysAddrLayout layout{};
+};
+
+// A word as read from memory, with the key whose plaintext it is. kHostKey for host data,
+// ciphertext and zeros; a TD's HKID for that TD's plaintext. The origin travels with the
+// value so that a leak into host-readable memory can be recognised where it happens.
+struct MemWord {
+  uint64_t value = 0;
+  KeyId origin = kHostKey;
+  bool operator==(const MemWord&) const = default;
+};
+
+enum class MemViolationKind : uint8_t {
+  kPlaintextLeak,     // a TD's plaintext written to memory the host can read
+  kIntegrityPoison,   // a TD frame written with another key; its owner's data is lost
+  kPoisonConsumed,    // the owner read a poisoned frame (hardware: #MC)
+  kStaleCacheReuse,   // a frame re-keyed while it still had dirty lines of its old key
+};
+const char* to_string(MemViolationKind k);
+
+struct MemViolation {
+  MemViolationKind kind;
+  Hpa hpa;
+  KeyId accessor;  // the key of the access that caused it
+  KeyId owner;     // the frame's key (or the value's origin, for a leak)
+};
+
+class HostMemory {
+ public:
+  explicit HostMemory(const HostMemoryConfig& config);
+  ~HostMemory();
+  HostMemory(const HostMemory&) = delete;
+  HostMemory& operator=(const HostMemory&) = delete;
+
+  const HostMemoryConfig& config() const { return config_; }
+  const PhysAddrLayout& layout() const { return config_.layout; }
+  uint64_t total_frames() const { return frames_; }
+  bool contains(Hpa hpa) const { return hpa.pfn().raw() < frames_; }
+
+  // --- Frame allocator -------------------------------------------------------------------
+  // Returns: a frame zero-filled with key kHostKey, or nullopt when memory is exhausted.
+  std::optional<Pfn> alloc_frame();
+  // REQUIRES: `pfn` is allocated. Drops its word storage; the frame keeps its key and dirty
+  // cache state (so reuse without WBINVD is caught).
+  void free_frame(Pfn pfn);
+  uint64_t free_frame_count() const;
+  bool is_allocated(Pfn pfn) const;
+
+  // --- Keys and caches -------------------------------------------------------------------
+  KeyId key(Pfn pfn) const;
+  // Re-keys a frame (the module assigning it to a TD, or handing it back). Re-keying a
+  // frame that still has dirty lines of its old TD key records kStaleCacheReuse. Clears
+  // the integrity poison.
+  void set_key(Pfn pfn, KeyId key);
+  // Writes back and invalidates the frame's cache lines of `key` (TDH.PHYMEM.PAGE.WBINVD).
+  void wbinvd_frame(Pfn pfn, KeyId key);
+  // Writes back and invalidates every line of `key` (TDH.PHYMEM.CACHE.WB, WBINVD).
+  void wbinvd_key(KeyId key);
+  bool has_dirty_lines(Pfn pfn) const;
+
+  // --- Contents (8-byte aligned words) -----------------------------------------------------
+  MemWord read(Hpa hpa, KeyId key) const;
+  // The value's origin is the writer's key.
+  void write(Hpa hpa, KeyId key, uint64_t value);
+  // A copy of a word read elsewhere: its origin decides whether this is a leak.
+  void write(Hpa hpa, KeyId key, MemWord word);
+  // Sets every word of the frame to `value` (the page-granular fill) and drops word storage.
+  void fill(Pfn pfn, KeyId key, uint64_t value);
+  // Page-granular copy with the keys of both sides (TDH.MEM.PAGE.ADD's copy, memcpy).
+  void copy_page(Pfn dst, KeyId dst_key, Pfn src, KeyId src_key);
+  // A digest of the frame's plaintext under `key` (tests compare private pages with it).
+  uint64_t page_hash(Pfn pfn, KeyId key) const;
+
+  // --- Atomic entry access (page tables) --------------------------------------------------
+  // The same key rules as read/write apply. Orders are the caller's: entries are published
+  // with release and read with acquire.
+  uint64_t load(Hpa hpa, KeyId key, std::memory_order order) const;
+  void store(Hpa hpa, KeyId key, uint64_t value, std::memory_order order);
+  // Returns: true and stores `desired` if the word equals `expected`; else false and
+  // `expected` is updated to the current value.
+  bool compare_exchange(Hpa hpa, KeyId key, uint64_t& expected, uint64_t desired,
+                        std::memory_order order);
+  uint64_t exchange(Hpa hpa, KeyId key, uint64_t value, std::memory_order order);
+  // Hardware's locked OR (A/D bit updates). Returns the old value.
+  uint64_t fetch_or(Hpa hpa, KeyId key, uint64_t bits, std::memory_order order);
+
+  // --- Violations -------------------------------------------------------------------------
+  std::vector<MemViolation> violations() const;
+  uint64_t violation_count() const;
+
+  // Bytes of host memory the model itself uses for metadata and word storage right now.
+  uint64_t model_bytes() const;
+
+ private:
+  struct Impl;
+  HostMemoryConfig config_;
+  uint64_t frames_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tdxsim
