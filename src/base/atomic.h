@@ -1,0 +1,77 @@
+// Atomic words: the one way any thread in tdxsim shares a 64-bit value with another.
+//
+// Every cross-thread interaction of the project goes through base/ so that a deterministic
+// scheduler can later take them all over; these wrappers are the choke point for plain
+// words (page-table entries, counters, flags). Every operation names its memory order:
+// there is no default, so a reader always sees what a load is meant to synchronise with.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace tdxsim {
+
+// An atomic 64-bit word that owns its storage.
+class AtomicWord {
+ public:
+  constexpr AtomicWord() = default;
+  constexpr explicit AtomicWord(uint64_t v) : v_(v) {}
+  AtomicWord(const AtomicWord&) = delete;
+  AtomicWord& operator=(const AtomicWord&) = delete;
+
+  uint64_t load(std::memory_order o) const { return v_.load(o); }
+  void store(uint64_t v, std::memory_order o) { v_.store(v, o); }
+  uint64_t exchange(uint64_t v, std::memory_order o) { return v_.exchange(v, o); }
+  // Returns: true if the word was `expected` and is now `desired`; otherwise false with
+  // `expected` updated to the current value.
+  bool compare_exchange(uint64_t& expected, uint64_t desired, std::memory_order o) {
+    return v_.compare_exchange_strong(expected, desired, o, failure_order(o));
+  }
+  uint64_t fetch_add(uint64_t v, std::memory_order o) { return v_.fetch_add(v, o); }
+  uint64_t fetch_sub(uint64_t v, std::memory_order o) { return v_.fetch_sub(v, o); }
+  uint64_t fetch_or(uint64_t v, std::memory_order o) { return v_.fetch_or(v, o); }
+  uint64_t fetch_and(uint64_t v, std::memory_order o) { return v_.fetch_and(v, o); }
+
+  static constexpr std::memory_order failure_order(std::memory_order o) {
+    return o == std::memory_order_acq_rel ? std::memory_order_acquire
+           : o == std::memory_order_release ? std::memory_order_relaxed
+                                            : o;
+  }
+
+ private:
+  std::atomic<uint64_t> v_{0};
+};
+
+// Atomic access to a 64-bit word that lives elsewhere (a frame's contents, a metadata
+// array obtained from mmap): std::atomic_ref with the same explicit-order interface.
+class AtomicWordRef {
+ public:
+  explicit AtomicWordRef(uint64_t& w) : r_(w) {}
+
+  uint64_t load(std::memory_order o) const { return r_.load(o); }
+  void store(uint64_t v, std::memory_order o) const { r_.store(v, o); }
+  uint64_t exchange(uint64_t v, std::memory_order o) const { return r_.exchange(v, o); }
+  bool compare_exchange(uint64_t& expected, uint64_t desired, std::memory_order o) const {
+    return r_.compare_exchange_strong(expected, desired, o, AtomicWord::failure_order(o));
+  }
+  uint64_t fetch_add(uint64_t v, std::memory_order o) const { return r_.fetch_add(v, o); }
+  uint64_t fetch_or(uint64_t v, std::memory_order o) const { return r_.fetch_or(v, o); }
+  uint64_t fetch_and(uint64_t v, std::memory_order o) const { return r_.fetch_and(v, o); }
+
+ private:
+  std::atomic_ref<uint64_t> r_;
+};
+
+// A statistics counter: many writers, readers that only want a total. Relaxed on purpose:
+// a counter never orders other memory.
+class Counter {
+ public:
+  void add(uint64_t n = 1) { v_.fetch_add(n, std::memory_order_relaxed); }
+  uint64_t value() const { return v_.load(std::memory_order_relaxed); }
+  void reset() { v_.store(0, std::memory_order_relaxed); }
+
+ private:
+  AtomicWord v_;
+};
+
+}  // namespace tdxsim
