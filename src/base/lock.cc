@@ -1,0 +1,192 @@
+#include "base/lock.h"
+
+#include <array>
+
+#include "base/check.h"
+
+namespace tdxsim {
+namespace {
+
+// One acquisition the calling thread has made and not yet released. `name` points into the
+// lock's own name string: a lock cannot be destroyed while held (checked), so it stays valid.
+struct HeldLock {
+  const void* lock;
+  const char* name;
+  LockMode mode;
+};
+
+// The calling thread's held locks, oldest first (lockdep's task_struct::held_locks).
+struct HeldLocks {
+  std::array<HeldLock, kMaxHeldLocks> entries;
+  size_t count;
+};
+
+// Per-thread by design: each thread's table is touched only by that thread. constinit keeps
+// it trivially initialised, so no TLS init guard runs on the lock fast path.
+constinit thread_local HeldLocks t_held{};
+
+// "[mmu_lock (shared), slots_lock (exclusive)]", for diagnostics.
+std::string describe_held() {
+  std::string s = "[";
+  for (size_t i = 0; i < t_held.count; ++i) {
+    const HeldLock& h = t_held.entries[i];
+    s += fmt::format("{}{} ({})", i ? ", " : "", h.name, to_string(h.mode));
+  }
+  return s + "]";
+}
+
+// Index of `lock` in the table, or t_held.count when this thread does not hold it.
+size_t find(const void* lock) {
+  for (size_t i = 0; i < t_held.count; ++i) {
+    if (t_held.entries[i].lock == lock) return i;
+  }
+  return t_held.count;
+}
+
+LockMode mode_of(const void* lock) {
+  const size_t i = find(lock);
+  return i == t_held.count ? LockMode::kNotHeld : t_held.entries[i].mode;
+}
+
+// Called before blocking, so that a self-deadlock aborts with a message instead of hanging.
+void check_not_held(const void* lock, const std::string& name, const char* op) {
+  const LockMode held = mode_of(lock);
+  TDXSIM_CHECK(held == LockMode::kNotHeld,
+               "recursive locking: {}() on lock '{}' already held {} by this thread; held: {}",
+               op, name, to_string(held), describe_held());
+}
+
+void on_acquired(const void* lock, const std::string& name, LockMode mode) {
+  TDXSIM_CHECK(t_held.count < kMaxHeldLocks,
+               "thread holds {} locks, the most the held-locks table tracks, acquiring '{}'; "
+               "held: {}",
+               kMaxHeldLocks, name, describe_held());
+  t_held.entries[t_held.count++] = HeldLock{lock, name.c_str(), mode};
+}
+
+void on_release(const void* lock, const std::string& name, LockMode mode, const char* op) {
+  const size_t i = find(lock);
+  TDXSIM_CHECK(i != t_held.count, "{}() of lock '{}' which this thread does not hold; held: {}",
+               op, name, describe_held());
+  TDXSIM_CHECK(t_held.entries[i].mode == mode,
+               "{}() of lock '{}' which this thread holds {}, not {}", op, name,
+               to_string(t_held.entries[i].mode), to_string(mode));
+  // Keep acquisition order (locks need not be released LIFO) so diagnostics read naturally.
+  for (size_t j = i + 1; j < t_held.count; ++j) t_held.entries[j - 1] = t_held.entries[j];
+  --t_held.count;
+}
+
+void check_held(const void* lock, const std::string& name, const char* assertion,
+                bool (*ok)(LockMode)) {
+  const LockMode held = mode_of(lock);
+  TDXSIM_CHECK(ok(held), "{}() failed for lock '{}': this thread holds it {}; held: {}",
+               assertion, name, held == LockMode::kNotHeld ? "not at all" : to_string(held),
+               describe_held());
+}
+
+void check_not_held_at_destruction(const void* lock, const std::string& name) {
+  const LockMode held = mode_of(lock);
+  TDXSIM_CHECK(held == LockMode::kNotHeld, "lock '{}' destroyed while this thread holds it {}",
+               name, to_string(held));
+}
+
+}  // namespace
+
+const char* to_string(LockMode m) {
+  switch (m) {
+    case LockMode::kNotHeld: return "not held";
+    case LockMode::kShared: return "shared (read)";
+    case LockMode::kExclusive: return "exclusive (write)";
+  }
+  return "?";
+}
+
+// ---- Mutex ----
+
+Mutex::Mutex(std::string_view name) : name_(name) {}
+
+Mutex::~Mutex() { check_not_held_at_destruction(this, name_); }
+
+void Mutex::lock() {
+  check_not_held(this, name_, "lock");
+  mu_.lock();
+  on_acquired(this, name_, LockMode::kExclusive);
+}
+
+void Mutex::unlock() {
+  on_release(this, name_, LockMode::kExclusive, "unlock");
+  mu_.unlock();
+}
+
+bool Mutex::try_lock() {
+  // std::mutex::try_lock by the owner is undefined, not merely false.
+  check_not_held(this, name_, "try_lock");
+  if (!mu_.try_lock()) return false;
+  on_acquired(this, name_, LockMode::kExclusive);
+  return true;
+}
+
+void Mutex::assert_held() const {
+  check_held(this, name_, "assert_held", [](LockMode m) { return m == LockMode::kExclusive; });
+}
+
+bool Mutex::held_by_this_thread() const { return mode_of(this) == LockMode::kExclusive; }
+
+// ---- SharedMutex ----
+
+SharedMutex::SharedMutex(std::string_view name) : name_(name) {}
+
+SharedMutex::~SharedMutex() { check_not_held_at_destruction(this, name_); }
+
+void SharedMutex::lock() {
+  check_not_held(this, name_, "lock");
+  mu_.lock();
+  on_acquired(this, name_, LockMode::kExclusive);
+}
+
+void SharedMutex::unlock() {
+  on_release(this, name_, LockMode::kExclusive, "unlock");
+  mu_.unlock();
+}
+
+bool SharedMutex::try_lock() {
+  check_not_held(this, name_, "try_lock");
+  if (!mu_.try_lock()) return false;
+  on_acquired(this, name_, LockMode::kExclusive);
+  return true;
+}
+
+void SharedMutex::lock_shared() {
+  check_not_held(this, name_, "lock_shared");
+  mu_.lock_shared();
+  on_acquired(this, name_, LockMode::kShared);
+}
+
+void SharedMutex::unlock_shared() {
+  on_release(this, name_, LockMode::kShared, "unlock_shared");
+  mu_.unlock_shared();
+}
+
+bool SharedMutex::try_lock_shared() {
+  check_not_held(this, name_, "try_lock_shared");
+  if (!mu_.try_lock_shared()) return false;
+  on_acquired(this, name_, LockMode::kShared);
+  return true;
+}
+
+void SharedMutex::assert_held_write() const {
+  check_held(this, name_, "assert_held_write",
+             [](LockMode m) { return m == LockMode::kExclusive; });
+}
+
+void SharedMutex::assert_held_read() const {
+  check_held(this, name_, "assert_held_read", [](LockMode m) { return m == LockMode::kShared; });
+}
+
+void SharedMutex::assert_held() const {
+  check_held(this, name_, "assert_held", [](LockMode m) { return m != LockMode::kNotHeld; });
+}
+
+LockMode SharedMutex::held_mode() const { return mode_of(this); }
+
+}  // namespace tdxsim

@@ -1,0 +1,95 @@
+// TryLock: the TDX module's internal shared/exclusive lock with host priority.
+//
+// The TDX module never blocks and never spins waiting for a lock: a SEAMCALL (host) or
+// TDCALL (guest) that finds a resource locked returns TDX_OPERAND_BUSY at once and the
+// caller decides whether to retry (KVM retries a bounded number of times; a blind retry
+// loop is bug T1). The module's sharex_hp_lock_t packs the whole lock into one word:
+//
+//     63                                   2    1           0
+//    +--------------------------------------+-----------+-----------+
+//    | shared counter                       | host prio | exclusive |
+//    +--------------------------------------+-----------+-----------+
+//
+// Host priority keeps a guest from starving the host (TDX module, tdx_locks.h,
+// acquire_sharex_lock_hp_{sh,ex}): when a HOST request fails, it sets the host-priority
+// bit; while the bit is set GUEST requests fail with TDX_OPERAND_BUSY_HOST_PRIORITY even if
+// the lock is free; the next successful HOST acquisition clears the bit. Releasing keeps
+// the bit. This class reproduces the module's result for every case:
+//   - exclusive, guest: free -> acquired; only host-prio set -> kBusyHostPriority;
+//     locked (with or without host prio) -> kBusy.
+//   - shared, guest: host prio set -> kBusyHostPriority; else exclusive held -> kBusy;
+//     else acquired.
+//   - exclusive or shared, host: acquired if compatible (clears host prio), else kBusy
+//     and host prio set.
+// Like the module, a shared attempt increments the counter first and looks afterwards; while
+// the exclusive bit is set the counter is meaningless and releasing the exclusive lock
+// clears it. (The module also decrements after a guest fails on host priority even when the
+// exclusive bit was set, which can underflow the counter if the exclusive holder released in
+// between; tdxsim leaves the counter alone in that case, with the same result code.)
+//
+// Thread safety: every member may be called from any thread; the lock word is one
+// AtomicWord. A successful acquisition is an acquire operation and a release is a release
+// operation, so data guarded by the lock is published from one holder to the next. Setting
+// and clearing host priority is relaxed: the bit orders no other memory. The lock has no
+// owner: any thread may release it (in the module, the logical CPU that took it does).
+//
+// Clang's analysis: try_acquire_*() return bool and are annotated TDXSIM_TRY_ACQUIRE, so
+// `if (!l.try_acquire_exclusive(r, &why)) return busy(why);` proves the lock held below.
+// The enum-returning try_lock_*() are not annotated: clang follows a try-lock result only
+// through a bool/int branch condition, never through an enum comparison. Use them where
+// the analysis is not wanted (tests, unannotated code).
+#pragma once
+
+#include <cstdint>
+
+#include "base/atomic.h"
+#include "base/thread_annotations.h"
+
+namespace tdxsim {
+
+// Who asks: the host VMM through a SEAMCALL, or the TD through a TDCALL.
+enum class Requester : uint8_t { kHost, kGuest };
+
+// kBusy: TDX_OPERAND_BUSY. kBusyHostPriority: TDX_OPERAND_BUSY_HOST_PRIORITY (guest only).
+enum class TryLockResult : uint8_t { kAcquired, kBusy, kBusyHostPriority };
+
+const char* to_string(Requester r);
+const char* to_string(TryLockResult r);
+
+class TDXSIM_CAPABILITY("tdx_lock") TryLock {
+ public:
+  TryLock() = default;
+  TryLock(const TryLock&) = delete;
+  TryLock& operator=(const TryLock&) = delete;
+
+  // Returns: kAcquired (the caller now holds the lock), kBusy, or kBusyHostPriority.
+  [[nodiscard]] TryLockResult try_lock_exclusive(Requester r);
+  [[nodiscard]] TryLockResult try_lock_shared(Requester r);
+
+  // The same, as a bool clang's analysis can follow. Returns: true iff acquired; the
+  // detailed result is stored in *result when result is not null.
+  [[nodiscard]] bool try_acquire_exclusive(Requester r, TryLockResult* result = nullptr)
+      TDXSIM_TRY_ACQUIRE(true);
+  [[nodiscard]] bool try_acquire_shared(Requester r, TryLockResult* result = nullptr)
+      TDXSIM_TRY_ACQUIRE_SHARED(true);
+
+  // REQUIRES: the lock is held exclusively / shared (checked: a release of a lock not held
+  // in that mode aborts, as the module's sanity check halts).
+  void unlock_exclusive() TDXSIM_RELEASE();
+  void unlock_shared() TDXSIM_RELEASE_SHARED();
+
+  // Snapshots, for tests and diagnostics; stale as soon as they return.
+  bool is_locked_exclusive() const;
+  uint64_t shared_count() const;  // 0 while exclusively held (the counter is meaningless then)
+  bool host_priority() const;
+
+ private:
+  static constexpr uint64_t kExclusive = uint64_t{1} << 0;
+  static constexpr uint64_t kHostPriority = uint64_t{1} << 1;
+  static constexpr unsigned kCounterShift = 2;
+  static constexpr uint64_t kOneReader = uint64_t{1} << kCounterShift;
+
+  AtomicWord word_{0};
+};
+
+}  // namespace tdxsim
