@@ -11,15 +11,27 @@
 //   ciphertext-like value derived from the contents and keys, or zeros (config), never the
 //   plaintext.
 // - A write with another key than a TD frame's own poisons the frame for its owner (TDX's
-//   integrity check): the owner's later reads return garbage and are recorded.
-// - A TD's plaintext reaching host-readable memory (a write, with the host key, of a value
-//   whose origin is a TD key) is a confidentiality violation and is recorded, as is a frame
-//   handed back to the host key while it still has the TD's dirty cache lines (no
-//   WBINVD / TDH.PHYMEM.PAGE.WBINVD first).
+//   integrity check): the owner's later reads return garbage and are recorded. The poison
+//   lasts until set_key, or a whole-page write (fill, copy_page) by the owner, as
+//   MOVDIR64B over every line would clear it.
+// - A TD's plaintext reaching host-readable memory (a write, with the host key or into a
+//   host-keyed frame, of a value whose origin is a TD key) is a confidentiality violation
+//   and is recorded, as is a frame handed back to the host key while it still has the TD's
+//   dirty cache lines (no WBINVD / TDH.PHYMEM.PAGE.WBINVD first).
+// - Cache: a write by a TD with the frame's own key leaves that key's lines dirty (one dirty
+//   key a frame is tracked; host lines are not). The lines stay dirty through free_frame and
+//   alloc_frame; if the frame is then written under another key, or set_key gives it another
+//   key, before wbinvd_frame/wbinvd_key wrote them back, kStaleCacheReuse is recorded once
+//   and the dirty state is dropped.
+//
+// Violations are recorded once per event: every leaking write, every read of a poisoned
+// frame by its owner, each clean-to-poisoned transition, each stale reuse. Page-granular
+// operations (fill, copy_page) record each kind at most once, at the frame's base.
 //
 // Thread safety: every member function may be called from any thread. Word accesses are
 // single atomic operations (page-table entries are compared-and-swapped in place; the
-// walker's A/D updates are atomic ORs). A frame's word storage lives until the frame is
+// walker's A/D updates are compare-and-swaps from the value it read, so they never land in an
+// entry that changed under it). A frame's word storage lives until the frame is
 // freed; freeing a frame that another thread may still access is the caller's bug (KVM
 // frees page-table pages only after an RCU grace period).
 #pragma once
@@ -91,6 +103,8 @@ class HostMemory {
 
   // --- Frame allocator -------------------------------------------------------------------
   // Returns: a frame zero-filled with key kHostKey, or nullopt when memory is exhausted.
+  // Dirty lines of an earlier TD key are not written back: the first write under another
+  // key (or set_key to another key) records kStaleCacheReuse.
   std::optional<Pfn> alloc_frame();
   // REQUIRES: `pfn` is allocated. Drops its word storage; the frame keeps its key and dirty
   // cache state (so reuse without WBINVD is caught).
@@ -99,10 +113,16 @@ class HostMemory {
   bool is_allocated(Pfn pfn) const;
 
   // --- Keys and caches -------------------------------------------------------------------
+  // key(), wbinvd_frame() and has_dirty_lines() accept free frames too: cache and key state
+  // outlive the allocation.
   KeyId key(Pfn pfn) const;
+  // REQUIRES: `pfn` is allocated, and no other thread accesses it meanwhile.
   // Re-keys a frame (the module assigning it to a TD, or handing it back). Re-keying a
-  // frame that still has dirty lines of its old TD key records kStaleCacheReuse. Clears
-  // the integrity poison.
+  // frame that still has dirty lines of another key than `key` records kStaleCacheReuse.
+  // Clears the integrity poison. Hardware keeps the bytes, not their meaning: with a new
+  // key the frame holds what a read with that key returned before (ciphertext or zeros;
+  // for a filled frame one ciphertext word throughout), so whoever re-keys a page then
+  // initialises it (fill, copy_page), as the module and KVM do.
   void set_key(Pfn pfn, KeyId key);
   // Writes back and invalidates the frame's cache lines of `key` (TDH.PHYMEM.PAGE.WBINVD).
   void wbinvd_frame(Pfn pfn, KeyId key);
@@ -111,16 +131,24 @@ class HostMemory {
   bool has_dirty_lines(Pfn pfn) const;
 
   // --- Contents (8-byte aligned words) -----------------------------------------------------
+  // REQUIRES (every content and entry access): the frame is allocated; `hpa` is 8-byte
+  // aligned; keys are within the layout's key ID bits.
   MemWord read(Hpa hpa, KeyId key) const;
   // The value's origin is the writer's key.
   void write(Hpa hpa, KeyId key, uint64_t value);
   // A copy of a word read elsewhere: its origin decides whether this is a leak.
   void write(Hpa hpa, KeyId key, MemWord word);
-  // Sets every word of the frame to `value` (the page-granular fill) and drops word storage.
+  // Sets every word of the frame to `value` (the page-granular fill). Word storage is
+  // overwritten in place and kept until free_frame: a concurrent walker may be reading it.
+  // A fill racing with the first write into part of the same frame may leave that part at
+  // the old fill (a caller bug: page contents are initialised before they are published).
   void fill(Pfn pfn, KeyId key, uint64_t value);
-  // Page-granular copy with the keys of both sides (TDH.MEM.PAGE.ADD's copy, memcpy).
+  // Page-granular copy with the keys of both sides (TDH.MEM.PAGE.ADD's copy, memcpy): per
+  // word, a read with `src_key` then a write with `dst_key` (a TD page copied out with its
+  // own key into a host page is a leak; a wrong `src_key` copies ciphertext).
   void copy_page(Pfn dst, KeyId dst_key, Pfn src, KeyId src_key);
-  // A digest of the frame's plaintext under `key` (tests compare private pages with it).
+  // A digest of the frame's contents as `key` reads them (tests compare private pages with
+  // it): equal for equal contents however they were written. Records no violation.
   uint64_t page_hash(Pfn pfn, KeyId key) const;
 
   // --- Atomic entry access (page tables) --------------------------------------------------
@@ -134,9 +162,13 @@ class HostMemory {
                         std::memory_order order);
   uint64_t exchange(Hpa hpa, KeyId key, uint64_t value, std::memory_order order);
   // Hardware's locked OR (A/D bit updates). Returns the old value.
+  // Through another key than the frame's, the read-modify-writes act on what that key
+  // reads (ciphertext) and poison a TD frame, whether or not a compare_exchange succeeds:
+  // a locked RMW always writes the line.
   uint64_t fetch_or(Hpa hpa, KeyId key, uint64_t bits, std::memory_order order);
 
   // --- Violations -------------------------------------------------------------------------
+  // The first 1024 violations recorded (the log is bounded; the count is not).
   std::vector<MemViolation> violations() const;
   uint64_t violation_count() const;
 

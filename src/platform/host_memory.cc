@@ -1,0 +1,717 @@
+// HostMemory's representation.
+//
+// Frame metadata: two words a frame in a lazily resident array (LazyWords), so frames never
+// allocated cost nothing.
+//   word 0  the fill value: what every word without word storage holds. While the frame is
+//           free, the allocator's list link instead.
+//   word 1  "info", one atomic word so that key, cache and poison state change together:
+//             15:0   key ID of the frame (whose plaintext the stored words are)
+//             31:16  key ID of the frame's dirty cache lines; 0: none (host lines are not
+//                    tracked: only a TD key's lines can corrupt a later owner's data)
+//             32     allocated
+//             33     poisoned (TDX integrity: the owner's reads fail)
+//             63:34  word storage: storage slot + 1; 0: none
+//
+// Word storage: a slot of 8 chunk pointers in a lazily resident slot arena, installed with a
+// CAS of info on the frame's first word write; each chunk (64 words) is allocated on the
+// first write into it, initialised to the fill value, and installed with a CAS into its slot.
+// Installed chunks are never moved or freed before free_frame, so a word operation on one is
+// a single atomic on the word itself. fill() stores the new fill value and then overwrites
+// the installed chunks in place.
+//
+// Memory orders: info and chunk pointers are published with release (acq_rel CAS) and read
+// with acquire, so that a reader that sees a slot or chunk also sees it initialised. Word
+// values use the caller's order for the atomic-entry API and acquire/release for read/write.
+#include "platform/host_memory.h"
+
+#include <algorithm>
+#include <array>
+#include <new>
+
+#include "base/atomic.h"
+#include "base/bitfield.h"
+#include "base/check.h"
+#include "base/lock.h"
+#include "platform/frame_allocator.h"
+#include "platform/lazy_words.h"
+
+namespace tdxsim {
+
+const char* to_string(MemViolationKind k) {
+  switch (k) {
+    case MemViolationKind::kPlaintextLeak: return "plaintext-leak";
+    case MemViolationKind::kIntegrityPoison: return "integrity-poison";
+    case MemViolationKind::kPoisonConsumed: return "poison-consumed";
+    case MemViolationKind::kStaleCacheReuse: return "stale-cache-reuse";
+  }
+  return "?";
+}
+
+namespace {
+
+constexpr unsigned kWordsPerPage = kPageSize / sizeof(uint64_t);
+constexpr unsigned kChunkWords = 64;
+constexpr unsigned kChunksPerFrame = kWordsPerPage / kChunkWords;
+constexpr std::align_val_t kChunkAlign{64};
+constexpr uint64_t kMaxLoggedViolations = 1024;
+constexpr uint64_t kSpareSlots = 1024;
+
+using InfoKey = BitField<15, 0>;
+using InfoDirtyKey = BitField<31, 16>;
+using InfoAllocated = Bit<32>;
+using InfoPoisoned = Bit<33>;
+using InfoStorage = BitField<63, 34>;
+
+KeyId info_key(uint64_t info) { return KeyId{static_cast<uint16_t>(InfoKey::get(info))}; }
+KeyId info_dirty(uint64_t info) { return KeyId{static_cast<uint16_t>(InfoDirtyKey::get(info))}; }
+bool info_allocated(uint64_t info) { return InfoAllocated::get(info) != 0; }
+bool info_poisoned(uint64_t info) { return InfoPoisoned::get(info) != 0; }
+uint64_t info_storage(uint64_t info) { return InfoStorage::get(info); }
+
+// splitmix64's output function: a full-avalanche 64-bit mix.
+uint64_t mix64(uint64_t x) {
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ull;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+// Domain tweaks keep ciphertext, poison garbage and the page hash unrelated to each other.
+constexpr uint64_t kCipherDomain = 0x4b45'5949'4443'4950ull;
+constexpr uint64_t kPoisonDomain = 0x504f'4953'4f4e'4544ull;
+constexpr uint64_t kHashSeed = 0x5041'4745'4841'5348ull;
+
+uint64_t scramble(uint64_t value, uint64_t addr, uint64_t tweak) {
+  const uint64_t c = mix64(value ^ mix64(addr ^ tweak));
+  // "Never the plaintext" is what tests of the key rules rely on: a collision, however
+  // unlikely, is excluded rather than left to chance.
+  return c == value ? ~c : c;
+}
+
+// What `reader` sees of `value` stored under `frame_key` at `addr` (MKTME ciphertext).
+uint64_t ciphertext(uint64_t value, Hpa addr, KeyId frame_key, KeyId reader) {
+  const uint64_t keys = (uint64_t{frame_key.raw()} << 16) | reader.raw();
+  return scramble(value, addr.raw(), kCipherDomain ^ (keys << 32));
+}
+
+// What the owner of a poisoned frame reads (hardware would raise #MC).
+uint64_t poison_garbage(uint64_t value, Hpa addr, KeyId owner) {
+  return scramble(value, addr.raw(), kPoisonDomain ^ (uint64_t{owner.raw()} << 32));
+}
+
+uint64_t* as_chunk(uint64_t word) { return reinterpret_cast<uint64_t*>(word); }
+
+}  // namespace
+
+struct HostMemory::Impl {
+  Impl(const HostMemoryConfig& cfg, uint64_t n)
+      : config(cfg),
+        frames(n),
+        meta(n * 2),
+        // Slots in use never outnumber allocated frames plus threads racing to install
+        // one (each holds at most one spare); the margin covers the racers.
+        slots(std::min(n + kSpareSlots, InfoStorage::kMax) * kChunksPerFrame),
+        allocator(cfg.reuse, n, cfg.seed, FrameLinks{meta.data(), 2}) {}
+
+  // --- Addressing and input checks ---
+
+  void check_frame(Pfn pfn, const char* op) const {
+    TDXSIM_CHECK(pfn.raw() < frames, "HostMemory::{}: {} is outside host memory ({} frames)", op,
+                 pfn, frames);
+  }
+  void check_key(KeyId key, const char* op) const {
+    TDXSIM_CHECK(key.raw() <= config.layout.max_keyid(),
+                 "HostMemory::{}: key ID {} exceeds the layout's {} key ID bits", op, key.raw(),
+                 config.layout.keyid_bits);
+  }
+  // Returns: the word's index within its frame.
+  unsigned check_word(Hpa hpa, KeyId key, const char* op) const {
+    TDXSIM_CHECK(hpa.pfn().raw() < frames, "HostMemory::{}: {} is outside host memory ({} frames)",
+                 op, hpa, frames);
+    TDXSIM_CHECK(hpa.raw() % sizeof(uint64_t) == 0, "HostMemory::{}: {} is not 8-byte aligned",
+                 op, hpa);
+    check_key(key, op);
+    return static_cast<unsigned>(hpa.page_offset() / sizeof(uint64_t));
+  }
+
+  AtomicWordRef fill_word(uint64_t pfn) const { return AtomicWordRef(meta[pfn * 2]); }
+  AtomicWordRef info_word(uint64_t pfn) const { return AtomicWordRef(meta[pfn * 2 + 1]); }
+  AtomicWordRef slot_word(uint64_t handle, unsigned chunk) const {
+    return AtomicWordRef(slots[(handle - 1) * kChunksPerFrame + chunk]);
+  }
+
+  uint64_t allocated_info(uint64_t pfn, Hpa where, const char* op) const {
+    const uint64_t info = info_word(pfn).load(std::memory_order_acquire);
+    TDXSIM_CHECK(info_allocated(info), "HostMemory::{}: {} is in a frame that is not allocated", op,
+                 where);
+    return info;
+  }
+
+  // --- Word storage ---
+
+  uint64_t* chunk(uint64_t info, unsigned c) const {
+    const uint64_t handle = info_storage(info);
+    if (handle == 0) return nullptr;
+    return as_chunk(slot_word(handle, c).load(std::memory_order_acquire));
+  }
+
+  uint64_t load_raw(uint64_t pfn, uint64_t info, unsigned idx, std::memory_order order) const {
+    if (uint64_t* c = chunk(info, idx / kChunkWords)) {
+      return AtomicWordRef(c[idx % kChunkWords]).load(order);
+    }
+    return fill_word(pfn).load(order);
+  }
+
+  uint64_t take_slot() {
+    MutexLock l(slot_mu);
+    uint64_t handle = slot_free;
+    if (handle != 0) {
+      slot_free = slot_word(handle, 0).load(std::memory_order_relaxed);
+      slot_word(handle, 0).store(0, std::memory_order_relaxed);
+    } else {
+      TDXSIM_CHECK(slot_bump < slots.size() / kChunksPerFrame,
+                   "HostMemory: all {} word-storage slots in use (more than {} threads installing "
+                   "word storage at once?)",
+                   slot_bump, kSpareSlots);
+      handle = ++slot_bump;
+      slots.note_touched((handle - 1) * kChunksPerFrame);
+    }
+    return handle;
+  }
+
+  // REQUIRES: every chunk pointer of the slot is null.
+  void give_slot(uint64_t handle) {
+    MutexLock l(slot_mu);
+    slot_word(handle, 0).store(slot_free, std::memory_order_relaxed);
+    slot_free = handle;
+  }
+
+  // Returns: the frame's storage slot, installing an empty one if it has none.
+  uint64_t install_slot(uint64_t pfn) {
+    AtomicWordRef w = info_word(pfn);
+    uint64_t info = w.load(std::memory_order_acquire);
+    if (info_storage(info) != 0) return info_storage(info);
+    const uint64_t mine = take_slot();
+    for (;;) {
+      // Lost the installation race (or the flags changed): use the winner's slot.
+      if (info_storage(info) != 0) {
+        give_slot(mine);
+        return info_storage(info);
+      }
+      if (w.compare_exchange(info, InfoStorage::set(info, mine), std::memory_order_acq_rel)) {
+        return mine;
+      }
+    }
+  }
+
+  // Returns: the chunk holding word `idx`, installing it (filled with the fill value) first.
+  uint64_t* install_chunk(uint64_t pfn, unsigned idx) {
+    const unsigned c = idx / kChunkWords;
+    uint64_t info = info_word(pfn).load(std::memory_order_acquire);
+    if (uint64_t* existing = chunk(info, c)) return existing;
+    const uint64_t handle = install_slot(pfn);
+    AtomicWordRef ptr = slot_word(handle, c);
+    uint64_t cur = ptr.load(std::memory_order_acquire);
+    if (cur != 0) return as_chunk(cur);
+    auto* fresh =
+        static_cast<uint64_t*>(::operator new(kChunkWords * sizeof(uint64_t), kChunkAlign));
+    std::fill_n(fresh, kChunkWords, fill_word(pfn).load(std::memory_order_acquire));
+    // Release publishes the initialised words; a loser's acquire sees the winner's.
+    if (ptr.compare_exchange(cur, reinterpret_cast<uint64_t>(fresh), std::memory_order_acq_rel)) {
+      chunk_count.fetch_add(1, std::memory_order_relaxed);
+      return fresh;
+    }
+    ::operator delete(fresh, kChunkAlign);
+    return as_chunk(cur);
+  }
+
+  void store_raw(uint64_t pfn, unsigned idx, uint64_t value, std::memory_order order) {
+    AtomicWordRef(install_chunk(pfn, idx)[idx % kChunkWords]).store(value, order);
+  }
+
+  // REQUIRES: no other thread accesses the frame (free_frame's contract).
+  void release_storage(uint64_t handle) {
+    for (unsigned c = 0; c < kChunksPerFrame; ++c) {
+      const uint64_t p = slot_word(handle, c).exchange(0, std::memory_order_acquire);
+      if (p != 0) {
+        ::operator delete(as_chunk(p), kChunkAlign);
+        chunk_count.fetch_sub(1, std::memory_order_relaxed);
+      }
+    }
+    give_slot(handle);
+  }
+
+  // Page-granular content write: the fill, then every installed word. Chunks stay: a
+  // concurrent walker may be holding one.
+  void fill_contents(uint64_t pfn, uint64_t value) {
+    fill_word(pfn).store(value, std::memory_order_release);
+    const uint64_t info = info_word(pfn).load(std::memory_order_acquire);
+    for (unsigned c = 0; c < kChunksPerFrame; ++c) {
+      if (uint64_t* words = chunk(info, c)) {
+        for (unsigned i = 0; i < kChunkWords; ++i) {
+          AtomicWordRef(words[i]).store(value, std::memory_order_release);
+        }
+      }
+    }
+  }
+
+  // --- Key rules ---
+
+  uint64_t foreign_view(uint64_t raw, Hpa where, KeyId owner, KeyId reader) const {
+    return config.foreign_read == ForeignReadResult::kZeros ? 0
+                                                            : ciphertext(raw, where, owner, reader);
+  }
+
+  // What a read with `key` returns for the stored word `raw` at `where`.
+  MemWord view(uint64_t raw, Hpa where, KeyId key, uint64_t info) const {
+    const KeyId owner = info_key(info);
+    if (key != owner) return {foreign_view(raw, where, owner, key), kHostKey};
+    if (info_poisoned(info)) return {poison_garbage(raw, where, owner), kHostKey};
+    return {raw, key};
+  }
+
+  // The owner's access to its own, unpoisoned frame: hardware atomics apply unchanged.
+  static bool plain_access(KeyId key, uint64_t info) {
+    return key == info_key(info) && !info_poisoned(info);
+  }
+
+  void note_read(Hpa where, KeyId key, uint64_t info) {
+    if (key == info_key(info) && info_poisoned(info)) {
+      record(MemViolationKind::kPoisonConsumed, where, key, info_key(info));
+    }
+  }
+
+  // The cache and integrity effects of a write with `key`, as one update of info.
+  // Returns: info after the update.
+  uint64_t note_write(uint64_t pfn, Hpa where, KeyId key, bool whole_page, const char* op) {
+    AtomicWordRef w = info_word(pfn);
+    uint64_t old = w.load(std::memory_order_acquire);
+    uint64_t now;
+    KeyId stale;
+    bool poisoned_now;
+    for (;;) {
+      TDXSIM_CHECK(info_allocated(old), "HostMemory::{}: {} is in a frame that is not allocated",
+                   op, where);
+      const KeyId owner = info_key(old);
+      const KeyId dirty = info_dirty(old);
+      now = old;
+      stale = kHostKey;
+      poisoned_now = false;
+      // Dirty lines of a key other than the frame's: the frame was handed out again without
+      // WBINVD, and their eventual write-back lands on what this write stores. Reported once.
+      if (!dirty.is_host() && dirty != owner) {
+        stale = dirty;
+        now = InfoDirtyKey::set(now, 0);
+      }
+      // TDX integrity: a line written with another key fails the owner's MAC/TD-bit check.
+      if (key != owner && !owner.is_host() && !info_poisoned(old)) {
+        now = InfoPoisoned::set(now, 1);
+        poisoned_now = true;
+      }
+      if (key == owner && !key.is_host()) now = InfoDirtyKey::set(now, key.raw());
+      // A whole-page write by the owner rewrites every line (MOVDIR64B), clearing poison.
+      if (whole_page && key == owner) now = InfoPoisoned::set(now, 0);
+      if (now == old || w.compare_exchange(old, now, std::memory_order_acq_rel)) break;
+    }
+    if (!stale.is_host()) record(MemViolationKind::kStaleCacheReuse, where, key, stale);
+    if (poisoned_now) record(MemViolationKind::kIntegrityPoison, where, key, info_key(now));
+    return now;
+  }
+
+  // A TD's plaintext stored where the host reads it as plaintext.
+  void note_leak(Hpa where, KeyId key, uint64_t info, KeyId origin) {
+    if (!origin.is_host() && (key.is_host() || info_key(info).is_host())) {
+      record(MemViolationKind::kPlaintextLeak, where, key, origin);
+    }
+  }
+
+  void record(MemViolationKind kind, Hpa where, KeyId accessor, KeyId owner) {
+    // The ticket bounds the log without taking the lock once it is full.
+    if (violation_total.fetch_add(1, std::memory_order_relaxed) >= kMaxLoggedViolations) return;
+    MutexLock l(log_mu);
+    log.push_back(MemViolation{kind, where, accessor, owner});
+  }
+
+  // Re-keying keeps the bytes, not their meaning: the frame now holds what a read with the
+  // new key would have returned. REQUIRES: no concurrent access to the frame.
+  void rekey_contents(uint64_t pfn, uint64_t info, KeyId from, KeyId to) {
+    const Hpa base = Pfn{pfn}.hpa();
+    AtomicWordRef fill = fill_word(pfn);
+    fill.store(foreign_view(fill.load(std::memory_order_acquire), base, from, to),
+               std::memory_order_release);
+    for (unsigned c = 0; c < kChunksPerFrame; ++c) {
+      uint64_t* words = chunk(info, c);
+      if (words == nullptr) continue;
+      for (unsigned i = 0; i < kChunkWords; ++i) {
+        AtomicWordRef w(words[i]);
+        const Hpa at = base + (uint64_t{c} * kChunkWords + i) * sizeof(uint64_t);
+        w.store(foreign_view(w.load(std::memory_order_acquire), at, from, to),
+                std::memory_order_release);
+      }
+    }
+  }
+
+  const HostMemoryConfig& config;
+  const uint64_t frames;
+  LazyWords meta;   // 2 words a frame; pages recorded as touched under alloc_mu
+  LazyWords slots;  // kChunksPerFrame chunk pointers a slot; touched recorded under slot_mu
+
+  Mutex alloc_mu{"host_memory.alloc"};
+  FrameAllocator allocator TDXSIM_GUARDED_BY(alloc_mu);
+  // allocator.high_water(), readable without the lock (wbinvd_key's scan bound).
+  AtomicWord high_water;
+
+  Mutex slot_mu{"host_memory.slots"};
+  uint64_t slot_free TDXSIM_GUARDED_BY(slot_mu) = 0;  // free-slot list head, as handle
+  uint64_t slot_bump TDXSIM_GUARDED_BY(slot_mu) = 0;  // handles above it were never used
+  AtomicWord chunk_count;
+
+  Mutex log_mu{"host_memory.violations"};
+  std::vector<MemViolation> log TDXSIM_GUARDED_BY(log_mu);
+  AtomicWord violation_total;
+};
+
+HostMemory::HostMemory(const HostMemoryConfig& config)
+    : config_(config), frames_(config.bytes / kPageSize) {
+  TDXSIM_CHECK(frames_ > 0 && config.bytes % kPageSize == 0,
+               "HostMemory: {:#x} bytes is not a positive number of pages", config.bytes);
+  TDXSIM_CHECK(config.layout.keyid_bits <= 16 && config.layout.keyid_shift() > kPageShift &&
+                   frames_ - 1 <= (config.layout.frame_mask() >> kPageShift),
+               "HostMemory: {:#x} bytes do not fit below the key ID bits (MAXPHYADDR {}, {} key "
+               "ID bits)",
+               config.bytes, config.layout.maxphyaddr, config.layout.keyid_bits);
+  impl_ = std::make_unique<Impl>(config_, frames_);
+}
+
+HostMemory::~HostMemory() {
+  // Word storage is heap memory: give it back (LazyWords unmaps the rest).
+  Impl& m = *impl_;
+  const uint64_t end = m.high_water.load(std::memory_order_acquire);
+  for (uint64_t pfn = 0; pfn < end; ++pfn) {
+    const uint64_t handle = info_storage(m.info_word(pfn).load(std::memory_order_acquire));
+    if (handle != 0) m.release_storage(handle);
+  }
+}
+
+// --- Frame allocator ---
+
+std::optional<Pfn> HostMemory::alloc_frame() {
+  Impl& m = *impl_;
+  MutexLock l(m.alloc_mu);
+  const std::optional<uint64_t> pfn = m.allocator.take();
+  if (!pfn) return std::nullopt;
+  m.meta.note_touched(*pfn * 2);
+  m.fill_word(*pfn).store(0, std::memory_order_relaxed);
+  AtomicWordRef w = m.info_word(*pfn);
+  uint64_t old = w.load(std::memory_order_relaxed);
+  // Dirty lines of the previous owner survive: the first write (or set_key) reports them.
+  // The loop is for wbinvd_key, which may clear them concurrently.
+  for (;;) {
+    TDXSIM_CHECK(!info_allocated(old) && info_storage(old) == 0,
+                 "HostMemory: allocator handed out {}, which is in use", Pfn{*pfn});
+    const uint64_t now = InfoAllocated::set(InfoDirtyKey::set(0, InfoDirtyKey::get(old)), 1);
+    if (w.compare_exchange(old, now, std::memory_order_release)) break;
+  }
+  m.high_water.store(m.allocator.high_water(), std::memory_order_release);
+  return Pfn{*pfn};
+}
+
+void HostMemory::free_frame(Pfn pfn) {
+  Impl& m = *impl_;
+  m.check_frame(pfn, "free_frame");
+  AtomicWordRef w = m.info_word(pfn.raw());
+  // 1. Word storage goes while the frame is still allocated: once the allocator has it,
+  //    another thread may allocate it and install new storage, and storage slots in use
+  //    must never outnumber frames (plus racing installers). Claiming the slot with a CAS
+  //    means even a racing double free releases it once; the allocated bit catches it.
+  uint64_t old = w.load(std::memory_order_acquire);
+  for (;;) {
+    TDXSIM_CHECK(info_allocated(old), "HostMemory::free_frame: {} is not allocated (double free?)",
+                 pfn);
+    const uint64_t now = InfoStorage::set(old, 0);
+    if (now == old || w.compare_exchange(old, now, std::memory_order_acq_rel)) break;
+  }
+  if (info_storage(old) != 0) m.release_storage(info_storage(old));
+  // 2. Back to the allocator. Key and dirty lines stay (reuse without WBINVD is caught).
+  MutexLock l(m.alloc_mu);
+  old = w.load(std::memory_order_acquire);
+  for (;;) {
+    TDXSIM_CHECK(info_allocated(old), "HostMemory::free_frame: {} is not allocated (double free?)",
+                 pfn);
+    if (w.compare_exchange(old, InfoAllocated::set(old, 0), std::memory_order_acq_rel)) break;
+  }
+  m.allocator.give(pfn.raw());
+}
+
+uint64_t HostMemory::free_frame_count() const {
+  Impl& m = *impl_;
+  MutexLock l(m.alloc_mu);
+  return m.allocator.free_count();
+}
+
+bool HostMemory::is_allocated(Pfn pfn) const {
+  impl_->check_frame(pfn, "is_allocated");
+  return info_allocated(impl_->info_word(pfn.raw()).load(std::memory_order_acquire));
+}
+
+// --- Keys and caches ---
+
+KeyId HostMemory::key(Pfn pfn) const {
+  impl_->check_frame(pfn, "key");
+  return info_key(impl_->info_word(pfn.raw()).load(std::memory_order_acquire));
+}
+
+void HostMemory::set_key(Pfn pfn, KeyId key) {
+  Impl& m = *impl_;
+  m.check_frame(pfn, "set_key");
+  m.check_key(key, "set_key");
+  AtomicWordRef w = m.info_word(pfn.raw());
+  uint64_t old = w.load(std::memory_order_acquire);
+  uint64_t now;
+  KeyId stale;
+  for (;;) {
+    TDXSIM_CHECK(info_allocated(old), "HostMemory::set_key: {} is not allocated", pfn);
+    const KeyId dirty = info_dirty(old);
+    stale = !dirty.is_host() && dirty != key ? dirty : kHostKey;
+    now = InfoPoisoned::set(InfoKey::set(old, key.raw()), 0);
+    if (!stale.is_host()) now = InfoDirtyKey::set(now, 0);
+    if (w.compare_exchange(old, now, std::memory_order_acq_rel)) break;
+  }
+  if (!stale.is_host()) m.record(MemViolationKind::kStaleCacheReuse, pfn.hpa(), key, stale);
+  if (info_key(old) != key) m.rekey_contents(pfn.raw(), now, info_key(old), key);
+}
+
+void HostMemory::wbinvd_frame(Pfn pfn, KeyId key) {
+  Impl& m = *impl_;
+  m.check_frame(pfn, "wbinvd_frame");
+  m.check_key(key, "wbinvd_frame");
+  if (key.is_host()) return;
+  AtomicWordRef w = m.info_word(pfn.raw());
+  uint64_t old = w.load(std::memory_order_acquire);
+  while (info_dirty(old) == key) {
+    if (w.compare_exchange(old, InfoDirtyKey::set(old, 0), std::memory_order_acq_rel)) break;
+  }
+}
+
+void HostMemory::wbinvd_key(KeyId key) {
+  Impl& m = *impl_;
+  m.check_key(key, "wbinvd_key");
+  if (key.is_host()) return;
+  // Frames at or above the high-water mark were never allocated, so never written.
+  const uint64_t end = m.high_water.load(std::memory_order_acquire);
+  for (uint64_t pfn = 0; pfn < end; ++pfn) {
+    AtomicWordRef w = m.info_word(pfn);
+    uint64_t old = w.load(std::memory_order_relaxed);
+    while (info_dirty(old) == key) {
+      if (w.compare_exchange(old, InfoDirtyKey::set(old, 0), std::memory_order_acq_rel)) break;
+    }
+  }
+}
+
+bool HostMemory::has_dirty_lines(Pfn pfn) const {
+  impl_->check_frame(pfn, "has_dirty_lines");
+  return !info_dirty(impl_->info_word(pfn.raw()).load(std::memory_order_acquire)).is_host();
+}
+
+// --- Contents ---
+
+MemWord HostMemory::read(Hpa hpa, KeyId key) const {
+  Impl& m = *impl_;
+  const unsigned idx = m.check_word(hpa, key, "read");
+  const uint64_t pfn = hpa.pfn().raw();
+  const uint64_t info = m.allocated_info(pfn, hpa, "read");
+  m.note_read(hpa, key, info);
+  return m.view(m.load_raw(pfn, info, idx, std::memory_order_acquire), hpa, key, info);
+}
+
+void HostMemory::write(Hpa hpa, KeyId key, uint64_t value) {
+  write(hpa, key, MemWord{value, key});
+}
+
+void HostMemory::write(Hpa hpa, KeyId key, MemWord word) {
+  Impl& m = *impl_;
+  const unsigned idx = m.check_word(hpa, key, "write");
+  const uint64_t pfn = hpa.pfn().raw();
+  const uint64_t info = m.note_write(pfn, hpa, key, /*whole_page=*/false, "write");
+  m.note_leak(hpa, key, info, word.origin);
+  m.store_raw(pfn, idx, word.value, std::memory_order_release);
+}
+
+void HostMemory::fill(Pfn pfn, KeyId key, uint64_t value) {
+  Impl& m = *impl_;
+  m.check_frame(pfn, "fill");
+  m.check_key(key, "fill");
+  const uint64_t info = m.note_write(pfn.raw(), pfn.hpa(), key, /*whole_page=*/true, "fill");
+  m.note_leak(pfn.hpa(), key, info, key);
+  m.fill_contents(pfn.raw(), value);
+}
+
+void HostMemory::copy_page(Pfn dst, KeyId dst_key, Pfn src, KeyId src_key) {
+  Impl& m = *impl_;
+  m.check_frame(dst, "copy_page");
+  m.check_frame(src, "copy_page");
+  m.check_key(dst_key, "copy_page");
+  m.check_key(src_key, "copy_page");
+  const Hpa sbase = src.hpa();
+  const uint64_t sinfo = m.allocated_info(src.raw(), sbase, "copy_page");
+  // Violations are per page here: one poisoned source page is one #MC, not 512.
+  m.note_read(sbase, src_key, sinfo);
+  const KeyId origin = Impl::plain_access(src_key, sinfo) ? src_key : kHostKey;
+  // Without word storage the source reads as one value per page unless what src_key sees
+  // depends on the address (ciphertext, poison garbage).
+  const bool uniform =
+      info_storage(sinfo) == 0 &&
+      (src_key == info_key(sinfo) ? !info_poisoned(sinfo)
+                                  : m.config.foreign_read == ForeignReadResult::kZeros);
+  std::array<uint64_t, kWordsPerPage> words;
+  if (uniform) {
+    words[0] = m.view(m.fill_word(src.raw()).load(std::memory_order_acquire), sbase, src_key,
+                      sinfo).value;
+  } else {
+    for (unsigned i = 0; i < kWordsPerPage; ++i) {
+      const Hpa at = sbase + uint64_t{i} * sizeof(uint64_t);
+      words[i] = m.view(m.load_raw(src.raw(), sinfo, i, std::memory_order_acquire), at, src_key,
+                        sinfo).value;
+    }
+  }
+  const uint64_t dinfo = m.note_write(dst.raw(), dst.hpa(), dst_key, /*whole_page=*/true,
+                                      "copy_page");
+  m.note_leak(dst.hpa(), dst_key, dinfo, origin);
+  const auto same = [&](uint64_t v) { return v == words[0]; };
+  if (uniform || std::all_of(words.begin(), words.end(), same)) {
+    m.fill_contents(dst.raw(), words[0]);
+    return;
+  }
+  for (unsigned i = 0; i < kWordsPerPage; ++i) {
+    m.store_raw(dst.raw(), i, words[i], std::memory_order_release);
+  }
+}
+
+uint64_t HostMemory::page_hash(Pfn pfn, KeyId key) const {
+  Impl& m = *impl_;
+  m.check_frame(pfn, "page_hash");
+  m.check_key(key, "page_hash");
+  const Hpa base = pfn.hpa();
+  const uint64_t info = m.allocated_info(pfn.raw(), base, "page_hash");
+  // Word by word whatever the representation, so a filled page and a page written word by
+  // word to the same values hash alike. A digest is no access: nothing is recorded.
+  uint64_t h = kHashSeed;
+  for (unsigned i = 0; i < kWordsPerPage; ++i) {
+    const Hpa at = base + uint64_t{i} * sizeof(uint64_t);
+    const uint64_t v = m.view(m.load_raw(pfn.raw(), info, i, std::memory_order_acquire), at, key,
+                              info).value;
+    h = mix64(h ^ mix64(v + i));
+  }
+  return h;
+}
+
+// --- Atomic entry access ---
+
+uint64_t HostMemory::load(Hpa hpa, KeyId key, std::memory_order order) const {
+  Impl& m = *impl_;
+  const unsigned idx = m.check_word(hpa, key, "load");
+  const uint64_t pfn = hpa.pfn().raw();
+  const uint64_t info = m.allocated_info(pfn, hpa, "load");
+  m.note_read(hpa, key, info);
+  return m.view(m.load_raw(pfn, info, idx, order), hpa, key, info).value;
+}
+
+void HostMemory::store(Hpa hpa, KeyId key, uint64_t value, std::memory_order order) {
+  Impl& m = *impl_;
+  const unsigned idx = m.check_word(hpa, key, "store");
+  const uint64_t pfn = hpa.pfn().raw();
+  const uint64_t info = m.note_write(pfn, hpa, key, /*whole_page=*/false, "store");
+  m.note_leak(hpa, key, info, key);
+  m.store_raw(pfn, idx, value, order);
+}
+
+// The locked read-modify-writes below always write the line (x86 writes back even a failed
+// CMPXCHG), so the write rules apply whatever the outcome. Through another key, or on a
+// poisoned frame, they act on what that key reads and store the result as it is.
+
+bool HostMemory::compare_exchange(Hpa hpa, KeyId key, uint64_t& expected, uint64_t desired,
+                                  std::memory_order order) {
+  Impl& m = *impl_;
+  const unsigned idx = m.check_word(hpa, key, "compare_exchange");
+  const uint64_t pfn = hpa.pfn().raw();
+  const uint64_t info = m.note_write(pfn, hpa, key, /*whole_page=*/false, "compare_exchange");
+  m.note_read(hpa, key, info);
+  AtomicWordRef w(m.install_chunk(pfn, idx)[idx % kChunkWords]);
+  bool done;
+  if (Impl::plain_access(key, info)) {
+    done = w.compare_exchange(expected, desired, order);
+  } else {
+    uint64_t raw = w.load(AtomicWord::failure_order(order));
+    for (;;) {
+      const uint64_t seen = m.view(raw, hpa, key, info).value;
+      if (seen != expected) {
+        expected = seen;
+        done = false;
+        break;
+      }
+      if (w.compare_exchange(raw, desired, order)) {
+        done = true;
+        break;
+      }
+    }
+  }
+  if (done) m.note_leak(hpa, key, info, key);
+  return done;
+}
+
+uint64_t HostMemory::exchange(Hpa hpa, KeyId key, uint64_t value, std::memory_order order) {
+  Impl& m = *impl_;
+  const unsigned idx = m.check_word(hpa, key, "exchange");
+  const uint64_t pfn = hpa.pfn().raw();
+  const uint64_t info = m.note_write(pfn, hpa, key, /*whole_page=*/false, "exchange");
+  m.note_read(hpa, key, info);
+  m.note_leak(hpa, key, info, key);
+  AtomicWordRef w(m.install_chunk(pfn, idx)[idx % kChunkWords]);
+  if (Impl::plain_access(key, info)) return w.exchange(value, order);
+  return m.view(w.exchange(value, order), hpa, key, info).value;
+}
+
+uint64_t HostMemory::fetch_or(Hpa hpa, KeyId key, uint64_t bits, std::memory_order order) {
+  Impl& m = *impl_;
+  const unsigned idx = m.check_word(hpa, key, "fetch_or");
+  const uint64_t pfn = hpa.pfn().raw();
+  const uint64_t info = m.note_write(pfn, hpa, key, /*whole_page=*/false, "fetch_or");
+  m.note_read(hpa, key, info);
+  m.note_leak(hpa, key, info, key);
+  AtomicWordRef w(m.install_chunk(pfn, idx)[idx % kChunkWords]);
+  if (Impl::plain_access(key, info)) return w.fetch_or(bits, order);
+  uint64_t raw = w.load(AtomicWord::failure_order(order));
+  for (;;) {
+    const uint64_t seen = m.view(raw, hpa, key, info).value;
+    if (w.compare_exchange(raw, seen | bits, order)) return seen;
+  }
+}
+
+// --- Violations and accounting ---
+
+std::vector<MemViolation> HostMemory::violations() const {
+  Impl& m = *impl_;
+  MutexLock l(m.log_mu);
+  return m.log;
+}
+
+uint64_t HostMemory::violation_count() const {
+  return impl_->violation_total.load(std::memory_order_relaxed);
+}
+
+uint64_t HostMemory::model_bytes() const {
+  Impl& m = *impl_;
+  uint64_t bytes = m.chunk_count.load(std::memory_order_relaxed) * kChunkWords * sizeof(uint64_t);
+  {
+    MutexLock l(m.alloc_mu);
+    bytes += m.meta.resident_bytes() + m.allocator.resident_bytes();
+  }
+  {
+    MutexLock l(m.slot_mu);
+    bytes += m.slots.resident_bytes();
+  }
+  return bytes;
+}
+
+}  // namespace tdxsim
