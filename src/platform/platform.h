@@ -1,0 +1,86 @@
+// The simulated machine: host memory, logical CPUs grouped into packages, the optional
+// Hyper-V L0 underneath, and the SEAM module slot. Many platforms may live in one process.
+//
+// Thread safety: the object graph is fixed at construction (install_seam_module before
+// threads run); each part documents its own rules.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "base/fault_injection.h"
+#include "platform/host_memory.h"
+#include "platform/hyperv_l0.h"
+#include "platform/logical_cpu.h"
+#include "platform/seamcall.h"
+
+namespace tdxsim {
+
+enum class CpuVendor : uint8_t { kIntel, kAmd };
+
+struct PlatformConfig {
+  CpuVendor vendor = CpuVendor::kIntel;
+  unsigned packages = 1;
+  unsigned cpus_per_package = 4;
+  HostMemoryConfig memory{};
+  TlbConfig tlb{};
+  // Classify every translation a TLB or the L0 serves against a fresh walk (costs a walk
+  // per hit; benchmarks of the hit path turn it off).
+  bool probe_tlb_hits = true;
+  // Present when KVM runs nested under Hyper-V.
+  std::optional<HyperVConfig> hyperv;
+};
+
+class CpuBinding;
+
+class Platform {
+ public:
+  // `faults` supplies the environment faults the hardware honours (SEAMCALL instruction
+  // failures); it outlives the platform.
+  Platform(const PlatformConfig& config, FaultInjection& faults);
+  ~Platform();
+  Platform(const Platform&) = delete;
+  Platform& operator=(const Platform&) = delete;
+
+  const PlatformConfig& config() const { return config_; }
+  CpuVendor vendor() const { return config_.vendor; }
+  HostMemory& memory() { return memory_; }
+  FaultInjection& faults() { return faults_; }
+  unsigned cpu_count() const { return static_cast<unsigned>(cpus_.size()); }
+  unsigned package_count() const { return config_.packages; }
+  LogicalCpu& cpu(unsigned id);
+  HyperVL0* hyperv() { return hyperv_.get(); }
+
+  void install_seam_module(SeamModule* module) { seam_module_ = module; }
+  SeamModule* seam_module() { return seam_module_; }
+
+  // Binds the calling thread to logical CPU `id`, waiting while another thread runs there.
+  // The binding ends (and the CPU's queued interrupts are handled) when it is destroyed.
+  [[nodiscard]] CpuBinding bind(unsigned id);
+
+ private:
+  PlatformConfig config_;
+  FaultInjection& faults_;
+  HostMemory memory_;
+  std::vector<std::unique_ptr<LogicalCpu>> cpus_;
+  std::unique_ptr<HyperVL0> hyperv_;
+  SeamModule* seam_module_ = nullptr;
+};
+
+// RAII: the calling thread runs on one logical CPU for the binding's lifetime.
+class CpuBinding {
+ public:
+  CpuBinding(CpuBinding&& o) noexcept : cpu_(std::exchange(o.cpu_, nullptr)) {}
+  CpuBinding& operator=(CpuBinding&&) = delete;
+  ~CpuBinding();
+  LogicalCpu& cpu() const { return *cpu_; }
+
+ private:
+  friend class Platform;
+  explicit CpuBinding(LogicalCpu& cpu) : cpu_(&cpu) {}
+  LogicalCpu* cpu_;
+};
+
+}  // namespace tdxsim

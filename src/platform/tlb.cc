@@ -1,0 +1,169 @@
+#include "platform/tlb.h"
+
+#include "base/check.h"
+
+namespace tdxsim {
+
+namespace {
+
+constexpr Level kTlbLevels[] = {Level::k4K, Level::k2M, Level::k1G};
+
+uint64_t mix(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  return x;
+}
+
+}  // namespace
+
+size_t Tlb::KeyHash::operator()(const Key& k) const {
+  uint64_t h = k.page ^ (uint64_t{level_num(k.level)} << 60);
+  h = mix(h ^ k.tag.ep4ta);
+  h = mix(h ^ (uint64_t{k.tag.vpid_or_asid} << 16) ^ k.tag.pcid ^
+          (uint64_t{static_cast<uint8_t>(k.tag.kind)} << 40));
+  return static_cast<size_t>(h);
+}
+
+Tlb::Tlb(const TlbConfig& config) : config_(config), rng_(config.seed) {}
+
+std::optional<TlbEntry> Tlb::lookup(const TlbTag& tag, uint64_t addr) {
+  MutexLock lock(mu_);
+  for (Level l : kTlbLevels) {
+    const uint64_t page = addr & ~(level_bytes(l) - 1);
+    if (auto it = map_.find(Key{tag, page, l}); it != map_.end()) {
+      stats_.hits.add();
+      return it->second.entry;
+    }
+  }
+  stats_.misses.add();
+  return std::nullopt;
+}
+
+void Tlb::insert(const TlbEntry& entry) {
+  TDXSIM_CHECK((entry.page & (level_bytes(entry.level) - 1)) == 0,
+               "TLB entry page {:#x} not aligned to {}", entry.page, level_name(entry.level));
+  MutexLock lock(mu_);
+  const Key key{entry.tag, entry.page, entry.level};
+  if (auto it = map_.find(key); it != map_.end()) {
+    it->second.entry = entry;
+    stats_.fills.add();
+    return;
+  }
+  if (config_.capacity != 0 && map_.size() >= config_.capacity) {
+    std::uniform_int_distribution<size_t> pick(0, order_.size() - 1);
+    erase_locked(order_[pick(rng_)]);
+    stats_.evictions.add();
+  }
+  map_.emplace(key, Slot{entry, order_.size()});
+  order_.push_back(key);
+  stats_.fills.add();
+}
+
+void Tlb::erase_locked(const Key& key) {
+  auto it = map_.find(key);
+  TDXSIM_CHECK(it != map_.end(), "TLB erase of a missing key");
+  const size_t idx = it->second.order;
+  map_.erase(it);
+  // Swap-remove keeps order_ dense; fix the moved key's back-pointer.
+  if (idx != order_.size() - 1) {
+    order_[idx] = order_.back();
+    map_.find(order_[idx])->second.order = idx;
+  }
+  order_.pop_back();
+}
+
+template <typename Pred>
+size_t Tlb::erase_if_locked(Pred pred) {
+  std::vector<Key> doomed;
+  for (const auto& [key, slot] : map_)
+    if (pred(slot.entry)) doomed.push_back(key);
+  for (const Key& k : doomed) erase_locked(k);
+  stats_.flushes.add();
+  stats_.entries_flushed.add(doomed.size());
+  return doomed.size();
+}
+
+size_t Tlb::invept(InveptType type, uint64_t ep4ta) {
+  MutexLock lock(mu_);
+  return erase_if_locked([&](const TlbEntry& e) {
+    if (e.tag.kind == TlbEntryKind::kAsid) return false;
+    return type == InveptType::kAllContext || e.tag.ep4ta == ep4ta;
+  });
+}
+
+size_t Tlb::invvpid(InvvpidType type, uint16_t vpid, uint64_t linear) {
+  TDXSIM_CHECK(type == InvvpidType::kAllContext || vpid != 0,
+               "INVVPID type {} with VPID 0 (VMfailValid on hardware)", static_cast<int>(type));
+  MutexLock lock(mu_);
+  return erase_if_locked([&](const TlbEntry& e) {
+    if (e.tag.kind != TlbEntryKind::kCombined) return false;  // never guest-physical
+    switch (type) {
+      case InvvpidType::kIndividualAddress:
+        return e.tag.vpid_or_asid == vpid && linear >= e.page &&
+               linear < e.page + level_bytes(e.level);
+      case InvvpidType::kSingleContext:
+      case InvvpidType::kSingleContextRetainingGlobals:
+        return e.tag.vpid_or_asid == vpid;
+      case InvvpidType::kAllContext:
+        return e.tag.vpid_or_asid != 0;
+    }
+    return false;
+  });
+}
+
+size_t Tlb::invalidate_on_fault(const TlbTag& tag, uint64_t addr) {
+  MutexLock lock(mu_);
+  return erase_if_locked([&](const TlbEntry& e) {
+    const bool covers = addr >= e.page && addr < e.page + level_bytes(e.level);
+    if (!covers) return false;
+    if (tag.kind == TlbEntryKind::kAsid)
+      return e.tag.kind == TlbEntryKind::kAsid && e.tag.vpid_or_asid == tag.vpid_or_asid;
+    return e.tag.kind != TlbEntryKind::kAsid && e.tag.ep4ta == tag.ep4ta;
+  });
+}
+
+size_t Tlb::flush_asid(uint16_t asid) {
+  MutexLock lock(mu_);
+  return erase_if_locked([&](const TlbEntry& e) {
+    return e.tag.kind == TlbEntryKind::kAsid && e.tag.vpid_or_asid == asid;
+  });
+}
+
+size_t Tlb::flush_all_asids() {
+  MutexLock lock(mu_);
+  return erase_if_locked([](const TlbEntry& e) { return e.tag.kind == TlbEntryKind::kAsid; });
+}
+
+size_t Tlb::invlpga(uint16_t asid, uint64_t addr) {
+  MutexLock lock(mu_);
+  return erase_if_locked([&](const TlbEntry& e) {
+    return e.tag.kind == TlbEntryKind::kAsid && e.tag.vpid_or_asid == asid && addr >= e.page &&
+           addr < e.page + level_bytes(e.level);
+  });
+}
+
+size_t Tlb::flush_source_root(Hpa root, Gpa gpa, uint64_t bytes) {
+  MutexLock lock(mu_);
+  return erase_if_locked([&](const TlbEntry& e) {
+    if (e.source_root != root) return false;
+    if (bytes == 0) return true;
+    const uint64_t lo = e.gpa.raw(), hi = lo + level_bytes(e.level);
+    return lo < gpa.raw() + bytes && gpa.raw() < hi;
+  });
+}
+
+size_t Tlb::size() {
+  MutexLock lock(mu_);
+  return map_.size();
+}
+
+std::vector<TlbEntry> Tlb::entries() {
+  MutexLock lock(mu_);
+  std::vector<TlbEntry> out;
+  out.reserve(map_.size());
+  for (const auto& [key, slot] : map_) out.push_back(slot.entry);
+  return out;
+}
+
+}  // namespace tdxsim

@@ -1,0 +1,144 @@
+// A logical CPU's TLB for second-level (guest-physical) translations, tagged the way the
+// manuals say, with the flush instructions' exact reach.
+//
+// Intel (SDM Vol. 3 §28.4): two kinds of cached mapping.
+//   - guest-physical mappings (GPA → HPA), tagged by EP4TA; created by accesses that use a
+//     guest-physical address directly (guest paging-structure accesses).
+//   - combined mappings (linear → HPA), tagged by VPID + PCID + EP4TA; created by ordinary
+//     accesses. tdxsim's guests run with paging off, so linear address == GPA.
+//   INVEPT single-context removes both kinds for one EP4TA; INVEPT all-context removes both
+//   kinds for every EP4TA; INVVPID removes combined mappings only, never guest-physical ones.
+// AMD (APM Vol. 2 §15.16): entries are tagged by ASID only — the nCR3 they came from is not
+//   part of the tag, so loading a new nested root needs an ASID flush (TLB_CONTROL).
+// A TD's private and shared translations are both tagged by the TD's secure EPTP.
+//
+// Capacity and eviction are seeded and settable per run; "unbounded" (capacity 0) never
+// evicts, so eviction can never hide a stale entry by accident.
+//
+// Every entry remembers the root it was walked from (`source_root`): not a tag, but what
+// the Hyper-V L0 needs to drop entries derived from one root, and what the staleness probe
+// re-walks.
+//
+// Thread safety: a TLB belongs to one logical CPU, but Hyper-V's GPA-flush hypercalls flush
+// every CPU's TLB from the calling thread ("without IPIs"), so every member takes the TLB's
+// own mutex. Lookups return copies.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <unordered_map>
+#include <vector>
+
+#include "base/addr.h"
+#include "base/atomic.h"
+#include "base/lock.h"
+#include "base/thread_annotations.h"
+#include "platform/key_id.h"
+#include "platform/translation.h"
+
+namespace tdxsim {
+
+enum class TlbEntryKind : uint8_t { kGuestPhysical, kCombined, kAsid };
+
+// What an entry is tagged with. Fields that do not apply to a kind are zero.
+struct TlbTag {
+  TlbEntryKind kind = TlbEntryKind::kGuestPhysical;
+  uint16_t vpid_or_asid = 0;  // VPID (combined) or ASID (AMD)
+  uint16_t pcid = 0;          // combined only
+  uint64_t ep4ta = 0;         // Intel only: the EPTP's root-table address
+  bool operator==(const TlbTag&) const = default;
+};
+
+struct TlbEntry {
+  TlbTag tag;
+  uint64_t page = 0;  // linear or guest-physical address, aligned to `level`
+  Level level = Level::k4K;
+  Hpa hpa;
+  KeyId key;
+  Perms perms;
+  Hpa source_root;  // the root of the tables the translation was walked from
+  Gpa gpa;          // guest-physical page (== page for every kind in tdxsim)
+
+  // The host address that backs `addr`, which lies inside this entry.
+  Hpa hpa_of(uint64_t addr) const { return hpa + (addr - page); }
+};
+
+struct TlbConfig {
+  uint32_t capacity = 0;  // entries; 0 = unbounded
+  uint64_t seed = 1;      // eviction choice
+};
+
+enum class InveptType : uint8_t { kSingleContext = 1, kAllContext = 2 };
+enum class InvvpidType : uint8_t {
+  kIndividualAddress = 0,
+  kSingleContext = 1,
+  kAllContext = 2,
+  kSingleContextRetainingGlobals = 3,
+};
+
+struct TlbStats {
+  Counter hits, misses, fills, evictions, flushes, entries_flushed;
+};
+
+class Tlb {
+ public:
+  explicit Tlb(const TlbConfig& config);
+
+  // The entry that translates `addr` under `tag`, at any page size.
+  std::optional<TlbEntry> lookup(const TlbTag& tag, uint64_t addr);
+  void insert(const TlbEntry& entry);
+
+  // --- Intel ---------------------------------------------------------------------------
+  // INVEPT: single-context drops guest-physical and combined mappings tagged with `ep4ta`;
+  // all-context drops every guest-physical and combined mapping. Returns entries dropped.
+  size_t invept(InveptType type, uint64_t ep4ta);
+  // INVVPID: combined mappings only. VPID 0 is the host's and is never a valid operand
+  // for the single/individual forms (hardware VMfails); tdxsim checks it.
+  size_t invvpid(InvvpidType type, uint16_t vpid, uint64_t linear);
+  // An EPT violation invalidates the mappings for the faulting address under the current
+  // EP4TA (SDM §28.4.3.3), so the retried access walks fresh tables.
+  size_t invalidate_on_fault(const TlbTag& tag, uint64_t addr);
+
+  // --- AMD -----------------------------------------------------------------------------
+  size_t flush_asid(uint16_t asid);
+  size_t flush_all_asids();
+  size_t invlpga(uint16_t asid, uint64_t addr);
+
+  // --- Hyper-V L0 (guest-physical flush hypercalls reach every TLB) ---------------------
+  // Drops entries walked from `root` whose guest-physical page overlaps [gpa, gpa+bytes);
+  // bytes == 0 means the whole address space.
+  size_t flush_source_root(Hpa root, Gpa gpa, uint64_t bytes);
+
+  size_t size();
+  std::vector<TlbEntry> entries();  // for tests and the stale-use checker
+  const TlbStats& stats() const { return stats_; }
+
+ private:
+  struct Key {
+    TlbTag tag;
+    uint64_t page;
+    Level level;
+    bool operator==(const Key&) const = default;
+  };
+  struct KeyHash {
+    size_t operator()(const Key& k) const;
+  };
+  struct Slot {
+    TlbEntry entry;
+    size_t order;  // index into order_, for O(1) random eviction
+  };
+
+  template <typename Pred>
+  size_t erase_if_locked(Pred pred) TDXSIM_REQUIRES(mu_);
+  void erase_locked(const Key& key) TDXSIM_REQUIRES(mu_);
+
+  TlbConfig config_;
+  Mutex mu_{"tlb"};
+  std::unordered_map<Key, Slot, KeyHash> map_ TDXSIM_GUARDED_BY(mu_);
+  std::vector<Key> order_ TDXSIM_GUARDED_BY(mu_);
+  std::mt19937_64 rng_ TDXSIM_GUARDED_BY(mu_);
+  TlbStats stats_;
+};
+
+}  // namespace tdxsim
