@@ -3,20 +3,9 @@
 #include <bit>
 
 #include "base/check.h"
+#include "base/mix.h"
 
 namespace tdxsim {
-namespace {
-
-// splitmix64's output function: a full-avalanche 64-bit mix.
-uint64_t mix64(uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ull;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-}  // namespace
 
 FrameAllocator::FrameAllocator(ReusePolicy policy, uint64_t frames, uint64_t seed,
                                FrameLinks links)

@@ -31,6 +31,7 @@
 #include "base/atomic.h"
 #include "base/bitfield.h"
 #include "base/check.h"
+#include "base/mix.h"
 #include "base/lock.h"
 #include "platform/frame_allocator.h"
 #include "platform/lazy_words.h"
@@ -68,14 +69,6 @@ bool info_allocated(uint64_t info) { return InfoAllocated::get(info) != 0; }
 bool info_poisoned(uint64_t info) { return InfoPoisoned::get(info) != 0; }
 uint64_t info_storage(uint64_t info) { return InfoStorage::get(info); }
 
-// splitmix64's output function: a full-avalanche 64-bit mix.
-uint64_t mix64(uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ull;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 
 // Domain tweaks keep ciphertext, poison garbage and the page hash unrelated to each other.
 constexpr uint64_t kCipherDomain = 0x4b45'5949'4443'4950ull;

@@ -1,5 +1,6 @@
 #include "platform/hyperv_l0.h"
 
+#include "base/mix.h"
 #include "platform/tlb.h"
 
 namespace tdxsim {
@@ -15,9 +16,7 @@ const char* to_string(HvStatus s) {
 }
 
 size_t HyperVL0::KeyHash::operator()(const Key& k) const {
-  uint64_t h = (k.root * 0x9E3779B97F4A7C15ULL) ^ k.gpa ^ level_num(k.level);
-  h ^= h >> 31;
-  return static_cast<size_t>(h * 0xBF58476D1CE4E5B9ULL);
+  return static_cast<size_t>(mix64(mix64(k.root) ^ k.gpa ^ level_num(k.level)));
 }
 
 HyperVL0::HyperVL0(const HyperVConfig& config, std::span<Tlb* const> cpu_tlbs)

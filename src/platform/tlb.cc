@@ -1,6 +1,7 @@
 #include "platform/tlb.h"
 
 #include "base/check.h"
+#include "base/mix.h"
 
 namespace tdxsim {
 
@@ -8,19 +9,12 @@ namespace {
 
 constexpr Level kTlbLevels[] = {Level::k4K, Level::k2M, Level::k1G};
 
-uint64_t mix(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  return x;
-}
-
 }  // namespace
 
 size_t Tlb::KeyHash::operator()(const Key& k) const {
   uint64_t h = k.page ^ (uint64_t{level_num(k.level)} << 60);
-  h = mix(h ^ k.tag.ep4ta);
-  h = mix(h ^ (uint64_t{k.tag.vpid_or_asid} << 16) ^ k.tag.pcid ^
+  h = mix64(h ^ k.tag.ep4ta);
+  h = mix64(h ^ (uint64_t{k.tag.vpid_or_asid} << 16) ^ k.tag.pcid ^
           (uint64_t{static_cast<uint8_t>(k.tag.kind)} << 40));
   return static_cast<size_t>(h);
 }
