@@ -59,7 +59,7 @@ int run_platform_tour(std::FILE* out) {
   auto binding = platform.bind(0);
   LogicalCpu& cpu = binding.cpu();
   std::vector<StaleUse> stale;
-  cpu.set_stale_use_observer([&](const StaleUse& s) { stale.push_back(s); });
+  auto sub = cpu.stale_use.attach([&](const StaleUse& s) { stale.push_back(s); });
   auto run = [&](SG& guest, GuestState& state) {
     const VmExit exit = cpu.run_guest(ctx, state, guest);
     cpu.handle_interrupts();

@@ -361,7 +361,7 @@ void LogicalCpu::report_stale(const GuestContext& ctx, Gpa gpa, const AccessRequ
   served.staleness = probe(ctx, gpa, access, served, &fresh);
   if (served.staleness == Staleness::kFresh) return;
   stats_.stale_uses.add();
-  if (stale_observer_) stale_observer_(StaleUse{id_, gpa, access.type, served, fresh});
+  stale_use.emit(StaleUse{id_, gpa, access.type, served, fresh});
 }
 
 // --- Guest mode ---------------------------------------------------------------------------------

@@ -23,7 +23,7 @@
 // Staleness. Every translation the TLB (or the L0) serves can be classified against a fresh,
 // side-effect-free walk (`probe`): served translations more permissive than the tables, or
 // pointing at another frame, are stale; one that is less permissive only causes a spurious
-// fault. Stale uses are counted and published on the `stale_use` tracepoint-like hook.
+// fault. Stale uses are counted and published on the `stale_use` tracepoint.
 //
 // Thread safety: the mailbox (occupant, IPI queue, blocked state) is guarded by mu_;
 // interrupt_pending_ and nmi_pending_ are read at guest instruction boundaries (acquire) and
@@ -40,6 +40,7 @@
 #include "base/cond_var.h"
 #include "base/lock.h"
 #include "base/thread_annotations.h"
+#include "base/trace.h"
 #include "platform/guest_context.h"
 #include "platform/guest_program.h"
 #include "platform/page_walk.h"
@@ -148,10 +149,8 @@ class LogicalCpu {
     LogicalCpu& cpu_;
   };
 
-  // Stale-use observer (the later stale-use checker subscribes). Set before threads run.
-  void set_stale_use_observer(std::function<void(const StaleUse&)> fn) {
-    stale_observer_ = std::move(fn);
-  }
+  // Every stale translation this CPU uses (the stale-use checker attaches here).
+  Tracepoint<StaleUse> stale_use;
 
  private:
   friend class Platform;
@@ -182,7 +181,6 @@ class LogicalCpu {
   const unsigned package_;
   Tlb tlb_;
   CpuStats stats_;
-  std::function<void(const StaleUse&)> stale_observer_;
 
   mutable Mutex mu_{"cpu.mailbox"};
   CondVar cv_;

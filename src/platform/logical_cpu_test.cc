@@ -81,7 +81,7 @@ TEST_F(CpuTest, StaleTlbEntryServesUntilInvept) {
   std::vector<StaleUse> stale;
   auto binding = platform_.bind(0);
   LogicalCpu& cpu = binding.cpu();
-  cpu.set_stale_use_observer([&](const StaleUse& s) { stale.push_back(s); });
+  auto sub = cpu.stale_use.attach([&](const StaleUse& s) { stale.push_back(s); });
 
   auto read_once = [&] {
     SG guest({SG::load(Gpa{0x1000})});
@@ -112,7 +112,7 @@ TEST_F(CpuTest, ZappedEntryIsStaleNotMappedAndLessPermissiveIsOnlySpurious) {
   auto binding = platform_.bind(0);
   LogicalCpu& cpu = binding.cpu();
   std::vector<StaleUse> stale;
-  cpu.set_stale_use_observer([&](const StaleUse& s) { stale.push_back(s); });
+  auto sub = cpu.stale_use.attach([&](const StaleUse& s) { stale.push_back(s); });
   {
     SG guest({SG::load(Gpa{0x3000})});
     GuestState state;
