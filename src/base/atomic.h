@@ -55,6 +55,7 @@ class AtomicWordRef {
     return r_.compare_exchange_strong(expected, desired, o, AtomicWord::failure_order(o));
   }
   uint64_t fetch_add(uint64_t v, std::memory_order o) const { return r_.fetch_add(v, o); }
+  uint64_t fetch_sub(uint64_t v, std::memory_order o) const { return r_.fetch_sub(v, o); }
   uint64_t fetch_or(uint64_t v, std::memory_order o) const { return r_.fetch_or(v, o); }
   uint64_t fetch_and(uint64_t v, std::memory_order o) const { return r_.fetch_and(v, o); }
 

@@ -27,20 +27,35 @@
 // exclusive bit was set, which can underflow the counter if the exclusive holder released in
 // between; tdxsim leaves the counter alone in that case, with the same result code.)
 //
+// Storage. The algorithm is written once, over any word type with AtomicWord's interface:
+//   TryLock     owns its word (a lock field of a module structure, e.g. the TDR's);
+//   TryLockRef  works on a word that lives elsewhere, through AtomicWordRef — the PAMT keeps
+//               one lock word per entry in a lazily-resident array of frame metadata, and
+//               each access builds a short-lived TryLockRef over it.
+// Both answer every request identically; any number of TryLockRefs over one word behave as
+// one lock. A TryLockRef's word must stay mapped for the TryLockRef's lifetime.
+//
+// Promotion (PAMT walks only): try_promote_to_exclusive() turns the caller's shared hold
+// into an exclusive one when it is the only reader (module promote_sharex_lock_hp). It has
+// no guest form, as in the module: a guest never takes a PAMT entry exclusively.
+//
 // Thread safety: every member may be called from any thread; the lock word is one
-// AtomicWord. A successful acquisition is an acquire operation and a release is a release
-// operation, so data guarded by the lock is published from one holder to the next. Setting
-// and clearing host priority is relaxed: the bit orders no other memory. The lock has no
-// owner: any thread may release it (in the module, the logical CPU that took it does).
+// AtomicWord (or AtomicWordRef). A successful acquisition is an acquire operation and a
+// release is a release operation, so data guarded by the lock is published from one holder
+// to the next. Setting and clearing host priority is relaxed: the bit orders no other
+// memory. The lock has no owner: any thread may release it (in the module, the logical CPU
+// that took it does).
 //
 // Clang's analysis: try_acquire_*() return bool and are annotated TDXSIM_TRY_ACQUIRE, so
 // `if (!l.try_acquire_exclusive(r, &why)) return busy(why);` proves the lock held below.
-// The enum-returning try_lock_*() are not annotated: clang follows a try-lock result only
-// through a bool/int branch condition, never through an enum comparison. Use them where
-// the analysis is not wanted (tests, unannotated code).
+// The enum-returning try_lock_*() and try_promote_to_exclusive() are not annotated: clang
+// follows a try-lock result only through a bool/int branch condition, never through an enum
+// comparison, and has no notion of promotion. Use them where the analysis is not wanted
+// (tests, unannotated code, lock sets chosen at run time such as a PAMT walk).
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "base/atomic.h"
 #include "base/thread_annotations.h"
@@ -56,11 +71,18 @@ enum class TryLockResult : uint8_t { kAcquired, kBusy, kBusyHostPriority };
 const char* to_string(Requester r);
 const char* to_string(TryLockResult r);
 
-class TDXSIM_CAPABILITY("tdx_lock") TryLock {
+template <typename Word>
+class TDXSIM_CAPABILITY("tdx_lock") BasicTryLock {
  public:
-  TryLock() = default;
-  TryLock(const TryLock&) = delete;
-  TryLock& operator=(const TryLock&) = delete;
+  // A free lock (TryLock).
+  BasicTryLock() requires std::is_default_constructible_v<Word> = default;
+  // A lock over `word`, which holds a lock word (zero = free) and outlives this object
+  // (TryLockRef).
+  explicit BasicTryLock(uint64_t& word) requires std::is_constructible_v<Word, uint64_t&> &&
+                                                 (!std::is_default_constructible_v<Word>)
+      : word_(word) {}
+  BasicTryLock(const BasicTryLock&) = delete;
+  BasicTryLock& operator=(const BasicTryLock&) = delete;
 
   // Returns: kAcquired (the caller now holds the lock), kBusy, or kBusyHostPriority.
   [[nodiscard]] TryLockResult try_lock_exclusive(Requester r);
@@ -72,6 +94,14 @@ class TDXSIM_CAPABILITY("tdx_lock") TryLock {
       TDXSIM_TRY_ACQUIRE(true);
   [[nodiscard]] bool try_acquire_shared(Requester r, TryLockResult* result = nullptr)
       TDXSIM_TRY_ACQUIRE_SHARED(true);
+
+  // REQUIRES: the caller (a host request) holds the lock shared (checked as far as the word
+  // shows: no reader at all, or an exclusive holder, aborts).
+  // Returns: kAcquired: the caller's shared hold is now the exclusive hold (host priority
+  // cleared); kBusy: other readers hold it too — the caller still holds it shared, and host
+  // priority is set (or was, when the caller lost a race for a word showing it).
+  // Release the promoted hold with unlock_exclusive().
+  [[nodiscard]] TryLockResult try_promote_to_exclusive();
 
   // REQUIRES: the lock is held exclusively / shared (checked: a release of a lock not held
   // in that mode aborts, as the module's sanity check halts).
@@ -89,7 +119,14 @@ class TDXSIM_CAPABILITY("tdx_lock") TryLock {
   static constexpr unsigned kCounterShift = 2;
   static constexpr uint64_t kOneReader = uint64_t{1} << kCounterShift;
 
-  AtomicWord word_{0};
+  Word word_;
 };
+
+// The algorithm lives in try_lock.cc, compiled once for each storage.
+extern template class BasicTryLock<AtomicWord>;
+extern template class BasicTryLock<AtomicWordRef>;
+
+using TryLock = BasicTryLock<AtomicWord>;
+using TryLockRef = BasicTryLock<AtomicWordRef>;
 
 }  // namespace tdxsim

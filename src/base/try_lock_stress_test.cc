@@ -101,5 +101,102 @@ TEST(TryLockStress, NeverBlocksNeverOverlaps) {
   RecordProperty("busy_host_priority", static_cast<int>(g.busy_host_priority.value()));
 }
 
+// The same contract through TryLockRef, as the PAMT uses it: the lock words live in a plain
+// array, every attempt builds its own short-lived TryLockRef, and host readers try to
+// promote. Neighbouring words must not disturb each other.
+constexpr int kWords = 4;
+
+struct RefGuarded {
+  uint64_t value = 0;  // guarded by the word's lock; written only exclusively
+  AtomicWord exclusive_holders;
+  AtomicWord shared_holders;
+};
+
+struct RefShared {
+  uint64_t words[kWords] = {};
+  RefGuarded guarded[kWords];
+  Counter overlaps;
+  Counter exclusive_acquired;
+  Counter promoted;
+  Counter shared_acquired;
+  Counter busy;
+  Counter sum_seen;
+};
+
+// Runs with the lock held exclusively (acquired or promoted).
+void exclusive_section(RefShared& s, int w) {
+  RefGuarded& g = s.guarded[w];
+  if (g.exclusive_holders.fetch_add(1, std::memory_order_acq_rel) != 0) s.overlaps.add();
+  if (g.shared_holders.load(std::memory_order_acquire) != 0) s.overlaps.add();
+  ++g.value;
+  g.exclusive_holders.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+// The enum API and promotion are outside clang's analysis (see try_lock.h).
+void ref_attempt(RefShared& s, int w, Requester who, int kind) TDXSIM_NO_THREAD_SAFETY_ANALYSIS {
+  TryLockRef lock{s.words[w]};
+  RefGuarded& g = s.guarded[w];
+  if (kind == 0) {
+    if (lock.try_lock_exclusive(who) != TryLockResult::kAcquired) {
+      s.busy.add();
+      return;
+    }
+    exclusive_section(s, w);
+    s.exclusive_acquired.add();
+    lock.unlock_exclusive();
+    return;
+  }
+  if (lock.try_lock_shared(who) != TryLockResult::kAcquired) {
+    s.busy.add();
+    return;
+  }
+  if (kind == 2 && who == Requester::kHost) {
+    // Promote before counting ourselves a reader: success makes us the writer.
+    if (lock.try_promote_to_exclusive() == TryLockResult::kAcquired) {
+      exclusive_section(s, w);
+      s.promoted.add();
+      lock.unlock_exclusive();
+      return;
+    }
+  }
+  g.shared_holders.fetch_add(1, std::memory_order_acq_rel);
+  if (g.exclusive_holders.load(std::memory_order_acquire) != 0) s.overlaps.add();
+  s.sum_seen.add(g.value);
+  g.shared_holders.fetch_sub(1, std::memory_order_acq_rel);
+  s.shared_acquired.add();
+  lock.unlock_shared();
+}
+
+TEST(TryLockRefStress, RefsOverArrayWordsNeverBlockNeverOverlap) {
+  RefShared s;
+  Notification go;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&s, &go, t] {
+      go.wait();
+      const Requester who = (t % 2 == 0) ? Requester::kHost : Requester::kGuest;
+      for (int i = 0; i < kAttempts; ++i) ref_attempt(s, (i + t) % kWords, who, (i + t) % 3);
+    });
+  }
+  go.notify();
+  for (auto& t : threads) t.join();
+
+  EXPECT_EQ(s.overlaps.value(), 0u);
+  const uint64_t answered = s.exclusive_acquired.value() + s.promoted.value() +
+                            s.shared_acquired.value() + s.busy.value();
+  EXPECT_EQ(answered, uint64_t{kThreads} * kAttempts);
+  EXPECT_GT(s.exclusive_acquired.value(), 0u);
+  EXPECT_GT(s.shared_acquired.value(), 0u);
+  uint64_t writes = 0;
+  for (int w = 0; w < kWords; ++w) {
+    TryLockRef lock{s.words[w]};
+    EXPECT_FALSE(lock.is_locked_exclusive());
+    EXPECT_EQ(lock.shared_count(), 0u);
+    writes += s.guarded[w].value;
+  }
+  EXPECT_EQ(writes, s.exclusive_acquired.value() + s.promoted.value());
+  RecordProperty("promoted", static_cast<int>(s.promoted.value()));
+}
+
 }  // namespace
 }  // namespace tdxsim
