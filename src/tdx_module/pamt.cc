@@ -1,0 +1,268 @@
+#include "tdx_module/pamt.h"
+
+#include <utility>
+
+#include "base/check.h"
+
+namespace tdxsim {
+namespace {
+
+// Word 1 of an entry.
+using MetaType = BitField<7, 0>;
+using MetaOwner = BitField<47, 8>;
+
+constexpr size_t level_index(Level l) { return level_num(l) - 1; }
+
+uint64_t entries_for(uint64_t frames, Level l) {
+  const uint64_t per = level_pages(l);
+  return (frames + per - 1) / per;
+}
+
+PamtPageType type_in(uint64_t* entry) {
+  return static_cast<PamtPageType>(
+      MetaType::get(AtomicWordRef(entry[1]).load(std::memory_order_relaxed)));
+}
+
+}  // namespace
+
+const char* to_string(PamtPageType t) {
+  switch (t) {
+    case PamtPageType::kNda: return "PT_NDA";
+    case PamtPageType::kRsvd: return "PT_RSVD";
+    case PamtPageType::kReg: return "PT_REG";
+    case PamtPageType::kTdr: return "PT_TDR";
+    case PamtPageType::kTdcx: return "PT_TDCX";
+    case PamtPageType::kTdvpr: return "PT_TDVPR";
+    case PamtPageType::kEpt: return "PT_EPT";
+  }
+  return "?";
+}
+
+// --- PamtLock -----------------------------------------------------------------------------
+
+PamtLock::PamtLock(PamtLock&& o) noexcept
+    : pamt_(std::exchange(o.pamt_, nullptr)),
+      pfn_(o.pfn_),
+      level_(o.level_),
+      exclusive_(o.exclusive_),
+      held_(std::exchange(o.held_, {})) {}
+
+PamtLock& PamtLock::operator=(PamtLock&& o) noexcept {
+  if (this != &o) {
+    unlock();
+    pamt_ = std::exchange(o.pamt_, nullptr);
+    pfn_ = o.pfn_;
+    level_ = o.level_;
+    exclusive_ = o.exclusive_;
+    held_ = std::exchange(o.held_, {});
+  }
+  return *this;
+}
+
+void PamtLock::unlock() {
+  if (pamt_ == nullptr) return;
+  release_path();
+  pamt_ = nullptr;
+}
+
+void PamtLock::release_path() {
+  // Leaf first, then up the path, as the module's pamt_unwalk does.
+  for (size_t i = 0; i < held_.size(); ++i) {
+    if (held_[i] == nullptr) continue;
+    pamt_->release(held_[i], exclusive_ && i == level_index(level_));
+    held_[i] = nullptr;
+  }
+}
+
+PamtPageType PamtLock::type() const {
+  TDXSIM_CHECK(held(), "PamtLock::type() after unlock");
+  return type_in(held_[level_index(level_)]);
+}
+
+Pfn PamtLock::owner() const {
+  TDXSIM_CHECK(held(), "PamtLock::owner() after unlock");
+  AtomicWordRef meta(held_[level_index(level_)][1]);
+  return Pfn{MetaOwner::get(meta.load(std::memory_order_relaxed))};
+}
+
+uint64_t PamtLock::bepoch() const {
+  TDXSIM_CHECK(held(), "PamtLock::bepoch() after unlock");
+  return AtomicWordRef(held_[level_index(level_)][2]).load(std::memory_order_relaxed);
+}
+
+void PamtLock::set_type(PamtPageType t) {
+  TDXSIM_CHECK(held() && exclusive_, "PAMT entry {} written without its exclusive lock", pfn_);
+  AtomicWordRef meta(held_[level_index(level_)][1]);
+  const uint64_t old = meta.load(std::memory_order_relaxed);
+  meta.store(MetaType::set(old, static_cast<uint64_t>(t)), std::memory_order_relaxed);
+  pamt_->count_change(static_cast<PamtPageType>(MetaType::get(old)), t, level_);
+}
+
+void PamtLock::set_owner(Pfn tdr) {
+  TDXSIM_CHECK(held() && exclusive_, "PAMT entry {} written without its exclusive lock", pfn_);
+  TDXSIM_CHECK(tdr.raw() <= MetaOwner::kMax, "owner {} beyond 40 bits", tdr);
+  AtomicWordRef meta(held_[level_index(level_)][1]);
+  meta.store(MetaOwner::set(meta.load(std::memory_order_relaxed), tdr.raw()),
+             std::memory_order_relaxed);
+}
+
+void PamtLock::set_bepoch(uint64_t bepoch) {
+  TDXSIM_CHECK(held() && exclusive_, "PAMT entry {} written without its exclusive lock", pfn_);
+  AtomicWordRef(held_[level_index(level_)][2]).store(bepoch, std::memory_order_relaxed);
+}
+
+// --- Pamt ---------------------------------------------------------------------------------
+
+Pamt::Pamt(uint64_t frames)
+    : frames_(frames),
+      words_4k_(entries_for(frames, Level::k4K) * kWordsPerEntry),
+      words_2m_(entries_for(frames, Level::k2M) * kWordsPerEntry),
+      words_1g_(entries_for(frames, Level::k1G) * kWordsPerEntry) {}
+
+LazyWords& Pamt::words(Level level) {
+  switch (level) {
+    case Level::k4K: return words_4k_;
+    case Level::k2M: return words_2m_;
+    case Level::k1G: return words_1g_;
+    default: break;
+  }
+  TDXSIM_CHECK(false, "no PAMT level {}", level_name(level));
+  return words_4k_;
+}
+
+const LazyWords& Pamt::words(Level level) const { return const_cast<Pamt*>(this)->words(level); }
+
+uint64_t* Pamt::entry(Pfn pfn, Level level) const {
+  const uint64_t index = pfn.raw() >> (kLevelBits * level_index(level));
+  return words(level).data() + index * kWordsPerEntry;
+}
+
+void Pamt::count_change(PamtPageType from, PamtPageType to, Level level) {
+  if (from == to) return;
+  const size_t li = level_index(level);
+  if (from != PamtPageType::kNda) {
+    counts_[static_cast<size_t>(from)][li].fetch_sub(1, std::memory_order_relaxed);
+  }
+  if (to != PamtPageType::kNda) {
+    counts_[static_cast<size_t>(to)][li].fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+// The walk chooses its locks at run time: clang cannot name them, so releasing them is
+// outside its analysis.
+void Pamt::release(uint64_t* lock_word, bool exclusive) TDXSIM_NO_THREAD_SAFETY_ANALYSIS {
+  TryLockRef lock(*lock_word);
+  if (exclusive) {
+    lock.unlock_exclusive();
+  } else {
+    lock.unlock_shared();
+  }
+}
+
+std::expected<PamtLock, TryLockResult> Pamt::lock(Pfn pfn, Level target, Requester r,
+                                                   bool exclusive) {
+  TDXSIM_CHECK(pfn.raw() < frames_, "PAMT lock of {} beyond {} frames", pfn, frames_);
+  TDXSIM_CHECK(target <= Level::k1G, "no PAMT level {}", level_name(target));
+  TDXSIM_CHECK(r == Requester::kHost || !exclusive, "a guest request locks a PAMT entry "
+               "exclusively");
+  // Until the leaf is settled everything held is shared, so an early return releases right.
+  PamtLock path(this);
+  for (Level l = Level::k1G;; l = level_down(l)) {
+    uint64_t* e = entry(pfn, l);
+    TryLockRef lock(e[0]);
+    if (l == Level::k4K) {
+      // The smallest entry is always the leaf: lock it in the requested mode directly.
+      const TryLockResult got = exclusive ? lock.try_lock_exclusive(r) : lock.try_lock_shared(r);
+      if (got != TryLockResult::kAcquired) return std::unexpected(got);
+    } else {
+      const TryLockResult got = lock.try_lock_shared(r);
+      if (got != TryLockResult::kAcquired) return std::unexpected(got);
+    }
+    path.held_[level_index(l)] = e;
+    // A larger entry is the leaf if it is the target or already assigned as a page.
+    if (l == Level::k4K || l == target || type_in(e) != PamtPageType::kNda) {
+      if (l != Level::k4K && exclusive &&
+          lock.try_promote_to_exclusive() != TryLockResult::kAcquired) {
+        return std::unexpected(TryLockResult::kBusy);
+      }
+      path.pfn_ = pfn.align_down(l);
+      path.level_ = l;
+      path.exclusive_ = exclusive;
+      return path;
+    }
+  }
+}
+
+std::expected<PamtLock, uint64_t> Pamt::check_hpa_operand(Hpa hpa, Level size,
+                                                          PamtPageType expected, TdxOperand op,
+                                                          Requester r, bool exclusive,
+                                                          const PhysAddrLayout& layout) {
+  TDXSIM_CHECK(size <= Level::k1G, "no PAMT level {}", level_name(size));
+  TDXSIM_CHECK(size != Level::k1G || expected != PamtPageType::kNda,
+               "no leaf takes a free 1G page");
+  // 1. The operand's format (module hpa_check_with_pwr_2_alignment).
+  if (!hpa.is_aligned(size) || (hpa.raw() & layout.keyid_mask()) != 0 ||
+      (hpa.raw() >> layout.maxphyaddr) != 0) {
+    return std::unexpected(with_operand(TdxStatus::kOperandInvalid, op));
+  }
+  // 2. Covered by a TDMR (pamt_get_block). tdxsim's TDMR need not be a multiple of 1G, so
+  // the whole page must fit, not just its first byte.
+  const uint64_t first = hpa.pfn().raw();
+  if (first >= frames_ || frames_ - first < level_pages(size)) {
+    return std::unexpected(with_operand(TdxStatus::kOperandAddrRangeError, op));
+  }
+  // 3. Walk and lock.
+  std::expected<PamtLock, TryLockResult> locked = lock(hpa.pfn(), size, r, exclusive);
+  if (!locked) {
+    return std::unexpected(with_operand(locked.error() == TryLockResult::kBusyHostPriority
+                                            ? TdxStatus::kOperandBusyHostPriority
+                                            : TdxStatus::kOperandBusy,
+                                        op));
+  }
+  // 4. Metadata (non_shared_hpa_metadata_check_and_lock, check_and_lock_free_range_hpa).
+  // Returning the error destroys `locked`, which releases the walk.
+  if (locked->level() != size || locked->type() != expected ||
+      (size == Level::k2M && expected == PamtPageType::kNda && !is_2m_range_free(hpa.pfn()))) {
+    return std::unexpected(with_operand(TdxStatus::kPageMetadataIncorrect, op));
+  }
+  return std::move(*locked);
+}
+
+bool Pamt::is_2m_range_free(Pfn pfn) const {
+  TDXSIM_CHECK(pfn.is_aligned(Level::k2M) && pfn.raw() < frames_ &&
+                   frames_ - pfn.raw() >= level_pages(Level::k2M),
+               "{} is not a 2M page inside {} frames", pfn, frames_);
+  if (type_in(entry(pfn, Level::k2M)) != PamtPageType::kNda) return false;
+  for (uint64_t i = 0; i < level_pages(Level::k2M); ++i) {
+    if (type_in(entry(pfn + i, Level::k4K)) != PamtPageType::kNda) return false;
+  }
+  return true;
+}
+
+PamtPageType Pamt::peek_type(Pfn pfn, Level level) const {
+  TDXSIM_CHECK(pfn.raw() < frames_, "{} beyond {} frames", pfn, frames_);
+  return type_in(entry(pfn, level));
+}
+
+uint64_t Pamt::count(PamtPageType t, Level level) const {
+  TDXSIM_CHECK(t != PamtPageType::kNda, "PT_NDA entries are not counted");
+  return counts_[static_cast<size_t>(t)][level_index(level)].load(std::memory_order_relaxed);
+}
+
+uint64_t Pamt::count(PamtPageType t) const {
+  return count(t, Level::k4K) + count(t, Level::k2M) + count(t, Level::k1G);
+}
+
+void Pamt::mark_reserved(Pfn first, uint64_t n) {
+  TDXSIM_CHECK(first.raw() <= frames_ && frames_ - first.raw() >= n,
+               "reserved range {} + {} beyond {} frames", first, n, frames_);
+  for (uint64_t i = 0; i < n; ++i) {
+    AtomicWordRef meta(entry(first + i, Level::k4K)[1]);
+    const uint64_t old = meta.load(std::memory_order_relaxed);
+    meta.store(MetaType::set(old, static_cast<uint64_t>(PamtPageType::kRsvd)),
+               std::memory_order_relaxed);
+    count_change(static_cast<PamtPageType>(MetaType::get(old)), PamtPageType::kRsvd, Level::k4K);
+  }
+}
+
+}  // namespace tdxsim

@@ -1,0 +1,80 @@
+#include "tdx_module/sept_entry.h"
+
+namespace tdxsim {
+
+const char* to_string(SeptState s) {
+  switch (s) {
+    case SeptState::kFree: return "FREE";
+    case SeptState::kBlocked: return "BLOCKED";
+    case SeptState::kPending: return "PENDING";
+    case SeptState::kPendingBlocked: return "PENDING_BLOCKED";
+    case SeptState::kMapped: return "MAPPED";
+    case SeptState::kRemoved: return "REMOVED";
+    case SeptState::kBlockedW: return "BLOCKEDW";
+    case SeptState::kExportedBlockedW: return "EXPORTED_BLOCKEDW";
+    case SeptState::kExportedDirty: return "EXPORTED_DIRTY";
+    case SeptState::kExportedDirtyBlockedW: return "EXPORTED_DIRTY_BLOCKEDW";
+    case SeptState::kPendingBlockedW: return "PENDING_BLOCKEDW";
+    case SeptState::kPendingExportedBlockedW: return "PENDING_EXPORTED_BLOCKEDW";
+    case SeptState::kPendingExportedDirty: return "PENDING_EXPORTED_DIRTY";
+    case SeptState::kPendingExportedDirtyBlockedW: return "PENDING_EXPORTED_DIRTY_BLOCKEDW";
+    case SeptState::kL2Free: return "L2_FREE";
+    case SeptState::kL2Blocked: return "L2_BLOCKED";
+    case SeptState::kL2Mapped: return "L2_MAPPED";
+    case SeptState::kL2NlBlocked: return "L2_NL_BLOCKED";
+    case SeptState::kL2NlMapped: return "L2_NL_MAPPED";
+    case SeptState::kNlBlocked: return "NL_BLOCKED";
+    case SeptState::kNlMapped: return "NL_MAPPED";
+  }
+  return "?";
+}
+
+SeptState SeptEntry::state() const {
+  const std::optional<SeptState> s = sept_state_from_encoding(state_encoding());
+  TDXSIM_CHECK(s.has_value(), "S-EPT entry {:#x} holds state encoding {:#x}, which the module "
+               "never writes", raw_, state_encoding());
+  return *s;
+}
+
+SeptEntry SeptEntry::with_state(SeptState s) const {
+  bool leaf_state = false;
+  switch (s) {
+    case SeptState::kFree: return free();
+    case SeptState::kRemoved: return SeptEntry{kSve | with_encoding(0, SeptState::kRemoved)};
+    case SeptState::kMapped:
+    case SeptState::kBlocked:
+    case SeptState::kPending:
+    case SeptState::kPendingBlocked: leaf_state = true; break;
+    case SeptState::kNlMapped:
+    case SeptState::kNlBlocked: break;
+    default:
+      TDXSIM_CHECK(false, "S-EPT state {} is not modelled", to_string(s));
+  }
+  const SeptState from = state();
+  TDXSIM_CHECK(from != SeptState::kFree && from != SeptState::kRemoved && is_leaf() == leaf_state,
+               "S-EPT entry {:#x} ({}) cannot become {}", raw_, to_string(from), to_string(s));
+  uint64_t raw = with_encoding(raw_, s) | kSve;
+  // Module sept_set_mt_from_ipat_tdmem: a leaf is WB, a table entry's MT bits are reserved.
+  raw = MemType::set(raw, Ipat::get(raw) != 0 ? MemType::get(kWbMemType) : 0);
+  // Only these two are present to the walker; blocking and PENDING clear RWX.
+  const bool present = s == SeptState::kMapped || s == SeptState::kNlMapped;
+  raw = Rwx::set(raw, present ? 7 : 0);
+  return SeptEntry{raw};
+}
+
+uint64_t SeptEntry::arch_view(const PhysAddrLayout& l) const {
+  if (state() == SeptState::kFree) return kSve;
+  constexpr uint64_t kLeafMask =
+      Rwx::kMask | MemType::kMask | Ipat::kMask | Ps::kMask | Addr::kMask | SuppressVe::kMask;
+  constexpr uint64_t kNonLeafMask = Rwx::kMask | Ps::kMask;
+  // The HKID is the module's business: the host gets the bare HPA.
+  return raw_ & (is_leaf() ? kLeafMask : kNonLeafMask) & ~l.keyid_mask();
+}
+
+uint64_t SeptEntry::arch_detail(Level level, uint8_t vm) const {
+  TDXSIM_CHECK(vm <= 3, "VM index {} out of range", vm);
+  return BitField<2, 0>::set(0, sept_level_abi(level)) |
+         BitField<15, 8>::set(0, static_cast<uint8_t>(state())) | BitField<17, 16>::set(0, vm);
+}
+
+}  // namespace tdxsim

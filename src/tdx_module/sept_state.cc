@@ -1,0 +1,120 @@
+#include "tdx_module/sept_state.h"
+
+#include <array>
+#include <initializer_list>
+
+#include "base/check.h"
+
+namespace tdxsim {
+namespace {
+
+using enum SeptState;
+
+// A state's column: its place in kL1SeptStates, which is the module's state index order.
+constexpr int column(SeptState s) {
+  for (size_t i = 0; i < std::size(kL1SeptStates); ++i) {
+    if (kL1SeptStates[i] == s) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+constexpr uint16_t states(std::initializer_list<SeptState> list) {
+  uint16_t bits = 0;
+  for (SeptState s : list) bits = static_cast<uint16_t>(bits | (1u << column(s)));
+  return bits;
+}
+
+struct Row {
+  uint16_t leaf;
+  uint16_t allowed;  // one bit per column
+};
+
+constexpr uint16_t n(SeptLeaf l) { return static_cast<uint16_t>(l); }
+
+// Every migration form of a leaf, with the plain leaf states: what RELOCATE admits.
+constexpr uint16_t kAnyLeaf =
+    states({kMapped, kBlocked, kBlockedW, kExportedBlockedW, kExportedDirty,
+            kExportedDirtyBlockedW, kPending, kPendingBlocked, kPendingBlockedW,
+            kPendingExportedBlockedW, kPendingExportedDirty, kPendingExportedDirtyBlockedW});
+constexpr uint16_t kEveryState = static_cast<uint16_t>((1u << std::size(kL1SeptStates)) - 1);
+
+constexpr std::array kSeamcallRows = {
+    Row{n(SeptLeaf::kMemPageAdd), states({kFree})},
+    Row{n(SeptLeaf::kMemSeptAdd), states({kFree, kNlMapped})},
+    Row{n(SeptLeaf::kMemPageRelocate), kAnyLeaf},
+    Row{n(SeptLeaf::kMemPageAug), states({kFree, kRemoved})},
+    Row{n(SeptLeaf::kMemRangeBlock),
+        states({kNlMapped, kMapped, kBlockedW, kPending, kPendingBlockedW})},
+    Row{n(SeptLeaf::kMemRd),
+        states({kMapped, kBlockedW, kExportedBlockedW, kExportedDirty, kExportedDirtyBlockedW})},
+    Row{n(SeptLeaf::kMemWr), states({kMapped, kExportedDirty})},
+    Row{n(SeptLeaf::kMemPageDemote), states({kMapped, kBlocked, kPending, kPendingBlocked})},
+    Row{n(SeptLeaf::kMrExtend), states({kMapped})},
+    Row{n(SeptLeaf::kMemPagePromote), states({kNlMapped, kNlBlocked})},
+    Row{n(SeptLeaf::kMemSeptRd), kEveryState},
+    Row{n(SeptLeaf::kMemPageRemove),
+        states({kMapped, kBlocked, kBlockedW, kPending, kPendingBlocked, kPendingBlockedW})},
+    Row{n(SeptLeaf::kMemSeptRemove), states({kNlMapped, kNlBlocked})},
+    Row{n(SeptLeaf::kMemRangeUnblock), states({kNlBlocked, kBlocked, kPendingBlocked})},
+};
+
+constexpr std::array kTdcallRows = {
+    Row{kSeptTdcallAccept, states({kPending, kPendingExportedDirty})},
+};
+
+constexpr uint16_t kTlbTrackingMask = static_cast<uint16_t>(
+    kEveryState & ~states({kFree, kRemoved, kExportedBlockedW, kPendingExportedBlockedW}));
+constexpr uint16_t kBlockedMask = states({kNlBlocked, kBlocked, kPendingBlocked});
+constexpr uint16_t kPendingMask =
+    states({kPending, kPendingBlocked, kPendingBlockedW, kPendingExportedBlockedW,
+            kPendingExportedDirty, kPendingExportedDirtyBlockedW});
+constexpr uint16_t kGuestAccessibleMask = states(
+    {kMapped, kBlockedW, kExportedBlockedW, kExportedDirty, kExportedDirtyBlockedW});
+
+uint16_t bit_of(SeptState s) {
+  const int c = column(s);
+  TDXSIM_CHECK(c >= 0, "{} is not an L1 S-EPT state", to_string(s));
+  return static_cast<uint16_t>(1u << c);
+}
+
+template <size_t N>
+bool lookup(const std::array<Row, N>& rows, uint16_t leaf, SeptState s) {
+  const uint16_t bit = bit_of(s);
+  for (const Row& r : rows) {
+    if (r.leaf == leaf) return (r.allowed & bit) != 0;
+  }
+  return false;
+}
+
+}  // namespace
+
+bool sept_leaf_allowed(uint16_t leaf, SeptState s) { return lookup(kSeamcallRows, leaf, s); }
+bool sept_tdcall_allowed(uint16_t leaf, SeptState s) { return lookup(kTdcallRows, leaf, s); }
+
+bool tlb_tracking_required(SeptState s) { return (kTlbTrackingMask & bit_of(s)) != 0; }
+bool is_blocked(SeptState s) { return (kBlockedMask & bit_of(s)) != 0; }
+bool is_pending(SeptState s) { return (kPendingMask & bit_of(s)) != 0; }
+bool is_guest_accessible_leaf(SeptState s) { return (kGuestAccessibleMask & bit_of(s)) != 0; }
+bool is_leaf_state(SeptState s) { return (kAnyLeaf & bit_of(s)) != 0; }
+
+SeptState blocked_state(SeptState s) {
+  switch (s) {
+    case kMapped: return kBlocked;
+    case kPending: return kPendingBlocked;
+    case kNlMapped: return kNlBlocked;
+    default: TDXSIM_CHECK(false, "RANGE.BLOCK has no transition from {}", to_string(s));
+  }
+  return s;
+}
+
+SeptState unblocked_state(SeptState s) {
+  switch (s) {
+    case kBlocked: return kMapped;
+    case kPendingBlocked: return kPending;
+    case kNlBlocked: return kNlMapped;
+    default: TDXSIM_CHECK(false, "RANGE.UNBLOCK has no transition from {}", to_string(s));
+  }
+  return s;
+}
+
+}  // namespace tdxsim
