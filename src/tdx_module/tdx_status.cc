@@ -77,6 +77,13 @@ const char* status_name(TdxStatus s) {
     case TdxStatus::kEptEntryStateIncorrect: return "TDX_EPT_ENTRY_STATE_INCORRECT";
     case TdxStatus::kEptPageNotFree: return "TDX_EPT_PAGE_NOT_FREE";
     case TdxStatus::kMetadataFieldNotReadable: return "TDX_METADATA_FIELD_NOT_READABLE";
+    case TdxStatus::kSysInitNotPending: return "TDX_SYS_INIT_NOT_PENDING";
+    case TdxStatus::kSysLpInitNotDone: return "TDX_SYS_LP_INIT_NOT_DONE";
+    case TdxStatus::kSysLpInitDone: return "TDX_SYS_LP_INIT_DONE";
+    case TdxStatus::kSysKeyConfigNotPending: return "TDX_SYS_KEY_CONFIG_NOT_PENDING";
+    case TdxStatus::kSysStateIncorrect: return "TDX_SYS_STATE_INCORRECT";
+    case TdxStatus::kSysConfigNotPending: return "TDX_SYS_CONFIG_NOT_PENDING";
+    case TdxStatus::kMetadataFieldIdIncorrect: return "TDX_METADATA_FIELD_ID_INCORRECT";
   }
   return nullptr;
 }

@@ -80,6 +80,13 @@ enum class TdxStatus : uint64_t {
   kEptEntryStateIncorrect = 0xC000'0B0D'0000'0000,
   kEptPageNotFree = 0xC000'0B0E'0000'0000,
   kMetadataFieldNotReadable = 0xC000'0C02'0000'0000,
+  kSysInitNotPending = 0xC000'0500'0000'0000,
+  kSysLpInitNotDone = 0xC000'0502'0000'0000,
+  kSysLpInitDone = 0xC000'0503'0000'0000,
+  kSysKeyConfigNotPending = 0xC000'0507'0000'0000,
+  kSysStateIncorrect = 0xC000'0508'0000'0000,
+  kSysConfigNotPending = 0xC000'050C'0000'0000,
+  kMetadataFieldIdIncorrect = 0xC000'0C00'0000'0000,
 };
 
 // Operand IDs (bits 31:0 of an error; §2.4). ABI values.

@@ -94,6 +94,13 @@ const std::vector<StatusRow>& status_table() {
       {TdxStatus::kEptEntryStateIncorrect, 0xC0000B0D00000000, "TDX_EPT_ENTRY_STATE_INCORRECT"},
       {TdxStatus::kEptPageNotFree, 0xC0000B0E00000000, "TDX_EPT_PAGE_NOT_FREE"},
       {TdxStatus::kMetadataFieldNotReadable, 0xC0000C0200000000, "TDX_METADATA_FIELD_NOT_READABLE"},
+      {TdxStatus::kSysInitNotPending, 0xC000050000000000, "TDX_SYS_INIT_NOT_PENDING"},
+      {TdxStatus::kSysLpInitNotDone, 0xC000050200000000, "TDX_SYS_LP_INIT_NOT_DONE"},
+      {TdxStatus::kSysLpInitDone, 0xC000050300000000, "TDX_SYS_LP_INIT_DONE"},
+      {TdxStatus::kSysKeyConfigNotPending, 0xC000050700000000, "TDX_SYS_KEY_CONFIG_NOT_PENDING"},
+      {TdxStatus::kSysStateIncorrect, 0xC000050800000000, "TDX_SYS_STATE_INCORRECT"},
+      {TdxStatus::kSysConfigNotPending, 0xC000050C00000000, "TDX_SYS_CONFIG_NOT_PENDING"},
+      {TdxStatus::kMetadataFieldIdIncorrect, 0xC0000C0000000000, "TDX_METADATA_FIELD_ID_INCORRECT"},
   };
   return rows;
 }

@@ -1,0 +1,218 @@
+// TdxModule: the emulated Intel TDX module (1.5.01) behind SEAMCALL.
+//
+// The dispatcher (module src/vmm_dispatcher/tdx_vmm_dispatcher.c), in its order:
+//   1. RAX: bits 63:24 zero and a version the leaf has       else OPERAND_INVALID|RAX
+//   2. system state: every leaf but the SYS ones below answers TDX_SYS_NOT_READY
+//      (0xC000050500000000) until TDH.SYS.KEY.CONFIG has run on every package
+//   3. the leaf's handler; a leaf tdxsim does not dispatch     OPERAND_INVALID|RAX
+//
+// The SYS sequence (abi §1.2; Linux arch/x86/virt/vmx/tdx/tdx.c drives it in this order):
+//   TDH.SYS.INIT (33)        once; RCX (attributes) must be 0
+//   TDH.SYS.LP.INIT (35)     on every logical CPU
+//   TDH.SYS.CONFIG (45)      once, after LP.INIT on every LP. RCX = TDMR-info list (1.5.01
+//                            reads it; tdxsim has one TDMR covering all host memory and reads
+//                            nothing), RDX = number of TDMRs (≥ 1), R8 = the global private
+//                            HKID (one of the private HKIDs: reserved for the module's own
+//                            structures, TDRs)
+//   TDH.SYS.KEY.CONFIG (31)  once per package (TDX_KEY_CONFIGURED info on a repeat); after
+//                            the last package the module is READY
+//   TDH.SYS.TDMR.INIT (36)   RCX = TDMR base (0); initialises the PAMT a chunk per call
+//                            (config tdmr_init_chunk_bytes) and returns RDX = the address up
+//                            to which the TDMR is initialised; call again until RDX = end.
+//                            Until then an explicit HPA operand not below RDX is outside
+//                            the TDMR: TDX_OPERAND_ADDR_RANGE_ERROR|operand.
+//
+// Pages given to the module: the TDR is re-keyed to the global private HKID, TDCS, TDVPR
+// and TDCX pages to the TD's HKID, and filled with that key (HostMemory::set_key, fill),
+// so the host reads only ciphertext. RECLAIM returns a page to PT_NDA and leaves its key
+// and dirty lines alone, as hardware does: the host must TDH.PHYMEM.PAGE.WBINVD (or the TD's
+// CACHE.WB must have run) before reusing it, else the platform records the stale reuse.
+//
+// Thread safety: seamcall() may run on every logical CPU at once. The module never blocks
+// or spins: contention answers TDX_OPERAND_BUSY|operand at once. Locks, as the module's:
+// PAMT entry locks (TDR, TDVPR, the page operands; see td.h for what they guard), the KOT
+// lock (TryLock, BUSY|KOT), a per-package CACHE.WB lock (BUSY|WBCACHE), the SYS lock
+// (TDX_SYS_BUSY) and the TDMR lock (BUSY|TDMR). The registries (Td by TDR frame, Vcpu by
+// TDVPR frame) are a map under registry_mu_, held only for the lookup itself; an object
+// found is used only while its PAMT lock is held, which is what keeps it alive.
+#pragma once
+
+#include <cstdint>
+#include <expected>
+#include <initializer_list>
+#include <memory>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+#include "base/addr.h"
+#include "base/atomic.h"
+#include "base/lock.h"
+#include "base/try_lock.h"
+#include "platform/key_id.h"
+#include "platform/logical_cpu.h"
+#include "platform/platform.h"
+#include "platform/seamcall.h"
+#include "tdx_module/pamt.h"
+#include "tdx_module/seamcall_leaf.h"
+#include "tdx_module/td.h"
+#include "tdx_module/tdx_status.h"
+#include "tdx_module/try_lock_guard.h"
+
+namespace tdxsim {
+
+// Metadata field IDs tdxsim's TDH.VP.RD/WR know (Linux arch/x86/kvm/vmx/tdx_arch.h:
+// TDVPS_VMCS(field) = class 0 << 56 | the VMCS encoding). ABI values.
+namespace vp_field {
+// TD VMCS SHARED_EPT_POINTER (VMCS encoding 0x203C): KVM writes the shared EPT root here.
+inline constexpr uint64_t kSharedEptp = 0x203C;
+}  // namespace vp_field
+
+struct TdxModuleConfig {
+  // The private HKIDs (IA32_TME_ACTIVATE's TDX key range); the global private HKID that
+  // TDH.SYS.CONFIG names is one of them. REQUIRES: 1 <= first <= last <= layout max.
+  uint16_t first_private_hkid = 32;
+  uint16_t last_private_hkid = 63;
+  // TDCS pages a TD needs (TDH.SYS.RD TDCS_BASE_SIZE / 4K): 1.5.01's MIN_NUM_TDCS_PAGES is
+  // 6 (9 with three L2 VMs, not modelled), so 6 is both the minimum and the maximum.
+  unsigned tdcs_pages = 6;
+  // TDVPS pages a vCPU needs: the TDVPR plus tdvps_pages - 1 TDCX pages (1.5.01
+  // MIN_TDVPS_PAGES = 6 without L2 VMs).
+  unsigned tdvps_pages = 6;
+  // Bytes TDH.SYS.TDMR.INIT initialises per call (the module: 1 GiB).
+  uint64_t tdmr_init_chunk_bytes = uint64_t{1} << 30;
+};
+
+class TdxModule : public SeamModule {
+ public:
+  // REQUIRES: config's HKID range inside the platform's key ID layout (checked).
+  explicit TdxModule(Platform& platform, const TdxModuleConfig& config = {});
+  ~TdxModule() override;
+  TdxModule(const TdxModule&) = delete;
+  TdxModule& operator=(const TdxModule&) = delete;
+
+  // SEAM mode: decodes RAX, runs the leaf, leaves the status in RAX and outputs in GPRs.
+  void seamcall(LogicalCpu& cpu, SeamcallRegs& regs) override;
+
+  // --- Simulation hooks (not ABI) -------------------------------------------------------------
+  // Attaches the guest code a vCPU runs (VP.ENTER, a later layer, executes it).
+  // REQUIRES: no SEAMCALL on that vCPU in flight (the field is the TDVPR lock's).
+  // Returns: false when no vCPU has that TDVPR.
+  bool attach_guest(Hpa tdvpr, GuestProgram* program);
+
+  // --- Read-only introspection for tests ------------------------------------------------------
+  // Snapshots taken without the module's PAMT locks. REQUIRES: no SEAMCALL on that TD (or
+  // vCPU) in flight; nullopt when no TD has that TDR (no vCPU that TDVPR).
+  const Pamt& pamt() const { return pamt_; }
+  const TdxModuleConfig& config() const { return config_; }
+  bool sys_ready() const;
+  bool tdmr_initialized() const;
+  std::optional<TdLifecycle> td_lifecycle(Hpa tdr) const;
+  std::optional<TdOpState> td_op_state(Hpa tdr) const;
+  std::optional<uint64_t> td_child_count(Hpa tdr) const;
+  std::optional<VcpuState> vcpu_state(Hpa tdvpr) const;
+  size_t td_count() const;
+  size_t vcpu_count() const;
+  KeyId global_hkid() const { return KeyId{static_cast<uint16_t>(global_hkid_.load(std::memory_order_acquire))}; }
+
+ private:
+  // Key ownership table entry (module kot_entry_t): state, and the packages whose caches
+  // still hold the HKID's lines after VPFLUSHDONE (WBINVD_BITMAP).
+  enum class KotState : uint8_t { kFree, kAssigned, kFlushed, kReserved };
+  struct KotEntry {
+    KotState state = KotState::kFree;  // guarded by kot_lock_
+    AtomicWord wbinvd_bitmap;          // bits cleared by CACHE.WB under kot_lock_ shared
+  };
+  // Per package: CACHE.WB's lock (module wbt_entries[pkg].entry_lock).
+  struct PackageState {
+    TryLock cache_wb_lock;
+  };
+  // Per logical CPU; touched only by SEAMCALLs on that LP, except lp_init (read by CONFIG).
+  struct LpState {
+    AtomicWord lp_init;     // TDH.SYS.LP.INIT done
+    Pfn last_vcpu;          // TDVPR of the vCPU last run here (0: none)
+  };
+  // The SYS phase (module sysinit state), advanced under sys_lock_.
+  enum class SysPhase : uint64_t { kInitPending = 0, kLpInit = 1, kConfigured = 2, kReady = 3 };
+
+  using Check = std::expected<PamtLock, uint64_t>;
+
+  uint64_t dispatch(LogicalCpu& cpu, SeamcallRegs& regs, LeafAndVersion lv);
+  static bool allowed_before_ready(SeamcallLeaf leaf);
+
+  // SYS leaves (sys_leaves.cc).
+  uint64_t sys_init(LogicalCpu& cpu, SeamcallRegs& regs);
+  uint64_t sys_lp_init(LogicalCpu& cpu, SeamcallRegs& regs);
+  uint64_t sys_config(LogicalCpu& cpu, SeamcallRegs& regs);
+  uint64_t sys_key_config(LogicalCpu& cpu, SeamcallRegs& regs);
+  uint64_t sys_tdmr_init(LogicalCpu& cpu, SeamcallRegs& regs);
+  // TD management (mng_leaves.cc).
+  uint64_t mng_create(LogicalCpu& cpu, SeamcallRegs& regs);
+  uint64_t mng_key_config(LogicalCpu& cpu, SeamcallRegs& regs);
+  uint64_t mng_addcx(LogicalCpu& cpu, SeamcallRegs& regs);
+  uint64_t mng_init(LogicalCpu& cpu, SeamcallRegs& regs);
+  uint64_t mng_vpflushdone(LogicalCpu& cpu, SeamcallRegs& regs);
+  uint64_t mng_key_freeid(LogicalCpu& cpu, SeamcallRegs& regs);
+  // vCPU management (vp_leaves.cc).
+  uint64_t vp_create(LogicalCpu& cpu, SeamcallRegs& regs);
+  uint64_t vp_addcx(LogicalCpu& cpu, SeamcallRegs& regs);
+  uint64_t vp_init(LogicalCpu& cpu, SeamcallRegs& regs, uint8_t version);
+  uint64_t vp_rd_wr(LogicalCpu& cpu, SeamcallRegs& regs, bool write);
+  uint64_t vp_flush(LogicalCpu& cpu, SeamcallRegs& regs);
+  // Physical memory (phymem_leaves.cc).
+  uint64_t phymem_cache_wb(LogicalCpu& cpu, SeamcallRegs& regs);
+  uint64_t phymem_page_reclaim(LogicalCpu& cpu, SeamcallRegs& regs);
+  uint64_t phymem_page_wbinvd(LogicalCpu& cpu, SeamcallRegs& regs);
+  uint64_t phymem_page_rdmd(LogicalCpu& cpu, SeamcallRegs& regs);
+
+  // --- Helpers (tdx_module.cc) ------------------------------------------------------------
+  // An explicit 4K HPA operand (module check_and_lock_explicit_4k_private_hpa): format,
+  // inside the initialised TDMR, PAMT walk/lock, type `expected`.
+  Check check_page(uint64_t hpa, PamtPageType expected, TdxOperand op, bool exclusive);
+  // The first two of those checks alone (RECLAIM, RDMD walk to whatever page is there):
+  // 4K aligned, no HKID bits, below MAX_PA (else OPERAND_INVALID|op), then inside the
+  // initialised TDMR (else OPERAND_ADDR_RANGE_ERROR|op). Returns: raw(kSuccess) or the error.
+  uint64_t check_hpa_format_and_range(uint64_t hpa, TdxOperand op) const;
+  // The owner TDR of a locked TDVPR/TDCX page (module lock_and_map_implicit_tdr).
+  // Returns: the lock, or BUSY|TDR.
+  Check lock_implicit_tdr(Pfn tdr, bool exclusive);
+  // The TD-state checks every TDCS leaf starts with (module check_state_map_tdcs_and_lock):
+  // lifecycle KEYS_CONFIGURED, TDCS pages all added, op_state_lock in the asked mode, then
+  // op_state in `allowed`. On success `op_state_guard` holds op_state_lock.
+  uint64_t check_td_state(Td& td, bool lock_exclusive, std::initializer_list<TdOpState> allowed,
+                          TryLockGuard& op_state_guard);
+  // Re-keys a frame the module takes over and initialises it with that key.
+  void take_page(Pfn pfn, KeyId key, uint64_t fill);
+  Td* find_td(Pfn tdr) const;
+  Vcpu* find_vcpu(Pfn tdvpr) const;
+  Td& add_td(std::unique_ptr<Td> td);
+  Vcpu& add_vcpu(std::unique_ptr<Vcpu> vcpu);
+  void erase_td(Pfn tdr);
+  void erase_vcpu(Pfn tdvpr);
+  bool is_private_hkid(uint64_t hkid) const;
+  uint64_t all_packages_mask() const;
+  const PhysAddrLayout& layout() const;
+
+  Platform& platform_;
+  const TdxModuleConfig config_;
+  Pamt pamt_;
+
+  TryLock sys_lock_;
+  AtomicWord sys_phase_;       // SysPhase; release-stored under sys_lock_
+  AtomicWord global_hkid_;     // set by TDH.SYS.CONFIG
+  uint64_t sys_key_config_bitmap_ = 0;  // guarded by sys_lock_
+  TryLock tdmr_lock_;
+  AtomicWord tdmr_initialized_bytes_;  // release-stored under tdmr_lock_
+
+  TryLock kot_lock_;
+  std::vector<KotEntry> kot_;  // indexed by HKID
+  std::vector<PackageState> packages_;
+  std::vector<LpState> lps_;
+
+  mutable Mutex registry_mu_{"tdx_module.registry"};
+  std::unordered_map<uint64_t, std::unique_ptr<Td>> tds_ TDXSIM_GUARDED_BY(registry_mu_);
+  std::unordered_map<uint64_t, std::unique_ptr<Vcpu>> vcpus_ TDXSIM_GUARDED_BY(registry_mu_);
+
+};
+
+}  // namespace tdxsim
