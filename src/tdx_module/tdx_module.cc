@@ -99,6 +99,17 @@ uint64_t TdxModule::dispatch(LogicalCpu& cpu, SeamcallRegs& regs, LeafAndVersion
     case SeamcallLeaf::kPhymemPageReclaim: return phymem_page_reclaim(cpu, regs);
     case SeamcallLeaf::kPhymemPageWbinvd: return phymem_page_wbinvd(cpu, regs);
     case SeamcallLeaf::kPhymemPageRdmd: return phymem_page_rdmd(cpu, regs);
+    case SeamcallLeaf::kMemSeptAdd: return mem_sept_add(cpu, regs, lv.version());
+    case SeamcallLeaf::kMemPageAug: return mem_page_aug(cpu, regs);
+    case SeamcallLeaf::kMemSeptRd: return mem_sept_rd(cpu, regs);
+    case SeamcallLeaf::kMemRangeBlock: return mem_range_block(cpu, regs);
+    case SeamcallLeaf::kMemRangeUnblock: return mem_range_unblock(cpu, regs);
+    case SeamcallLeaf::kMemTrack: return mem_track(cpu, regs);
+    case SeamcallLeaf::kMemPageRemove: return mem_page_remove(cpu, regs);
+    case SeamcallLeaf::kMemSeptRemove: return mem_sept_remove(cpu, regs);
+    case SeamcallLeaf::kMemPageAdd: return mem_page_add(cpu, regs);
+    case SeamcallLeaf::kMrExtend: return mr_extend(cpu, regs);
+    case SeamcallLeaf::kMrFinalize: return mr_finalize(cpu, regs);
     default:
       // Undefined leaves, and the ones tdxsim does not dispatch yet: the module's default.
       return with_operand(TdxStatus::kOperandInvalid, TdxOperand::kRax);

@@ -37,6 +37,7 @@
 // found is used only while its PAMT lock is held, which is what keeps it alive.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <expected>
 #include <initializer_list>
@@ -55,6 +56,7 @@
 #include "platform/seamcall.h"
 #include "tdx_module/pamt.h"
 #include "tdx_module/seamcall_leaf.h"
+#include "tdx_module/sept_walk.h"
 #include "tdx_module/td.h"
 #include "tdx_module/tdx_status.h"
 #include "tdx_module/try_lock_guard.h"
@@ -111,6 +113,9 @@ class TdxModule : public SeamModule {
   std::optional<TdOpState> td_op_state(Hpa tdr) const;
   std::optional<uint64_t> td_child_count(Hpa tdr) const;
   std::optional<VcpuState> vcpu_state(Hpa tdvpr) const;
+  // TD_EPOCH, and MRTD once TDH.MR.FINALIZE ran (nullopt before; mem_leaves.cc).
+  std::optional<uint64_t> td_epoch(Hpa tdr) const;
+  std::optional<Sha384Digest> td_mrtd(Hpa tdr) const;
   size_t td_count() const;
   size_t vcpu_count() const;
   KeyId global_hkid() const { return KeyId{static_cast<uint16_t>(global_hkid_.load(std::memory_order_acquire))}; }
@@ -164,6 +169,41 @@ class TdxModule : public SeamModule {
   uint64_t phymem_page_reclaim(LogicalCpu& cpu, SeamcallRegs& regs);
   uint64_t phymem_page_wbinvd(LogicalCpu& cpu, SeamcallRegs& regs);
   uint64_t phymem_page_rdmd(LogicalCpu& cpu, SeamcallRegs& regs);
+  // S-EPT memory leaves (mem_leaves.cc).
+  uint64_t mem_sept_add(LogicalCpu& cpu, SeamcallRegs& regs, uint8_t version);
+  uint64_t mem_sept_add_body(SeamcallRegs& regs, uint8_t version, bool allow_existing,
+                             const std::array<uint64_t, 4>& pages, std::array<uint64_t, 4>& flagged);
+  uint64_t mem_page_aug(LogicalCpu& cpu, SeamcallRegs& regs);
+  uint64_t mem_sept_rd(LogicalCpu& cpu, SeamcallRegs& regs);
+  uint64_t mem_range_block(LogicalCpu& cpu, SeamcallRegs& regs);
+  uint64_t mem_range_unblock(LogicalCpu& cpu, SeamcallRegs& regs);
+  uint64_t mem_track(LogicalCpu& cpu, SeamcallRegs& regs);
+  uint64_t mem_page_remove(LogicalCpu& cpu, SeamcallRegs& regs);
+  uint64_t mem_sept_remove(LogicalCpu& cpu, SeamcallRegs& regs);
+  uint64_t mem_page_add(LogicalCpu& cpu, SeamcallRegs& regs);
+  uint64_t mr_extend(LogicalCpu& cpu, SeamcallRegs& regs);
+  uint64_t mr_finalize(LogicalCpu& cpu, SeamcallRegs& regs);
+
+  // What a GPA leaf holds once its common prefix (mem_begin) passed: the TDR, the
+  // op_state lock, the S-EPT tree lock in the leaf's mode, and the walk's result.
+  struct MemOp {
+    std::optional<PamtLock> tdr;
+    Td* td = nullptr;
+    TryLockGuard op_state;
+    TryLockGuard tree;
+    PageInfo page_info;
+    SeptWalkResult walk;
+  };
+  enum class TreeLock : uint8_t { kNone, kShared, kExclusive };
+  // The prefix every host GPA leaf shares (rules §1, A1), in the module's order: RCX/RDX
+  // cleared; RDX, the TD handle (format, then PT_TDR locked); the TD's state and op_state;
+  // RCX, the page info (format and level range, then private GPA); the tree lock; the walk
+  // to the requested level. On EPT_WALK_FAILED, RCX/RDX hold the stopping entry's details.
+  // Returns: raw(kSuccess) with `op` filled, or the status (what `op` holds is released
+  // when it is destroyed, before the leaf returns).
+  uint64_t mem_begin(SeamcallRegs& regs, SeamcallLeaf leaf, bool handle_has_flag,
+                     bool tdr_exclusive, std::initializer_list<TdOpState> allowed, TreeLock tree,
+                     MemOp& op);
 
   // --- Helpers (tdx_module.cc) ------------------------------------------------------------
   // An explicit 4K HPA operand (module check_and_lock_explicit_4k_private_hpa): format,

@@ -1,0 +1,207 @@
+// The S-EPT leaves under concurrent SEAMCALLs from every logical CPU: AUG and REMOVE of
+// neighbouring entries of one S-EPT page (tree shared, entry locks and CAS on the same
+// table) race BLOCK/UNBLOCK (tree exclusive) and SEPT.RD. Contention answers BUSY with the
+// tree or the entry operand and is retried, as KVM retries; the end state is exact.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdio>
+#include <thread>
+#include <vector>
+
+#include "base/fault_injection.h"
+#include "platform/platform.h"
+#include "tdx_module/sept_walk.h"
+#include "tdx_module/tdx_module.h"
+
+namespace tdxsim {
+namespace {
+
+constexpr uint64_t kOk = 0;
+constexpr uint16_t kGlobalHkid = 32;
+constexpr uint16_t kTdHkid = 33;
+constexpr unsigned kPagesPerThread = 48;
+constexpr unsigned kRounds = 16;
+constexpr int kMaxTries = 1'000'000;
+constexpr Gpa kGpa{0x20'0000};       // the shared 4K table's range
+constexpr Gpa kBigGpa{0x40'0000};    // a 2M PENDING page blocked and unblocked meanwhile
+
+class Host {
+ public:
+  explicit Host(LogicalCpu& cpu) : cpu_(cpu) {}
+  uint64_t call(SeamcallLeaf leaf, uint64_t rcx = 0, uint64_t rdx = 0, uint64_t r8 = 0,
+                SeamcallRegs* out = nullptr) {
+    SeamcallRegs regs;
+    regs.rax = LeafAndVersion::of(leaf).raw();
+    regs.rcx = rcx;
+    regs.rdx = rdx;
+    regs.r8 = r8;
+    const uint64_t s = host_seamcall(cpu_, regs);
+    if (out != nullptr) *out = regs;
+    return s;
+  }
+  // Retries BUSY on the S-EPT tree or the entry (RCX). Returns: the first other answer.
+  uint64_t retry(SeamcallLeaf leaf, uint64_t rcx, uint64_t rdx, uint64_t r8,
+                 std::atomic<uint64_t>* busy, SeamcallRegs* out = nullptr) {
+    for (int i = 0; i < kMaxTries; ++i) {
+      const uint64_t s = call(leaf, rcx, rdx, r8, out);
+      if (!is_status(s, TdxStatus::kOperandBusy)) return s;
+      const uint32_t o = details_l2(s);
+      EXPECT_TRUE(o == static_cast<uint32_t>(TdxOperand::kSeptTree) ||
+                  o == static_cast<uint32_t>(TdxOperand::kRcx))
+          << to_string(leaf) << ": " << describe_status(s);
+      busy->fetch_add(1, std::memory_order_relaxed);
+      std::this_thread::yield();
+    }
+    ADD_FAILURE() << to_string(leaf) << " stayed busy";
+    return ~uint64_t{0};
+  }
+
+ private:
+  LogicalCpu& cpu_;
+};
+
+TEST(MemLeavesStress, AugRemoveOnOneTableRaceBlockUnblockAndSeptRd) {
+  FaultInjection faults;
+  PlatformConfig pc;
+  pc.packages = 2;
+  pc.cpus_per_package = 2;
+  pc.memory.bytes = uint64_t{32} << 20;
+  Platform platform(pc, faults);
+  TdxModule module(platform);
+  platform.install_seam_module(&module);
+  HostMemory& mem = platform.memory();
+  const auto page = [&] { return mem.alloc_frame().value().hpa(); };
+  const auto pi = [](Gpa g, unsigned l) { return PageInfo::of(g, l).raw(); };
+
+  // Bring-up: SYS.INIT on CPU 0, LP.INIT everywhere, KEY.CONFIG per package (a repeat on a
+  // package is informational).
+  Hpa tdr;
+  Hpa big;
+  std::vector<Hpa> tdcs;
+  for (unsigned c = 0; c < platform.cpu_count(); ++c) {
+    CpuBinding b = platform.bind(c);
+    Host h(b.cpu());
+    if (c == 0) {
+      ASSERT_EQ(h.call(SeamcallLeaf::kSysInit), kOk);
+    }
+    ASSERT_EQ(h.call(SeamcallLeaf::kSysLpInit), kOk);
+  }
+  {
+    CpuBinding b0 = platform.bind(0);
+    ASSERT_EQ(Host(b0.cpu()).call(SeamcallLeaf::kSysConfig, 0, 1, kGlobalHkid), kOk);
+  }
+  for (unsigned c = 0; c < platform.cpu_count() && !module.sys_ready(); ++c) {
+    CpuBinding b = platform.bind(c);
+    const uint64_t s = Host(b.cpu()).call(SeamcallLeaf::kSysKeyConfig);
+    ASSERT_TRUE(s == kOk || s == raw(TdxStatus::kKeyConfigured)) << describe_status(s);
+  }
+  {
+    CpuBinding b0 = platform.bind(0);
+    Host h0(b0.cpu());
+    while (!module.tdmr_initialized()) ASSERT_EQ(h0.call(SeamcallLeaf::kSysTdmrInit), kOk);
+    tdr = page();
+    ASSERT_EQ(h0.call(SeamcallLeaf::kMngCreate, tdr.raw(), kTdHkid), kOk);
+  }
+  for (unsigned c = 0; c < platform.cpu_count(); ++c) {
+    if (module.td_lifecycle(tdr) == TdLifecycle::kKeysConfigured) break;
+    CpuBinding b = platform.bind(c);
+    const uint64_t s = Host(b.cpu()).call(SeamcallLeaf::kMngKeyConfig, tdr.raw());
+    ASSERT_TRUE(s == kOk || s == raw(TdxStatus::kKeyConfigured)) << describe_status(s);
+  }
+  {
+    CpuBinding b0 = platform.bind(0);
+    Host h0(b0.cpu());
+    for (unsigned i = 0; i < module.config().tdcs_pages; ++i) {
+      tdcs.push_back(page());
+      ASSERT_EQ(h0.call(SeamcallLeaf::kMngAddcx, tdcs.back().raw(), tdr.raw()), kOk);
+    }
+    const Hpa params = page();
+    mem.write(params + 0, kHostKey, kTdAttrSeptVeDisable);
+    mem.write(params + 16, kHostKey, uint64_t{1});
+    mem.write(params + 24, kHostKey, uint64_t{6 | (3 << 3)});
+    ASSERT_EQ(h0.call(SeamcallLeaf::kMngInit, tdr.raw(), params.raw()), kOk);
+    ASSERT_EQ(h0.call(SeamcallLeaf::kMemSeptAdd, pi(Gpa{0}, 3), tdr.raw(), page().raw()), kOk);
+    ASSERT_EQ(h0.call(SeamcallLeaf::kMemSeptAdd, pi(Gpa{0}, 2), tdr.raw(), page().raw()), kOk);
+    ASSERT_EQ(h0.call(SeamcallLeaf::kMemSeptAdd, pi(kGpa, 1), tdr.raw(), page().raw()), kOk);
+    big = page();
+    while (!big.is_aligned(Level::k2M)) big = page();
+    for (uint64_t i = 1; i < 512; ++i) ASSERT_EQ(page(), big + i * kPageSize);
+    ASSERT_EQ(h0.call(SeamcallLeaf::kMemPageAug, pi(kBigGpa, 1), tdr.raw(), big.raw()), kOk);
+  }
+  const uint64_t base_children = *module.td_child_count(tdr);
+
+  const unsigned n = platform.cpu_count();
+  std::atomic<uint64_t> busy{0};
+  std::atomic<uint64_t> blocks{0};
+  std::atomic<unsigned> workers_left{n - 1};
+  std::atomic<unsigned> started{0};
+  std::vector<std::thread> threads;
+  for (unsigned t = 0; t < n; ++t) {
+    threads.emplace_back([&, t] {
+      CpuBinding b = platform.bind(t);
+      Host h(b.cpu());
+      started.fetch_add(1, std::memory_order_acq_rel);
+      while (started.load(std::memory_order_acquire) != n) std::this_thread::yield();
+      if (t == n - 1) {
+        // Tree-exclusive leaves on the 2M page, and reads of the shared table.
+        for (int i = 0; i < 200 || workers_left.load(std::memory_order_acquire) != 0; ++i) {
+          EXPECT_EQ(h.retry(SeamcallLeaf::kMemRangeBlock, pi(kBigGpa, 1), tdr.raw(), 0, &busy), kOk);
+          EXPECT_EQ(h.retry(SeamcallLeaf::kMemRangeUnblock, pi(kBigGpa, 1), tdr.raw(), 0, &busy), kOk);
+          blocks.fetch_add(1, std::memory_order_relaxed);
+          SeamcallRegs r;
+          const Gpa g = kGpa + (static_cast<uint64_t>(i) % 512) * kPageSize;
+          EXPECT_EQ(h.retry(SeamcallLeaf::kMemSeptRd, pi(g, 0), tdr.raw(), 0, &busy, &r), kOk);
+          const uint64_t state = (r.rdx >> 8) & 0xFF;
+          EXPECT_TRUE(state == static_cast<uint8_t>(SeptState::kFree) ||
+                      state == static_cast<uint8_t>(SeptState::kPending))
+              << std::hex << r.rdx;
+        }
+        return;
+      }
+      std::vector<Hpa> pages;
+      for (unsigned i = 0; i < kPagesPerThread; ++i) pages.push_back(page());
+      for (unsigned round = 0; round < kRounds; ++round) {
+        for (unsigned i = 0; i < kPagesPerThread; ++i) {
+          const Gpa g = kGpa + (uint64_t{t} * kPagesPerThread + i) * kPageSize;
+          EXPECT_EQ(h.retry(SeamcallLeaf::kMemPageAug, pi(g, 0), tdr.raw(), pages[i].raw(), &busy), kOk);
+        }
+        for (unsigned i = 0; i < kPagesPerThread; ++i) {
+          const Gpa g = kGpa + (uint64_t{t} * kPagesPerThread + i) * kPageSize;
+          SeamcallRegs r;
+          EXPECT_EQ(h.retry(SeamcallLeaf::kMemPageRemove, pi(g, 0), tdr.raw(), 0, &busy, &r), kOk);
+          EXPECT_EQ(r.rcx, pages[i].raw());
+          // Same frame again next round: write back the TD's lines first, as KVM does.
+          EXPECT_EQ(h.call(SeamcallLeaf::kPhymemPageWbinvd,
+                           mem.layout().with_key(pages[i], KeyId{kTdHkid})),
+                    kOk);
+        }
+      }
+      workers_left.fetch_sub(1, std::memory_order_release);
+    });
+  }
+  for (std::thread& th : threads) th.join();
+
+  EXPECT_EQ(module.td_child_count(tdr), base_children);
+  EXPECT_EQ(module.pamt().count(PamtPageType::kReg, Level::k4K), 0u);
+  EXPECT_EQ(module.pamt().count(PamtPageType::kReg, Level::k2M), 1u);
+  // Every entry of the shared table FREE again, with no lock bit left behind.
+  const Hpa root = tdcs[kTdcsSeptRootPageIndex];
+  for (uint64_t i = 0; i < 512; ++i) {
+    const SeptWalkResult w = sept_walk(mem, mem.layout(), root, 4, KeyId{kTdHkid},
+                                       kGpa + i * kPageSize, Level::k4K);
+    ASSERT_TRUE(w.reached);
+    EXPECT_EQ(w.entry.state(), SeptState::kFree) << i;
+    EXPECT_FALSE(w.entry.is_locked()) << i;
+  }
+  const SeptWalkResult bw =
+      sept_walk(mem, mem.layout(), root, 4, KeyId{kTdHkid}, kBigGpa, Level::k2M);
+  EXPECT_EQ(bw.entry.state(), SeptState::kPending);
+  EXPECT_FALSE(bw.entry.is_locked());
+  std::printf("AUG+REMOVE: %u, BLOCK/UNBLOCK cycles: %llu, busy answers: %llu\n",
+              (n - 1) * kPagesPerThread * kRounds, static_cast<unsigned long long>(blocks.load()),
+              static_cast<unsigned long long>(busy.load()));
+}
+
+}  // namespace
+}  // namespace tdxsim
