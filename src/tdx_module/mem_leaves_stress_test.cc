@@ -11,6 +11,7 @@
 
 #include "base/fault_injection.h"
 #include "platform/platform.h"
+#include "tdx_module/module_test_harness.h"
 #include "tdx_module/sept_walk.h"
 #include "tdx_module/tdx_module.h"
 
@@ -22,44 +23,10 @@ constexpr uint16_t kGlobalHkid = 32;
 constexpr uint16_t kTdHkid = 33;
 constexpr unsigned kPagesPerThread = 48;
 constexpr unsigned kRounds = 16;
-constexpr int kMaxTries = 1'000'000;
-constexpr Gpa kGpa{0x20'0000};       // the shared 4K table's range
-constexpr Gpa kBigGpa{0x40'0000};    // a 2M PENDING page blocked and unblocked meanwhile
-
-class Host {
- public:
-  explicit Host(LogicalCpu& cpu) : cpu_(cpu) {}
-  uint64_t call(SeamcallLeaf leaf, uint64_t rcx = 0, uint64_t rdx = 0, uint64_t r8 = 0,
-                SeamcallRegs* out = nullptr) {
-    SeamcallRegs regs;
-    regs.rax = LeafAndVersion::of(leaf).raw();
-    regs.rcx = rcx;
-    regs.rdx = rdx;
-    regs.r8 = r8;
-    const uint64_t s = host_seamcall(cpu_, regs);
-    if (out != nullptr) *out = regs;
-    return s;
-  }
-  // Retries BUSY on the S-EPT tree or the entry (RCX). Returns: the first other answer.
-  uint64_t retry(SeamcallLeaf leaf, uint64_t rcx, uint64_t rdx, uint64_t r8,
-                 std::atomic<uint64_t>* busy, SeamcallRegs* out = nullptr) {
-    for (int i = 0; i < kMaxTries; ++i) {
-      const uint64_t s = call(leaf, rcx, rdx, r8, out);
-      if (!is_status(s, TdxStatus::kOperandBusy)) return s;
-      const uint32_t o = details_l2(s);
-      EXPECT_TRUE(o == static_cast<uint32_t>(TdxOperand::kSeptTree) ||
-                  o == static_cast<uint32_t>(TdxOperand::kRcx))
-          << to_string(leaf) << ": " << describe_status(s);
-      busy->fetch_add(1, std::memory_order_relaxed);
-      std::this_thread::yield();
-    }
-    ADD_FAILURE() << to_string(leaf) << " stayed busy";
-    return ~uint64_t{0};
-  }
-
- private:
-  LogicalCpu& cpu_;
-};
+constexpr Gpa kGpa{0x20'0000};     // the shared 4K table's range
+constexpr Gpa kBigGpa{0x40'0000};  // a 2M PENDING page blocked and unblocked meanwhile
+// What AUG/REMOVE/BLOCK/UNBLOCK/SEPT.RD may contend on: the S-EPT tree or the entry.
+const std::initializer_list<TdxOperand> kTreeOrEntry = {TdxOperand::kSeptTree, TdxOperand::kRcx};
 
 TEST(MemLeavesStress, AugRemoveOnOneTableRaceBlockUnblockAndSeptRd) {
   FaultInjection faults;
@@ -81,7 +48,7 @@ TEST(MemLeavesStress, AugRemoveOnOneTableRaceBlockUnblockAndSeptRd) {
   std::vector<Hpa> tdcs;
   for (unsigned c = 0; c < platform.cpu_count(); ++c) {
     CpuBinding b = platform.bind(c);
-    Host h(b.cpu());
+    test::BoundHost h(b.cpu());
     if (c == 0) {
       ASSERT_EQ(h.call(SeamcallLeaf::kSysInit), kOk);
     }
@@ -89,16 +56,16 @@ TEST(MemLeavesStress, AugRemoveOnOneTableRaceBlockUnblockAndSeptRd) {
   }
   {
     CpuBinding b0 = platform.bind(0);
-    ASSERT_EQ(Host(b0.cpu()).call(SeamcallLeaf::kSysConfig, 0, 1, kGlobalHkid), kOk);
+    ASSERT_EQ(test::BoundHost(b0.cpu()).call(SeamcallLeaf::kSysConfig, 0, 1, kGlobalHkid), kOk);
   }
   for (unsigned c = 0; c < platform.cpu_count() && !module.sys_ready(); ++c) {
     CpuBinding b = platform.bind(c);
-    const uint64_t s = Host(b.cpu()).call(SeamcallLeaf::kSysKeyConfig);
+    const uint64_t s = test::BoundHost(b.cpu()).call(SeamcallLeaf::kSysKeyConfig);
     ASSERT_TRUE(s == kOk || s == raw(TdxStatus::kKeyConfigured)) << describe_status(s);
   }
   {
     CpuBinding b0 = platform.bind(0);
-    Host h0(b0.cpu());
+    test::BoundHost h0(b0.cpu());
     while (!module.tdmr_initialized()) ASSERT_EQ(h0.call(SeamcallLeaf::kSysTdmrInit), kOk);
     tdr = page();
     ASSERT_EQ(h0.call(SeamcallLeaf::kMngCreate, tdr.raw(), kTdHkid), kOk);
@@ -106,12 +73,12 @@ TEST(MemLeavesStress, AugRemoveOnOneTableRaceBlockUnblockAndSeptRd) {
   for (unsigned c = 0; c < platform.cpu_count(); ++c) {
     if (module.td_lifecycle(tdr) == TdLifecycle::kKeysConfigured) break;
     CpuBinding b = platform.bind(c);
-    const uint64_t s = Host(b.cpu()).call(SeamcallLeaf::kMngKeyConfig, tdr.raw());
+    const uint64_t s = test::BoundHost(b.cpu()).call(SeamcallLeaf::kMngKeyConfig, tdr.raw());
     ASSERT_TRUE(s == kOk || s == raw(TdxStatus::kKeyConfigured)) << describe_status(s);
   }
   {
     CpuBinding b0 = platform.bind(0);
-    Host h0(b0.cpu());
+    test::BoundHost h0(b0.cpu());
     for (unsigned i = 0; i < module.config().tdcs_pages; ++i) {
       tdcs.push_back(page());
       ASSERT_EQ(h0.call(SeamcallLeaf::kMngAddcx, tdcs.back().raw(), tdr.raw()), kOk);
@@ -140,18 +107,24 @@ TEST(MemLeavesStress, AugRemoveOnOneTableRaceBlockUnblockAndSeptRd) {
   for (unsigned t = 0; t < n; ++t) {
     threads.emplace_back([&, t] {
       CpuBinding b = platform.bind(t);
-      Host h(b.cpu());
+      test::BoundHost h(b.cpu());
       started.fetch_add(1, std::memory_order_acq_rel);
       while (started.load(std::memory_order_acquire) != n) std::this_thread::yield();
       if (t == n - 1) {
         // Tree-exclusive leaves on the 2M page, and reads of the shared table.
         for (int i = 0; i < 200 || workers_left.load(std::memory_order_acquire) != 0; ++i) {
-          EXPECT_EQ(h.retry(SeamcallLeaf::kMemRangeBlock, pi(kBigGpa, 1), tdr.raw(), 0, &busy), kOk);
-          EXPECT_EQ(h.retry(SeamcallLeaf::kMemRangeUnblock, pi(kBigGpa, 1), tdr.raw(), 0, &busy), kOk);
+          EXPECT_EQ(h.retry(SeamcallLeaf::kMemRangeBlock, pi(kBigGpa, 1), tdr.raw(), 0,
+                            kTreeOrEntry, &busy),
+                    kOk);
+          EXPECT_EQ(h.retry(SeamcallLeaf::kMemRangeUnblock, pi(kBigGpa, 1), tdr.raw(), 0,
+                            kTreeOrEntry, &busy),
+                    kOk);
           blocks.fetch_add(1, std::memory_order_relaxed);
           SeamcallRegs r;
           const Gpa g = kGpa + (static_cast<uint64_t>(i) % 512) * kPageSize;
-          EXPECT_EQ(h.retry(SeamcallLeaf::kMemSeptRd, pi(g, 0), tdr.raw(), 0, &busy, &r), kOk);
+          EXPECT_EQ(
+              h.retry(SeamcallLeaf::kMemSeptRd, pi(g, 0), tdr.raw(), 0, kTreeOrEntry, &busy, &r),
+              kOk);
           const uint64_t state = (r.rdx >> 8) & 0xFF;
           EXPECT_TRUE(state == static_cast<uint8_t>(SeptState::kFree) ||
                       state == static_cast<uint8_t>(SeptState::kPending))
@@ -164,12 +137,16 @@ TEST(MemLeavesStress, AugRemoveOnOneTableRaceBlockUnblockAndSeptRd) {
       for (unsigned round = 0; round < kRounds; ++round) {
         for (unsigned i = 0; i < kPagesPerThread; ++i) {
           const Gpa g = kGpa + (uint64_t{t} * kPagesPerThread + i) * kPageSize;
-          EXPECT_EQ(h.retry(SeamcallLeaf::kMemPageAug, pi(g, 0), tdr.raw(), pages[i].raw(), &busy), kOk);
+          EXPECT_EQ(h.retry(SeamcallLeaf::kMemPageAug, pi(g, 0), tdr.raw(), pages[i].raw(),
+                            kTreeOrEntry, &busy),
+                    kOk);
         }
         for (unsigned i = 0; i < kPagesPerThread; ++i) {
           const Gpa g = kGpa + (uint64_t{t} * kPagesPerThread + i) * kPageSize;
           SeamcallRegs r;
-          EXPECT_EQ(h.retry(SeamcallLeaf::kMemPageRemove, pi(g, 0), tdr.raw(), 0, &busy, &r), kOk);
+          EXPECT_EQ(h.retry(SeamcallLeaf::kMemPageRemove, pi(g, 0), tdr.raw(), 0, kTreeOrEntry,
+                            &busy, &r),
+                    kOk);
           EXPECT_EQ(r.rcx, pages[i].raw());
           // Same frame again next round: write back the TD's lines first, as KVM does.
           EXPECT_EQ(h.call(SeamcallLeaf::kPhymemPageWbinvd,
@@ -188,8 +165,8 @@ TEST(MemLeavesStress, AugRemoveOnOneTableRaceBlockUnblockAndSeptRd) {
   // Every entry of the shared table FREE again, with no lock bit left behind.
   const Hpa root = tdcs[kTdcsSeptRootPageIndex];
   for (uint64_t i = 0; i < 512; ++i) {
-    const SeptWalkResult w = sept_walk(mem, mem.layout(), root, 4, KeyId{kTdHkid},
-                                       kGpa + i * kPageSize, Level::k4K);
+    const SeptWalkResult w =
+        sept_walk(mem, mem.layout(), root, 4, KeyId{kTdHkid}, kGpa + i * kPageSize, Level::k4K);
     ASSERT_TRUE(w.reached);
     EXPECT_EQ(w.entry.state(), SeptState::kFree) << i;
     EXPECT_FALSE(w.entry.is_locked()) << i;

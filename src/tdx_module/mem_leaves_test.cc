@@ -10,15 +10,13 @@
 #include "platform/page_walk.h"
 #include "platform/platform.h"
 #include "tdx_module/measurement.h"
+#include "tdx_module/module_test_harness.h"
 #include "tdx_module/sept_walk.h"
 #include "tdx_module/tdx_module.h"
 
 namespace tdxsim {
 namespace {
 
-constexpr uint64_t kMemBytes = uint64_t{64} << 20;
-constexpr uint64_t kChunk = uint64_t{16} << 20;
-constexpr uint16_t kGlobalHkid = 32;
 constexpr uint16_t kTdHkid = 33;
 constexpr uint64_t kOk = 0;
 constexpr uint64_t kFreeView = uint64_t{1} << 63;  // FREE's architectural view: SVE alone
@@ -37,33 +35,10 @@ uint64_t pi(Gpa gpa, unsigned tdx_level) {
 // Every GPA below lives in the first 1G of the TD's space; each test uses its own 2M.
 constexpr Gpa kGpa{0x20'0000};
 
-class MemLeavesTest : public ::testing::Test {
+class MemLeavesTest : public test::ModuleHarness {
  protected:
-  static PlatformConfig platform_config() {
-    PlatformConfig c;
-    c.packages = 2;
-    c.cpus_per_package = 2;
-    c.memory.bytes = kMemBytes;
-    return c;
-  }
-  static TdxModuleConfig module_config() {
-    TdxModuleConfig c;
-    c.tdmr_init_chunk_bytes = kChunk;
-    return c;
-  }
+  using ModuleHarness::call;
 
-  MemLeavesTest() : platform_(platform_config(), faults_), module_(platform_, module_config()) {
-    platform_.install_seam_module(&module_);
-  }
-
-  const PhysAddrLayout& layout() { return platform_.memory().layout(); }
-  HostMemory& mem() { return platform_.memory(); }
-
-  uint64_t call(unsigned cpu, SeamcallLeaf leaf, SeamcallRegs& regs, uint8_t version = 0) {
-    regs.rax = LeafAndVersion::of(leaf, version).raw();
-    CpuBinding b = platform_.bind(cpu);
-    return host_seamcall(b.cpu(), regs);
-  }
   // A leaf with RCX, RDX, R8, R9; the outputs in *out when given.
   uint64_t call(SeamcallLeaf leaf, uint64_t rcx, uint64_t rdx = 0, uint64_t r8 = 0,
                 uint64_t r9 = 0, SeamcallRegs* out = nullptr, uint8_t version = 0) {
@@ -77,42 +52,6 @@ class MemLeavesTest : public ::testing::Test {
     return s;
   }
 
-  std::vector<unsigned> package_leaders() {
-    std::vector<unsigned> cpus;
-    for (unsigned p = 0; p < platform_.package_count(); ++p) {
-      for (unsigned c = 0; c < platform_.cpu_count(); ++c) {
-        if (platform_.cpu(c).package() == p) {
-          cpus.push_back(c);
-          break;
-        }
-      }
-    }
-    return cpus;
-  }
-  uint64_t call_on(unsigned cpu, SeamcallLeaf leaf, uint64_t rcx) {
-    SeamcallRegs regs;
-    regs.rcx = rcx;
-    return call(cpu, leaf, regs);
-  }
-
-  void init_sys() {
-    ASSERT_EQ(call(SeamcallLeaf::kSysInit, 0), kOk);
-    for (unsigned c = 0; c < platform_.cpu_count(); ++c) {
-      ASSERT_EQ(call_on(c, SeamcallLeaf::kSysLpInit, 0), kOk);
-    }
-    ASSERT_EQ(call(SeamcallLeaf::kSysConfig, 0, 1, kGlobalHkid), kOk);
-    for (unsigned c : package_leaders()) ASSERT_EQ(call_on(c, SeamcallLeaf::kSysKeyConfig, 0), kOk);
-    for (int i = 0; i < 8 && !module_.tdmr_initialized(); ++i) {
-      ASSERT_EQ(call(SeamcallLeaf::kSysTdmrInit, 0), kOk);
-    }
-    ASSERT_TRUE(module_.tdmr_initialized());
-  }
-
-  Hpa page() {
-    std::optional<Pfn> p = mem().alloc_frame();
-    EXPECT_TRUE(p.has_value());
-    return p ? p->hpa() : Hpa{};
-  }
   // A 2M-aligned run of 512 allocated frames (the allocator hands out fresh frames in
   // order; the frames skipped to reach the alignment stay allocated).
   Hpa page_2m() {
@@ -122,14 +61,6 @@ class MemLeavesTest : public ::testing::Test {
     return first;
   }
 
-  Hpa td_params() {
-    const Hpa h = page();
-    mem().write(h + 0, kHostKey, kTdAttrSeptVeDisable);
-    mem().write(h + 16, kHostKey, uint64_t{1});       // MAX_VCPUS
-    mem().write(h + 24, kHostKey, uint64_t{6 | 3 << 3});  // WB, 4-level
-    mem().write(h + 32, kHostKey, uint64_t{0});
-    return h;
-  }
   // MNG.CREATE, KEY.CONFIG everywhere, ADDCX; then MNG.INIT unless `init` is false.
   Hpa td(bool init = true) {
     tdr_ = page();
@@ -208,9 +139,6 @@ class MemLeavesTest : public ::testing::Test {
     return walk(mem(), layout(), ctx, gpa, AccessRequest{}, WalkMode::kProbe);
   }
 
-  FaultInjection faults_;
-  Platform platform_;
-  TdxModule module_;
   Hpa tdr_;
   std::vector<Hpa> tdcs_;
 };
@@ -343,7 +271,7 @@ TEST_F(MemLeavesTest, Aug2MChecksTheWholeRange) {
       {"4K-aligned only", (big + kPageSize).raw(), op(TdxStatus::kOperandInvalid, TdxOperand::kR8)},
       {"not 4K aligned", big.raw() + 8, op(TdxStatus::kOperandInvalid, TdxOperand::kR8)},
       {"key bits", layout().with_key(big, KeyId{kTdHkid}), op(TdxStatus::kOperandInvalid, TdxOperand::kR8)},
-      {"beyond memory", kMemBytes, op(TdxStatus::kOperandAddrRangeError, TdxOperand::kR8)},
+      {"beyond memory", test::kHarnessMemBytes, op(TdxStatus::kOperandAddrRangeError, TdxOperand::kR8)},
   };
   for (const Case& c : cases) {
     EXPECT_EQ(aug(kGpa, 1, Hpa{c.r8}), c.expected) << c.what;

@@ -8,6 +8,7 @@
 
 #include "base/fault_injection.h"
 #include "platform/platform.h"
+#include "tdx_module/module_test_harness.h"
 #include "tdx_module/tdx_module.h"
 
 namespace tdxsim {
@@ -18,39 +19,6 @@ constexpr uint16_t kGlobalHkid = 32;
 constexpr uint16_t kTdHkid = 33;
 constexpr unsigned kVcpusPerThread = 8;
 constexpr uint16_t kMaxVcpus = 20;  // fewer than the vCPUs created: VP.INIT's bound is raced
-constexpr int kMaxTries = 1'000'000;
-
-class Host {
- public:
-  explicit Host(LogicalCpu& cpu) : cpu_(cpu) {}
-  uint64_t call(SeamcallLeaf leaf, uint64_t rcx = 0, uint64_t rdx = 0, uint64_t r8 = 0) {
-    SeamcallRegs regs;
-    regs.rax = LeafAndVersion::of(leaf).raw();
-    regs.rcx = rcx;
-    regs.rdx = rdx;
-    regs.r8 = r8;
-    return host_seamcall(cpu_, regs);
-  }
-  // Retries while the answer is BUSY with one of the operands the leaf may contend on,
-  // as KVM does (bounded). Returns: the first other answer.
-  uint64_t retry(SeamcallLeaf leaf, uint64_t rcx, uint64_t rdx, std::vector<TdxOperand> busy_ok,
-                 std::atomic<uint64_t>* busy_count) {
-    for (int i = 0; i < kMaxTries; ++i) {
-      const uint64_t s = call(leaf, rcx, rdx);
-      if (!is_status(s, TdxStatus::kOperandBusy)) return s;
-      bool expected = false;
-      for (TdxOperand o : busy_ok) expected |= details_l2(s) == static_cast<uint32_t>(o);
-      EXPECT_TRUE(expected) << to_string(leaf) << ": " << describe_status(s);
-      busy_count->fetch_add(1, std::memory_order_relaxed);
-      std::this_thread::yield();
-    }
-    ADD_FAILURE() << to_string(leaf) << " stayed busy";
-    return ~uint64_t{0};
-  }
-
- private:
-  LogicalCpu& cpu_;
-};
 
 TEST(TdxModuleStress, ConcurrentVcpuBuildAgainstExclusiveTdrLeaves) {
   FaultInjection faults;
@@ -68,20 +36,20 @@ TEST(TdxModuleStress, ConcurrentVcpuBuildAgainstExclusiveTdrLeaves) {
   Hpa tdr;
   {
     CpuBinding b0 = platform.bind(0);
-    Host h0(b0.cpu());
+    test::BoundHost h0(b0.cpu());
     ASSERT_EQ(h0.call(SeamcallLeaf::kSysInit), kOk);
   }
   for (unsigned c = 0; c < platform.cpu_count(); ++c) {
     CpuBinding b = platform.bind(c);
-    ASSERT_EQ(Host(b.cpu()).call(SeamcallLeaf::kSysLpInit), kOk);
+    ASSERT_EQ(test::BoundHost(b.cpu()).call(SeamcallLeaf::kSysLpInit), kOk);
   }
   {
     CpuBinding b0 = platform.bind(0);
-    ASSERT_EQ(Host(b0.cpu()).call(SeamcallLeaf::kSysConfig, 0, 1, kGlobalHkid), kOk);
+    ASSERT_EQ(test::BoundHost(b0.cpu()).call(SeamcallLeaf::kSysConfig, 0, 1, kGlobalHkid), kOk);
   }
   for (unsigned c = 0; c < platform.cpu_count(); ++c) {
     CpuBinding b = platform.bind(c);
-    Host h(b.cpu());
+    test::BoundHost h(b.cpu());
     if (module.sys_ready()) break;  // after the last package it is no longer pending
     const uint64_t s = h.call(SeamcallLeaf::kSysKeyConfig);
     ASSERT_TRUE(s == kOk || s == raw(TdxStatus::kKeyConfigured)) << describe_status(s);
@@ -89,7 +57,7 @@ TEST(TdxModuleStress, ConcurrentVcpuBuildAgainstExclusiveTdrLeaves) {
   ASSERT_TRUE(module.sys_ready());
   {
     CpuBinding b0 = platform.bind(0);
-    Host h0(b0.cpu());
+    test::BoundHost h0(b0.cpu());
     while (!module.tdmr_initialized()) ASSERT_EQ(h0.call(SeamcallLeaf::kSysTdmrInit), kOk);
     tdr = page();
     ASSERT_EQ(h0.call(SeamcallLeaf::kMngCreate, tdr.raw(), kTdHkid), kOk);
@@ -98,12 +66,12 @@ TEST(TdxModuleStress, ConcurrentVcpuBuildAgainstExclusiveTdrLeaves) {
     CpuBinding b = platform.bind(c);
     // After the last package the lifecycle has moved on: KEY.CONFIG is refused from then.
     if (module.td_lifecycle(tdr) == TdLifecycle::kKeysConfigured) break;
-    const uint64_t s = Host(b.cpu()).call(SeamcallLeaf::kMngKeyConfig, tdr.raw());
+    const uint64_t s = test::BoundHost(b.cpu()).call(SeamcallLeaf::kMngKeyConfig, tdr.raw());
     ASSERT_TRUE(s == kOk || s == raw(TdxStatus::kKeyConfigured)) << describe_status(s);
   }
   {
     CpuBinding b0 = platform.bind(0);
-    Host h0(b0.cpu());
+    test::BoundHost h0(b0.cpu());
     for (unsigned i = 0; i < module.config().tdcs_pages; ++i) {
       ASSERT_EQ(h0.call(SeamcallLeaf::kMngAddcx, page().raw(), tdr.raw()), kOk);
     }
@@ -127,7 +95,7 @@ TEST(TdxModuleStress, ConcurrentVcpuBuildAgainstExclusiveTdrLeaves) {
   for (unsigned t = 0; t < n; ++t) {
     threads.emplace_back([&, t] {
       CpuBinding b = platform.bind(t);
-      Host h(b.cpu());
+      test::BoundHost h(b.cpu());
       // Start together, so the builders really race the exclusive TDR holder.
       started.fetch_add(1, std::memory_order_acq_rel);
       while (started.load(std::memory_order_acquire) != n) std::this_thread::yield();
@@ -145,12 +113,16 @@ TEST(TdxModuleStress, ConcurrentVcpuBuildAgainstExclusiveTdrLeaves) {
       }
       for (unsigned v = 0; v < kVcpusPerThread; ++v) {
         const Hpa tdvpr = page();
-        EXPECT_EQ(h.retry(SeamcallLeaf::kVpCreate, tdvpr.raw(), tdr.raw(), {TdxOperand::kRdx}, &busy), kOk);
+        EXPECT_EQ(
+            h.retry(SeamcallLeaf::kVpCreate, tdvpr.raw(), tdr.raw(), 0, {TdxOperand::kRdx}, &busy),
+            kOk);
         for (unsigned i = 1; i < module.config().tdvps_pages; ++i) {
-          EXPECT_EQ(h.retry(SeamcallLeaf::kVpAddcx, page().raw(), tdvpr.raw(), {TdxOperand::kTdr}, &busy),
+          EXPECT_EQ(h.retry(SeamcallLeaf::kVpAddcx, page().raw(), tdvpr.raw(), 0,
+                            {TdxOperand::kTdr}, &busy),
                     kOk);
         }
-        const uint64_t s = h.retry(SeamcallLeaf::kVpInit, tdvpr.raw(), v, {TdxOperand::kTdr}, &busy);
+        const uint64_t s =
+            h.retry(SeamcallLeaf::kVpInit, tdvpr.raw(), v, 0, {TdxOperand::kTdr}, &busy);
         if (s == kOk) {
           inits_ok.fetch_add(1, std::memory_order_relaxed);
         } else {
@@ -167,7 +139,8 @@ TEST(TdxModuleStress, ConcurrentVcpuBuildAgainstExclusiveTdrLeaves) {
   EXPECT_EQ(module.vcpu_count(), vcpus);
   EXPECT_EQ(inits_ok.load(), kMaxVcpus);
   EXPECT_EQ(inits_over.load(), vcpus - kMaxVcpus);
-  EXPECT_EQ(module.td_child_count(tdr), module.config().tdcs_pages + vcpus * module.config().tdvps_pages);
+  EXPECT_EQ(module.td_child_count(tdr),
+            module.config().tdcs_pages + vcpus * module.config().tdvps_pages);
   EXPECT_EQ(module.pamt().count(PamtPageType::kTdvpr), vcpus);
   EXPECT_EQ(module.pamt().count(PamtPageType::kTdcx),
             module.config().tdcs_pages + vcpus * (module.config().tdvps_pages - 1));

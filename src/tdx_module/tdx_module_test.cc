@@ -8,13 +8,15 @@
 
 #include "base/fault_injection.h"
 #include "platform/platform.h"
+#include "tdx_module/module_test_harness.h"
 
 namespace tdxsim {
 namespace {
 
-constexpr uint64_t kMemBytes = uint64_t{64} << 20;
-constexpr uint64_t kChunk = uint64_t{16} << 20;
-constexpr uint16_t kGlobalHkid = 32;
+using test::TdParams;
+constexpr uint64_t kMemBytes = test::kHarnessMemBytes;
+constexpr uint64_t kChunk = test::kHarnessTdmrChunk;
+constexpr uint16_t kGlobalHkid = test::kHarnessGlobalHkid;
 constexpr uint16_t kTdHkid = 33;
 
 constexpr uint64_t kSysInitNotPending = raw(TdxStatus::kSysInitNotPending);
@@ -23,40 +25,13 @@ constexpr uint64_t kOk = 0;
 constexpr uint64_t op(TdxStatus s, TdxOperand o) { return with_operand(s, o); }
 constexpr uint64_t st(TdxStatus s) { return raw(s); }
 
-// TD_PARAMS fields (offsets as tdx_module's TDH.MNG.INIT reads them).
-struct TdParams {
-  uint64_t attributes = kTdAttrSeptVeDisable;
-  uint16_t max_vcpus = 1;
-  uint64_t eptp_controls = 6 | (3 << 3);  // WB, 4-level
-  uint64_t config_flags = 0;
-};
-
-class TdxModuleTest : public ::testing::Test {
+class TdxModuleTest : public test::ModuleHarness {
  protected:
-  static PlatformConfig platform_config() {
-    PlatformConfig c;
-    c.packages = 2;
-    c.cpus_per_package = 2;
-    c.memory.bytes = kMemBytes;
-    return c;
-  }
-  static TdxModuleConfig module_config() {
-    TdxModuleConfig c;
-    c.tdmr_init_chunk_bytes = kChunk;
-    return c;
-  }
-
-  TdxModuleTest() : platform_(platform_config(), faults_), module_(platform_, module_config()) {
-    platform_.install_seam_module(&module_);
-  }
+  using ModuleHarness::call;
 
   uint64_t call(unsigned cpu, SeamcallRegs& regs) {
     CpuBinding b = platform_.bind(cpu);
     return host_seamcall(b.cpu(), regs);
-  }
-  uint64_t call(unsigned cpu, SeamcallLeaf leaf, SeamcallRegs& regs, uint8_t version = 0) {
-    regs.rax = LeafAndVersion::of(leaf, version).raw();
-    return call(cpu, regs);
   }
   uint64_t call(SeamcallLeaf leaf, uint64_t rcx = 0, uint64_t rdx = 0, uint64_t r8 = 0) {
     SeamcallRegs regs;
@@ -65,57 +40,6 @@ class TdxModuleTest : public ::testing::Test {
     regs.r8 = r8;
     return call(0, leaf, regs);
   }
-  uint64_t call_on(unsigned cpu, SeamcallLeaf leaf, uint64_t rcx = 0, uint64_t rdx = 0) {
-    SeamcallRegs regs;
-    regs.rcx = rcx;
-    regs.rdx = rdx;
-    return call(cpu, leaf, regs);
-  }
-
-  // One CPU of each package.
-  std::vector<unsigned> package_leaders() {
-    std::vector<unsigned> cpus;
-    for (unsigned p = 0; p < platform_.package_count(); ++p) {
-      for (unsigned c = 0; c < platform_.cpu_count(); ++c) {
-        if (platform_.cpu(c).package() == p) {
-          cpus.push_back(c);
-          break;
-        }
-      }
-    }
-    return cpus;
-  }
-
-  void init_sys() {
-    ASSERT_EQ(call(SeamcallLeaf::kSysInit), kOk);
-    for (unsigned c = 0; c < platform_.cpu_count(); ++c) {
-      ASSERT_EQ(call_on(c, SeamcallLeaf::kSysLpInit), kOk);
-    }
-    ASSERT_EQ(call(SeamcallLeaf::kSysConfig, 0, 1, kGlobalHkid), kOk);
-    for (unsigned c : package_leaders()) ASSERT_EQ(call_on(c, SeamcallLeaf::kSysKeyConfig), kOk);
-    ASSERT_TRUE(module_.sys_ready());
-    for (int i = 0; i < 8 && !module_.tdmr_initialized(); ++i) {
-      ASSERT_EQ(call(SeamcallLeaf::kSysTdmrInit), kOk);
-    }
-    ASSERT_TRUE(module_.tdmr_initialized());
-  }
-
-  Hpa page() {
-    std::optional<Pfn> p = platform_.memory().alloc_frame();
-    EXPECT_TRUE(p.has_value());
-    return p ? p->hpa() : Hpa{};
-  }
-
-  Hpa td_params(const TdParams& p) {
-    const Hpa h = page();
-    HostMemory& mem = platform_.memory();
-    mem.write(h + 0, kHostKey, p.attributes);
-    mem.write(h + 16, kHostKey, p.max_vcpus);
-    mem.write(h + 24, kHostKey, p.eptp_controls);
-    mem.write(h + 32, kHostKey, p.config_flags);
-    return h;
-  }
-
   // MNG.CREATE, KEY.CONFIG on every package, ADDCX × tdcs_pages.
   Hpa keyed_td(std::vector<Hpa>* tdcs, uint16_t hkid = kTdHkid) {
     const Hpa tdr = page();
@@ -150,10 +74,6 @@ class TdxModuleTest : public ::testing::Test {
   }
 
   PamtPageType type_of(Hpa h) const { return module_.pamt().peek_type(h.pfn(), Level::k4K); }
-
-  FaultInjection faults_;
-  Platform platform_;
-  TdxModule module_;
 };
 
 // --- SYS gating --------------------------------------------------------------------------------
