@@ -99,8 +99,7 @@ uint64_t TdxModule::mem_begin(SeamcallRegs& regs, SeamcallLeaf leaf, bool handle
   Check tdr = check_page(handle.tdr().raw(), PamtPageType::kTdr, TdxOperand::kRdx, tdr_exclusive);
   if (!tdr) return tdr.error();
   op.tdr.emplace(std::move(*tdr));
-  op.td = find_td(op.tdr->pfn());
-  TDXSIM_CHECK(op.td != nullptr, "PT_TDR page {} with no TD", op.tdr->pfn());
+  op.td = &locked_td(*op.tdr);
   Td& td = *op.td;
   if (const uint64_t s = check_td_state(td, /*lock_exclusive=*/false, allowed, op.op_state);
       s != raw(TdxStatus::kSuccess)) {
@@ -134,6 +133,11 @@ uint64_t with_details(SeamcallRegs& regs, TdxStatus status, SeptEntry e, Level l
   regs.rcx = e.arch_view(l);
   regs.rdx = e.arch_detail(level);
   return with_operand(status, TdxOperand::kRcx);
+}
+
+// Another host holds the walked entry's lock: BUSY on RCX, with the entry as walked.
+uint64_t entry_busy(SeamcallRegs& regs, const SeptWalkResult& walk, const PhysAddrLayout& l) {
+  return with_details(regs, TdxStatus::kOperandBusy, walk.entry, walk.level, l);
 }
 
 bool tracked(const Td& td, uint64_t bepoch) {
@@ -179,9 +183,7 @@ uint64_t TdxModule::mem_sept_add_body(SeamcallRegs& regs, uint8_t version, bool 
   HostMemory& mem = platform_.memory();
   const Level level = op.walk.level;
   SeptEntryLock entry(mem, td.hkid, op.walk.entry_hpa);
-  if (!entry.try_lock()) {
-    return with_details(regs, TdxStatus::kOperandBusy, op.walk.entry, level, layout());
-  }
+  if (!entry.try_lock()) return entry_busy(regs, op.walk, layout());
   const SeptEntry e = entry.value();
   // The state table admits FREE and NL_MAPPED; the refined checks follow (A2).
   if (!sept_leaf_allowed(SeptLeaf::kMemSeptAdd, e.state())) {
@@ -235,9 +237,7 @@ uint64_t TdxModule::mem_page_aug(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   HostMemory& mem = platform_.memory();
   const Level level = op.walk.level;
   SeptEntryLock entry(mem, td.hkid, op.walk.entry_hpa);
-  if (!entry.try_lock()) {
-    return with_details(regs, TdxStatus::kOperandBusy, op.walk.entry, level, layout());
-  }
+  if (!entry.try_lock()) return entry_busy(regs, op.walk, layout());
   if (!sept_leaf_allowed(SeptLeaf::kMemPageAug, entry.value().state())) {
     return with_details(regs, TdxStatus::kEptEntryStateIncorrect, entry.value(), level, layout());
   }
@@ -290,9 +290,7 @@ uint64_t TdxModule::mem_range_block(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   Td& td = *op.td;
   const Level level = op.walk.level;
   SeptEntryLock entry(platform_.memory(), td.hkid, op.walk.entry_hpa);
-  if (!entry.try_lock()) {
-    return with_details(regs, TdxStatus::kOperandBusy, op.walk.entry, level, layout());
-  }
+  if (!entry.try_lock()) return entry_busy(regs, op.walk, layout());
   const SeptEntry e = entry.value();
   const SeptState state = e.state();
   // Any blocked state is an informational answer, before the state table (A16).
@@ -325,9 +323,7 @@ uint64_t TdxModule::mem_range_unblock(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   Td& td = *op.td;
   const Level level = op.walk.level;
   SeptEntryLock entry(platform_.memory(), td.hkid, op.walk.entry_hpa);
-  if (!entry.try_lock()) {
-    return with_details(regs, TdxStatus::kOperandBusy, op.walk.entry, level, layout());
-  }
+  if (!entry.try_lock()) return entry_busy(regs, op.walk, layout());
   const SeptEntry e = entry.value();
   const SeptState state = e.state();
   if (!sept_leaf_allowed(SeptLeaf::kMemRangeUnblock, state)) {
@@ -351,8 +347,7 @@ uint64_t TdxModule::mem_range_unblock(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
 uint64_t TdxModule::mem_track(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   Check tdr = check_page(regs.rcx, PamtPageType::kTdr, TdxOperand::kRcx, /*exclusive=*/false);
   if (!tdr) return tdr.error();
-  Td* td = find_td(tdr->pfn());
-  TDXSIM_CHECK(td != nullptr, "PT_TDR page {} with no TD", tdr->pfn());
+  Td* td = &locked_td(*tdr);
   TryLockGuard op_state;
   if (const uint64_t s = check_td_state(*td, /*lock_exclusive=*/false,
                                         {TdOpState::kInitialized, TdOpState::kRunnable}, op_state);
@@ -385,9 +380,7 @@ uint64_t TdxModule::mem_page_remove(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   Td& td = *op.td;
   const Level level = op.walk.level;
   SeptEntryLock entry(platform_.memory(), td.hkid, op.walk.entry_hpa);
-  if (!entry.try_lock()) {
-    return with_details(regs, TdxStatus::kOperandBusy, op.walk.entry, level, layout());
-  }
+  if (!entry.try_lock()) return entry_busy(regs, op.walk, layout());
   const SeptEntry e = entry.value();
   const SeptState state = e.state();
   if (!e.is_leaf() || !sept_leaf_allowed(SeptLeaf::kMemPageRemove, state)) {
@@ -428,9 +421,7 @@ uint64_t TdxModule::mem_sept_remove(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   HostMemory& mem = platform_.memory();
   const Level level = op.walk.level;
   SeptEntryLock entry(mem, td.hkid, op.walk.entry_hpa);
-  if (!entry.try_lock()) {
-    return with_details(regs, TdxStatus::kOperandBusy, op.walk.entry, level, layout());
-  }
+  if (!entry.try_lock()) return entry_busy(regs, op.walk, layout());
   const SeptEntry e = entry.value();
   const SeptState state = e.state();
   if (!sept_leaf_allowed(SeptLeaf::kMemSeptRemove, state)) {
@@ -523,8 +514,7 @@ uint64_t TdxModule::mr_extend(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   Check tdr = check_page(handle.tdr().raw(), PamtPageType::kTdr, TdxOperand::kRdx,
                          /*exclusive=*/true);
   if (!tdr) return tdr.error();
-  Td* td = find_td(tdr->pfn());
-  TDXSIM_CHECK(td != nullptr, "PT_TDR page {} with no TD", tdr->pfn());
+  Td* td = &locked_td(*tdr);
   TryLockGuard op_state;
   if (const uint64_t s = check_td_state(*td, /*lock_exclusive=*/false, {TdOpState::kInitialized},
                                         op_state);
@@ -561,8 +551,7 @@ uint64_t TdxModule::mr_extend(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
 uint64_t TdxModule::mr_finalize(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   Check tdr = check_page(regs.rcx, PamtPageType::kTdr, TdxOperand::kRcx, /*exclusive=*/true);
   if (!tdr) return tdr.error();
-  Td* td = find_td(tdr->pfn());
-  TDXSIM_CHECK(td != nullptr, "PT_TDR page {} with no TD", tdr->pfn());
+  Td* td = &locked_td(*tdr);
   // op_state changes: its lock exclusively (td.h).
   TryLockGuard op_state;
   if (const uint64_t s = check_td_state(*td, /*lock_exclusive=*/true, {TdOpState::kInitialized},

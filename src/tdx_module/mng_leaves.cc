@@ -53,8 +53,7 @@ uint64_t TdxModule::mng_create(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
 uint64_t TdxModule::mng_key_config(LogicalCpu& cpu, SeamcallRegs& regs) {
   Check tdr = check_page(regs.rcx, PamtPageType::kTdr, TdxOperand::kRcx, /*exclusive=*/true);
   if (!tdr) return tdr.error();
-  Td* td = find_td(tdr->pfn());
-  TDXSIM_CHECK(td != nullptr, "PT_TDR page {} with no TD", tdr->pfn());
+  Td* td = &locked_td(*tdr);
   if (td->lifecycle != TdLifecycle::kHkidAssigned) return raw(TdxStatus::kLifecycleStateIncorrect);
   const uint64_t bit = uint64_t{1} << cpu.package();
   if ((td->pkg_config_bitmap & bit) != 0) return raw(TdxStatus::kKeyConfigured);
@@ -67,8 +66,7 @@ uint64_t TdxModule::mng_key_config(LogicalCpu& cpu, SeamcallRegs& regs) {
 uint64_t TdxModule::mng_addcx(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   Check tdr = check_page(regs.rdx, PamtPageType::kTdr, TdxOperand::kRdx, /*exclusive=*/true);
   if (!tdr) return tdr.error();
-  Td* td = find_td(tdr->pfn());
-  TDXSIM_CHECK(td != nullptr, "PT_TDR page {} with no TD", tdr->pfn());
+  Td* td = &locked_td(*tdr);
   if (td->lifecycle != TdLifecycle::kKeysConfigured) return raw(TdxStatus::kTdKeysNotConfigured);
   const size_t index = td->tdcs_pages.size();
   if (index >= config_.tdcs_pages) return raw(TdxStatus::kTdcxNumIncorrect);
@@ -91,8 +89,7 @@ uint64_t TdxModule::mng_addcx(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
 uint64_t TdxModule::mng_init(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   Check tdr = check_page(regs.rcx, PamtPageType::kTdr, TdxOperand::kRcx, /*exclusive=*/true);
   if (!tdr) return tdr.error();
-  Td* td = find_td(tdr->pfn());
-  TDXSIM_CHECK(td != nullptr, "PT_TDR page {} with no TD", tdr->pfn());
+  Td* td = &locked_td(*tdr);
   TryLockGuard op_state;
   if (const uint64_t s = check_td_state(*td, /*lock_exclusive=*/true, {TdOpState::kUninitialized},
                                         op_state);
@@ -148,8 +145,7 @@ uint64_t TdxModule::mng_init(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
 uint64_t TdxModule::mng_vpflushdone(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   Check tdr = check_page(regs.rcx, PamtPageType::kTdr, TdxOperand::kRcx, /*exclusive=*/true);
   if (!tdr) return tdr.error();
-  Td* td = find_td(tdr->pfn());
-  TDXSIM_CHECK(td != nullptr, "PT_TDR page {} with no TD", tdr->pfn());
+  Td* td = &locked_td(*tdr);
   TryLockGuard kot;
   if (!kot.try_lock(kot_lock_, /*exclusive=*/true)) {
     return with_operand(TdxStatus::kOperandBusy, TdxOperand::kKot);
@@ -175,8 +171,7 @@ uint64_t TdxModule::mng_vpflushdone(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
 uint64_t TdxModule::mng_key_freeid(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   Check tdr = check_page(regs.rcx, PamtPageType::kTdr, TdxOperand::kRcx, /*exclusive=*/true);
   if (!tdr) return tdr.error();
-  Td* td = find_td(tdr->pfn());
-  TDXSIM_CHECK(td != nullptr, "PT_TDR page {} with no TD", tdr->pfn());
+  Td* td = &locked_td(*tdr);
   if (td->lifecycle != TdLifecycle::kBlocked) return raw(TdxStatus::kLifecycleStateIncorrect);
   TryLockGuard kot;
   if (!kot.try_lock(kot_lock_, /*exclusive=*/true)) {

@@ -84,8 +84,7 @@ uint64_t TdxModule::phymem_page_reclaim(LogicalCpu& /*cpu*/, SeamcallRegs& regs)
   }
 
   // The TDR itself, last: nothing else of the TD may remain.
-  Td* td = find_td(entry->pfn());
-  TDXSIM_CHECK(td != nullptr, "PT_TDR page {} with no TD", entry->pfn());
+  Td* td = &locked_td(*entry);
   if (td->lifecycle != TdLifecycle::kTeardown) return raw(TdxStatus::kLifecycleStateIncorrect);
   if (td->child_count.load(std::memory_order_relaxed) != 0) {
     return raw(TdxStatus::kTdAssociatedPagesExist);

@@ -188,6 +188,18 @@ Vcpu* TdxModule::find_vcpu(Pfn tdvpr) const {
   return it == vcpus_.end() ? nullptr : it->second.get();
 }
 
+Td& TdxModule::locked_td(const PamtLock& tdr) const {
+  Td* td = find_td(tdr.pfn());
+  TDXSIM_CHECK(td != nullptr, "PT_TDR page {} with no TD", tdr.pfn());
+  return *td;
+}
+
+Vcpu& TdxModule::locked_vcpu(const PamtLock& tdvpr) const {
+  Vcpu* vcpu = find_vcpu(tdvpr.pfn());
+  TDXSIM_CHECK(vcpu != nullptr, "PT_TDVPR page {} with no vCPU", tdvpr.pfn());
+  return *vcpu;
+}
+
 Td& TdxModule::add_td(std::unique_ptr<Td> td) {
   MutexLock l(registry_mu_);
   const uint64_t key = td->tdr.raw();

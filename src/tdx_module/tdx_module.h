@@ -225,6 +225,10 @@ class TdxModule : public SeamModule {
   void take_page(Pfn pfn, KeyId key, uint64_t fill);
   Td* find_td(Pfn tdr) const;
   Vcpu* find_vcpu(Pfn tdvpr) const;
+  // The TD / vCPU of a PT_TDR / PT_TDVPR page the caller holds locked: the PAMT type says
+  // it exists, so a missing one is a simulator bug (checked).
+  Td& locked_td(const PamtLock& tdr) const;
+  Vcpu& locked_vcpu(const PamtLock& tdvpr) const;
   Td& add_td(std::unique_ptr<Td> td);
   Vcpu& add_vcpu(std::unique_ptr<Vcpu> vcpu);
   void erase_td(Pfn tdr);

@@ -17,8 +17,7 @@ constexpr uint64_t kSharedEptpWritable = Eptp::Root::kMask;
 uint64_t TdxModule::vp_create(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   Check tdr = check_page(regs.rdx, PamtPageType::kTdr, TdxOperand::kRdx, /*exclusive=*/false);
   if (!tdr) return tdr.error();
-  Td* td = find_td(tdr->pfn());
-  TDXSIM_CHECK(td != nullptr, "PT_TDR page {} with no TD", tdr->pfn());
+  Td* td = &locked_td(*tdr);
   TryLockGuard op_state;
   if (const uint64_t s = check_td_state(*td, /*lock_exclusive=*/false, {TdOpState::kInitialized},
                                         op_state);
@@ -42,9 +41,8 @@ uint64_t TdxModule::vp_addcx(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   if (!tdvpr) return tdvpr.error();
   Check tdr = lock_implicit_tdr(tdvpr->owner(), /*exclusive=*/false);
   if (!tdr) return tdr.error();
-  Td* td = find_td(tdr->pfn());
-  Vcpu* vcpu = find_vcpu(tdvpr->pfn());
-  TDXSIM_CHECK(td != nullptr && vcpu != nullptr, "TDVPR {} without its vCPU or TD", tdvpr->pfn());
+  Td* td = &locked_td(*tdr);
+  Vcpu* vcpu = &locked_vcpu(*tdvpr);
   TryLockGuard op_state;
   if (const uint64_t s = check_td_state(*td, /*lock_exclusive=*/false, {TdOpState::kInitialized},
                                         op_state);
@@ -69,9 +67,8 @@ uint64_t TdxModule::vp_init(LogicalCpu& /*cpu*/, SeamcallRegs& regs, uint8_t ver
   if (!tdvpr) return tdvpr.error();
   Check tdr = lock_implicit_tdr(tdvpr->owner(), /*exclusive=*/false);
   if (!tdr) return tdr.error();
-  Td* td = find_td(tdr->pfn());
-  Vcpu* vcpu = find_vcpu(tdvpr->pfn());
-  TDXSIM_CHECK(td != nullptr && vcpu != nullptr, "TDVPR {} without its vCPU or TD", tdvpr->pfn());
+  Td* td = &locked_td(*tdr);
+  Vcpu* vcpu = &locked_vcpu(*tdvpr);
   TryLockGuard op_state;
   if (const uint64_t s = check_td_state(*td, /*lock_exclusive=*/false, {TdOpState::kInitialized},
                                         op_state);
@@ -111,9 +108,8 @@ uint64_t TdxModule::vp_rd_wr(LogicalCpu& /*cpu*/, SeamcallRegs& regs, bool write
   if (!tdvpr) return tdvpr.error();
   Check tdr = lock_implicit_tdr(tdvpr->owner(), /*exclusive=*/false);
   if (!tdr) return tdr.error();
-  Td* td = find_td(tdr->pfn());
-  Vcpu* vcpu = find_vcpu(tdvpr->pfn());
-  TDXSIM_CHECK(td != nullptr && vcpu != nullptr, "TDVPR {} without its vCPU or TD", tdvpr->pfn());
+  Td* td = &locked_td(*tdr);
+  Vcpu* vcpu = &locked_vcpu(*tdvpr);
   TryLockGuard op_state;
   if (const uint64_t s = check_td_state(*td, /*lock_exclusive=*/false,
                                         {TdOpState::kInitialized, TdOpState::kRunnable}, op_state);
@@ -141,9 +137,8 @@ uint64_t TdxModule::vp_flush(LogicalCpu& cpu, SeamcallRegs& regs) {
   if (!tdvpr) return tdvpr.error();
   Check tdr = lock_implicit_tdr(tdvpr->owner(), /*exclusive=*/false);
   if (!tdr) return tdr.error();
-  Td* td = find_td(tdr->pfn());
-  Vcpu* vcpu = find_vcpu(tdvpr->pfn());
-  TDXSIM_CHECK(td != nullptr && vcpu != nullptr, "TDVPR {} without its vCPU or TD", tdvpr->pfn());
+  Td* td = &locked_td(*tdr);
+  Vcpu* vcpu = &locked_vcpu(*tdvpr);
   if (td->lifecycle != TdLifecycle::kKeysConfigured) return raw(TdxStatus::kTdKeysNotConfigured);
   if (vcpu->tdcx_pages.size() + 1 < config_.tdvps_pages) return raw(TdxStatus::kTdcxNumIncorrect);
   // A vCPU never entered, or flushed already, is associated with no LP: also "not here"
