@@ -15,6 +15,7 @@
 #include <atomic>
 
 #include "base/check.h"
+#include "tdx_module/sept_entry_lock.h"
 #include "tdx_module/sept_state.h"
 #include "tdx_module/tdx_module.h"
 
@@ -26,62 +27,6 @@ namespace {
 constexpr uint64_t kEntriesPerTable = 512;
 // SEPT.ADD version 1 output: R8 bit 63 marks a page the leaf did not consume.
 constexpr uint64_t kPageNotConsumed = uint64_t{1} << 63;
-
-// The host-side S-EPT entry lock (module sept_lock_acquire_host / sept_lock_release; see
-// sept_entry.h). Held from try_lock() until commit() or destruction; the entry's value is
-// read under it, and the new value is published together with the release.
-class SeptEntryLock {
- public:
-  SeptEntryLock(HostMemory& mem, KeyId hkid, Hpa entry) : mem_(mem), hkid_(hkid), entry_(entry) {}
-  SeptEntryLock(const SeptEntryLock&) = delete;
-  SeptEntryLock& operator=(const SeptEntryLock&) = delete;
-  ~SeptEntryLock() {
-    if (held_) commit(value_);
-  }
-
-  // Returns: true holding the lock (value() is the entry as locked), or false when another
-  // holder has it — having set the host-priority flag so that a guest yields to the host.
-  [[nodiscard]] bool try_lock() {
-    uint64_t cur = mem_.load(entry_, hkid_, std::memory_order_acquire);
-    for (;;) {
-      const SeptEntry e{cur};
-      if (e.is_locked()) {
-        mem_.fetch_or(entry_, hkid_, SeptEntry::HostPriority::kMask, std::memory_order_acq_rel);
-        return false;
-      }
-      // A host that gets the lock clears TDHP: the priority it asked for is served. A
-      // failed exchange means the word changed meanwhile (a flag set): look again.
-      const uint64_t locked = e.with_lock(true).with_host_priority(false).raw();
-      if (mem_.compare_exchange(entry_, hkid_, cur, locked, std::memory_order_acq_rel)) {
-        value_ = e.with_host_priority(false);
-        held_ = true;
-        return true;
-      }
-    }
-  }
-  // The entry as read under the lock, lock bits clear.
-  SeptEntry value() const { return value_; }
-
-  // Publishes `e` and releases the lock in one exchange, keeping a TDHP another host set
-  // while this one held the lock.
-  void commit(SeptEntry e) {
-    TDXSIM_CHECK(held_, "S-EPT entry {} committed without its lock", entry_);
-    uint64_t cur = mem_.load(entry_, hkid_, std::memory_order_relaxed);
-    for (;;) {
-      const uint64_t desired =
-          e.with_lock(false).with_host_priority(SeptEntry{cur}.host_priority()).raw();
-      if (mem_.compare_exchange(entry_, hkid_, cur, desired, std::memory_order_acq_rel)) break;
-    }
-    held_ = false;
-  }
-
- private:
-  HostMemory& mem_;
-  const KeyId hkid_;
-  const Hpa entry_;
-  SeptEntry value_;
-  bool held_ = false;
-};
 
 }  // namespace
 
