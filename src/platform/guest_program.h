@@ -39,6 +39,7 @@ enum class GuestInsnKind : uint8_t {
   kHlt,
   kPause,
   kIret,    // return from the #VE handler to the interrupted RIP
+  kMov,     // dest <- value (an immediate: how a program sets up TDCALL/VMCALL operands)
 };
 const char* to_string(GuestInsnKind k);
 

@@ -6,6 +6,7 @@
 #include "base/wait.h"
 #include "platform/host_memory.h"
 #include "platform/platform.h"
+#include "platform/ve_delivery.h"
 
 namespace tdxsim {
 
@@ -383,13 +384,9 @@ std::optional<VmExit> LogicalCpu::translation_fault(GuestContext& ctx, GuestStat
   if (const auto* v = std::get_if<EptViolation>(&fault)) {
     stats_.ept_violations.add();
     VeInfoArea* ve = ctx.ve_info;
-    if (ctx.ve_enabled && !v->suppress_ve && ve != nullptr && ve->busy != VeInfoArea::kBusy) {
-      // Converted to a #VE: the guest's handler runs, then IRETs back to the faulting
-      // instruction, which re-executes.
-      *ve = VeInfoArea{static_cast<uint32_t>(VmxExitReason::kEptViolation), VeInfoArea::kBusy,
-                       v->qualification, insn.gpa.raw(), v->gpa.raw(), 0};
-      state.exception_stack.push_back(state.rip);
-      state.rip = program.ve_handler_rip();
+    if (ctx.ve_enabled && !v->suppress_ve && ve != nullptr &&
+        deliver_ve(*ve, state, program, static_cast<uint32_t>(VmxExitReason::kEptViolation),
+                   v->qualification, insn.gpa.raw(), v->gpa)) {
       stats_.ve_delivered.add();
       return std::nullopt;
     }
@@ -418,6 +415,9 @@ std::optional<VmExit> LogicalCpu::execute(GuestContext& ctx, GuestState& state,
   switch (insn.kind) {
     case GuestInsnKind::kNop:
     case GuestInsnKind::kPause:
+      break;
+    case GuestInsnKind::kMov:
+      state.regs[insn.dest] = insn.value;
       break;
     case GuestInsnKind::kLoad:
     case GuestInsnKind::kStore:

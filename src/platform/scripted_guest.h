@@ -51,6 +51,13 @@ class ScriptedGuest : public GuestProgram {
     i.gpa = gpa;
     return i;
   }
+  static GuestInsn mov(Gpr dest, uint64_t value) {
+    GuestInsn i;
+    i.kind = GuestInsnKind::kMov;
+    i.dest = dest;
+    i.value = value;
+    return i;
+  }
   static GuestInsn op(GuestInsnKind kind) {
     GuestInsn i;
     i.kind = kind;

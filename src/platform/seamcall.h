@@ -19,10 +19,11 @@ namespace tdxsim {
 class LogicalCpu;
 
 // GPRs of the SEAMCALL/TDCALL ABI (TDX module ABI spec: RAX leaf/status; RCX, RDX, R8-R15,
-// RBX, RDI, RSI operands and outputs).
+// RBX, RDI, RSI operands and outputs; RBP too for TDH.VP.ENTER, which passes a TDVMCALL's
+// registers both ways). RSP never travels.
 struct SeamcallRegs {
   uint64_t rax = 0, rcx = 0, rdx = 0, r8 = 0, r9 = 0, r10 = 0, r11 = 0, r12 = 0, r13 = 0,
-           r14 = 0, r15 = 0, rbx = 0, rdi = 0, rsi = 0;
+           r14 = 0, r15 = 0, rbx = 0, rdi = 0, rsi = 0, rbp = 0;
 };
 
 enum class SeamcallInsnFault : uint8_t { kNone = 0, kUd = 1, kGp = 2, kVmFailInvalid = 3 };

@@ -48,6 +48,7 @@ const char* to_string(GuestInsnKind k) {
     case GuestInsnKind::kHlt: return "hlt";
     case GuestInsnKind::kPause: return "pause";
     case GuestInsnKind::kIret: return "iret";
+    case GuestInsnKind::kMov: return "mov";
   }
   return "?";
 }

@@ -60,6 +60,7 @@ uint64_t TdxModule::mem_begin(SeamcallRegs& regs, SeamcallLeaf leaf, bool handle
       !op.tree.try_lock(td.sept_lock, /*exclusive=*/tree == TreeLock::kExclusive)) {
     return with_operand(TdxStatus::kOperandBusy, TdxOperand::kSeptTree);
   }
+  locks_held.emit_lazy([&] { return LocksHeld{leaf, td.tdr.hpa()}; });
   op.walk = sept_walk(platform_.memory(), layout(), td.sept_root().hpa(), td.ept_levels, td.hkid,
                       op.page_info.gpa(), op.page_info.level());
   if (!op.walk.reached) {

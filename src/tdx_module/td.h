@@ -28,10 +28,16 @@
 //   - measurement: written only with the TDR held exclusively (PAGE.ADD, MR.EXTEND,
 //     MR.FINALIZE), as the module serialises them.
 //   - Vcpu fields are guarded by the TDVPR's PAMT entry lock, as the TDR's are; the
-//     owner Td is reached through it.
+//     owner Td is reached through it. TDH.VP.ENTER holds the TDVPR only *shared* (so that
+//     TDH.VP.RD works on a running vCPU) and gets the rest of the TDVPS from the
+//     association: assoc_lp is claimed by compare-and-swap, and only the SEAMCALL on the
+//     associated LP goes on to touch state, guest_state, context, the VMCALL hand-off and
+//     the zero-step detector. Leaves that write those hold the TDVPR exclusively, which
+//     excludes a running entry.
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -44,6 +50,7 @@
 #include "platform/key_id.h"
 #include "tdx_module/measurement.h"
 #include "tdx_module/page_info.h"
+#include "tdx_module/zero_step.h"
 
 namespace tdxsim {
 
@@ -129,7 +136,7 @@ struct Vcpu {
 
   std::vector<Pfn> tdcx_pages;  // TDVPS pages after the TDVPR, in VP.ADDCX order
   VcpuState state = VcpuState::kCreated;
-  uint32_t assoc_lp = kNoLp;  // the LP whose caches may hold this vCPU's TD context
+  std::atomic<uint32_t> assoc_lp{kNoLp};  // the LP whose caches may hold its TD context
   uint64_t vcpu_epoch = 0;    // the TD_EPOCH of the vCPU's last entry
   uint32_t vcpu_index = 0;    // order of TDH.VP.INIT among the TD's vCPUs
   uint32_t x2apic_id = 0;     // TDH.VP.INIT version 1, R8
@@ -138,6 +145,13 @@ struct Vcpu {
   GuestContext context;    // the TD VMCS: shared EPTP (TDH.VP.WR), S-EPTP, #VE controls
   VeInfoArea ve_info;
   GuestProgram* program = nullptr;  // attached by the simulation (TdxModule::attach_guest)
+  uint32_t instruction_budget = 4096;  // per entry; see TdxModule::attach_guest
+
+  // The last TD exit was TDG.VP.VMCALL: the next TDH.VP.ENTER hands the host's values of
+  // the GPRs in this mask (RCX bits 15:0 of the call) back to the guest.
+  bool in_vmcall = false;
+  uint16_t vmcall_gpr_mask = 0;
+  ZeroStepDetector zero_step;
 };
 
 }  // namespace tdxsim

@@ -95,6 +95,7 @@ uint64_t TdxModule::dispatch(LogicalCpu& cpu, SeamcallRegs& regs, LeafAndVersion
     case SeamcallLeaf::kVpRd: return vp_rd_wr(cpu, regs, /*write=*/false);
     case SeamcallLeaf::kVpWr: return vp_rd_wr(cpu, regs, /*write=*/true);
     case SeamcallLeaf::kVpFlush: return vp_flush(cpu, regs);
+    case SeamcallLeaf::kVpEnter: return vp_enter(cpu, regs);
     case SeamcallLeaf::kPhymemCacheWb: return phymem_cache_wb(cpu, regs);
     case SeamcallLeaf::kPhymemPageReclaim: return phymem_page_reclaim(cpu, regs);
     case SeamcallLeaf::kPhymemPageWbinvd: return phymem_page_wbinvd(cpu, regs);
@@ -228,11 +229,18 @@ void TdxModule::erase_vcpu(Pfn tdvpr) {
 
 // --- Simulation hooks and introspection ---------------------------------------------------------
 
-bool TdxModule::attach_guest(Hpa tdvpr, GuestProgram* program) {
+bool TdxModule::attach_guest(Hpa tdvpr, GuestProgram* program, uint32_t instruction_budget) {
   Vcpu* v = find_vcpu(tdvpr.pfn());
   if (v == nullptr) return false;
   v->program = program;
+  v->instruction_budget = instruction_budget;
   return true;
+}
+
+std::optional<GuestState> TdxModule::vcpu_guest_state(Hpa tdvpr) const {
+  const Vcpu* v = find_vcpu(tdvpr.pfn());
+  if (v == nullptr) return std::nullopt;
+  return v->guest_state;
 }
 
 bool TdxModule::sys_ready() const {

@@ -49,10 +49,12 @@
 #include "base/addr.h"
 #include "base/atomic.h"
 #include "base/lock.h"
+#include "base/trace.h"
 #include "base/try_lock.h"
 #include "platform/key_id.h"
 #include "platform/logical_cpu.h"
 #include "platform/platform.h"
+#include "platform/scripted_guest.h"
 #include "platform/seamcall.h"
 #include "tdx_module/pamt.h"
 #include "tdx_module/seamcall_leaf.h"
@@ -69,6 +71,14 @@ namespace vp_field {
 // TD VMCS SHARED_EPT_POINTER (VMCS encoding 0x203C): KVM writes the shared EPT root here.
 inline constexpr uint64_t kSharedEptp = 0x203C;
 }  // namespace vp_field
+
+// A leaf holds the locks it needs and is about to act (emitted on `TdxModule::locks_held`).
+// Tests attach here to issue a conflicting SEAMCALL from another CPU at exactly this point,
+// which makes the module's BUSY answers deterministic to provoke.
+struct LocksHeld {
+  SeamcallLeaf leaf;
+  Hpa tdr;
+};
 
 struct TdxModuleConfig {
   // The private HKIDs (IA32_TME_ACTIVATE's TDX key range); the global private HKID that
@@ -97,10 +107,13 @@ class TdxModule : public SeamModule {
   void seamcall(LogicalCpu& cpu, SeamcallRegs& regs) override;
 
   // --- Simulation hooks (not ABI) -------------------------------------------------------------
-  // Attaches the guest code a vCPU runs (VP.ENTER, a later layer, executes it).
-  // REQUIRES: no SEAMCALL on that vCPU in flight (the field is the TDVPR lock's).
+  // Attaches the guest code a vCPU runs from its next TDH.VP.ENTER on (nullptr: a program
+  // that halts at once), and how many instructions it may retire per entry before an
+  // external-interrupt exit stands in for the host's timer tick (0: until something else
+  // makes it exit — a kick, an exit the host must handle).
+  // REQUIRES: no SEAMCALL on that vCPU in flight (the fields are the TDVPR lock's).
   // Returns: false when no vCPU has that TDVPR.
-  bool attach_guest(Hpa tdvpr, GuestProgram* program);
+  bool attach_guest(Hpa tdvpr, GuestProgram* program, uint32_t instruction_budget = 4096);
 
   // --- Read-only introspection for tests ------------------------------------------------------
   // Snapshots taken without the module's PAMT locks. REQUIRES: no SEAMCALL on that TD (or
@@ -113,11 +126,20 @@ class TdxModule : public SeamModule {
   std::optional<TdOpState> td_op_state(Hpa tdr) const;
   std::optional<uint64_t> td_child_count(Hpa tdr) const;
   std::optional<VcpuState> vcpu_state(Hpa tdvpr) const;
+  // The guest's registers and RIP, as the TDVPS holds them between entries.
+  std::optional<GuestState> vcpu_guest_state(Hpa tdvpr) const;
   // TD_EPOCH, and MRTD once TDH.MR.FINALIZE ran (nullopt before; mem_leaves.cc).
   std::optional<uint64_t> td_epoch(Hpa tdr) const;
   std::optional<Sha384Digest> td_mrtd(Hpa tdr) const;
+  // The LP a vCPU is associated with (kNoLp: none), and REFCOUNT[parity] of a TD.
+  std::optional<uint32_t> vcpu_assoc_lp(Hpa tdvpr) const;
+  std::optional<uint64_t> td_refcount(Hpa tdr, unsigned parity) const;
   size_t td_count() const;
   size_t vcpu_count() const;
+  // See LocksHeld. Emitted by the memory leaves once their prefix holds the TDR, op_state and
+  // tree locks (mem_begin), and by TDH.VP.ENTER holding the zero-step tree lock.
+  Tracepoint<LocksHeld> locks_held;
+
   KeyId global_hkid() const { return KeyId{static_cast<uint16_t>(global_hkid_.load(std::memory_order_acquire))}; }
 
  private:
@@ -164,6 +186,24 @@ class TdxModule : public SeamModule {
   uint64_t vp_init(LogicalCpu& cpu, SeamcallRegs& regs, uint8_t version);
   uint64_t vp_rd_wr(LogicalCpu& cpu, SeamcallRegs& regs, bool write);
   uint64_t vp_flush(LogicalCpu& cpu, SeamcallRegs& regs);
+  // TD entry and exit (vp_enter.cc).
+  uint64_t vp_enter(LogicalCpu& cpu, SeamcallRegs& regs);
+  // Runs the entered vCPU until a TD exit, whose registers it leaves in `regs`.
+  void run_td_guest(LogicalCpu& cpu, Td& td, Vcpu& vcpu, SeamcallRegs& regs);
+  // A private-GPA EPT violation: a #VE for a PENDING page (unless SEPT_VE_DISABLE), else a
+  // TD exit the zero-step detector counts. Returns: true for a TD exit (regs filled).
+  bool handle_private_ept_violation(Td& td, Vcpu& vcpu, GuestProgram& program, const VmExit& x,
+                                    SeamcallRegs& regs);
+  // Whether the host has done its part for `gpa`: a MAPPED or PENDING leaf (a walk, no
+  // lock). A PENDING page no longer gives the host a fault to resolve: the guest takes a
+  // #VE, or KVM sees the fatal PENDING exit. Chosen where the sheets are silent (abi.md).
+  bool private_gpa_host_mapped(const Td& td, Gpa gpa) const;
+  // The exit of TDG.VP.VMCALL: RAX = 77, RCX = the mask, the guest's exposed GPRs.
+  void enter_vmcall_exit(Vcpu& vcpu, SeamcallRegs& regs, uint16_t gpr_mask);
+  // The guest's TDCALLs (tdcall_leaves.cc). handle_tdcall returns true for a TD exit.
+  bool handle_tdcall(Td& td, Vcpu& vcpu, const VmExit& x, SeamcallRegs& regs);
+  // Returns: the status for the guest's RAX, or nullopt for the ACCEPT TD exit (in regs).
+  std::optional<uint64_t> tdg_mem_page_accept(Td& td, Vcpu& vcpu, SeamcallRegs& regs);
   // Physical memory (phymem_leaves.cc).
   uint64_t phymem_cache_wb(LogicalCpu& cpu, SeamcallRegs& regs);
   uint64_t phymem_page_reclaim(LogicalCpu& cpu, SeamcallRegs& regs);
@@ -252,6 +292,9 @@ class TdxModule : public SeamModule {
   std::vector<KotEntry> kot_;  // indexed by HKID
   std::vector<PackageState> packages_;
   std::vector<LpState> lps_;
+
+  // What a vCPU with no program attached runs: HLT at once.
+  ScriptedGuest idle_program_{{}};
 
   mutable Mutex registry_mu_{"tdx_module.registry"};
   std::unordered_map<uint64_t, std::unique_ptr<Td>> tds_ TDXSIM_GUARDED_BY(registry_mu_);

@@ -143,11 +143,11 @@ uint64_t TdxModule::vp_flush(LogicalCpu& cpu, SeamcallRegs& regs) {
   if (vcpu->tdcx_pages.size() + 1 < config_.tdvps_pages) return raw(TdxStatus::kTdcxNumIncorrect);
   // A vCPU never entered, or flushed already, is associated with no LP: also "not here"
   // (module: ASSOC_LPID is -1, never equal to an LP id). KVM treats this status as done.
-  if (vcpu->assoc_lp != cpu.id()) return raw(TdxStatus::kVcpuNotAssociated);
+  if (vcpu->assoc_lp.load(std::memory_order_acquire) != cpu.id()) return raw(TdxStatus::kVcpuNotAssociated);
 
   // The TD's translations cached on this LP are tagged with its secure EPTP.
   cpu.invept(InveptType::kSingleContext, td->secure_eptp);
-  vcpu->assoc_lp = kNoLp;
+  vcpu->assoc_lp.store(kNoLp, std::memory_order_release);
   td->num_assoc_vcpus.fetch_sub(1, std::memory_order_relaxed);
   LpState& lp = lps_[cpu.id()];
   if (lp.last_vcpu == vcpu->tdvpr) lp.last_vcpu = Pfn{0};

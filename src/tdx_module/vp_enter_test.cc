@@ -1,0 +1,434 @@
+// TDH.VP.ENTER and the guest's TDCALLs through SEAMCALL, as KVM drives them: entry errors,
+// TD-exit registers (abi §1.4), ACCEPT and its TD exit (rules §1, A10-A12), #VE on PENDING
+// pages, TDG.VP.VMCALL register passing, TDG.VP.INFO / VEINFO.GET, the vCPU ↔ LP
+// association, the removal protocol with a vCPU inside the TD (abi §5), and the zero-step
+// filter (abi §6, rules A14).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "platform/scripted_guest.h"
+#include "tdx_module/module_test_harness.h"
+#include "tdx_module/td_exit.h"
+#include "tdx_module/tdx_module.h"
+
+namespace tdxsim {
+namespace {
+
+using SG = ScriptedGuest;
+
+constexpr uint16_t kTdHkid = 33;
+constexpr uint64_t kOk = 0;
+constexpr Gpa kGpa{0x20'0000};  // private; its 2M has a page table
+constexpr uint64_t kJunk = 0x5A5A'5A5A'5A5A'5A5A;
+
+uint64_t pi(Gpa gpa, unsigned tdx_level) {
+  return PageInfo::of(gpa.align_down(PageInfo::from_tdx_level(tdx_level)), tdx_level).raw();
+}
+
+// Guest code: a TDCALL with RAX = leaf and RCX = rcx.
+std::vector<GuestInsn> tdcall(TdcallLeaf leaf, uint64_t rcx = 0) {
+  return {SG::mov(Gpr::kRcx, rcx), SG::mov(Gpr::kRax, LeafAndVersion::of(leaf).raw()),
+          SG::op(GuestInsnKind::kTdcall)};
+}
+std::vector<GuestInsn> accept(Gpa gpa, unsigned tdx_level = 0) {
+  return tdcall(TdcallLeaf::kMemPageAccept, gpa.raw() | tdx_level);
+}
+std::vector<GuestInsn> operator+(std::vector<GuestInsn> a, const std::vector<GuestInsn>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+// A guest that spins until kicked.
+class SpinGuest : public GuestProgram {
+ public:
+  GuestInsn fetch(GuestState&) override { return SG::op(GuestInsnKind::kPause); }
+  uint64_t ve_handler_rip() const override { return 0x10000; }
+};
+
+class VpEnterTest : public test::ModuleHarness {
+ protected:
+  using ModuleHarness::call;
+
+  uint64_t call(SeamcallLeaf leaf, uint64_t rcx, uint64_t rdx = 0, uint64_t r8 = 0,
+                SeamcallRegs* out = nullptr, unsigned cpu = 0) {
+    SeamcallRegs regs;
+    regs.rcx = rcx;
+    regs.rdx = rdx;
+    regs.r8 = r8;
+    const uint64_t s = call(cpu, leaf, regs);
+    if (out != nullptr) *out = regs;
+    return s;
+  }
+
+  // A TD with one initialised vCPU and page tables for kGpa's 2M, not yet finalized.
+  void build(uint64_t attributes = kTdAttrSeptVeDisable, unsigned vcpus = 1) {
+    init_sys();
+    tdr_ = page();
+    ASSERT_EQ(call(SeamcallLeaf::kMngCreate, tdr_.raw(), kTdHkid), kOk);
+    for (unsigned c : package_leaders()) {
+      ASSERT_EQ(call_on(c, SeamcallLeaf::kMngKeyConfig, tdr_.raw()), kOk);
+    }
+    for (unsigned i = 0; i < module_.config().tdcs_pages; ++i) {
+      ASSERT_EQ(call(SeamcallLeaf::kMngAddcx, page().raw(), tdr_.raw()), kOk);
+    }
+    test::TdParams params;
+    params.attributes = attributes;
+    params.max_vcpus = static_cast<uint16_t>(vcpus);
+    ASSERT_EQ(call(SeamcallLeaf::kMngInit, tdr_.raw(), td_params(params).raw()), kOk);
+    for (unsigned v = 0; v < vcpus; ++v) {
+      const Hpa tdvpr = page();
+      ASSERT_EQ(call(SeamcallLeaf::kVpCreate, tdvpr.raw(), tdr_.raw()), kOk);
+      for (unsigned i = 1; i < module_.config().tdvps_pages; ++i) {
+        ASSERT_EQ(call(SeamcallLeaf::kVpAddcx, page().raw(), tdvpr.raw()), kOk);
+      }
+      ASSERT_EQ(call(SeamcallLeaf::kVpInit, tdvpr.raw(), 0), kOk);
+      tdvprs_.push_back(tdvpr);
+    }
+    for (unsigned l = 3; l >= 1; --l) {
+      ASSERT_EQ(call(SeamcallLeaf::kMemSeptAdd, pi(kGpa, l), tdr_.raw(), page().raw()), kOk);
+    }
+  }
+  void finalize() { ASSERT_EQ(call(SeamcallLeaf::kMrFinalize, tdr_.raw()), kOk); }
+  void runnable(uint64_t attributes = kTdAttrSeptVeDisable, unsigned vcpus = 1) {
+    build(attributes, vcpus);
+    finalize();
+  }
+
+  // AUGs a fresh 4K page at `gpa` after the host wrote junk into it; returns the page.
+  Hpa aug(Gpa gpa) {
+    const Hpa p = page();
+    mem().fill(p.pfn(), kHostKey, kJunk);
+    EXPECT_EQ(call(SeamcallLeaf::kMemPageAug, pi(gpa, 0), tdr_.raw(), p.raw()), kOk);
+    return p;
+  }
+
+  // TDH.VP.ENTER of vCPU `v` on `cpu`, then the interrupt window KVM opens after an exit.
+  uint64_t enter(SeamcallRegs& regs, unsigned v = 0, unsigned cpu = 0) {
+    regs.rax = LeafAndVersion::of(SeamcallLeaf::kVpEnter).raw();
+    regs.rcx = tdvprs_[v].raw();
+    CpuBinding b = platform_.bind(cpu);
+    const uint64_t s = host_seamcall(b.cpu(), regs);
+    b.cpu().handle_interrupts();
+    return s;
+  }
+  uint64_t enter(unsigned v = 0, unsigned cpu = 0) {
+    SeamcallRegs regs;
+    return enter(regs, v, cpu);
+  }
+  void run(const std::vector<GuestInsn>& code, const std::vector<GuestInsn>& ve_handler = {},
+           unsigned v = 0) {
+    guests_.push_back(std::make_unique<SG>(code, ve_handler));
+    ASSERT_TRUE(module_.attach_guest(tdvprs_[v], guests_.back().get()));
+  }
+  // A vCPU's RIP survives a new program: this one starts with NOPs up to it.
+  void run_from_here(const std::vector<GuestInsn>& code, unsigned v = 0) {
+    std::vector<GuestInsn> padded(guest(v).rip / 4, SG::op(GuestInsnKind::kNop));
+    run(padded + code, {}, v);
+  }
+  GuestState guest(unsigned v = 0) { return *module_.vcpu_guest_state(tdvprs_[v]); }
+  SeptState state(Gpa gpa) {
+    SeamcallRegs r;
+    EXPECT_EQ(call(SeamcallLeaf::kMemSeptRd, pi(gpa, 0), tdr_.raw(), 0, &r), kOk);
+    return static_cast<SeptState>((r.rdx >> 8) & 0xFF);
+  }
+
+  // The exit of TDG.VP.VMCALL<Instruction.HLT> a halting guest ends with.
+  static void expect_hlt_exit(uint64_t status, const SeamcallRegs& r) {
+    EXPECT_EQ(status, static_cast<uint64_t>(VmxExitReason::kTdcall));
+    EXPECT_EQ(r.rcx, (1u << 10) | (1u << 11) | (1u << 12));
+    EXPECT_EQ(r.r11, static_cast<uint64_t>(TdVmCall::kHlt));
+  }
+
+  Hpa tdr_;
+  std::vector<Hpa> tdvprs_;
+  std::vector<std::unique_ptr<SG>> guests_;
+};
+
+TEST_F(VpEnterTest, EntryErrorsLeaveTheOutputRegistersAlone) {
+  build();
+  SeamcallRegs r;
+  r.r8 = kJunk;
+  r.r11 = kJunk;
+  // Before TDH.MR.FINALIZE (rules A13): the low 32 bits are 0, not an exit reason.
+  EXPECT_EQ(enter(r), raw(TdxStatus::kOpStateIncorrect));
+  EXPECT_EQ(r.r8, kJunk);
+  EXPECT_EQ(r.r11, kJunk);
+  finalize();
+  // A TDVPR operand that is not one: the TDR.
+  SeamcallRegs bad;
+  bad.rax = LeafAndVersion::of(SeamcallLeaf::kVpEnter).raw();
+  bad.rcx = tdr_.raw();
+  {
+    CpuBinding b = platform_.bind(0);
+    EXPECT_EQ(host_seamcall(b.cpu(), bad),
+              with_operand(TdxStatus::kPageMetadataIncorrect, TdxOperand::kRcx));
+  }
+  EXPECT_EQ(*module_.vcpu_assoc_lp(tdvprs_[0]), kNoLp);
+}
+
+TEST_F(VpEnterTest, AcceptZeroesThePageAndTheGuestOwnsItsContent) {
+  runnable();
+  const Hpa p = aug(kGpa);
+  run(accept(kGpa) + std::vector<GuestInsn>{SG::load(kGpa, Gpr::kRbx), SG::store(kGpa + 8, 77),
+                                            SG::load(kGpa + 8, Gpr::kRdx)});
+  SeamcallRegs r;
+  r.rbx = kJunk;
+  expect_hlt_exit(enter(r), r);
+  EXPECT_EQ(r.rbx, 0u) << "GPRs the guest did not expose come back zero";
+  const GuestState g = guest();
+  EXPECT_EQ(g.regs[Gpr::kRax], kOk) << "ACCEPT's status";
+  EXPECT_EQ(g.regs[Gpr::kRbx], 0u) << "junk the host wrote before AUG is gone";
+  EXPECT_EQ(g.regs[Gpr::kRdx], 77u);
+  EXPECT_EQ(state(kGpa), SeptState::kMapped);
+  EXPECT_EQ(mem().read(p + 8, KeyId{kTdHkid}).value, 77u);
+  EXPECT_NE(mem().read(p + 8, kHostKey).value, 77u) << "the host reads ciphertext";
+}
+
+TEST_F(VpEnterTest, AcceptOfAPageNotThereIsAnEptViolationExitWithTheAcceptQualification) {
+  runnable();
+  run(accept(kGpa));
+  SeamcallRegs r;
+  const uint64_t s = enter(r);
+  EXPECT_EQ(s, 0x30u);
+  EXPECT_EQ(r.rcx, 0x2u);
+  // info: requested level 0, walk stopped at level 0 (the PTE), state FREE, not a leaf.
+  EXPECT_EQ(r.rdx, 1u);
+  EXPECT_EQ(r.r8, kGpa.raw());
+  const uint64_t rip = guest().rip;
+  EXPECT_EQ(rip, 8u) << "RIP stays on the TDCALL";
+  // The host AUGs and re-enters: the TDCALL runs again and succeeds.
+  aug(kGpa);
+  expect_hlt_exit(enter(r), r);
+  EXPECT_EQ(guest().regs[Gpr::kRax], kOk);
+  EXPECT_EQ(state(kGpa), SeptState::kMapped);
+}
+
+TEST_F(VpEnterTest, AcceptAnswersFromTheEntryItFinds) {
+  runnable();
+  const Gpa second = kGpa + kPageSize;
+  aug(kGpa);
+  aug(second);
+  // 4K accepted twice; a 2M accept over a 2M mapped as 4K; a 1G level; a shared GPA.
+  const Gpa shared{kGpa.raw() | (uint64_t{1} << 47)};
+  run(accept(kGpa) + accept(second));
+  SeamcallRegs r;
+  expect_hlt_exit(enter(r), r);
+  EXPECT_EQ(guest().regs[Gpr::kRax], kOk);
+
+  struct Case {
+    uint64_t rcx;
+    uint64_t status;
+  } cases[] = {
+      {kGpa.raw(), with_details(TdxStatus::kPageAlreadyAccepted, 0)},
+      {kGpa.align_down(Level::k2M).raw() | 1, with_details(TdxStatus::kPageSizeMismatch, 1)},
+      {kGpa.raw() | 2, with_operand(TdxStatus::kOperandInvalid, TdxOperand::kRcx)},
+      {shared.raw(), with_operand(TdxStatus::kOperandInvalid, TdxOperand::kRcx)},
+      {kGpa.raw() | 8, with_operand(TdxStatus::kOperandInvalid, TdxOperand::kRcx)},
+  };
+  for (const Case& c : cases) {
+    run_from_here(tdcall(TdcallLeaf::kMemPageAccept, c.rcx));
+    SeamcallRegs out;
+    expect_hlt_exit(enter(out), out);
+    EXPECT_EQ(guest().regs[Gpr::kRax], c.status) << std::hex << c.rcx;
+  }
+}
+
+TEST_F(VpEnterTest, PendingAccessIsAVeUnlessSeptVeDisable) {
+  runnable(/*attributes=*/0);
+  aug(kGpa);
+  // The #VE handler reads the #VE info, accepts the page and returns to the load.
+  const std::vector<GuestInsn> handler =
+      tdcall(TdcallLeaf::kVpVeinfoGet) + std::vector<GuestInsn>{SG::mov(Gpr::kR12, 0)} +
+      // keep VEINFO's R9 (the GPA) in R9 across the ACCEPT, which only writes RAX
+      accept(kGpa) + std::vector<GuestInsn>{SG::op(GuestInsnKind::kIret)};
+  run({SG::load(kGpa + 16, Gpr::kRbx)}, handler);
+  SeamcallRegs r;
+  expect_hlt_exit(enter(r), r);
+  const GuestState g = guest();
+  EXPECT_EQ(g.regs[Gpr::kRbx], 0u);
+  EXPECT_EQ(g.regs[Gpr::kR9], (kGpa + 16).raw()) << "VEINFO.GET's GPA";
+  EXPECT_EQ(state(kGpa), SeptState::kMapped);
+}
+
+TEST_F(VpEnterTest, PendingAccessWithSeptVeDisableIsAPendingExit) {
+  runnable(kTdAttrSeptVeDisable);
+  aug(kGpa);
+  run({SG::load(kGpa)});
+  SeamcallRegs r;
+  EXPECT_EQ(enter(r), static_cast<uint64_t>(VmxExitReason::kEptViolation));
+  EXPECT_EQ(r.rdx & 0xF, static_cast<uint64_t>(ExtExitQualType::kPendingEptViolation));
+  EXPECT_EQ(r.rcx & 0x38, 0u) << "no permission bits";
+  EXPECT_EQ(r.r8, kGpa.raw());
+}
+
+TEST_F(VpEnterTest, VmcallPassesTheSelectedRegistersBothWays) {
+  runnable();
+  const uint64_t mask = (1u << 10) | (1u << 11) | (1u << 12) | (1u << 13);
+  run({SG::mov(Gpr::kR10, 0), SG::mov(Gpr::kR11, 0x10001), SG::mov(Gpr::kR12, 0x1234000),
+       SG::mov(Gpr::kR13, 0x2000), SG::mov(Gpr::kR14, kJunk), SG::mov(Gpr::kRcx, mask),
+       SG::mov(Gpr::kRax, 0), SG::op(GuestInsnKind::kTdcall), SG::mov(Gpr::kRax, 0),
+       SG::mov(Gpr::kRcx, (1u << 0) | (1u << 10)), SG::op(GuestInsnKind::kTdcall)});
+  SeamcallRegs r;
+  EXPECT_EQ(enter(r), static_cast<uint64_t>(VmxExitReason::kTdcall));
+  EXPECT_EQ(r.rcx, mask);
+  EXPECT_EQ(r.r10, 0u);
+  EXPECT_EQ(r.r11, 0x10001u);
+  EXPECT_EQ(r.r12, 0x1234000u);
+  EXPECT_EQ(r.r13, 0x2000u);
+  EXPECT_EQ(r.r14, 0u) << "not selected";
+  // The host answers RETRY with R11 = where to resume; R14 is not the guest's to receive.
+  r.r10 = static_cast<uint64_t>(TdVmCallStatus::kRetry);
+  r.r11 = 0x1235000;
+  r.r14 = 1;
+  // The second VMCALL selects RAX: refused without an exit, then the program halts.
+  expect_hlt_exit(enter(r), r);
+  const GuestState g = guest();
+  EXPECT_EQ(g.regs[Gpr::kR10], static_cast<uint64_t>(TdVmCallStatus::kRetry));
+  EXPECT_EQ(g.regs[Gpr::kR11], 0x1235000u);
+  EXPECT_EQ(g.regs[Gpr::kR14], kJunk);
+  EXPECT_EQ(g.regs[Gpr::kRax], with_operand(TdxStatus::kOperandInvalid, TdxOperand::kRcx));
+}
+
+TEST_F(VpEnterTest, VpInfoAndVeinfoGet) {
+  runnable(kTdAttrSeptVeDisable, /*vcpus=*/2);
+  run(tdcall(TdcallLeaf::kVpInfo), {}, /*v=*/1);
+  SeamcallRegs r;
+  expect_hlt_exit(enter(r, /*v=*/1, /*cpu=*/1), r);
+  GuestState g = guest(1);
+  EXPECT_EQ(g.regs[Gpr::kRax], kOk);
+  EXPECT_EQ(g.regs[Gpr::kRcx], 48u);
+  EXPECT_EQ(g.regs[Gpr::kRdx], kTdAttrSeptVeDisable);
+  EXPECT_EQ(g.regs[Gpr::kR8], 2u | (uint64_t{2} << 32));
+  EXPECT_EQ(g.regs[Gpr::kR9], 1u);
+  run(tdcall(TdcallLeaf::kVpVeinfoGet));
+  expect_hlt_exit(enter(r), r);
+  EXPECT_EQ(guest().regs[Gpr::kRax], raw(TdxStatus::kNoValidVeInfo));
+}
+
+TEST_F(VpEnterTest, AnAssociatedVcpuEntersOnlyWhereItIsAssociated) {
+  runnable();
+  EXPECT_EQ(call(SeamcallLeaf::kVpFlush, tdvprs_[0].raw(), 0, 0, nullptr, 0),
+            raw(TdxStatus::kVcpuNotAssociated));
+  SeamcallRegs r;
+  expect_hlt_exit(enter(r, 0, /*cpu=*/0), r);
+  EXPECT_EQ(*module_.vcpu_assoc_lp(tdvprs_[0]), 0u);
+  EXPECT_EQ(enter(0, /*cpu=*/2), raw(TdxStatus::kVcpuAssociated));
+  EXPECT_EQ(call(SeamcallLeaf::kVpFlush, tdvprs_[0].raw(), 0, 0, nullptr, 2),
+            raw(TdxStatus::kVcpuNotAssociated));
+  EXPECT_EQ(call(SeamcallLeaf::kVpFlush, tdvprs_[0].raw(), 0, 0, nullptr, 0), kOk);
+  expect_hlt_exit(enter(r, 0, /*cpu=*/2), r);
+  EXPECT_EQ(*module_.vcpu_assoc_lp(tdvprs_[0]), 2u);
+}
+
+TEST_F(VpEnterTest, ReentryAfterAnEpochChangeFlushesTheTdsTranslations) {
+  runnable();
+  run({});
+  enter();
+  const uint64_t flushes = platform_.cpu(0).stats().invept_single.value();
+  enter();
+  EXPECT_EQ(platform_.cpu(0).stats().invept_single.value(), flushes) << "same vCPU, same epoch";
+  ASSERT_EQ(call(SeamcallLeaf::kMemTrack, tdr_.raw()), kOk);
+  enter();
+  EXPECT_EQ(platform_.cpu(0).stats().invept_single.value(), flushes + 1);
+}
+
+// The acceptance sequence of abi §5: BLOCK, REMOVE too early, TRACK, REMOVE still too early
+// while a vCPU of the old epoch is inside, a second TRACK refused, the kick, REMOVE.
+TEST_F(VpEnterTest, RemovalProtocolWithAVcpuInside) {
+  runnable();
+  aug(kGpa);
+  run(accept(kGpa));
+  SeamcallRegs r;
+  expect_hlt_exit(enter(r), r);
+
+  SpinGuest spin;
+  ASSERT_TRUE(module_.attach_guest(tdvprs_[0], &spin, /*instruction_budget=*/0));
+  std::atomic<uint64_t> exit_status{~uint64_t{0}};
+  std::thread vcpu([&] { exit_status = enter(); });
+  while (module_.td_refcount(tdr_, 1).value_or(0) == 0) std::this_thread::yield();
+
+  CpuBinding host = platform_.bind(1);
+  test::BoundHost h(host.cpu());
+  const uint64_t tdr = tdr_.raw();
+  EXPECT_EQ(h.call(SeamcallLeaf::kMemRangeBlock, pi(kGpa, 0), tdr), kOk);
+  EXPECT_EQ(h.call(SeamcallLeaf::kMemPageRemove, pi(kGpa, 0), tdr),
+            with_operand(TdxStatus::kTlbTrackingNotDone, TdxOperand::kRcx));
+  EXPECT_EQ(h.call(SeamcallLeaf::kMemTrack, tdr), kOk);
+  EXPECT_EQ(h.call(SeamcallLeaf::kMemPageRemove, pi(kGpa, 0), tdr),
+            with_operand(TdxStatus::kTlbTrackingNotDone, TdxOperand::kRcx));
+  EXPECT_EQ(h.call(SeamcallLeaf::kMemTrack, tdr), raw(TdxStatus::kPreviousTlbEpochBusy));
+  // The kick: an IPI makes the vCPU exit; KVM's kick waits for its handler.
+  platform_.cpu(0).run_on([](LogicalCpu&) {}, &host.cpu());
+  vcpu.join();
+  EXPECT_EQ(exit_status.load(), static_cast<uint64_t>(VmxExitReason::kExternalInterrupt));
+  EXPECT_EQ(h.call(SeamcallLeaf::kMemPageRemove, pi(kGpa, 0), tdr), kOk);
+  EXPECT_EQ(h.call(SeamcallLeaf::kMemTrack, tdr), kOk) << "nobody inside";
+  EXPECT_EQ(*module_.td_refcount(tdr_, 0), 0u);
+  EXPECT_EQ(*module_.td_refcount(tdr_, 1), 0u);
+}
+
+TEST_F(VpEnterTest, ZeroStepFilterHoldsTheGuestUntilTheHostMapsTheGpa) {
+  runnable(/*attributes=*/0);
+  const std::vector<GuestInsn> handler = tdcall(TdcallLeaf::kVpVeinfoGet) + accept(kGpa) +
+                                         std::vector<GuestInsn>{SG::op(GuestInsnKind::kIret)};
+  run({SG::load(kGpa)}, handler);
+  // A host that never maps the GPA: six same-RIP EPT exits arm the filter.
+  for (unsigned i = 0; i < ZeroStepDetector::kThreshold; ++i) {
+    SeamcallRegs r;
+    ASSERT_EQ(enter(r), static_cast<uint64_t>(VmxExitReason::kEptViolation)) << i;
+    EXPECT_EQ(r.r8, kGpa.raw());
+  }
+  // While the entering vCPU holds the tree lock, S-EPT leaves get BUSY|SEPT_TREE.
+  std::atomic<uint64_t> concurrent{0};
+  auto sub = module_.locks_held.attach([&](const LocksHeld& e) {
+    if (e.leaf != SeamcallLeaf::kVpEnter) return;
+    std::thread other([&] {
+      concurrent = call(SeamcallLeaf::kMemPageAug, pi(kGpa + kPageSize, 0), tdr_.raw(),
+                        page().raw(), nullptr, /*cpu=*/1);
+    });
+    other.join();
+  });
+  const uint64_t retired = guest().retired;
+  SeamcallRegs r;
+  EXPECT_EQ(enter(r), static_cast<uint64_t>(VmxExitReason::kEptViolation));
+  EXPECT_EQ(r.rcx, kEptQualDataWrite) << "the faked exit";
+  EXPECT_EQ(r.r8, kGpa.raw());
+  EXPECT_EQ(guest().retired, retired) << "the guest did not run";
+  EXPECT_EQ(concurrent.load(), with_operand(TdxStatus::kOperandBusy, TdxOperand::kSeptTree));
+  sub.reset();
+  // The host AUGs: the guest runs, takes the #VE, accepts, and its load completes.
+  aug(kGpa);
+  expect_hlt_exit(enter(r), r);
+  EXPECT_EQ(state(kGpa), SeptState::kMapped);
+}
+
+TEST_F(VpEnterTest, ZeroStepTreeLockHeldByALeafMakesEntryBusy) {
+  runnable(/*attributes=*/0);
+  aug(kGpa);
+  run({SG::load(kGpa)}, tdcall(TdcallLeaf::kVpVeinfoGet) + accept(kGpa) +
+                            std::vector<GuestInsn>{SG::op(GuestInsnKind::kIret)});
+  faults_.arm(EnvFaultKind::kArmZeroStep, /*vcpu index=*/0, 1, kGpa.raw());
+  std::atomic<uint64_t> entry{0};
+  SeamcallRegs before;
+  before.r9 = kJunk;
+  auto sub = module_.locks_held.attach([&](const LocksHeld& e) {
+    if (e.leaf != SeamcallLeaf::kMemRangeBlock) return;
+    std::thread vcpu([&] { entry = enter(before); });
+    vcpu.join();
+  });
+  SeamcallRegs r;
+  EXPECT_EQ(call(SeamcallLeaf::kMemRangeBlock, pi(kGpa + kPageSize, 0), tdr_.raw(), 0, &r, 1),
+            with_details(TdxStatus::kEptEntryStateIncorrect, 0) | 1);
+  sub.reset();
+  EXPECT_EQ(entry.load(), with_operand(TdxStatus::kOperandBusy, TdxOperand::kSeptTree));
+  EXPECT_EQ(before.r9, kJunk);
+  EXPECT_EQ(*module_.td_refcount(tdr_, 1), 0u) << "the entry's count was reverted";
+  SeamcallRegs out;
+  expect_hlt_exit(enter(out), out);
+}
+
+}  // namespace
+}  // namespace tdxsim
