@@ -134,6 +134,8 @@ class TdxModule : public SeamModule {
   // The LP a vCPU is associated with (kNoLp: none), and REFCOUNT[parity] of a TD.
   std::optional<uint32_t> vcpu_assoc_lp(Hpa tdvpr) const;
   std::optional<uint64_t> td_refcount(Hpa tdr, unsigned parity) const;
+  // The S-EPT root page (TDCS page 3), once TDH.MNG.ADDCX added it.
+  std::optional<Hpa> td_sept_root(Hpa tdr) const;
   size_t td_count() const;
   size_t vcpu_count() const;
   // See LocksHeld. Emitted by the memory leaves once their prefix holds the TDR, op_state and

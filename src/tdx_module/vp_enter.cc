@@ -214,6 +214,12 @@ std::optional<uint32_t> TdxModule::vcpu_assoc_lp(Hpa tdvpr) const {
   return vcpu->assoc_lp.load(std::memory_order_acquire);
 }
 
+std::optional<Hpa> TdxModule::td_sept_root(Hpa tdr) const {
+  const Td* td = find_td(tdr.pfn());
+  if (td == nullptr || td->tdcs_pages.size() <= kTdcsSeptRootPageIndex) return std::nullopt;
+  return td->sept_root().hpa();
+}
+
 std::optional<uint64_t> TdxModule::td_refcount(Hpa tdr, unsigned parity) const {
   const Td* td = find_td(tdr.pfn());
   if (td == nullptr) return std::nullopt;
