@@ -184,6 +184,10 @@ class TdxModule : public SeamModule {
   uint64_t mem_page_add(LogicalCpu& cpu, SeamcallRegs& regs);
   uint64_t mr_extend(LogicalCpu& cpu, SeamcallRegs& regs);
   uint64_t mr_finalize(LogicalCpu& cpu, SeamcallRegs& regs);
+  // Splitting, merging and moving private pages (mem_resize_leaves.cc).
+  uint64_t mem_page_demote(LogicalCpu& cpu, SeamcallRegs& regs);
+  uint64_t mem_page_promote(LogicalCpu& cpu, SeamcallRegs& regs, uint8_t version);
+  uint64_t mem_page_relocate(LogicalCpu& cpu, SeamcallRegs& regs);
 
   // What a GPA leaf holds once its common prefix (mem_begin) passed: the TDR, the
   // op_state lock, the S-EPT tree lock in the leaf's mode, and the walk's result; after
