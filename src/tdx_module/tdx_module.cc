@@ -113,6 +113,10 @@ uint64_t TdxModule::dispatch(LogicalCpu& cpu, SeamcallRegs& regs, LeafAndVersion
     case SeamcallLeaf::kMemPageDemote: return mem_page_demote(cpu, regs);
     case SeamcallLeaf::kMemPagePromote: return mem_page_promote(cpu, regs, lv.version());
     case SeamcallLeaf::kMemPageRelocate: return mem_page_relocate(cpu, regs);
+    case SeamcallLeaf::kMemRd: return mem_rd_wr(cpu, regs, /*write=*/false);
+    case SeamcallLeaf::kMemWr: return mem_rd_wr(cpu, regs, /*write=*/true);
+    case SeamcallLeaf::kMngRd: return mng_rd_wr(cpu, regs, /*write=*/false, lv.version());
+    case SeamcallLeaf::kMngWr: return mng_rd_wr(cpu, regs, /*write=*/true, lv.version());
     default:
       // Undefined leaves, and the ones tdxsim does not dispatch yet: the module's default.
       return with_operand(TdxStatus::kOperandInvalid, TdxOperand::kRax);

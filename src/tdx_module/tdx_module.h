@@ -188,6 +188,9 @@ class TdxModule : public SeamModule {
   uint64_t mem_page_demote(LogicalCpu& cpu, SeamcallRegs& regs);
   uint64_t mem_page_promote(LogicalCpu& cpu, SeamcallRegs& regs, uint8_t version);
   uint64_t mem_page_relocate(LogicalCpu& cpu, SeamcallRegs& regs);
+  // A debug TD's private memory and a TD's metadata (debug_leaves.cc).
+  uint64_t mem_rd_wr(LogicalCpu& cpu, SeamcallRegs& regs, bool write);
+  uint64_t mng_rd_wr(LogicalCpu& cpu, SeamcallRegs& regs, bool write, uint8_t version);
 
   // What a GPA leaf holds once its common prefix (mem_begin) passed: the TDR, the
   // op_state lock, the S-EPT tree lock in the leaf's mode, and the walk's result; after
