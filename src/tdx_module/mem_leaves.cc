@@ -15,6 +15,7 @@
 #include <atomic>
 
 #include "base/check.h"
+#include "tdx_module/mem_leaf_checks.h"
 #include "tdx_module/sept_entry_lock.h"
 #include "tdx_module/sept_state.h"
 #include "tdx_module/tdx_module.h"
@@ -71,28 +72,26 @@ uint64_t TdxModule::mem_begin(SeamcallRegs& regs, SeamcallLeaf leaf, bool handle
   return raw(TdxStatus::kSuccess);
 }
 
-namespace {
-
-// The S-EPT error statuses that carry the entry's details (rules A3).
-uint64_t with_details(SeamcallRegs& regs, TdxStatus status, SeptEntry e, Level level,
-                      const PhysAddrLayout& l) {
-  regs.rcx = e.arch_view(l);
-  regs.rdx = e.arch_detail(level);
-  return with_operand(status, TdxOperand::kRcx);
+uint64_t TdxModule::mem_begin_entry(SeamcallRegs& regs, SeamcallLeaf leaf, MemOp& op,
+                                    TreeLock tree, bool handle_has_flag,
+                                    std::optional<TdxStatus> if_blocked) {
+  if (const uint64_t s = mem_begin(regs, leaf, handle_has_flag, /*tdr_exclusive=*/false,
+                                   {TdOpState::kInitialized, TdOpState::kRunnable}, tree, op);
+      s != raw(TdxStatus::kSuccess)) {
+    return s;
+  }
+  SeptEntryLock& entry = op.entry.emplace(platform_.memory(), op.td->hkid, op.walk.entry_hpa);
+  if (!entry.try_lock()) return entry_busy(regs, op.walk, layout());
+  // Re-read under the lock: the walk's copy may predate a holder's commit.
+  const SeptEntry e = entry.value();
+  if (if_blocked && is_blocked(e.state())) {
+    return entry_error(regs, *if_blocked, e, op.walk.level, layout());
+  }
+  if (!sept_leaf_allowed(static_cast<uint16_t>(leaf), e.state())) {
+    return entry_error(regs, TdxStatus::kEptEntryStateIncorrect, e, op.walk.level, layout());
+  }
+  return raw(TdxStatus::kSuccess);
 }
-
-// Another host holds the walked entry's lock: BUSY on RCX, with the entry as walked.
-uint64_t entry_busy(SeamcallRegs& regs, const SeptWalkResult& walk, const PhysAddrLayout& l) {
-  return with_details(regs, TdxStatus::kOperandBusy, walk.entry, walk.level, l);
-}
-
-bool tracked(const Td& td, uint64_t bepoch) {
-  const uint64_t epoch = td.td_epoch.load(std::memory_order_acquire);
-  const uint64_t refs = td.refcount[bepoch & 1].load(std::memory_order_acquire);
-  return is_tlb_tracked(bepoch, epoch, static_cast<uint16_t>(refs));
-}
-
-}  // namespace
 
 uint64_t TdxModule::mem_sept_add(LogicalCpu& /*cpu*/, SeamcallRegs& regs, uint8_t version) {
   // The module reads ALLOW_EXISTING from the handle in either version. Version 1 also takes
@@ -118,29 +117,21 @@ uint64_t TdxModule::mem_sept_add_body(SeamcallRegs& regs, uint8_t version, bool 
                                       const std::array<uint64_t, 4>& pages,
                                       std::array<uint64_t, 4>& flagged) {
   MemOp op;
-  if (const uint64_t s = mem_begin(regs, SeamcallLeaf::kMemSeptAdd, /*handle_has_flag=*/true,
-                                   /*tdr_exclusive=*/false,
-                                   {TdOpState::kInitialized, TdOpState::kRunnable},
-                                   TreeLock::kShared, op);
+  // The state table admits FREE and NL_MAPPED; the refined checks follow (A2).
+  if (const uint64_t s = mem_begin_entry(regs, SeamcallLeaf::kMemSeptAdd, op, TreeLock::kShared,
+                                         /*handle_has_flag=*/true);
       s != raw(TdxStatus::kSuccess)) {
     return s;
   }
   Td& td = *op.td;
-  HostMemory& mem = platform_.memory();
   const Level level = op.walk.level;
-  SeptEntryLock entry(mem, td.hkid, op.walk.entry_hpa);
-  if (!entry.try_lock()) return entry_busy(regs, op.walk, layout());
-  const SeptEntry e = entry.value();
-  // The state table admits FREE and NL_MAPPED; the refined checks follow (A2).
-  if (!sept_leaf_allowed(SeptLeaf::kMemSeptAdd, e.state())) {
-    return with_details(regs, TdxStatus::kEptEntryStateIncorrect, e, level, layout());
-  }
+  const SeptEntry e = op.entry->value();
   const bool is_free = e.state() == SeptState::kFree;
   std::optional<PamtLock> page;
   if (pages[0] == 0) {
     // No page: only version 1 may ask, and only to confirm an existing table.
     if (version == 0) return with_operand(TdxStatus::kOperandInvalid, TdxOperand::kR8);
-    if (is_free) return with_details(regs, TdxStatus::kEptEntryStateIncorrect, e, level, layout());
+    if (is_free) return entry_error(regs, TdxStatus::kEptEntryStateIncorrect, e, level, layout());
   } else if (is_free) {
     Check p = check_page(pages[0], PamtPageType::kNda, TdxOperand::kR8, /*exclusive=*/true);
     if (!p) return p.error();
@@ -148,7 +139,7 @@ uint64_t TdxModule::mem_sept_add_body(SeamcallRegs& regs, uint8_t version, bool 
   } else if (allow_existing) {
     flagged[0] |= kPageNotConsumed;
   } else {
-    return with_details(regs, TdxStatus::kEptEntryStateIncorrect, e, level, layout());
+    return entry_error(regs, TdxStatus::kEptEntryStateIncorrect, e, level, layout());
   }
   // L2 S-EPT pages name VMs this TD does not have (no TD partitioning).
   for (size_t vm = 1; vm < pages.size(); ++vm) {
@@ -165,28 +156,20 @@ uint64_t TdxModule::mem_sept_add_body(SeamcallRegs& regs, uint8_t version, bool 
   page->set_owner(td.tdr);
   page->set_bepoch(0);
   td.child_count.fetch_add(1, std::memory_order_relaxed);
-  entry.commit(SeptEntry::non_leaf(page->pfn().hpa(), td.hkid, layout()));
+  op.entry->commit(SeptEntry::non_leaf(page->pfn().hpa(), td.hkid, layout()));
   flagged[0] = 0;
   return raw(TdxStatus::kSuccess);
 }
 
 uint64_t TdxModule::mem_page_aug(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   MemOp op;
-  if (const uint64_t s = mem_begin(regs, SeamcallLeaf::kMemPageAug, /*handle_has_flag=*/false,
-                                   /*tdr_exclusive=*/false,
-                                   {TdOpState::kInitialized, TdOpState::kRunnable},
-                                   TreeLock::kShared, op);
+  if (const uint64_t s = mem_begin_entry(regs, SeamcallLeaf::kMemPageAug, op);
       s != raw(TdxStatus::kSuccess)) {
     return s;
   }
   Td& td = *op.td;
   HostMemory& mem = platform_.memory();
   const Level level = op.walk.level;
-  SeptEntryLock entry(mem, td.hkid, op.walk.entry_hpa);
-  if (!entry.try_lock()) return entry_busy(regs, op.walk, layout());
-  if (!sept_leaf_allowed(SeptLeaf::kMemPageAug, entry.value().state())) {
-    return with_details(regs, TdxStatus::kEptEntryStateIncorrect, entry.value(), level, layout());
-  }
   // The page: format and TDMR range first, then the PAMT's own checks at the page's size
   // (alignment to it, and for 2M the whole range free).
   if (const uint64_t s = check_hpa_format_and_range(regs.r8, TdxOperand::kR8);
@@ -205,7 +188,7 @@ uint64_t TdxModule::mem_page_aug(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   page->set_owner(td.tdr);
   page->set_bepoch(0);
   td.child_count.fetch_add(level_pages(level), std::memory_order_relaxed);
-  entry.commit(SeptEntry::pending(page->pfn().hpa(), td.hkid, level, layout()));
+  op.entry->commit(SeptEntry::pending(page->pfn().hpa(), td.hkid, level, layout()));
   return raw(TdxStatus::kSuccess);
 }
 
@@ -226,26 +209,17 @@ uint64_t TdxModule::mem_sept_rd(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
 
 uint64_t TdxModule::mem_range_block(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   MemOp op;
-  if (const uint64_t s = mem_begin(regs, SeamcallLeaf::kMemRangeBlock, /*handle_has_flag=*/false,
-                                   /*tdr_exclusive=*/false,
-                                   {TdOpState::kInitialized, TdOpState::kRunnable},
-                                   TreeLock::kExclusive, op);
+  // Any blocked state is an informational answer, before the state table (A16).
+  if (const uint64_t s = mem_begin_entry(regs, SeamcallLeaf::kMemRangeBlock, op,
+                                         TreeLock::kExclusive, /*handle_has_flag=*/false,
+                                         TdxStatus::kGpaRangeAlreadyBlocked);
       s != raw(TdxStatus::kSuccess)) {
     return s;
   }
   Td& td = *op.td;
   const Level level = op.walk.level;
-  SeptEntryLock entry(platform_.memory(), td.hkid, op.walk.entry_hpa);
-  if (!entry.try_lock()) return entry_busy(regs, op.walk, layout());
-  const SeptEntry e = entry.value();
+  const SeptEntry e = op.entry->value();
   const SeptState state = e.state();
-  // Any blocked state is an informational answer, before the state table (A16).
-  if (is_blocked(state)) {
-    return with_details(regs, TdxStatus::kGpaRangeAlreadyBlocked, e, level, layout());
-  }
-  if (!sept_leaf_allowed(SeptLeaf::kMemRangeBlock, state)) {
-    return with_details(regs, TdxStatus::kEptEntryStateIncorrect, e, level, layout());
-  }
   // BEPOCH lives in the PAMT entry of what the entry maps: the page at its size, or the
   // child S-EPT page of a non-leaf.
   const Level page_level = e.is_leaf() ? level : Level::k4K;
@@ -253,28 +227,21 @@ uint64_t TdxModule::mem_range_block(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
       pamt_.lock(e.hpa(layout()).pfn(), page_level, Requester::kHost, /*exclusive=*/true);
   if (!page) return with_operand(TdxStatus::kOperandBusy, TdxOperand::kRcx);
   page->set_bepoch(td.td_epoch.load(std::memory_order_acquire));
-  entry.commit(e.with_state(blocked_state(state)));
+  op.entry->commit(e.with_state(blocked_state(state)));
   return raw(TdxStatus::kSuccess);
 }
 
 uint64_t TdxModule::mem_range_unblock(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   MemOp op;
-  if (const uint64_t s = mem_begin(regs, SeamcallLeaf::kMemRangeUnblock, /*handle_has_flag=*/false,
-                                   /*tdr_exclusive=*/false,
-                                   {TdOpState::kInitialized, TdOpState::kRunnable},
-                                   TreeLock::kExclusive, op);
+  if (const uint64_t s = mem_begin_entry(regs, SeamcallLeaf::kMemRangeUnblock, op,
+                                         TreeLock::kExclusive);
       s != raw(TdxStatus::kSuccess)) {
     return s;
   }
   Td& td = *op.td;
   const Level level = op.walk.level;
-  SeptEntryLock entry(platform_.memory(), td.hkid, op.walk.entry_hpa);
-  if (!entry.try_lock()) return entry_busy(regs, op.walk, layout());
-  const SeptEntry e = entry.value();
+  const SeptEntry e = op.entry->value();
   const SeptState state = e.state();
-  if (!sept_leaf_allowed(SeptLeaf::kMemRangeUnblock, state)) {
-    return with_details(regs, TdxStatus::kEptEntryStateIncorrect, e, level, layout());
-  }
   // Only a TD that may be running needs the block tracked before the entry is usable
   // again (A6); the failure names the tree, without details (A3, A4).
   if (td.op_state == TdOpState::kRunnable) {
@@ -286,7 +253,7 @@ uint64_t TdxModule::mem_range_unblock(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
       return with_operand(TdxStatus::kTlbTrackingNotDone, TdxOperand::kSeptTree);
     }
   }
-  entry.commit(e.with_state(unblocked_state(state)));
+  op.entry->commit(e.with_state(unblocked_state(state)));
   return raw(TdxStatus::kSuccess);
 }
 
@@ -316,36 +283,25 @@ uint64_t TdxModule::mem_track(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
 
 uint64_t TdxModule::mem_page_remove(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   MemOp op;
-  if (const uint64_t s = mem_begin(regs, SeamcallLeaf::kMemPageRemove, /*handle_has_flag=*/false,
-                                   /*tdr_exclusive=*/false,
-                                   {TdOpState::kInitialized, TdOpState::kRunnable},
-                                   TreeLock::kShared, op);
+  // The row holds leaf states only, so a non-leaf is refused there (the module also tests
+  // the leaf bit, to the same answer).
+  if (const uint64_t s = mem_begin_entry(regs, SeamcallLeaf::kMemPageRemove, op);
       s != raw(TdxStatus::kSuccess)) {
     return s;
   }
   Td& td = *op.td;
   const Level level = op.walk.level;
-  SeptEntryLock entry(platform_.memory(), td.hkid, op.walk.entry_hpa);
-  if (!entry.try_lock()) return entry_busy(regs, op.walk, layout());
-  const SeptEntry e = entry.value();
-  const SeptState state = e.state();
-  if (!e.is_leaf() || !sept_leaf_allowed(SeptLeaf::kMemPageRemove, state)) {
-    return with_details(regs, TdxStatus::kEptEntryStateIncorrect, e, level, layout());
-  }
+  const SeptEntry e = op.entry->value();
   std::expected<PamtLock, TryLockResult> page =
       pamt_.lock(e.hpa(layout()).pfn(), level, Requester::kHost, /*exclusive=*/true);
   if (!page) return with_operand(TdxStatus::kOperandBusy, TdxOperand::kRcx);
   TDXSIM_CHECK(page->type() == PamtPageType::kReg && page->level() == level,
                "S-EPT leaf at {} maps a {} page", level_name(level), to_string(page->type()));
-  if (tlb_tracking_required(state) && td.op_state == TdOpState::kRunnable) {
-    if (!is_blocked(state)) {
-      return with_details(regs, TdxStatus::kGpaRangeNotBlocked, e, level, layout());
-    }
-    if (!tracked(td, page->bepoch())) {
-      return with_operand(TdxStatus::kTlbTrackingNotDone, TdxOperand::kRcx);
-    }
+  if (const uint64_t s = check_blocked_and_tracked(regs, td, e, level, page->bepoch(), layout());
+      s != raw(TdxStatus::kSuccess)) {
+    return s;
   }
-  entry.commit(SeptEntry::free());
+  op.entry->commit(SeptEntry::free());
   td.child_count.fetch_sub(level_pages(level), std::memory_order_relaxed);
   // The frames keep the TD's key and dirty lines: the host writes them back
   // (TDH.PHYMEM.PAGE.WBINVD) before reusing them.
@@ -356,23 +312,15 @@ uint64_t TdxModule::mem_page_remove(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
 
 uint64_t TdxModule::mem_sept_remove(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   MemOp op;
-  if (const uint64_t s = mem_begin(regs, SeamcallLeaf::kMemSeptRemove, /*handle_has_flag=*/false,
-                                   /*tdr_exclusive=*/false,
-                                   {TdOpState::kInitialized, TdOpState::kRunnable},
-                                   TreeLock::kExclusive, op);
+  if (const uint64_t s = mem_begin_entry(regs, SeamcallLeaf::kMemSeptRemove, op,
+                                         TreeLock::kExclusive);
       s != raw(TdxStatus::kSuccess)) {
     return s;
   }
   Td& td = *op.td;
   HostMemory& mem = platform_.memory();
   const Level level = op.walk.level;
-  SeptEntryLock entry(mem, td.hkid, op.walk.entry_hpa);
-  if (!entry.try_lock()) return entry_busy(regs, op.walk, layout());
-  const SeptEntry e = entry.value();
-  const SeptState state = e.state();
-  if (!sept_leaf_allowed(SeptLeaf::kMemSeptRemove, state)) {
-    return with_details(regs, TdxStatus::kEptEntryStateIncorrect, e, level, layout());
-  }
+  const SeptEntry e = op.entry->value();
   const Hpa child = e.hpa(layout());
   std::expected<PamtLock, TryLockResult> page =
       pamt_.lock(child.pfn(), Level::k4K, Requester::kHost, /*exclusive=*/true);
@@ -380,21 +328,17 @@ uint64_t TdxModule::mem_sept_remove(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   TDXSIM_CHECK(page->type() == PamtPageType::kEpt && page->level() == Level::k4K,
                "S-EPT non-leaf points at a {} page", to_string(page->type()));
   // Module order: state, blocked, tracked, then the children (A5).
-  if (tlb_tracking_required(state) && td.op_state == TdOpState::kRunnable) {
-    if (!is_blocked(state)) {
-      return with_details(regs, TdxStatus::kGpaRangeNotBlocked, e, level, layout());
-    }
-    if (!tracked(td, page->bepoch())) {
-      return with_operand(TdxStatus::kTlbTrackingNotDone, TdxOperand::kRcx);
-    }
+  if (const uint64_t s = check_blocked_and_tracked(regs, td, e, level, page->bepoch(), layout());
+      s != raw(TdxStatus::kSuccess)) {
+    return s;
   }
   for (uint64_t i = 0; i < kEntriesPerTable; ++i) {
     const SeptEntry c{mem.load(child + 8 * i, td.hkid, std::memory_order_acquire)};
     if (c.state() != SeptState::kFree) {
-      return with_details(regs, TdxStatus::kEptPageNotFree, e, level, layout());
+      return entry_error(regs, TdxStatus::kEptPageNotFree, e, level, layout());
     }
   }
-  entry.commit(SeptEntry::free());
+  op.entry->commit(SeptEntry::free());
   td.child_count.fetch_sub(1, std::memory_order_relaxed);
   page->set_type(PamtPageType::kNda);
   regs.rcx = child.raw();
@@ -415,7 +359,7 @@ uint64_t TdxModule::mem_page_add(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   // vCPU has run, so nothing else can lock the entry (the module writes it unlocked).
   const SeptEntry e{mem.load(op.walk.entry_hpa, td.hkid, std::memory_order_acquire)};
   if (!sept_leaf_allowed(SeptLeaf::kMemPageAdd, e.state())) {
-    return with_details(regs, TdxStatus::kEptEntryStateIncorrect, e, op.walk.level, layout());
+    return entry_error(regs, TdxStatus::kEptEntryStateIncorrect, e, op.walk.level, layout());
   }
   // R9: the source, ordinary shared memory — 4K aligned, below MAX_PA, and with no private
   // HKID in its key bits (module shared_hpa_check_with_pwr_2_alignment). tdxsim also

@@ -131,6 +131,9 @@ uint64_t TdxModule::mng_init(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   td->attributes = attributes;
   td->max_vcpus = max_vcpus;
   td->gpaw = gpaw52 ? Gpaw::k52 : Gpaw::k48;
+  td->config_flags = config_flags;
+  td->td_ctls = (attributes & kTdAttrSeptVeDisable) != 0 ? kTdCtlsPendingVeDisable : 0;
+  td->notify_enables.store(0, std::memory_order_relaxed);
   td->ept_levels = static_cast<unsigned>(pwl) + 1;
   td->secure_eptp = Eptp::make(td->sept_root().hpa(), td->ept_levels, /*ad_enabled=*/false);
   // TD_EPOCH starts at 1 (module tdh_mng_init.c), so BEPOCH 0 of a fresh AUG is tracked.

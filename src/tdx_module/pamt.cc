@@ -12,6 +12,8 @@ using MetaType = BitField<7, 0>;
 using MetaOwner = BitField<47, 8>;
 
 constexpr size_t level_index(Level l) { return level_num(l) - 1; }
+// Entries one level down that a large entry covers.
+constexpr uint64_t kEntriesPerLevel = uint64_t{1} << kLevelBits;
 
 uint64_t entries_for(uint64_t frames, Level l) {
   const uint64_t per = level_pages(l);
@@ -226,6 +228,61 @@ std::expected<PamtLock, uint64_t> Pamt::check_hpa_operand(Hpa hpa, Level size,
     return std::unexpected(with_operand(TdxStatus::kPageMetadataIncorrect, op));
   }
   return std::move(*locked);
+}
+
+void Pamt::demote(PamtLock& page) {
+  TDXSIM_CHECK(page.held() && page.exclusive_ && page.pamt_ == this,
+               "PAMT demote of {} without its exclusive lock", page.pfn_);
+  const Level level = page.level_;
+  TDXSIM_CHECK(level == Level::k2M || level == Level::k1G, "PAMT demote of a {} page",
+               level_name(level));
+  const PamtPageType type = page.type();
+  TDXSIM_CHECK(type != PamtPageType::kNda, "PAMT demote of a free page {}", page.pfn_);
+  const Pfn owner = page.owner();
+  const Level child = level_down(level);
+  for (uint64_t i = 0; i < kEntriesPerLevel; ++i) {
+    uint64_t* e = entry(page.pfn_ + i * level_pages(child), child);
+    AtomicWordRef meta(e[1]);
+    const PamtPageType old = type_in(e);
+    TDXSIM_CHECK(old == PamtPageType::kNda, "PAMT entry under a {} page is {}", to_string(type),
+                 to_string(old));
+    meta.store(MetaOwner::set(MetaType::set(meta.load(std::memory_order_relaxed),
+                                            static_cast<uint64_t>(type)),
+                              owner.raw()),
+               std::memory_order_relaxed);
+    AtomicWordRef(e[2]).store(0, std::memory_order_relaxed);
+    count_change(old, type, child);
+  }
+  page.set_type(PamtPageType::kNda);
+}
+
+void Pamt::promote(PamtLock& range) {
+  TDXSIM_CHECK(range.held() && range.exclusive_ && range.pamt_ == this,
+               "PAMT promote of {} without its exclusive lock", range.pfn_);
+  const Level level = range.level_;
+  TDXSIM_CHECK(level == Level::k2M || level == Level::k1G, "PAMT promote to a {} page",
+               level_name(level));
+  TDXSIM_CHECK(range.type() == PamtPageType::kNda, "PAMT promote over an assigned {} page",
+               to_string(range.type()));
+  const Level child = level_down(level);
+  uint64_t* first = entry(range.pfn_, child);
+  const PamtPageType type = type_in(first);
+  const uint64_t owner = MetaOwner::get(AtomicWordRef(first[1]).load(std::memory_order_relaxed));
+  TDXSIM_CHECK(type != PamtPageType::kNda, "PAMT promote of free pages at {}", range.pfn_);
+  for (uint64_t i = 0; i < kEntriesPerLevel; ++i) {
+    uint64_t* e = entry(range.pfn_ + i * level_pages(child), child);
+    AtomicWordRef meta(e[1]);
+    const uint64_t m = meta.load(std::memory_order_relaxed);
+    TDXSIM_CHECK(type_in(e) == type && MetaOwner::get(m) == owner,
+                 "PAMT promote at {}: child {} is {} of {:#x}, child 0 {} of {:#x}", range.pfn_, i,
+                 to_string(type_in(e)), MetaOwner::get(m), to_string(type), owner);
+    meta.store(MetaType::set(m, static_cast<uint64_t>(PamtPageType::kNda)),
+               std::memory_order_relaxed);
+    count_change(type, PamtPageType::kNda, child);
+  }
+  range.set_type(type);
+  range.set_owner(Pfn{owner});
+  range.set_bepoch(0);
 }
 
 bool Pamt::is_2m_range_free(Pfn pfn) const {

@@ -17,7 +17,7 @@
 //
 // Page size is where the entry lives, not a field: a 2M page is tracked by its 2M entry
 // (its 512 4K entries stay PT_NDA, BEPOCH lives in the 2M entry), a 1G page by its 1G
-// entry. The module finds a page's entry by walking down from the 1G entry and stopping at
+// entry; DEMOTE and PROMOTE move a page's metadata one level down or up (demote, promote). The module finds a page's entry by walking down from the 1G entry and stopping at
 // the first entry that is not PT_NDA (pamt_walk): so a 4K request inside an assigned 2M page
 // ends at the 2M entry, and the size check fails (rules sheet A15).
 //
@@ -155,6 +155,19 @@ class Pamt {
   [[nodiscard]] std::expected<PamtLock, uint64_t> check_hpa_operand(
       Hpa hpa, Level size, PamtPageType expected, TdxOperand op, Requester r, bool exclusive,
       const PhysAddrLayout& layout);
+
+  // TDH.MEM.PAGE.DEMOTE's split of a page's metadata (module pamt_demote): the 512 entries
+  // one level below the locked large page take its type and owner, BEPOCH 0, and the large
+  // entry becomes PT_NDA (its owner field left as the module leaves it). The children are
+  // written under `page`'s exclusive hold, which keeps every walk to them out.
+  // REQUIRES (checked): `page` held exclusively; a 2M or 1G entry; not PT_NDA.
+  void demote(PamtLock& page);
+  // TDH.MEM.PAGE.PROMOTE's merge (module pamt_promote): the locked large entry takes the
+  // type and owner its 512 children share, BEPOCH 0, and the children become PT_NDA.
+  // REQUIRES (checked): `range` held exclusively; a 2M or 1G entry; PT_NDA; its children
+  // all of one type other than PT_NDA, with one owner (what the S-EPT the caller checked
+  // guarantees: a mismatch is a simulator bug).
+  void promote(PamtLock& range);
 
   // Whether the 2M page at `pfn` is free: its 2M entry and all 512 4K entries PT_NDA
   // (module pamt_is_2mb_range_free, plus the 2M entry the walk checks). A snapshot; see the

@@ -140,6 +140,79 @@ TEST(Pamt, TwoMegRangeFreeNeedsEveryEntryFree) {
   EXPECT_TRUE(pamt.is_2m_range_free(Pfn{2048}));
 }
 
+TEST(Pamt, DemoteSplitsALargePageIntoItsChildrenAndPromoteMergesThemBack) {
+  Pamt pamt(kFrames);
+  assign(pamt, Pfn{1024}, Level::k2M, kReg, Pfn{0x77});
+  {
+    auto l = pamt.lock(Pfn{1024}, Level::k2M, kHost, true);
+    ASSERT_TRUE(l);
+    l->set_bepoch(5);  // a block recorded on the large page
+    pamt.demote(*l);
+    EXPECT_EQ(l->type(), kNda);
+  }
+  EXPECT_EQ(pamt.count(kReg, Level::k2M), 0u);
+  EXPECT_EQ(pamt.count(kReg, Level::k4K), 512u);
+  for (uint64_t i : {uint64_t{0}, uint64_t{1}, uint64_t{300}, uint64_t{511}}) {
+    // A 4K walk now ends at the 4K entry: the page is 512 small pages of the same TD.
+    auto c = pamt.lock(Pfn{1024 + i}, Level::k4K, kHost, false);
+    ASSERT_TRUE(c);
+    EXPECT_EQ(c->level(), Level::k4K) << i;
+    EXPECT_EQ(c->type(), kReg) << i;
+    EXPECT_EQ(c->owner(), Pfn{0x77}) << i;
+    EXPECT_EQ(c->bepoch(), 0u) << i;
+  }
+  EXPECT_EQ(pamt.peek_type(Pfn{1536}, Level::k4K), kNda) << "the next 2M is untouched";
+
+  // A 4K child held shared keeps the merge out: the 2M entry cannot be taken exclusively.
+  {
+    auto child = pamt.lock(Pfn{1024 + 9}, Level::k4K, kHost, false);
+    ASSERT_TRUE(child);
+    EXPECT_FALSE(pamt.lock(Pfn{1024}, Level::k2M, kHost, true).has_value());
+  }
+  {
+    auto l = pamt.lock(Pfn{1024}, Level::k2M, kHost, true);
+    ASSERT_TRUE(l);
+    ASSERT_EQ(l->level(), Level::k2M);
+    pamt.promote(*l);
+    EXPECT_EQ(l->type(), kReg);
+    EXPECT_EQ(l->owner(), Pfn{0x77});
+    EXPECT_EQ(l->bepoch(), 0u);
+  }
+  EXPECT_EQ(pamt.count(kReg, Level::k2M), 1u);
+  EXPECT_EQ(pamt.count(kReg, Level::k4K), 0u);
+  EXPECT_EQ(pamt.peek_type(Pfn{1024 + 300}, Level::k4K), kNda);
+  auto in_2m = pamt.lock(Pfn{1024 + 300}, Level::k4K, kHost, false);
+  ASSERT_TRUE(in_2m);
+  EXPECT_EQ(in_2m->level(), Level::k2M);
+}
+
+TEST(Pamt, DemoteAndPromoteAtOneGig) {
+  Pamt pamt(kFrames);
+  const Pfn g{512 * 512};
+  assign(pamt, g, Level::k1G, kReg, Pfn{0x99});
+  {
+    auto l = pamt.lock(g, Level::k1G, kHost, true);
+    ASSERT_TRUE(l);
+    pamt.demote(*l);
+  }
+  EXPECT_EQ(pamt.count(kReg, Level::k1G), 0u);
+  EXPECT_EQ(pamt.count(kReg, Level::k2M), 512u);
+  EXPECT_EQ(pamt.count(kReg, Level::k4K), 0u);
+  auto c = pamt.lock(g + 511 * 512 + 3, Level::k4K, kHost, false);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->level(), Level::k2M);
+  EXPECT_EQ(c->pfn(), g + 511 * 512);
+  EXPECT_EQ(c->owner(), Pfn{0x99});
+  c->unlock();
+  {
+    auto l = pamt.lock(g, Level::k1G, kHost, true);
+    ASSERT_TRUE(l);
+    pamt.promote(*l);
+  }
+  EXPECT_EQ(pamt.count(kReg, Level::k1G), 1u);
+  EXPECT_EQ(pamt.count(kReg, Level::k2M), 0u);
+}
+
 // The module's operand checks, one failure per row, in its order (earlier checks win).
 TEST(Pamt, HpaOperandChecksInTheModulesOrder) {
   Pamt pamt(kFrames);
@@ -324,6 +397,32 @@ TEST(PamtDeathTest, MisuseAborts) {
   EXPECT_DEATH((void)pamt.check_hpa_operand(Hpa{0}, Level::k1G, kNda, TdxOperand::kR8, kHost,
                                             true, kLayout),
                "free 1G");
+  EXPECT_DEATH(
+      {
+        auto l = pamt.lock(Pfn{512}, Level::k2M, kHost, true);
+        pamt.demote(*l);
+      },
+      "free page");
+  EXPECT_DEATH(
+      {
+        auto l = pamt.lock(Pfn{512}, Level::k2M, kHost, true);
+        pamt.promote(*l);
+      },
+      "free pages");
+  EXPECT_DEATH(
+      {
+        assign(pamt, Pfn{0}, Level::k4K, kReg);
+        assign(pamt, Pfn{1}, Level::k4K, kEpt);
+        auto l = pamt.lock(Pfn{0}, Level::k2M, kHost, true);
+        pamt.promote(*l);
+      },
+      "child 1 is PT_EPT");
+  EXPECT_DEATH(
+      {
+        auto l = pamt.lock(Pfn{512}, Level::k2M, kHost, false);
+        pamt.promote(*l);
+      },
+      "without its exclusive lock");
 }
 
 }  // namespace

@@ -15,13 +15,15 @@
 //     only reached under it — RECLAIM of the TDR destroys it holding the lock exclusively.
 //   - child_count: atomic (relaxed); VP.CREATE and VP.ADDCX add, RECLAIM subtracts, under
 //     the TDR lock held *shared* (the module's lock xadd).
-//   - TDCS configuration (attributes … secure_eptp) is written once by TDH.MNG.INIT with the
-//     TDR held exclusively and op_state still UNINITIALIZED; every later reader holds the TDR
-//     lock and has seen op_state ≥ INITIALIZED under it, so it reads a published value.
+//   - TDCS configuration (attributes … td_ctls, secure_eptp) is written once by TDH.MNG.INIT
+//     with the TDR held exclusively and op_state still UNINITIALIZED; every later reader holds
+//     the TDR lock and has seen op_state ≥ INITIALIZED under it, so it reads a published value.
 //   - op_state: written holding the TDR lock exclusively and op_state_lock exclusively;
 //     read holding the TDR lock (either mode) and, where the module does, op_state_lock.
 //   - num_vcpus, num_assoc_vcpus: atomic (relaxed): the bounded increment of TDH.VP.INIT
 //     and the association count of VP.ENTER/VP.FLUSH happen under the TDR lock shared.
+//   - notify_enables: atomic (relaxed): the host reads it (TDH.MNG.RD) while the guest may
+//     write it.
 //   - td_epoch and refcount[2]: atomic; written under epoch_lock (MEM.TRACK exclusive,
 //     VP.ENTER shared) — a later layer's leaves.
 //   - sept_lock: the S-EPT tree lock (memory leaves, a later layer).
@@ -81,6 +83,9 @@ const char* to_string(VcpuState s);
 // TD_PARAMS.ATTRIBUTES bits tdxsim accepts (abi §8.3; module td_param_attributes_t).
 inline constexpr uint64_t kTdAttrDebug = uint64_t{1} << 0;
 inline constexpr uint64_t kTdAttrSeptVeDisable = uint64_t{1} << 28;
+// TDCS.TD_CTLS bit 0, PENDING_VE_DISABLE: TDH.MNG.INIT copies ATTRIBUTES.SEPT_VE_DISABLE
+// into it (abi §8.3).
+inline constexpr uint64_t kTdCtlsPendingVeDisable = uint64_t{1} << 0;
 
 // TDCS page indices (module 1.5 td_control_structures.h, tdcs_page_index_t): ADDCX fills
 // the MSR-bitmap page with ones and the S-EPT root with FREE entries, the others with 0.
@@ -110,6 +115,8 @@ struct Td {
   uint64_t attributes = 0;
   uint16_t max_vcpus = 0;
   Gpaw gpaw = Gpaw::k48;
+  uint64_t config_flags = 0;  // TD_PARAMS.CONFIG_FLAGS as TDH.MNG.INIT accepted them
+  uint64_t td_ctls = 0;       // TD_CTLS (kTdCtlsPendingVeDisable)
   unsigned ept_levels = 4;  // 4 or 5 (EPTP_CONTROLS.PWL + 1)
   Eptp secure_eptp;         // root = tdcs_pages[kTdcsSeptRootPageIndex]
   AtomicWord num_vcpus;      // vCPUs initialised by TDH.VP.INIT
@@ -119,6 +126,7 @@ struct Td {
   TryLock sept_lock;  // the S-EPT tree lock
   TdMeasurement measurement;
   AtomicWord num_assoc_vcpus;  // vCPUs associated with some LP
+  AtomicWord notify_enables;   // NOTIFY_ENABLES: the guest's to write (TDG.VM.WR), 0 at start
 
   bool sept_ve_disable() const { return (attributes & kTdAttrSeptVeDisable) != 0; }
   bool debug() const { return (attributes & kTdAttrDebug) != 0; }

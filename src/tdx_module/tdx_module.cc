@@ -111,6 +111,13 @@ uint64_t TdxModule::dispatch(LogicalCpu& cpu, SeamcallRegs& regs, LeafAndVersion
     case SeamcallLeaf::kMemPageAdd: return mem_page_add(cpu, regs);
     case SeamcallLeaf::kMrExtend: return mr_extend(cpu, regs);
     case SeamcallLeaf::kMrFinalize: return mr_finalize(cpu, regs);
+    case SeamcallLeaf::kMemPageDemote: return mem_page_demote(cpu, regs);
+    case SeamcallLeaf::kMemPagePromote: return mem_page_promote(cpu, regs, lv.version());
+    case SeamcallLeaf::kMemPageRelocate: return mem_page_relocate(cpu, regs);
+    case SeamcallLeaf::kMemRd: return mem_rd_wr(cpu, regs, /*write=*/false);
+    case SeamcallLeaf::kMemWr: return mem_rd_wr(cpu, regs, /*write=*/true);
+    case SeamcallLeaf::kMngRd: return mng_rd_wr(cpu, regs, /*write=*/false, lv.version());
+    case SeamcallLeaf::kMngWr: return mng_rd_wr(cpu, regs, /*write=*/true, lv.version());
     default:
       // Undefined leaves, and the ones tdxsim does not dispatch yet: the module's default.
       return with_operand(TdxStatus::kOperandInvalid, TdxOperand::kRax);

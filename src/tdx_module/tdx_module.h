@@ -58,6 +58,7 @@
 #include "platform/seamcall.h"
 #include "tdx_module/pamt.h"
 #include "tdx_module/seamcall_leaf.h"
+#include "tdx_module/sept_entry_lock.h"
 #include "tdx_module/sept_walk.h"
 #include "tdx_module/td.h"
 #include "tdx_module/tdx_status.h"
@@ -225,9 +226,18 @@ class TdxModule : public SeamModule {
   uint64_t mem_page_add(LogicalCpu& cpu, SeamcallRegs& regs);
   uint64_t mr_extend(LogicalCpu& cpu, SeamcallRegs& regs);
   uint64_t mr_finalize(LogicalCpu& cpu, SeamcallRegs& regs);
+  // Splitting, merging and moving private pages (mem_resize_leaves.cc).
+  uint64_t mem_page_demote(LogicalCpu& cpu, SeamcallRegs& regs);
+  uint64_t mem_page_promote(LogicalCpu& cpu, SeamcallRegs& regs, uint8_t version);
+  uint64_t mem_page_relocate(LogicalCpu& cpu, SeamcallRegs& regs);
+  // A debug TD's private memory and a TD's metadata (debug_leaves.cc).
+  uint64_t mem_rd_wr(LogicalCpu& cpu, SeamcallRegs& regs, bool write);
+  uint64_t mng_rd_wr(LogicalCpu& cpu, SeamcallRegs& regs, bool write, uint8_t version);
 
   // What a GPA leaf holds once its common prefix (mem_begin) passed: the TDR, the
-  // op_state lock, the S-EPT tree lock in the leaf's mode, and the walk's result.
+  // op_state lock, the S-EPT tree lock in the leaf's mode, and the walk's result; after
+  // mem_begin_entry also the walked entry's lock. Members release in reverse order: the
+  // entry first, the TDR last.
   struct MemOp {
     std::optional<PamtLock> tdr;
     Td* td = nullptr;
@@ -235,6 +245,7 @@ class TdxModule : public SeamModule {
     TryLockGuard tree;
     PageInfo page_info;
     SeptWalkResult walk;
+    std::optional<SeptEntryLock> entry;
   };
   enum class TreeLock : uint8_t { kNone, kShared, kExclusive };
   // The prefix every host GPA leaf shares (rules §1, A1), in the module's order: RCX/RDX
@@ -246,6 +257,17 @@ class TdxModule : public SeamModule {
   uint64_t mem_begin(SeamcallRegs& regs, SeamcallLeaf leaf, bool handle_has_flag,
                      bool tdr_exclusive, std::initializer_list<TdOpState> allowed, TreeLock tree,
                      MemOp& op);
+  // The prefix of every host leaf that locks the entry it acts on, TDR shared and op_state
+  // INITIALIZED or RUNNABLE: mem_begin (`handle_has_flag`: RDX bit 0 is the leaf's flag,
+  // SEPT.ADD and DEMOTE); then the host-side entry lock into op.entry (taken: BUSY|RCX with
+  // the entry as walked, having asked for host priority); then the leaf's row of the S-EPT
+  // state table (refused: EPT_ENTRY_STATE_INCORRECT|RCX with the entry's details).
+  // `if_blocked` (RANGE.BLOCK): an entry already in a blocked state answers it, with
+  // details, before the table (rules A16).
+  // Returns: raw(kSuccess) with op.entry holding the lock, or the status.
+  uint64_t mem_begin_entry(SeamcallRegs& regs, SeamcallLeaf leaf, MemOp& op,
+                           TreeLock tree = TreeLock::kShared, bool handle_has_flag = false,
+                           std::optional<TdxStatus> if_blocked = std::nullopt);
 
   // --- Helpers (tdx_module.cc) ------------------------------------------------------------
   // An explicit 4K HPA operand (module check_and_lock_explicit_4k_private_hpa): format,

@@ -84,6 +84,9 @@ const char* status_name(TdxStatus s) {
     case TdxStatus::kSysStateIncorrect: return "TDX_SYS_STATE_INCORRECT";
     case TdxStatus::kSysConfigNotPending: return "TDX_SYS_CONFIG_NOT_PENDING";
     case TdxStatus::kMetadataFieldIdIncorrect: return "TDX_METADATA_FIELD_ID_INCORRECT";
+    case TdxStatus::kMetadataFieldNotWritable: return "TDX_METADATA_FIELD_NOT_WRITABLE";
+    case TdxStatus::kMetadataFirstFieldIdInContext:
+      return "TDX_METADATA_FIRST_FIELD_ID_IN_CONTEXT";
   }
   return nullptr;
 }

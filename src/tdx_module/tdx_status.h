@@ -87,6 +87,10 @@ enum class TdxStatus : uint64_t {
   kSysStateIncorrect = 0xC000'0508'0000'0000,
   kSysConfigNotPending = 0xC000'050C'0000'0000,
   kMetadataFieldIdIncorrect = 0xC000'0C00'0000'0000,
+  // Not in the abi sheet's list; the module's own table (include/auto_gen/
+  // tdx_error_codes_defs.h) gives them, as it gives every value above.
+  kMetadataFieldNotWritable = 0xC000'0C01'0000'0000,
+  kMetadataFirstFieldIdInContext = 0x0000'0C0B'0000'0000,
 };
 
 // Operand IDs (bits 31:0 of an error; §2.4). ABI values.

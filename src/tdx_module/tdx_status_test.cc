@@ -101,6 +101,9 @@ const std::vector<StatusRow>& status_table() {
       {TdxStatus::kSysStateIncorrect, 0xC000050800000000, "TDX_SYS_STATE_INCORRECT"},
       {TdxStatus::kSysConfigNotPending, 0xC000050C00000000, "TDX_SYS_CONFIG_NOT_PENDING"},
       {TdxStatus::kMetadataFieldIdIncorrect, 0xC0000C0000000000, "TDX_METADATA_FIELD_ID_INCORRECT"},
+      {TdxStatus::kMetadataFieldNotWritable, 0xC0000C0100000000, "TDX_METADATA_FIELD_NOT_WRITABLE"},
+      {TdxStatus::kMetadataFirstFieldIdInContext, 0x00000C0B00000000,
+       "TDX_METADATA_FIRST_FIELD_ID_IN_CONTEXT"},
   };
   return rows;
 }
