@@ -50,6 +50,7 @@
 #include "platform/key_id.h"
 #include "tdx_module/measurement.h"
 #include "tdx_module/page_info.h"
+#include "tdx_module/td_params.h"
 #include "tdx_module/zero_step.h"
 
 namespace tdxsim {
@@ -77,10 +78,6 @@ enum class VcpuState : uint8_t { kCreated = 0, kReady = 1, kActive = 2, kDisable
 const char* to_string(TdLifecycle s);
 const char* to_string(TdOpState s);
 const char* to_string(VcpuState s);
-
-// TD_PARAMS.ATTRIBUTES bits tdxsim accepts (abi §8.3; module td_param_attributes_t).
-inline constexpr uint64_t kTdAttrDebug = uint64_t{1} << 0;
-inline constexpr uint64_t kTdAttrSeptVeDisable = uint64_t{1} << 28;
 
 // TDCS page indices (module 1.5 td_control_structures.h, tdcs_page_index_t): ADDCX fills
 // the MSR-bitmap page with ones and the S-EPT root with FREE entries, the others with 0.
