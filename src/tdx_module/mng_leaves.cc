@@ -11,14 +11,6 @@ namespace tdxsim {
 
 namespace {
 
-// TD_PARAMS (module td_params_t, Linux struct td_params): 1024 bytes, 1024-aligned. The
-// byte offsets of the fields TDH.MNG.INIT reads here.
-constexpr uint64_t kTdParamsAlign = 1024;
-constexpr uint64_t kTdParamsAttributes = 0;     // u64
-constexpr uint64_t kTdParamsMaxVcpus = 16;      // u16 (in the word at 16, with XFAM at 8)
-constexpr uint64_t kTdParamsEptpControls = 24;  // u64: bits 2:0 memory type, 5:3 PWL
-constexpr uint64_t kTdParamsConfigFlags = 32;   // u64: bit 0 GPAW, 1 FLEXIBLE_PENDING_VE, 2 NO_RBP_MOD
-
 constexpr uint64_t kSupportedAttributes = kTdAttrDebug | kTdAttrSeptVeDisable;
 constexpr uint64_t kConfigFlagGpaw = uint64_t{1} << 0;
 constexpr uint64_t kSupportedConfigFlags = 0x7;
@@ -107,10 +99,10 @@ uint64_t TdxModule::mng_init(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
     return with_operand(TdxStatus::kOperandInvalid, TdxOperand::kRdx);
   }
   const auto field = [&](uint64_t offset) { return mem.read(params + offset, kHostKey).value; };
-  const uint64_t attributes = field(kTdParamsAttributes);
-  const uint16_t max_vcpus = static_cast<uint16_t>(field(kTdParamsMaxVcpus));
-  const uint64_t eptp_controls = field(kTdParamsEptpControls);
-  const uint64_t config_flags = field(kTdParamsConfigFlags);
+  const uint64_t attributes = field(td_params_offset::kAttributes);
+  const uint16_t max_vcpus = static_cast<uint16_t>(field(td_params_offset::kMaxVcpus));
+  const uint64_t eptp_controls = field(td_params_offset::kEptpControls);
+  const uint64_t config_flags = field(td_params_offset::kConfigFlags);
 
   // The module checks each field against what it supports, in the struct's order.
   if ((attributes & ~kSupportedAttributes) != 0) {

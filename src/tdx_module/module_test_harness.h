@@ -15,6 +15,7 @@
 #include "base/fault_injection.h"
 #include "platform/platform.h"
 #include "tdx_module/seamcall_leaf.h"
+#include "tdx_module/td_params.h"
 #include "tdx_module/tdx_module.h"
 
 namespace tdxsim::test {
@@ -23,13 +24,7 @@ inline constexpr uint64_t kHarnessMemBytes = uint64_t{64} << 20;
 inline constexpr uint64_t kHarnessTdmrChunk = uint64_t{16} << 20;
 inline constexpr uint16_t kHarnessGlobalHkid = 32;
 
-// TD_PARAMS fields at the offsets TDH.MNG.INIT reads.
-struct TdParams {
-  uint64_t attributes = kTdAttrSeptVeDisable;
-  uint16_t max_vcpus = 1;
-  uint64_t eptp_controls = 6 | (3 << 3);  // WB, 4-level
-  uint64_t config_flags = 0;
-};
+using tdxsim::TdParams;
 
 class ModuleHarness : public ::testing::Test {
  protected:
@@ -108,10 +103,7 @@ class ModuleHarness : public ::testing::Test {
   // A host page holding TD_PARAMS.
   Hpa td_params(const TdParams& p = {}) {
     const Hpa h = page();
-    mem().write(h + 0, kHostKey, p.attributes);
-    mem().write(h + 16, kHostKey, p.max_vcpus);
-    mem().write(h + 24, kHostKey, p.eptp_controls);
-    mem().write(h + 32, kHostKey, p.config_flags);
+    write_td_params(mem(), h, p);
     return h;
   }
 

@@ -52,6 +52,7 @@
 #include "platform/key_id.h"
 #include "tdx_module/measurement.h"
 #include "tdx_module/page_info.h"
+#include "tdx_module/td_params.h"
 #include "tdx_module/zero_step.h"
 
 namespace tdxsim {
@@ -80,9 +81,6 @@ const char* to_string(TdLifecycle s);
 const char* to_string(TdOpState s);
 const char* to_string(VcpuState s);
 
-// TD_PARAMS.ATTRIBUTES bits tdxsim accepts (abi §8.3; module td_param_attributes_t).
-inline constexpr uint64_t kTdAttrDebug = uint64_t{1} << 0;
-inline constexpr uint64_t kTdAttrSeptVeDisable = uint64_t{1} << 28;
 // TDCS.TD_CTLS bit 0, PENDING_VE_DISABLE: TDH.MNG.INIT copies ATTRIBUTES.SEPT_VE_DISABLE
 // into it (abi §8.3).
 inline constexpr uint64_t kTdCtlsPendingVeDisable = uint64_t{1} << 0;

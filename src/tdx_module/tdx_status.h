@@ -117,6 +117,9 @@ constexpr uint64_t with_details(TdxStatus s, uint32_t details) { return raw(s) |
 constexpr TdxStatus status_of(uint64_t rax) { return static_cast<TdxStatus>(rax & kTdxStatusMask); }
 constexpr uint32_t details_l2(uint64_t rax) { return static_cast<uint32_t>(rax); }
 constexpr uint8_t status_class(uint64_t rax) { return static_cast<uint8_t>(rax >> 40); }
+// Bits 31:0 read as an operand ID: what they mean for the statuses built with with_operand
+// (BUSY, OPERAND_INVALID, …); for others they are a level or an exit reason.
+constexpr TdxOperand operand_id(uint64_t rax) { return static_cast<TdxOperand>(details_l2(rax)); }
 constexpr bool is_error(uint64_t rax) { return (rax >> 63) != 0; }
 constexpr bool is_non_recoverable(uint64_t rax) { return ((rax >> 62) & 1) != 0; }
 constexpr bool is_status(uint64_t rax, TdxStatus s) { return status_of(rax) == s; }
@@ -129,5 +132,6 @@ const char* to_string(TdxOperand op);
 static_assert(with_operand(TdxStatus::kOperandBusy, TdxOperand::kSeptTree) == 0x8000'0200'0000'0092);
 static_assert(with_operand(TdxStatus::kTlbTrackingNotDone, TdxOperand::kRcx) == 0xC000'0B08'0000'0001);
 static_assert(status_class(raw(TdxStatus::kEptEntryStateIncorrect)) == 0x0B);
+static_assert(operand_id(0x8000'0200'0000'0092) == TdxOperand::kSeptTree);
 
 }  // namespace tdxsim
