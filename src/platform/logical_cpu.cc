@@ -36,6 +36,9 @@ LogicalCpu::LogicalCpu(Platform& platform, unsigned id, unsigned package, const 
 bool LogicalCpu::in_guest_mode() const { return in_guest_.load(std::memory_order_acquire) != 0; }
 
 void LogicalCpu::assert_current() const {
+  // Every SEAMCALL and CPU-local instruction asks: the occupant answers itself without the
+  // mailbox lock. Only the occupant writes running_, so its own relaxed read is exact.
+  if (running_.load(std::memory_order_relaxed) == std::this_thread::get_id()) return;
   MutexLock lock(mu_);
   const auto me = std::this_thread::get_id();
   // The occupant, or a sender running an interrupt handler for this idle CPU.
@@ -51,6 +54,7 @@ void LogicalCpu::bind_current_thread() {
   cv_.wait(mu_, [&]() TDXSIM_REQUIRES(mu_) { return !occupant_ && !idle_handler_running_; });
   occupant_ = std::this_thread::get_id();
   blocked_ = false;
+  running_.store(std::this_thread::get_id(), std::memory_order_relaxed);
 }
 
 void LogicalCpu::unbind_current_thread() {
@@ -60,6 +64,7 @@ void LogicalCpu::unbind_current_thread() {
   TDXSIM_CHECK(occupant_ == std::this_thread::get_id(), "CPU {}: unbind by a non-occupant", id_);
   TDXSIM_CHECK(ipis_.empty(), "CPU {}: IPIs left at unbind", id_);
   occupant_.reset();
+  running_.store(std::thread::id{}, std::memory_order_relaxed);
   cv_.notify_all();
 }
 
@@ -69,6 +74,7 @@ LogicalCpu::BlockedScope::BlockedScope(LogicalCpu& cpu) : cpu_(cpu) {
   TDXSIM_CHECK(cpu_.occupant_ == std::this_thread::get_id(), "CPU {}: BlockedScope off-CPU",
                cpu_.id_);
   cpu_.blocked_ = true;
+  cpu_.running_.store(std::thread::id{}, std::memory_order_relaxed);
 }
 
 LogicalCpu::BlockedScope::~BlockedScope() {
@@ -77,6 +83,7 @@ LogicalCpu::BlockedScope::~BlockedScope() {
   // that was switched out resumes after the idle CPU's handler.
   cpu_.cv_.wait(cpu_.mu_, [&]() TDXSIM_REQUIRES(cpu_.mu_) { return !cpu_.idle_handler_running_; });
   cpu_.blocked_ = false;
+  cpu_.running_.store(std::this_thread::get_id(), std::memory_order_relaxed);
 }
 
 // --- Interrupts ---------------------------------------------------------------------------

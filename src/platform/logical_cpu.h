@@ -30,6 +30,7 @@
 // set by senders (release). Everything else belongs to the bound thread.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -192,6 +193,9 @@ class LogicalCpu {
   AtomicWord interrupt_pending_;  // 1 while ipis_ is non-empty
   AtomicWord nmi_pending_;        // NMIs sent, not yet taken
   AtomicWord in_guest_;
+  // The occupant while it is not blocked (else no thread): assert_current's fast path.
+  // Written only by the occupant thread itself.
+  std::atomic<std::thread::id> running_{};
   uint64_t nmi_latched_ = 0;  // bound thread only: NMIs that caused exits, for the handler
 };
 
