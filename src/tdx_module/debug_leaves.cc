@@ -1,7 +1,7 @@
 // The host's windows into a TD: TDH.MEM.RD / TDH.MEM.WR (8 bytes of a debug TD's private
 // memory, with the TD's key) and TDH.MNG.RD / TDH.MNG.WR (TDCS metadata by field ID,
 // td_metadata.h). Module handlers: intel/tdx-module src/vmm_dispatcher/api_calls/
-// tdh_mem_rd_wr.c, tdh_mng_rd_wr.c; what the sheets leave open: docs/abi-choices-resize.md.
+// tdh_mem_rd_wr.c, tdh_mng_rd_wr.c; what the sheets leave open: docs/abi.md.
 //
 // Locking: the TDR shared and the op_state lock shared; MEM.RD/WR also the S-EPT tree lock
 // shared and the host-side lock of the leaf entry, which keeps the page mapped (no BLOCK,
@@ -93,7 +93,7 @@ uint64_t TdxModule::mng_rd_wr(LogicalCpu& /*cpu*/, SeamcallRegs& regs, bool writ
   const std::optional<uint64_t> current = read_td_field(td, field);
   if (!current) return raw(TdxStatus::kMetadataFieldIdIncorrect);
   // No field tdxsim knows is the host's to write: the module's host write mask is 0 for
-  // them, which refuses any R9 mask (docs/abi-choices-resize.md).
+  // them, which refuses any R9 mask (docs/abi.md).
   if (write) return raw(TdxStatus::kMetadataFieldNotWritable);
   if (enumerate) regs.rdx = next_td_field(field);
   regs.r8 = *current;

@@ -1,6 +1,6 @@
 // TDH.MEM.RD / TDH.MEM.WR (a debug TD's private memory) and TDH.MNG.RD / TDH.MNG.WR (TD
 // metadata) through SEAMCALL. Statuses, operand IDs and RCX/RDX/R8 are exact values
-// (shared/spec/tdx-module-abi.md §1.2, §1.5, §2; docs/abi-choices-resize.md).
+// (shared/spec/tdx-module-abi.md §1.2, §1.5, §2; docs/abi.md).
 #include <gtest/gtest.h>
 
 #include <cstdio>

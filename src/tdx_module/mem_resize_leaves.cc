@@ -3,7 +3,7 @@
 // page), TDH.MEM.PAGE.PROMOTE (merge 512 contiguous leaves back, freeing their S-EPT page)
 // and TDH.MEM.PAGE.RELOCATE (move a 4K page's contents to another host page). Module
 // handlers: intel/tdx-module src/vmm_dispatcher/api_calls/tdh_mem_page_{demote,promote,
-// relocate}.c; statuses and the choices the sheets leave open: docs/abi-choices-resize.md.
+// relocate}.c; statuses and the choices the sheets leave open: docs/abi.md.
 //
 // Check order, as the module's: the common prefix (mem_begin_entry: TDR, op_state, page
 // info, tree lock shared, walk, entry lock, state table); then, while the TD may run, the

@@ -1,7 +1,7 @@
 // TDH.MEM.PAGE.DEMOTE, PROMOTE and RELOCATE through SEAMCALL, before FINALIZE (no block or
 // tracking needed) and after it (BLOCK, then TRACK, then the leaf). Statuses, operand IDs
 // and RCX/RDX details are exact values (shared/spec/tdx-module-abi.md §2, §3.2, §3.3;
-// docs/abi-choices-resize.md for what the sheets leave open). Each leaf's result is also
+// docs/abi.md for what the sheets leave open). Each leaf's result is also
 // checked as the CPU's walker sees it, as the PAMT records it (TDH.PHYMEM.PAGE.RDMD), and
 // for the page contents read with the TD's key.
 #include <fmt/format.h>

@@ -8,7 +8,7 @@
 // tdxsim knows the TDCS fields whose IDs shared/spec/tdx-module-abi.md §1.5 gives (Linux
 // arch/x86/include/asm/shared/tdx.h); those are ABI values. Every other ID, TDCS fields
 // tdxsim has state for included (ATTRIBUTES, MAX_VCPUS, NUM_VCPUS, TD_EPOCH, ...), is not
-// supported: the leaves answer TDX_METADATA_FIELD_ID_INCORRECT (docs/abi-choices-resize.md).
+// supported: the leaves answer TDX_METADATA_FIELD_ID_INCORRECT (docs/abi.md).
 #pragma once
 
 #include <cstdint>
