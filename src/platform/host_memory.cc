@@ -2,8 +2,7 @@
 //
 // Frame metadata: two words a frame in a lazily resident array (LazyWords), so frames never
 // allocated cost nothing.
-//   word 0  the fill value: what every word without word storage holds. While the frame is
-//           free, the allocator's list link instead.
+//   word 0  the fill value: what every word without word storage holds.
 //   word 1  "info", one atomic word so that key, cache and poison state change together:
 //             15:0   key ID of the frame (whose plaintext the stored words are)
 //             31:16  key ID of the frame's dirty cache lines; 0: none (host lines are not
@@ -105,7 +104,7 @@ struct HostMemory::Impl {
         // Slots in use never outnumber allocated frames plus threads racing to install
         // one (each holds at most one spare); the margin covers the racers.
         slots(std::min(n + kSpareSlots, InfoStorage::kMax) * kChunksPerFrame),
-        allocator(cfg.reuse, n, cfg.seed, FrameLinks{meta.data(), 2}) {}
+        allocator(cfg.reuse, n, cfg.seed) {}
 
   // --- Addressing and input checks ---
 
