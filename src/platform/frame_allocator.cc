@@ -52,7 +52,6 @@ std::optional<uint64_t> FrameAllocator::take() {
   }
   if (!pfn) return std::nullopt;
   --free_;
-  if (*pfn >= high_water_) high_water_ = *pfn + 1;
   return pfn;
 }
 

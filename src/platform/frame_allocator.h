@@ -42,8 +42,6 @@ class FrameAllocator {
   void give(uint64_t pfn);
 
   uint64_t free_count() const { return free_; }
-  // One past the highest frame ever taken: frames at or above it have never been used.
-  uint64_t high_water() const { return high_water_; }
   // Bytes of bookkeeping made resident (the stack, ring, bitmap or free-PFN array).
   uint64_t resident_bytes() const;
 
@@ -60,7 +58,6 @@ class FrameAllocator {
   const uint64_t frames_;
   uint64_t free_;
   uint64_t bump_ = 0;  // frames [bump_, frames_) have never been handed out
-  uint64_t high_water_ = 0;
   // kLastFreedFirst: the stack, in list_[0, listed_). kFirstFreedFirst: the ring, listed_
   // entries from list_[front_] on, wrapping at frames_ (it never holds more).
   std::optional<LazyWords> list_;
