@@ -4,6 +4,9 @@
 // host then does to those frames is judged by HostMemory's key rules.
 #include <gtest/gtest.h>
 
+#include <expected>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "platform/platform.h"
@@ -32,8 +35,8 @@ class HostileOperandsTest : public test::ModuleHarness {
     free_at_start_ = mem().free_frame_count();
   }
 
-  uint64_t call(SeamcallLeaf leaf, uint64_t rcx, uint64_t rdx = 0, uint64_t r8 = 0,
-                uint64_t r9 = 0, SeamcallRegs* out = nullptr) {
+  uint64_t call(SeamcallLeaf leaf, uint64_t rcx, uint64_t rdx = 0, uint64_t r8 = 0, uint64_t r9 = 0,
+                SeamcallRegs* out = nullptr) {
     SeamcallRegs regs;
     regs.rcx = rcx;
     regs.rdx = rdx;
@@ -55,26 +58,36 @@ class HostileOperandsTest : public test::ModuleHarness {
   // TD_PARAMS written by the host into a frame it never allocated.
   Hpa unallocated_td_params() {
     const Hpa h = unallocated();
-    const test::TdParams p;
-    mem().write(h + 0, kHostKey, p.attributes);
-    mem().write(h + 16, kHostKey, p.max_vcpus);
-    mem().write(h + 24, kHostKey, p.eptp_controls);
+    test::write_td_params(mem(), h, {});
     return h;
   }
 
-  // MNG.CREATE, KEY.CONFIG, ADDCX and MNG.INIT, every page a never-allocated frame.
-  Hpa unallocated_td(std::vector<Hpa>* children) {
-    const Hpa tdr = unallocated();
-    EXPECT_EQ(call(SeamcallLeaf::kMngCreate, tdr.raw(), kTdHkid), kOk);
-    for (unsigned c : package_leaders()) {
-      EXPECT_EQ(call_on(c, SeamcallLeaf::kMngKeyConfig, tdr.raw()), kOk);
+  // MNG.CREATE, KEY.CONFIG, ADDCX and (if `init`) MNG.INIT, every page, TD_PARAMS's
+  // included, a never-allocated frame. The TDCS pages are appended to *children.
+  Hpa unallocated_td(std::vector<Hpa>* children, bool init = true) {
+    test::TdSpec spec;
+    spec.hkid = kTdHkid;
+    spec.init = init;
+    spec.page = unallocated_pages();
+    const test::BuiltTd td = build_td(spec);
+    children->insert(children->end(), td.tdcs.begin(), td.tdcs.end());
+    return td.tdr;
+  }
+
+  // An initialised vCPU on never-allocated frames, appended to *children, TDVPR first.
+  Hpa unallocated_vcpu(Hpa tdr, std::vector<Hpa>* children) {
+    const std::expected<std::vector<Hpa>, std::string> pages =
+        test::build_vcpu(module_, seamcall_on(), unallocated_pages(), tdr);
+    if (!pages) {
+      ADD_FAILURE() << pages.error();
+      return Hpa{};
     }
-    for (unsigned i = 0; i < module_.config().tdcs_pages; ++i) {
-      children->push_back(unallocated());
-      EXPECT_EQ(call(SeamcallLeaf::kMngAddcx, children->back().raw(), tdr.raw()), kOk);
-    }
-    EXPECT_EQ(call(SeamcallLeaf::kMngInit, tdr.raw(), unallocated_td_params().raw()), kOk);
-    return tdr;
+    children->insert(children->end(), pages->begin(), pages->end());
+    return pages->front();
+  }
+
+  test::PageSource unallocated_pages() {
+    return [this]() -> std::optional<Hpa> { return unallocated(); };
   }
 
   PamtPageType type_of(Hpa h) const { return module_.pamt().peek_type(h.pfn(), Level::k4K); }
@@ -102,8 +115,7 @@ TEST_F(HostileOperandsTest, TdBuiltAndTornDownOnNeverAllocatedFrames) {
   const Hpa added = unallocated();
   children.push_back(added);
   EXPECT_EQ(call(SeamcallLeaf::kMemPageAdd, pi(kGpa, 0), tdr.raw(), added.raw(), src.raw()), kOk);
-  EXPECT_EQ(mem().page_hash(added.pfn(), KeyId{kTdHkid}),
-            mem().page_hash(src.pfn(), kHostKey));
+  EXPECT_EQ(mem().page_hash(added.pfn(), KeyId{kTdHkid}), mem().page_hash(src.pfn(), kHostKey));
   // A source the host never wrote at all reads as zeros.
   const Hpa zero_src = unallocated();
   const Hpa added_zero = unallocated();
@@ -114,14 +126,7 @@ TEST_F(HostileOperandsTest, TdBuiltAndTornDownOnNeverAllocatedFrames) {
   EXPECT_EQ(mem().read(added_zero + 8, KeyId{kTdHkid}), (MemWord{0, KeyId{kTdHkid}}));
 
   // A vCPU, then FINALIZE and AUG.
-  const Hpa tdvpr = unallocated();
-  children.push_back(tdvpr);
-  EXPECT_EQ(call(SeamcallLeaf::kVpCreate, tdvpr.raw(), tdr.raw()), kOk);
-  for (unsigned i = 1; i < module_.config().tdvps_pages; ++i) {
-    children.push_back(unallocated());
-    EXPECT_EQ(call(SeamcallLeaf::kVpAddcx, children.back().raw(), tdvpr.raw()), kOk);
-  }
-  EXPECT_EQ(call(SeamcallLeaf::kVpInit, tdvpr.raw(), 0), kOk);
+  unallocated_vcpu(tdr, &children);
   EXPECT_EQ(call(SeamcallLeaf::kMrFinalize, tdr.raw()), kOk);
   const Hpa augged = unallocated();
   children.push_back(augged);
@@ -182,14 +187,9 @@ TEST_F(HostileOperandsTest, PhymemLeavesOnFramesTheModuleNeverSaw) {
 }
 
 TEST_F(HostileOperandsTest, OperandsInNeverWrittenFramesReadAsZeros) {
-  const Hpa tdr = unallocated();
-  ASSERT_EQ(call(SeamcallLeaf::kMngCreate, tdr.raw(), kTdHkid), kOk);
-  for (unsigned c : package_leaders()) {
-    ASSERT_EQ(call_on(c, SeamcallLeaf::kMngKeyConfig, tdr.raw()), kOk);
-  }
-  for (unsigned i = 0; i < module_.config().tdcs_pages; ++i) {
-    ASSERT_EQ(call(SeamcallLeaf::kMngAddcx, unallocated().raw(), tdr.raw()), kOk);
-  }
+  std::vector<Hpa> tdcs;
+  const Hpa tdr = unallocated_td(&tdcs, /*init=*/false);
+  ASSERT_EQ(tdcs.size(), module_.config().tdcs_pages);
   // TD_PARAMS of all zeros: MAX_VCPUS is the first field the module refuses.
   EXPECT_EQ(call(SeamcallLeaf::kMngInit, tdr.raw(), unallocated().raw()),
             op(TdxStatus::kOperandInvalid, TdxOperand::kMaxVcpus));
@@ -218,12 +218,7 @@ TEST_F(HostileOperandsTest, HostReallocatingATdPageIsRecordedNotFatal) {
     ASSERT_EQ(call(SeamcallLeaf::kMemSeptAdd, pi(kGpa, level), tdr.raw(), unallocated().raw()),
               kOk);
   }
-  const Hpa tdvpr = unallocated();
-  ASSERT_EQ(call(SeamcallLeaf::kVpCreate, tdvpr.raw(), tdr.raw()), kOk);
-  for (unsigned i = 1; i < module_.config().tdvps_pages; ++i) {
-    ASSERT_EQ(call(SeamcallLeaf::kVpAddcx, unallocated().raw(), tdvpr.raw()), kOk);
-  }
-  ASSERT_EQ(call(SeamcallLeaf::kVpInit, tdvpr.raw(), 0), kOk);
+  unallocated_vcpu(tdr, &children);
   ASSERT_EQ(call(SeamcallLeaf::kMrFinalize, tdr.raw()), kOk);
 
   // The frame at the head of the allocator's free list goes to the TD.
