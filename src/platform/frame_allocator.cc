@@ -7,12 +7,12 @@
 
 namespace tdxsim {
 
-FrameAllocator::FrameAllocator(ReusePolicy policy, uint64_t frames, uint64_t seed,
-                               FrameLinks links)
-    : policy_(policy), frames_(frames), links_(links), free_(frames), rng_(seed) {
+FrameAllocator::FrameAllocator(ReusePolicy policy, uint64_t frames, uint64_t seed)
+    : policy_(policy), frames_(frames), free_(frames), rng_(seed) {
   switch (policy) {
     case ReusePolicy::kLastFreedFirst:
     case ReusePolicy::kFirstFreedFirst:
+      list_.emplace(frames);
       break;
     case ReusePolicy::kLowestFirst: {
       uint64_t words = (frames + 63) / 64;
@@ -32,19 +32,14 @@ std::optional<uint64_t> FrameAllocator::take() {
   std::optional<uint64_t> pfn;
   switch (policy_) {
     case ReusePolicy::kLastFreedFirst:
-      if (head_ != kNone) {
-        pfn = head_ - 1;
-        head_ = links_.at(*pfn).load(std::memory_order_relaxed);
-      } else {
-        pfn = take_bump();
-      }
+      pfn = listed_ != 0 ? (*list_)[--listed_] : take_bump();
       break;
     case ReusePolicy::kFirstFreedFirst:
       pfn = take_bump();
-      if (!pfn && head_ != kNone) {
-        pfn = head_ - 1;
-        head_ = links_.at(*pfn).load(std::memory_order_relaxed);
-        if (head_ == kNone) tail_ = kNone;
+      if (!pfn && listed_ != 0) {
+        pfn = (*list_)[front_];
+        front_ = (front_ + 1) % frames_;
+        --listed_;
       }
       break;
     case ReusePolicy::kLowestFirst:
@@ -57,7 +52,6 @@ std::optional<uint64_t> FrameAllocator::take() {
   }
   if (!pfn) return std::nullopt;
   --free_;
-  if (*pfn >= high_water_) high_water_ = *pfn + 1;
   return pfn;
 }
 
@@ -66,17 +60,11 @@ void FrameAllocator::give(uint64_t pfn) {
                pfn, free_, frames_);
   switch (policy_) {
     case ReusePolicy::kLastFreedFirst:
-      links_.at(pfn).store(head_, std::memory_order_relaxed);
-      head_ = pfn + 1;
+      list_->set(listed_++, pfn);
       break;
     case ReusePolicy::kFirstFreedFirst:
-      links_.at(pfn).store(kNone, std::memory_order_relaxed);
-      if (tail_ == kNone) {
-        head_ = pfn + 1;
-      } else {
-        links_.at(tail_ - 1).store(pfn + 1, std::memory_order_relaxed);
-      }
-      tail_ = pfn + 1;
+      list_->set((front_ + listed_) % frames_, pfn);
+      ++listed_;
       break;
     case ReusePolicy::kLowestFirst:
       bitmap_set(pfn);
@@ -152,6 +140,7 @@ uint64_t FrameAllocator::random_below(uint64_t n) {
 
 uint64_t FrameAllocator::resident_bytes() const {
   uint64_t bytes = slots_ ? slots_->resident_bytes() : 0;
+  if (list_) bytes += list_->resident_bytes();
   for (const LazyWords& level : levels_) bytes += level.resident_bytes();
   return bytes;
 }

@@ -2,43 +2,37 @@
 //
 // Frames never handed out are not listed anywhere: a bump index passes them out in
 // ascending order, so a 64 GiB host costs nothing until its frames are used. Freed frames go
-// into a per-policy structure:
-//   kLastFreedFirst   an intrusive LIFO through each free frame's link word, drained before
-//                     the bump index (a freed page-table page comes back at the same HPA);
-//   kFirstFreedFirst  an intrusive FIFO through the link words, behind the never-used
-//                     frames (they count as freed first, at start-up);
+// into a per-policy structure, all of them the allocator's own (a free frame's metadata is
+// not free to borrow: the TDX module may use a frame the host holds free, and its contents
+// and key live on):
+//   kLastFreedFirst   a stack of freed PFNs, drained before the bump index (a freed
+//                     page-table page comes back at the same HPA);
+//   kFirstFreedFirst  a ring of freed PFNs, behind the never-used frames (they count as
+//                     freed first, at start-up);
 //   kLowestFirst      a bitmap of freed frames with one summary level per 64x, so the lowest
 //                     free frame is found in O(log64 frames); all freed frames lie below the
 //                     bump index, so it is the lowest only when the bitmap is empty;
 //   kRandom           a uniform, seeded choice among all free frames: a free-PFN array with
 //                     swap-remove, lazily the identity (slot i holds pfn + 1, 0 meaning i).
 //
-// Thread safety: none. HostMemory serialises every call under its allocator lock; the link
-// words are the free frames' metadata, which no one else touches while a frame is free, so
-// the relaxed accesses here are ordered by that lock.
+// The stack, the ring and the random array are lazily resident (8 bytes a slot): they cost
+// only the pages that frames given back have been written to.
+//
+// Thread safety: none. HostMemory serialises every call under its allocator lock.
 #pragma once
 
 #include <cstdint>
 #include <optional>
 #include <vector>
 
-#include "base/atomic.h"
 #include "platform/host_memory.h"
 #include "platform/lazy_words.h"
 
 namespace tdxsim {
 
-// One link word per frame, at base[pfn * stride], owned by the allocator while the frame is
-// free (HostMemory lends it the frame's fill word).
-struct FrameLinks {
-  uint64_t* base = nullptr;
-  uint64_t stride = 1;
-  AtomicWordRef at(uint64_t pfn) const { return AtomicWordRef(base[pfn * stride]); }
-};
-
 class FrameAllocator {
  public:
-  FrameAllocator(ReusePolicy policy, uint64_t frames, uint64_t seed, FrameLinks links);
+  FrameAllocator(ReusePolicy policy, uint64_t frames, uint64_t seed);
   FrameAllocator(const FrameAllocator&) = delete;
   FrameAllocator& operator=(const FrameAllocator&) = delete;
 
@@ -48,9 +42,7 @@ class FrameAllocator {
   void give(uint64_t pfn);
 
   uint64_t free_count() const { return free_; }
-  // One past the highest frame ever taken: frames at or above it have never been used.
-  uint64_t high_water() const { return high_water_; }
-  // Bytes of bookkeeping made resident (the bitmap or the free-PFN array).
+  // Bytes of bookkeeping made resident (the stack, ring, bitmap or free-PFN array).
   uint64_t resident_bytes() const;
 
  private:
@@ -62,16 +54,15 @@ class FrameAllocator {
   uint64_t random_below(uint64_t n);
   uint64_t random_slot(uint64_t i) const;
 
-  static constexpr uint64_t kNone = 0;  // an empty list link; links store pfn + 1
-
   const ReusePolicy policy_;
   const uint64_t frames_;
-  const FrameLinks links_;
   uint64_t free_;
   uint64_t bump_ = 0;  // frames [bump_, frames_) have never been handed out
-  uint64_t high_water_ = 0;
-  uint64_t head_ = kNone;  // LIFO top / FIFO front, as pfn + 1
-  uint64_t tail_ = kNone;  // FIFO back, as pfn + 1
+  // kLastFreedFirst: the stack, in list_[0, listed_). kFirstFreedFirst: the ring, listed_
+  // entries from list_[front_] on, wrapping at frames_ (it never holds more).
+  std::optional<LazyWords> list_;
+  uint64_t listed_ = 0;
+  uint64_t front_ = 0;
   // kLowestFirst: levels_[0] has a bit per frame (set: freed, below bump_); levels_[l + 1]
   // has a bit per word of levels_[l] (set: that word is non-zero). The last level is 1 word.
   std::vector<LazyWords> levels_;

@@ -9,10 +9,8 @@
 namespace tdxsim {
 namespace {
 
-// A FrameAllocator over its own link words (HostMemory lends it the frames' fill words).
 struct Fixture {
-  Fixture(ReusePolicy policy, uint64_t frames, uint64_t seed = 1)
-      : links(frames, 0), alloc(policy, frames, seed, FrameLinks{links.data(), 1}) {}
+  Fixture(ReusePolicy policy, uint64_t frames, uint64_t seed = 1) : alloc(policy, frames, seed) {}
   std::vector<uint64_t> take_n(uint64_t n) {
     std::vector<uint64_t> out;
     for (uint64_t i = 0; i < n; ++i) {
@@ -22,7 +20,6 @@ struct Fixture {
     }
     return out;
   }
-  std::vector<uint64_t> links;
   FrameAllocator alloc;
 };
 
@@ -41,7 +38,6 @@ TEST_P(EveryPolicy, HandsOutEveryFrameOnceThenExhausts) {
   EXPECT_FALSE(f.alloc.take().has_value());
   std::sort(got.begin(), got.end());
   EXPECT_EQ(got, iota_vec(300));
-  EXPECT_EQ(f.alloc.high_water(), 300u);
   f.alloc.give(17);
   EXPECT_EQ(f.alloc.free_count(), 1u);
   EXPECT_EQ(f.alloc.take(), std::optional<uint64_t>{17});
@@ -82,6 +78,18 @@ TEST(FrameAllocator, FirstFreedFirstIsFifoBehindUnusedFrames) {
   f.alloc.give(5);
   f.alloc.give(2);
   EXPECT_EQ(f.take_n(3), (std::vector<uint64_t>{0, 5, 2}));
+  EXPECT_FALSE(f.alloc.take().has_value());
+}
+
+TEST(FrameAllocator, FirstFreedFirstRingWraps) {
+  Fixture f(ReusePolicy::kFirstFreedFirst, 3);
+  f.take_n(3);
+  f.alloc.give(1);
+  f.alloc.give(0);
+  f.alloc.give(2);  // the ring is full
+  EXPECT_EQ(f.alloc.take(), std::optional<uint64_t>{1});
+  f.alloc.give(1);  // lands in the slot the first take emptied
+  EXPECT_EQ(f.take_n(3), (std::vector<uint64_t>{0, 2, 1}));
   EXPECT_FALSE(f.alloc.take().has_value());
 }
 
@@ -146,6 +154,14 @@ TEST(FrameAllocator, ResidentBytesStayLazy) {
   l.alloc.give(3);
   EXPECT_GT(l.alloc.resident_bytes(), 0u);
   EXPECT_LE(l.alloc.resident_bytes(), 5u * 4096);
+  // The stack and the ring: a page for the frames freed, none for those never used.
+  for (ReusePolicy p : {ReusePolicy::kLastFreedFirst, ReusePolicy::kFirstFreedFirst}) {
+    Fixture q(p, uint64_t{1} << 24);
+    q.take_n(1000);
+    EXPECT_EQ(q.alloc.resident_bytes(), 0u);
+    for (uint64_t pfn = 0; pfn < 100; ++pfn) q.alloc.give(pfn);
+    EXPECT_EQ(q.alloc.resident_bytes(), 4096u);
+  }
 }
 
 }  // namespace

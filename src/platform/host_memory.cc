@@ -1,23 +1,27 @@
 // HostMemory's representation.
 //
-// Frame metadata: two words a frame in a lazily resident array (LazyWords), so frames never
-// allocated cost nothing.
-//   word 0  the fill value: what every word without word storage holds. While the frame is
-//           free, the allocator's list link instead.
+// Frame metadata: two words a frame in a lazily resident array (LazyWords), so frames no one
+// touched cost nothing. A frame's metadata page is recorded as touched before its first
+// write, from whichever thread; the touched pages bound the scans of wbinvd_key and the
+// destructor, since any frame may have been used, allocated or not.
+//   word 0  the fill value: what every word without word storage holds.
 //   word 1  "info", one atomic word so that key, cache and poison state change together:
 //             15:0   key ID of the frame (whose plaintext the stored words are)
 //             31:16  key ID of the frame's dirty cache lines; 0: none (host lines are not
-//                    tracked: only a TD key's lines can corrupt a later owner's data)
-//             32     allocated
+//                    tracked: only a TD key's lines can corrupt a later owner's data). Always
+//                    0 or the frame's key: set_key to another key reports and drops them.
+//             32     allocated (the host allocator's bookkeeping; contents ignore it)
 //             33     poisoned (TDX integrity: the owner's reads fail)
 //             63:34  word storage: storage slot + 1; 0: none
 //
 // Word storage: a slot of 8 chunk pointers in a lazily resident slot arena, installed with a
 // CAS of info on the frame's first word write; each chunk (64 words) is allocated on the
 // first write into it, initialised to the fill value, and installed with a CAS into its slot.
-// Installed chunks are never moved or freed before free_frame, so a word operation on one is
-// a single atomic on the word itself. fill() stores the new fill value and then overwrites
-// the installed chunks in place.
+// Installed chunks are never moved, and freed only with the HostMemory: no point in a frame's
+// life is safe to free them at, since a hostile host may free or reallocate a frame that the
+// module or a vCPU is still walking. So a word operation on one is a single atomic on the
+// word itself, and a frame's storage serves its every later life. fill() stores the new fill
+// value and then overwrites the installed chunks in place.
 //
 // Memory orders: info and chunk pointers are published with release (acq_rel CAS) and read
 // with acquire, so that a reader that sees a slot or chunk also sees it initialised. Word
@@ -102,10 +106,10 @@ struct HostMemory::Impl {
       : config(cfg),
         frames(n),
         meta(n * 2),
-        // Slots in use never outnumber allocated frames plus threads racing to install
-        // one (each holds at most one spare); the margin covers the racers.
+        // A frame holds at most one slot, for life; threads racing to install one hold
+        // at most one spare each, and the margin covers them.
         slots(std::min(n + kSpareSlots, InfoStorage::kMax) * kChunksPerFrame),
-        allocator(cfg.reuse, n, cfg.seed, FrameLinks{meta.data(), 2}) {}
+        allocator(cfg.reuse, n, cfg.seed) {}
 
   // --- Addressing and input checks ---
 
@@ -134,11 +138,22 @@ struct HostMemory::Impl {
     return AtomicWordRef(slots[(handle - 1) * kChunksPerFrame + chunk]);
   }
 
-  uint64_t allocated_info(uint64_t pfn, Hpa where, const char* op) const {
-    const uint64_t info = info_word(pfn).load(std::memory_order_acquire);
-    TDXSIM_CHECK(info_allocated(info), "HostMemory::{}: {} is in a frame that is not allocated", op,
-                 where);
-    return info;
+  uint64_t frame_info(uint64_t pfn) const {
+    return info_word(pfn).load(std::memory_order_acquire);
+  }
+
+  // Before the first write of a frame's metadata (a no-op but for one load after that).
+  void touch(uint64_t pfn) { meta.note_touched(pfn * 2); }
+
+  // Calls f(pfn) for every frame whose metadata may be other than zero.
+  template <typename F>
+  void for_each_touched_frame(F&& f) const {
+    constexpr uint64_t kFramesPerMetaPage = LazyWords::kWordsPerPage / 2;
+    for (uint64_t first = 0; first < frames; first += kFramesPerMetaPage) {
+      if (!meta.is_touched(first * 2)) continue;
+      const uint64_t end = std::min(frames, first + kFramesPerMetaPage);
+      for (uint64_t pfn = first; pfn < end; ++pfn) f(pfn);
+    }
   }
 
   // --- Word storage ---
@@ -223,7 +238,7 @@ struct HostMemory::Impl {
     AtomicWordRef(install_chunk(pfn, idx)[idx % kChunkWords]).store(value, order);
   }
 
-  // REQUIRES: no other thread accesses the frame (free_frame's contract).
+  // REQUIRES: no other thread accesses the frame (the destructor's).
   void release_storage(uint64_t handle) {
     for (unsigned c = 0; c < kChunksPerFrame; ++c) {
       const uint64_t p = slot_word(handle, c).exchange(0, std::memory_order_acquire);
@@ -277,26 +292,16 @@ struct HostMemory::Impl {
 
   // The cache and integrity effects of a write with `key`, as one update of info.
   // Returns: info after the update.
-  uint64_t note_write(uint64_t pfn, Hpa where, KeyId key, bool whole_page, const char* op) {
+  uint64_t note_write(uint64_t pfn, Hpa where, KeyId key, bool whole_page) {
+    touch(pfn);
     AtomicWordRef w = info_word(pfn);
     uint64_t old = w.load(std::memory_order_acquire);
     uint64_t now;
-    KeyId stale;
     bool poisoned_now;
     for (;;) {
-      TDXSIM_CHECK(info_allocated(old), "HostMemory::{}: {} is in a frame that is not allocated",
-                   op, where);
       const KeyId owner = info_key(old);
-      const KeyId dirty = info_dirty(old);
       now = old;
-      stale = kHostKey;
       poisoned_now = false;
-      // Dirty lines of a key other than the frame's: the frame was handed out again without
-      // WBINVD, and their eventual write-back lands on what this write stores. Reported once.
-      if (!dirty.is_host() && dirty != owner) {
-        stale = dirty;
-        now = InfoDirtyKey::set(now, 0);
-      }
       // TDX integrity: a line written with another key fails the owner's MAC/TD-bit check.
       if (key != owner && !owner.is_host() && !info_poisoned(old)) {
         now = InfoPoisoned::set(now, 1);
@@ -307,7 +312,6 @@ struct HostMemory::Impl {
       if (whole_page && key == owner) now = InfoPoisoned::set(now, 0);
       if (now == old || w.compare_exchange(old, now, std::memory_order_acq_rel)) break;
     }
-    if (!stale.is_host()) record(MemViolationKind::kStaleCacheReuse, where, key, stale);
     if (poisoned_now) record(MemViolationKind::kIntegrityPoison, where, key, info_key(now));
     return now;
   }
@@ -347,13 +351,11 @@ struct HostMemory::Impl {
 
   const HostMemoryConfig& config;
   const uint64_t frames;
-  LazyWords meta;   // 2 words a frame; pages recorded as touched under alloc_mu
+  LazyWords meta;   // 2 words a frame; touched pages recorded by touch()
   LazyWords slots;  // kChunksPerFrame chunk pointers a slot; touched recorded under slot_mu
 
   Mutex alloc_mu{"host_memory.alloc"};
   FrameAllocator allocator TDXSIM_GUARDED_BY(alloc_mu);
-  // allocator.high_water(), readable without the lock (wbinvd_key's scan bound).
-  AtomicWord high_water;
 
   Mutex slot_mu{"host_memory.slots"};
   uint64_t slot_free TDXSIM_GUARDED_BY(slot_mu) = 0;  // free-slot list head, as handle
@@ -380,55 +382,49 @@ HostMemory::HostMemory(const HostMemoryConfig& config)
 HostMemory::~HostMemory() {
   // Word storage is heap memory: give it back (LazyWords unmaps the rest).
   Impl& m = *impl_;
-  const uint64_t end = m.high_water.load(std::memory_order_acquire);
-  for (uint64_t pfn = 0; pfn < end; ++pfn) {
-    const uint64_t handle = info_storage(m.info_word(pfn).load(std::memory_order_acquire));
+  m.for_each_touched_frame([&m](uint64_t pfn) {
+    const uint64_t handle = info_storage(m.frame_info(pfn));
     if (handle != 0) m.release_storage(handle);
-  }
+  });
 }
 
 // --- Frame allocator ---
 
 std::optional<Pfn> HostMemory::alloc_frame() {
   Impl& m = *impl_;
-  MutexLock l(m.alloc_mu);
-  const std::optional<uint64_t> pfn = m.allocator.take();
-  if (!pfn) return std::nullopt;
-  m.meta.note_touched(*pfn * 2);
-  m.fill_word(*pfn).store(0, std::memory_order_relaxed);
-  AtomicWordRef w = m.info_word(*pfn);
-  uint64_t old = w.load(std::memory_order_relaxed);
-  // Dirty lines of the previous owner survive: the first write (or set_key) reports them.
-  // The loop is for wbinvd_key, which may clear them concurrently.
-  for (;;) {
-    TDXSIM_CHECK(!info_allocated(old) && info_storage(old) == 0,
-                 "HostMemory: allocator handed out {}, which is in use", Pfn{*pfn});
-    const uint64_t now = InfoAllocated::set(InfoDirtyKey::set(0, InfoDirtyKey::get(old)), 1);
-    if (w.compare_exchange(old, now, std::memory_order_release)) break;
+  uint64_t info;
+  Pfn pfn;
+  {
+    MutexLock l(m.alloc_mu);
+    const std::optional<uint64_t> taken = m.allocator.take();
+    if (!taken) return std::nullopt;
+    pfn = Pfn{*taken};
+    m.touch(pfn.raw());
+    AtomicWordRef w = m.info_word(pfn.raw());
+    info = w.load(std::memory_order_relaxed);
+    // Only the allocated bit: key, contents, poison and dirty lines are the memory's. The
+    // loop is for the module and wbinvd_key, which may change the rest concurrently.
+    for (;;) {
+      TDXSIM_CHECK(!info_allocated(info), "HostMemory: allocator handed out {}, which is in use",
+                   pfn);
+      if (w.compare_exchange(info, InfoAllocated::set(info, 1), std::memory_order_acq_rel)) break;
+    }
   }
-  m.high_water.store(m.allocator.high_water(), std::memory_order_release);
-  return Pfn{*pfn};
+  // The kernel's clearing, a write with the host key, of a frame the host's key holds. A
+  // TD's frame comes as it is: the host's first write to it is the violation (see the
+  // header).
+  if (info_key(info).is_host()) fill(pfn, kHostKey, 0);
+  return pfn;
 }
 
 void HostMemory::free_frame(Pfn pfn) {
   Impl& m = *impl_;
   m.check_frame(pfn, "free_frame");
   AtomicWordRef w = m.info_word(pfn.raw());
-  // 1. Word storage goes while the frame is still allocated: once the allocator has it,
-  //    another thread may allocate it and install new storage, and storage slots in use
-  //    must never outnumber frames (plus racing installers). Claiming the slot with a CAS
-  //    means even a racing double free releases it once; the allocated bit catches it.
-  uint64_t old = w.load(std::memory_order_acquire);
-  for (;;) {
-    TDXSIM_CHECK(info_allocated(old), "HostMemory::free_frame: {} is not allocated (double free?)",
-                 pfn);
-    const uint64_t now = InfoStorage::set(old, 0);
-    if (now == old || w.compare_exchange(old, now, std::memory_order_acq_rel)) break;
-  }
-  if (info_storage(old) != 0) m.release_storage(info_storage(old));
-  // 2. Back to the allocator. Key and dirty lines stay (reuse without WBINVD is caught).
+  // Allocator bookkeeping only: contents, word storage, key and dirty lines stay with the
+  // frame, which the module may still be using.
   MutexLock l(m.alloc_mu);
-  old = w.load(std::memory_order_acquire);
+  uint64_t old = w.load(std::memory_order_acquire);
   for (;;) {
     TDXSIM_CHECK(info_allocated(old), "HostMemory::free_frame: {} is not allocated (double free?)",
                  pfn);
@@ -459,12 +455,12 @@ void HostMemory::set_key(Pfn pfn, KeyId key) {
   Impl& m = *impl_;
   m.check_frame(pfn, "set_key");
   m.check_key(key, "set_key");
+  m.touch(pfn.raw());
   AtomicWordRef w = m.info_word(pfn.raw());
   uint64_t old = w.load(std::memory_order_acquire);
   uint64_t now;
   KeyId stale;
   for (;;) {
-    TDXSIM_CHECK(info_allocated(old), "HostMemory::set_key: {} is not allocated", pfn);
     const KeyId dirty = info_dirty(old);
     stale = !dirty.is_host() && dirty != key ? dirty : kHostKey;
     now = InfoPoisoned::set(InfoKey::set(old, key.raw()), 0);
@@ -491,15 +487,15 @@ void HostMemory::wbinvd_key(KeyId key) {
   Impl& m = *impl_;
   m.check_key(key, "wbinvd_key");
   if (key.is_host()) return;
-  // Frames at or above the high-water mark were never allocated, so never written.
-  const uint64_t end = m.high_water.load(std::memory_order_acquire);
-  for (uint64_t pfn = 0; pfn < end; ++pfn) {
+  // Frames whose metadata was never touched were never written. Allocated or not does not
+  // matter: the module may have used a frame the host holds free.
+  m.for_each_touched_frame([&m, key](uint64_t pfn) {
     AtomicWordRef w = m.info_word(pfn);
     uint64_t old = w.load(std::memory_order_relaxed);
     while (info_dirty(old) == key) {
       if (w.compare_exchange(old, InfoDirtyKey::set(old, 0), std::memory_order_acq_rel)) break;
     }
-  }
+  });
 }
 
 bool HostMemory::has_dirty_lines(Pfn pfn) const {
@@ -513,7 +509,7 @@ MemWord HostMemory::read(Hpa hpa, KeyId key) const {
   Impl& m = *impl_;
   const unsigned idx = m.check_word(hpa, key, "read");
   const uint64_t pfn = hpa.pfn().raw();
-  const uint64_t info = m.allocated_info(pfn, hpa, "read");
+  const uint64_t info = m.frame_info(pfn);
   m.note_read(hpa, key, info);
   return m.view(m.load_raw(pfn, info, idx, std::memory_order_acquire), hpa, key, info);
 }
@@ -526,7 +522,7 @@ void HostMemory::write(Hpa hpa, KeyId key, MemWord word) {
   Impl& m = *impl_;
   const unsigned idx = m.check_word(hpa, key, "write");
   const uint64_t pfn = hpa.pfn().raw();
-  const uint64_t info = m.note_write(pfn, hpa, key, /*whole_page=*/false, "write");
+  const uint64_t info = m.note_write(pfn, hpa, key, /*whole_page=*/false);
   m.note_leak(hpa, key, info, word.origin);
   m.store_raw(pfn, idx, word.value, std::memory_order_release);
 }
@@ -535,7 +531,7 @@ void HostMemory::fill(Pfn pfn, KeyId key, uint64_t value) {
   Impl& m = *impl_;
   m.check_frame(pfn, "fill");
   m.check_key(key, "fill");
-  const uint64_t info = m.note_write(pfn.raw(), pfn.hpa(), key, /*whole_page=*/true, "fill");
+  const uint64_t info = m.note_write(pfn.raw(), pfn.hpa(), key, /*whole_page=*/true);
   m.note_leak(pfn.hpa(), key, info, key);
   m.fill_contents(pfn.raw(), value);
 }
@@ -547,7 +543,7 @@ void HostMemory::copy_page(Pfn dst, KeyId dst_key, Pfn src, KeyId src_key) {
   m.check_key(dst_key, "copy_page");
   m.check_key(src_key, "copy_page");
   const Hpa sbase = src.hpa();
-  const uint64_t sinfo = m.allocated_info(src.raw(), sbase, "copy_page");
+  const uint64_t sinfo = m.frame_info(src.raw());
   // Violations are per page here: one poisoned source page is one #MC, not 512.
   m.note_read(sbase, src_key, sinfo);
   const KeyId origin = Impl::plain_access(src_key, sinfo) ? src_key : kHostKey;
@@ -568,8 +564,7 @@ void HostMemory::copy_page(Pfn dst, KeyId dst_key, Pfn src, KeyId src_key) {
                         sinfo).value;
     }
   }
-  const uint64_t dinfo = m.note_write(dst.raw(), dst.hpa(), dst_key, /*whole_page=*/true,
-                                      "copy_page");
+  const uint64_t dinfo = m.note_write(dst.raw(), dst.hpa(), dst_key, /*whole_page=*/true);
   m.note_leak(dst.hpa(), dst_key, dinfo, origin);
   const auto same = [&](uint64_t v) { return v == words[0]; };
   if (uniform || std::all_of(words.begin(), words.end(), same)) {
@@ -586,7 +581,7 @@ uint64_t HostMemory::page_hash(Pfn pfn, KeyId key) const {
   m.check_frame(pfn, "page_hash");
   m.check_key(key, "page_hash");
   const Hpa base = pfn.hpa();
-  const uint64_t info = m.allocated_info(pfn.raw(), base, "page_hash");
+  const uint64_t info = m.frame_info(pfn.raw());
   // Word by word whatever the representation, so a filled page and a page written word by
   // word to the same values hash alike. A digest is no access: nothing is recorded.
   uint64_t h = kHashSeed;
@@ -605,7 +600,7 @@ uint64_t HostMemory::load(Hpa hpa, KeyId key, std::memory_order order) const {
   Impl& m = *impl_;
   const unsigned idx = m.check_word(hpa, key, "load");
   const uint64_t pfn = hpa.pfn().raw();
-  const uint64_t info = m.allocated_info(pfn, hpa, "load");
+  const uint64_t info = m.frame_info(pfn);
   m.note_read(hpa, key, info);
   return m.view(m.load_raw(pfn, info, idx, order), hpa, key, info).value;
 }
@@ -614,7 +609,7 @@ void HostMemory::store(Hpa hpa, KeyId key, uint64_t value, std::memory_order ord
   Impl& m = *impl_;
   const unsigned idx = m.check_word(hpa, key, "store");
   const uint64_t pfn = hpa.pfn().raw();
-  const uint64_t info = m.note_write(pfn, hpa, key, /*whole_page=*/false, "store");
+  const uint64_t info = m.note_write(pfn, hpa, key, /*whole_page=*/false);
   m.note_leak(hpa, key, info, key);
   m.store_raw(pfn, idx, value, order);
 }
@@ -628,7 +623,7 @@ bool HostMemory::compare_exchange(Hpa hpa, KeyId key, uint64_t& expected, uint64
   Impl& m = *impl_;
   const unsigned idx = m.check_word(hpa, key, "compare_exchange");
   const uint64_t pfn = hpa.pfn().raw();
-  const uint64_t info = m.note_write(pfn, hpa, key, /*whole_page=*/false, "compare_exchange");
+  const uint64_t info = m.note_write(pfn, hpa, key, /*whole_page=*/false);
   m.note_read(hpa, key, info);
   AtomicWordRef w(m.install_chunk(pfn, idx)[idx % kChunkWords]);
   bool done;
@@ -657,7 +652,7 @@ uint64_t HostMemory::exchange(Hpa hpa, KeyId key, uint64_t value, std::memory_or
   Impl& m = *impl_;
   const unsigned idx = m.check_word(hpa, key, "exchange");
   const uint64_t pfn = hpa.pfn().raw();
-  const uint64_t info = m.note_write(pfn, hpa, key, /*whole_page=*/false, "exchange");
+  const uint64_t info = m.note_write(pfn, hpa, key, /*whole_page=*/false);
   m.note_read(hpa, key, info);
   m.note_leak(hpa, key, info, key);
   AtomicWordRef w(m.install_chunk(pfn, idx)[idx % kChunkWords]);
@@ -669,7 +664,7 @@ uint64_t HostMemory::fetch_or(Hpa hpa, KeyId key, uint64_t bits, std::memory_ord
   Impl& m = *impl_;
   const unsigned idx = m.check_word(hpa, key, "fetch_or");
   const uint64_t pfn = hpa.pfn().raw();
-  const uint64_t info = m.note_write(pfn, hpa, key, /*whole_page=*/false, "fetch_or");
+  const uint64_t info = m.note_write(pfn, hpa, key, /*whole_page=*/false);
   m.note_read(hpa, key, info);
   m.note_leak(hpa, key, info, key);
   AtomicWordRef w(m.install_chunk(pfn, idx)[idx % kChunkWords]);
@@ -696,9 +691,10 @@ uint64_t HostMemory::violation_count() const {
 uint64_t HostMemory::model_bytes() const {
   Impl& m = *impl_;
   uint64_t bytes = m.chunk_count.load(std::memory_order_relaxed) * kChunkWords * sizeof(uint64_t);
+  bytes += m.meta.resident_bytes();
   {
     MutexLock l(m.alloc_mu);
-    bytes += m.meta.resident_bytes() + m.allocator.resident_bytes();
+    bytes += m.allocator.resident_bytes();
   }
   {
     MutexLock l(m.slot_mu);

@@ -1,9 +1,27 @@
 // Host physical memory: frames, their key IDs and their contents.
 //
+// Memory and the host's allocator are two things. Contents, key, poison and cache state
+// belong to the frame, whether or not the host's allocator holds it free: a hostile host may
+// name any frame of the TDMR in a SEAMCALL, and hardware knows nothing of the host kernel's
+// free lists, so every content, key and cache operation works on every frame in range.
+// Allocation is the host's bookkeeping on top:
+// - free_frame changes nothing in memory. A free frame reads as what it last held, and a
+//   frame the module (or a vCPU) still uses after the host freed it keeps working.
+// - alloc_frame hands out only frames its allocator holds free, and re-keys none: allocating
+//   a page cannot take it from a TD. A frame the host's key holds comes zero-filled, as
+//   from the kernel. A frame a TD's key holds (the module took it while it was free, or the
+//   host freed it after RECLAIM without resetting it) comes as it is; the violation is the
+//   host's first write to it with its key, recorded where it lands (kIntegrityPoison), and
+//   the TD's next read is kPoisonConsumed.
+//
 // Contents are compact: a frame holds a page-granular fill value, and only a frame whose
 // individual words were written (a page-table page, a VMCS, a word a test poked) gets word
 // storage, in 64-word chunks allocated on first write. A 64 GiB guest whose every page was
 // filled therefore costs the per-frame metadata (≤ 16 bytes a frame) and no page copies.
+// Word storage stays with its frame until the HostMemory goes, through free and reuse: no
+// moment is safe to free it at while a hostile host may free a frame a TD still walks, and
+// the default reuse policy brings the same frames back first. The allocator's own lists add
+// up to 8 bytes a frame, for frames freed only (frame_allocator.h).
 //
 // Keys. Every access carries the accessor's key ID, as the physical address bits would.
 // - A read with the frame's own key returns the plaintext, tagged with that key as its
@@ -20,9 +38,8 @@
 //   dirty cache lines (no WBINVD / TDH.PHYMEM.PAGE.WBINVD first).
 // - Cache: a write by a TD with the frame's own key leaves that key's lines dirty (one dirty
 //   key a frame is tracked; host lines are not). The lines stay dirty through free_frame and
-//   alloc_frame; if the frame is then written under another key, or set_key gives it another
-//   key, before wbinvd_frame/wbinvd_key wrote them back, kStaleCacheReuse is recorded once
-//   and the dirty state is dropped.
+//   alloc_frame; if set_key gives the frame another key before wbinvd_frame/wbinvd_key wrote
+//   them back, kStaleCacheReuse is recorded once and the dirty state is dropped.
 //
 // Violations are recorded once per event: every leaking write, every read of a poisoned
 // frame by its owner, each clean-to-poisoned transition, each stale reuse. Page-granular
@@ -31,9 +48,9 @@
 // Thread safety: every member function may be called from any thread. Word accesses are
 // single atomic operations (page-table entries are compared-and-swapped in place; the
 // walker's A/D updates are compare-and-swaps from the value it read, so they never land in an
-// entry that changed under it). A frame's word storage lives until the frame is
-// freed; freeing a frame that another thread may still access is the caller's bug (KVM
-// frees page-table pages only after an RCU grace period).
+// entry that changed under it). Since word storage is never freed under a frame, threads
+// racing on one frame (the host reusing a page the module still uses) get a race's values,
+// never freed memory.
 #pragma once
 
 #include <atomic>
@@ -102,21 +119,19 @@ class HostMemory {
   bool contains(Hpa hpa) const { return hpa.pfn().raw() < frames_; }
 
   // --- Frame allocator -------------------------------------------------------------------
-  // Returns: a frame zero-filled with key kHostKey, or nullopt when memory is exhausted.
-  // Dirty lines of an earlier TD key are not written back: the first write under another
-  // key (or set_key to another key) records kStaleCacheReuse.
+  // Returns: a frame the allocator held free, or nullopt when none is. Zero-filled if its
+  // key is kHostKey; a frame keyed to a TD keeps key and contents (see the file comment).
+  // Dirty lines of a TD key are not written back: set_key to another key reports them.
   std::optional<Pfn> alloc_frame();
-  // REQUIRES: `pfn` is allocated. Drops its word storage; the frame keeps its key and dirty
-  // cache state (so reuse without WBINVD is caught).
+  // REQUIRES: `pfn` is allocated. The frame keeps its contents, key and dirty lines.
   void free_frame(Pfn pfn);
   uint64_t free_frame_count() const;
   bool is_allocated(Pfn pfn) const;
 
   // --- Keys and caches -------------------------------------------------------------------
-  // key(), wbinvd_frame() and has_dirty_lines() accept free frames too: cache and key state
-  // outlive the allocation.
+  // Free frames included, as everywhere below.
   KeyId key(Pfn pfn) const;
-  // REQUIRES: `pfn` is allocated, and no other thread accesses it meanwhile.
+  // REQUIRES: no other thread accesses the frame meanwhile (else they read a mix).
   // Re-keys a frame (the module assigning it to a TD, or handing it back). Re-keying a
   // frame that still has dirty lines of another key than `key` records kStaleCacheReuse.
   // Clears the integrity poison. Hardware keeps the bytes, not their meaning: with a new
@@ -131,15 +146,15 @@ class HostMemory {
   bool has_dirty_lines(Pfn pfn) const;
 
   // --- Contents (8-byte aligned words) -----------------------------------------------------
-  // REQUIRES (every content and entry access): the frame is allocated; `hpa` is 8-byte
-  // aligned; keys are within the layout's key ID bits.
+  // REQUIRES (every content and entry access): `hpa` is in memory and 8-byte aligned; keys
+  // are within the layout's key ID bits. Allocated or free does not matter.
   MemWord read(Hpa hpa, KeyId key) const;
   // The value's origin is the writer's key.
   void write(Hpa hpa, KeyId key, uint64_t value);
   // A copy of a word read elsewhere: its origin decides whether this is a leak.
   void write(Hpa hpa, KeyId key, MemWord word);
   // Sets every word of the frame to `value` (the page-granular fill). Word storage is
-  // overwritten in place and kept until free_frame: a concurrent walker may be reading it.
+  // overwritten in place, not dropped: a concurrent walker may be reading it.
   // A fill racing with the first write into part of the same frame may leave that part at
   // the old fill (a caller bug: page contents are initialised before they are published).
   void fill(Pfn pfn, KeyId key, uint64_t value);

@@ -172,10 +172,12 @@ TEST(HostMemoryStress, FetchOrRacingCompareExchangeLosesNoBits) {
 }
 
 TEST(HostMemoryStress, ConcurrentFirstWritesIntoOneChunk) {
-  HostMemoryConfig cfg;
-  cfg.bytes = 16 * kPageSize;
-  HostMemory mem(cfg);
   constexpr int kRounds = 1500;
+  // A fresh frame each round: word storage stays with a frame for life, so a reused one
+  // would have its chunks installed already.
+  HostMemoryConfig cfg;
+  cfg.bytes = kRounds * kPageSize;
+  HostMemory mem(cfg);
   SpinBarrier barrier(kThreads + 1);
   std::optional<Pfn> frame;  // published to the writers by the barrier
   std::vector<std::thread> threads;
@@ -218,10 +220,50 @@ TEST(HostMemoryStress, ConcurrentFirstWritesIntoOneChunk) {
           << "round " << r << " word " << w;
     }
     mem.wbinvd_frame(p, kTd);
-    mem.free_frame(p);
   }
   for (std::thread& th : threads) th.join();
   EXPECT_EQ(mem.violation_count(), 0u);
+}
+
+// A hostile host frees a frame the module still walks, then reallocates and writes it
+// over and over: the walker's words are never freed under it (ASan), and the host's writes
+// into the TD's frame are reported.
+TEST(HostMemoryStress, HostReusesAFrameTheModuleStillWalks) {
+  HostMemoryConfig cfg;
+  cfg.bytes = 64 * kPageSize;
+  HostMemory mem(cfg);
+  const Pfn p = *mem.alloc_frame();
+  mem.set_key(p, kTd);
+  mem.fill(p, kTd, 0);
+  mem.write(word_at(p, 1), kTd, 0);  // word storage, which the walker's atomics use
+  mem.free_frame(p);
+  AtomicWord done;
+  std::thread walker([&] {
+    uint64_t n = 0;
+    do {
+      const Hpa at = word_at(p, static_cast<unsigned>(n++ % 512));
+      uint64_t cur = mem.load(at, kTd, std::memory_order_acquire);
+      mem.compare_exchange(at, kTd, cur, cur + 1, std::memory_order_acq_rel);
+    } while (done.load(std::memory_order_acquire) == 0);
+  });
+  AtomicWord got_it;
+  run_threads([&](int t) {
+    for (int r = 0; r < 2000; ++r) {
+      const std::optional<Pfn> q = mem.alloc_frame();
+      if (!q) continue;
+      if (*q == p) got_it.fetch_add(1, std::memory_order_relaxed);
+      mem.write(word_at(*q, static_cast<unsigned>(r * 7 + t) % 512), kHostKey,
+                static_cast<uint64_t>(r));
+      mem.free_frame(*q);
+    }
+  });
+  done.store(1, std::memory_order_release);
+  walker.join();
+  ASSERT_GT(got_it.load(std::memory_order_relaxed), 0u);  // last freed, first handed out
+  EXPECT_EQ(mem.key(p), kTd);
+  EXPECT_EQ(mem.violations().front().kind, MemViolationKind::kIntegrityPoison);
+  EXPECT_EQ(mem.violations().front().owner, kTd);
+  EXPECT_EQ(mem.free_frame_count(), mem.total_frames());
 }
 
 // Frames change hands while other threads write back a key's lines and re-key their own

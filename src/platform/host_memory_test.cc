@@ -118,13 +118,133 @@ TEST(HostMemoryDeathTest, BadAddressesDie) {
   EXPECT_DEATH(mem.read(Hpa{4 * kMiB}, kHostKey), "read: hpa:0x400000 is outside host memory");
   EXPECT_DEATH(mem.write(Hpa{0x1004}, kHostKey, 1), "write: hpa:0x1004 is not 8-byte aligned");
   EXPECT_DEATH(mem.read(word_at(p, 0) + 3, kHostKey), "hpa:0x3 is not 8-byte aligned");
-  EXPECT_DEATH(mem.load(Hpa{0x5008}, kHostKey, std::memory_order_acquire),
-               "load: hpa:0x5008 is in a frame that is not allocated");
-  EXPECT_DEATH(mem.fill(Pfn{9}, kHostKey, 0),
-               "fill: hpa:0x9000 is in a frame that is not allocated");
+  EXPECT_DEATH(mem.fill(Pfn{1024}, kHostKey, 0), "fill: pfn:0x400 is outside host memory");
   EXPECT_DEATH(mem.set_key(Pfn{2000}, kTd1), "set_key: pfn:0x7d0 is outside host memory");
   EXPECT_DEATH(mem.free_frame(Pfn{5}), "free_frame: pfn:0x5 is not allocated");
   EXPECT_DEATH(mem.read(word_at(p, 0), KeyId{64}), "key ID 64 exceeds");
+}
+
+// --- Frames the allocator holds free (a hostile host's operands) ---
+
+TEST(HostMemory, ContentAndKeyOpsWorkOnFramesNeverAllocated) {
+  HostMemory mem(small());
+  const Pfn p{700};
+  const Pfn q{701};
+  ASSERT_FALSE(mem.is_allocated(p));
+  // Never written: zeros under the host key.
+  EXPECT_EQ(mem.read(word_at(p, 3), kHostKey), (MemWord{0, kHostKey}));
+  EXPECT_EQ(mem.key(p), kHostKey);
+  mem.write(word_at(p, 3), kHostKey, 0x33);
+  EXPECT_EQ(mem.read(word_at(p, 3), kHostKey).value, 0x33u);
+  // What the module does with a page it takes: re-key, initialise, walk entries in it.
+  mem.set_key(p, kTd1);
+  mem.fill(p, kTd1, 0x44);
+  mem.store(word_at(p, 9), kTd1, 0x1000, std::memory_order_release);
+  uint64_t expected = 0x1000;
+  EXPECT_TRUE(mem.compare_exchange(word_at(p, 9), kTd1, expected, 0x2000,
+                                   std::memory_order_acq_rel));
+  EXPECT_EQ(mem.fetch_or(word_at(p, 9), kTd1, 1, std::memory_order_acq_rel), 0x2000u);
+  EXPECT_EQ(mem.exchange(word_at(p, 9), kTd1, 7, std::memory_order_acq_rel), 0x2001u);
+  EXPECT_EQ(mem.load(word_at(p, 9), kTd1, std::memory_order_acquire), 7u);
+  EXPECT_EQ(mem.read(word_at(p, 10), kTd1), (MemWord{0x44, kTd1}));
+  EXPECT_TRUE(mem.has_dirty_lines(p));
+  mem.wbinvd_frame(p, kTd1);
+  EXPECT_FALSE(mem.has_dirty_lines(p));
+  // A page copy, as TDH.MEM.PAGE.ADD makes it, and the digest.
+  mem.set_key(q, kTd1);
+  mem.copy_page(q, kTd1, p, kTd1);
+  EXPECT_EQ(mem.page_hash(q, kTd1), mem.page_hash(p, kTd1));
+  EXPECT_EQ(mem.read(word_at(q, 9), kTd1), (MemWord{7, kTd1}));
+  EXPECT_TRUE(mem.violations().empty());
+  // None of it allocated anything.
+  EXPECT_FALSE(mem.is_allocated(p));
+  EXPECT_FALSE(mem.is_allocated(q));
+  EXPECT_EQ(mem.free_frame_count(), mem.total_frames());
+}
+
+TEST(HostMemory, FreedFrameReadsAsWhatItLastHeld) {
+  HostMemory mem(small());
+  const Pfn p = *mem.alloc_frame();
+  mem.fill(p, kHostKey, 0x5);
+  mem.write(word_at(p, 77), kHostKey, 0x77);
+  mem.free_frame(p);
+  EXPECT_EQ(mem.read(word_at(p, 77), kHostKey), (MemWord{0x77, kHostKey}));
+  EXPECT_EQ(mem.read(word_at(p, 78), kHostKey), (MemWord{0x5, kHostKey}));
+  mem.write(word_at(p, 78), kHostKey, 0x78);  // still memory
+  EXPECT_EQ(mem.read(word_at(p, 78), kHostKey).value, 0x78u);
+  // Handed out again: the host key holds it, so it comes cleared.
+  EXPECT_EQ(mem.alloc_frame(), p);
+  EXPECT_EQ(mem.read(word_at(p, 77), kHostKey), (MemWord{0, kHostKey}));
+  EXPECT_EQ(mem.read(word_at(p, 78), kHostKey), (MemWord{0, kHostKey}));
+  EXPECT_TRUE(mem.violations().empty());
+}
+
+// The module took a frame the host held free (a hostile TDH.MEM.PAGE.AUG, say); then the
+// host's allocator hands it out and the host writes it as its own.
+TEST(HostMemory, FrameTakenWhileFreeThenAllocatedIsPoisonedByTheHostsWrite) {
+  HostMemory mem(small());
+  const Pfn p{0};  // the allocator's next frame
+  mem.set_key(p, kTd1);
+  mem.fill(p, kTd1, 0x5ec);
+  mem.write(word_at(p, 4), kTd1, 0x5ec4);
+  ASSERT_EQ(mem.alloc_frame(), p);
+  EXPECT_TRUE(mem.is_allocated(p));
+  EXPECT_EQ(mem.key(p), kTd1);
+  // The host reads ciphertext, never the TD's data, and nothing is recorded for it.
+  EXPECT_NE(mem.read(word_at(p, 4), kHostKey).value, 0x5ec4u);
+  EXPECT_NE(mem.read(word_at(p, 5), kHostKey).value, 0x5ecu);
+  EXPECT_EQ(mem.read(word_at(p, 4), kTd1), (MemWord{0x5ec4, kTd1}));
+  EXPECT_TRUE(mem.violations().empty());
+  // The host's first write destroys the TD's page; the TD finds out at its next read.
+  mem.write(word_at(p, 100), kHostKey, 0);
+  mem.write(word_at(p, 101), kHostKey, 0);
+  mem.read(word_at(p, 4), kTd1);
+  const std::vector<MemViolation> v = mem.violations();
+  ASSERT_EQ(v.size(), 2u);
+  EXPECT_EQ(v[0].kind, MemViolationKind::kIntegrityPoison);
+  EXPECT_EQ(v[0].hpa, word_at(p, 100));
+  EXPECT_EQ(v[0].accessor, kHostKey);
+  EXPECT_EQ(v[0].owner, kTd1);
+  EXPECT_EQ(v[1].kind, MemViolationKind::kPoisonConsumed);
+  EXPECT_EQ(v[1].hpa, word_at(p, 4));
+  EXPECT_EQ(v[1].accessor, kTd1);
+  // Had the TD's plaintext been copied out by the host (it cannot: it reads ciphertext),
+  // it would be a leak; what the host copies is its own.
+  const Pfn shared = *mem.alloc_frame();
+  mem.copy_page(shared, kHostKey, p, kHostKey);
+  EXPECT_EQ(mem.violation_count(), 2u);
+}
+
+TEST(HostMemory, AllocatorNeverHandsOutAnAllocatedFrame) {
+  for (ReusePolicy policy : {ReusePolicy::kLastFreedFirst, ReusePolicy::kFirstFreedFirst,
+                             ReusePolicy::kLowestFirst, ReusePolicy::kRandom}) {
+    HostMemory mem(small(policy));
+    std::set<uint64_t> held;
+    for (int i = 0; i < 400; ++i) held.insert(mem.alloc_frame()->raw());
+    // Free some; the module takes free frames, freed and never used alike, and writes them
+    // word by word (so they carry word storage when the allocator hands them out).
+    for (uint64_t pfn : std::vector<uint64_t>(held.begin(), held.end())) {
+      if (pfn % 3 == 0) {
+        mem.free_frame(Pfn{pfn});
+        held.erase(pfn);
+      }
+    }
+    for (uint64_t pfn = 0; pfn < mem.total_frames(); pfn += 5) {
+      if (held.contains(pfn)) continue;
+      mem.set_key(Pfn{pfn}, kTd1);
+      mem.fill(Pfn{pfn}, kTd1, pfn);
+      mem.write(word_at(Pfn{pfn}, 1), kTd1, pfn);
+    }
+    const uint64_t free_before = mem.free_frame_count();
+    EXPECT_EQ(free_before, mem.total_frames() - held.size());
+    uint64_t handed = 0;
+    while (std::optional<Pfn> p = mem.alloc_frame()) {
+      EXPECT_TRUE(held.insert(p->raw()).second) << "handed out twice: " << p->raw();
+      ++handed;
+    }
+    EXPECT_EQ(handed, free_before) << static_cast<int>(policy);
+    EXPECT_EQ(held.size(), mem.total_frames());
+  }
 }
 
 // --- Contents ---
@@ -396,27 +516,30 @@ TEST(HostMemory, RekeyWithDirtyLinesIsStaleReuse) {
   EXPECT_EQ(mem.violation_count(), 1u);
 }
 
-TEST(HostMemory, FreedDirtyFrameIsCaughtAtFirstWriteAfterReuse) {
+TEST(HostMemory, TdFrameFreedWithoutResetIsPoisonedByTheHostsFirstWrite) {
   HostMemory mem(small());
   const Pfn p = td_frame(mem, kTd1, 3);
-  mem.free_frame(p);  // no WBINVD
+  mem.free_frame(p);  // no WBINVD, no reset to the host key
   EXPECT_EQ(mem.key(p), kTd1);
   EXPECT_TRUE(mem.has_dirty_lines(p));
   const Pfn again = *mem.alloc_frame();
   ASSERT_EQ(again, p);
-  EXPECT_EQ(mem.key(p), kHostKey);
-  EXPECT_TRUE(mem.has_dirty_lines(p));  // not silently cleared
-  EXPECT_EQ(mem.read(word_at(p, 0), kHostKey), (MemWord{0, kHostKey}));  // reads are not
-  EXPECT_TRUE(mem.violations().empty());
+  // The allocator re-keys nothing: the host got the TD's page, and reads its ciphertext.
+  EXPECT_EQ(mem.key(p), kTd1);
+  EXPECT_TRUE(mem.has_dirty_lines(p));
+  EXPECT_NE(mem.read(word_at(p, 0), kHostKey).value, 3u);
+  EXPECT_TRUE(mem.violations().empty());  // reads are no violation
   mem.write(word_at(p, 8), kHostKey, 1);
   ASSERT_EQ(mem.violation_count(), 1u);
   const MemViolation v = mem.violations()[0];
-  EXPECT_EQ(v.kind, MemViolationKind::kStaleCacheReuse);
+  EXPECT_EQ(v.kind, MemViolationKind::kIntegrityPoison);
   EXPECT_EQ(v.hpa, word_at(p, 8));
   EXPECT_EQ(v.accessor, kHostKey);
   EXPECT_EQ(v.owner, kTd1);
-  mem.write(word_at(p, 9), kHostKey, 1);
-  EXPECT_EQ(mem.violation_count(), 1u);
+  // Resetting it now, still without WBINVD, is the stale reuse.
+  mem.set_key(p, kHostKey);
+  EXPECT_EQ(mem.violations().back().kind, MemViolationKind::kStaleCacheReuse);
+  EXPECT_EQ(mem.violations().back().owner, kTd1);
   EXPECT_FALSE(mem.has_dirty_lines(p));
 }
 
@@ -427,8 +550,21 @@ TEST(HostMemory, FreedDirtyFrameWrittenBackWhileFreeIsClean) {
   mem.wbinvd_key(kTd1);  // TDH.PHYMEM.CACHE.WB at TD teardown reaches free frames too
   EXPECT_FALSE(mem.has_dirty_lines(p));
   const Pfn again = *mem.alloc_frame();
+  ASSERT_EQ(again, p);
+  mem.set_key(again, kHostKey);  // KVM's reset after reclaim: written back, so not stale
   mem.fill(again, kHostKey, 0);
   EXPECT_TRUE(mem.violations().empty());
+}
+
+TEST(HostMemory, WbinvdKeyReachesFramesNeverAllocated) {
+  HostMemory mem(small());
+  (void)*mem.alloc_frame();
+  const Pfn far{900};  // far above anything the allocator handed out
+  mem.set_key(far, kTd1);
+  mem.fill(far, kTd1, 1);
+  EXPECT_TRUE(mem.has_dirty_lines(far));
+  mem.wbinvd_key(kTd1);
+  EXPECT_FALSE(mem.has_dirty_lines(far));
 }
 
 TEST(HostMemory, ReallocatedDirtyFrameToTheSameTdIsNotStale) {
@@ -547,8 +683,23 @@ TEST(HostMemory, ModelBytesCountMetadataAndWordStorage) {
   EXPECT_EQ(mem.model_bytes(), with_frame + 4096 + 512);  // slot page + one chunk
   mem.write(word_at(p, 511), kHostKey, 2);
   EXPECT_EQ(mem.model_bytes(), with_frame + 4096 + 1024);
+  // Storage stays with the frame through free and reuse (see the header); the free adds a
+  // page of the allocator's stack.
   mem.free_frame(p);
-  EXPECT_EQ(mem.model_bytes(), with_frame + 4096);
+  EXPECT_EQ(mem.model_bytes(), with_frame + 2 * 4096 + 1024);
+  EXPECT_EQ(mem.alloc_frame(), p);
+  EXPECT_EQ(mem.read(word_at(p, 511), kHostKey), (MemWord{0, kHostKey}));
+  EXPECT_EQ(mem.model_bytes(), with_frame + 2 * 4096 + 1024);
+}
+
+TEST(HostMemory, AllocatorListsCostOnlyWhatIsFreed) {
+  HostMemoryConfig cfg;
+  cfg.bytes = uint64_t{64} << 30;
+  HostMemory mem(cfg);
+  const Pfn p = *mem.alloc_frame();
+  const uint64_t with_frame = mem.model_bytes();
+  mem.free_frame(p);
+  EXPECT_EQ(mem.model_bytes(), with_frame + 4096);  // one page of the LIFO stack
 }
 
 }  // namespace

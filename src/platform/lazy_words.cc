@@ -30,7 +30,7 @@ LazyWords::LazyWords(LazyWords&& o) noexcept
       count_(std::exchange(o.count_, 0)),
       bytes_(std::exchange(o.bytes_, 0)),
       touched_(std::move(o.touched_)),
-      touched_pages_(std::exchange(o.touched_pages_, 0)) {}
+      touched_pages_(o.touched_pages_.exchange(0, std::memory_order_relaxed)) {}
 
 LazyWords::~LazyWords() {
   if (base_ != nullptr) munmap(base_, bytes_);

@@ -8,12 +8,16 @@
 // an honest estimate.
 //
 // Thread safety: the words themselves are plain memory; whoever shares them decides how
-// (HostMemory accesses its metadata only through AtomicWordRef). note_touched() and
-// resident_bytes() are not synchronised: the owner calls them under its own lock.
+// (HostMemory accesses its metadata only through AtomicWordRef). The residency record is
+// atomic, so that note_touched(), is_touched() and resident_bytes() may be called from any
+// thread: HostMemory's metadata is written by whichever thread first touches a frame, not
+// only under a lock.
 #pragma once
 
 #include <cstdint>
 #include <vector>
+
+#include "base/atomic.h"
 
 namespace tdxsim {
 
@@ -38,25 +42,37 @@ class LazyWords {
   // Records that the page holding word `i` has been (or is about to be) written.
   void note_touched(uint64_t i) {
     const uint64_t page = i / kWordsPerPage;
-    uint64_t& bits = touched_[page / 64];
+    AtomicWordRef bits(touched_[page / 64]);
     const uint64_t bit = uint64_t{1} << (page % 64);
-    if ((bits & bit) == 0) {
-      bits |= bit;
-      ++touched_pages_;
+    // Relaxed: the bit orders nothing; it bounds scans, whose words are read atomically.
+    if ((bits.load(std::memory_order_relaxed) & bit) == 0 &&
+        (bits.fetch_or(bit, std::memory_order_relaxed) & bit) == 0) {
+      touched_pages_.fetch_add(1, std::memory_order_relaxed);
     }
   }
+  // Returns: whether note_touched() has seen the page holding word `i`. Words of a page
+  // that was never touched are all zero.
+  bool is_touched(uint64_t i) const {
+    const uint64_t page = i / kWordsPerPage;
+    const uint64_t bit = uint64_t{1} << (page % 64);
+    return (AtomicWordRef(touched_[page / 64]).load(std::memory_order_relaxed) & bit) != 0;
+  }
   // Bytes of the array that note_touched() has seen written.
-  uint64_t resident_bytes() const { return touched_pages_ * kPageBytes; }
+  uint64_t resident_bytes() const {
+    return touched_pages_.load(std::memory_order_relaxed) * kPageBytes;
+  }
 
- private:
   static constexpr uint64_t kPageBytes = 4096;
   static constexpr uint64_t kWordsPerPage = kPageBytes / sizeof(uint64_t);
 
+ private:
   uint64_t* base_ = nullptr;
   uint64_t count_ = 0;
   uint64_t bytes_ = 0;           // the mapping's length, whole pages
-  std::vector<uint64_t> touched_;  // one bit per page of the mapping
-  uint64_t touched_pages_ = 0;
+  // One bit per page of the mapping; mutable: AtomicWordRef needs a non-const word even to
+  // load it.
+  mutable std::vector<uint64_t> touched_;
+  AtomicWord touched_pages_;
 };
 
 }  // namespace tdxsim

@@ -383,25 +383,13 @@ class HostileHostStress : public test::VcpuHarness {
   // each 4K region) without finalizing it, with `measured` PAGE.ADD pages beside the GPAs
   // the host aims at (so that some of them survive it).
   Target build_td(uint16_t hkid, uint64_t attributes, bool measured) {
-    tdr_ = page();
-    tdvprs_.clear();
-    EXPECT_EQ(call(SeamcallLeaf::kMngCreate, tdr_.raw(), hkid), kOk);
-    for (unsigned c : package_leaders()) {
-      EXPECT_EQ(call_on(c, SeamcallLeaf::kMngKeyConfig, tdr_.raw()), kOk);
-    }
-    for (unsigned i = 0; i < module_.config().tdcs_pages; ++i) {
-      EXPECT_EQ(call(SeamcallLeaf::kMngAddcx, page().raw(), tdr_.raw()), kOk);
-    }
-    test::TdParams params;
-    params.attributes = attributes;
-    EXPECT_EQ(call(SeamcallLeaf::kMngInit, tdr_.raw(), td_params(params).raw()), kOk);
-    const Hpa tdvpr = page();
-    EXPECT_EQ(call(SeamcallLeaf::kVpCreate, tdvpr.raw(), tdr_.raw()), kOk);
-    for (unsigned i = 1; i < module_.config().tdvps_pages; ++i) {
-      EXPECT_EQ(call(SeamcallLeaf::kVpAddcx, page().raw(), tdvpr.raw()), kOk);
-    }
-    EXPECT_EQ(call(SeamcallLeaf::kVpInit, tdvpr.raw(), 0), kOk);
-    tdvprs_.push_back(tdvpr);
+    test::TdSpec spec;
+    spec.hkid = hkid;
+    spec.params.attributes = attributes;
+    spec.vcpus = 1;
+    const test::BuiltTd built = ModuleHarness::build_td(spec);
+    tdr_ = built.tdr;
+    tdvprs_ = {built.vcpus.at(0).front()};
     for (unsigned l = 3; l >= 2; --l) {
       EXPECT_EQ(call(SeamcallLeaf::kMemSeptAdd, pi(region_gpa(0), l), tdr_.raw(), page().raw()),
                 kOk);

@@ -362,13 +362,15 @@ uint64_t TdxModule::mem_page_add(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
     return entry_error(regs, TdxStatus::kEptEntryStateIncorrect, e, op.walk.level, layout());
   }
   // R9: the source, ordinary shared memory — 4K aligned, below MAX_PA, and with no private
-  // HKID in its key bits (module shared_hpa_check_with_pwr_2_alignment). tdxsim also
-  // refuses a frame it does not back, which hardware would simply read.
+  // HKID in its key bits (module shared_hpa_check_with_pwr_2_alignment). Whether the host's
+  // allocator holds the frame free is no concern of the module's: it reads what is there.
+  // tdxsim refuses only an address past the end of the memory it models, where hardware
+  // would read whatever the platform returns for it.
   const uint64_t src_raw = regs.r9;
   const KeyId src_key = layout().key_of(src_raw);
   const Hpa src = layout().strip_key(src_raw);
   if (!src.is_aligned(Level::k4K) || (src_raw >> layout().maxphyaddr) != 0 ||
-      is_private_hkid(src_key.raw()) || !mem.contains(src) || !mem.is_allocated(src.pfn())) {
+      is_private_hkid(src_key.raw()) || !mem.contains(src)) {
     return with_operand(TdxStatus::kOperandInvalid, TdxOperand::kR9);
   }
   Check page = check_page(regs.r8, PamtPageType::kNda, TdxOperand::kR8, /*exclusive=*/true);

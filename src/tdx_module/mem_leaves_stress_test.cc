@@ -19,7 +19,6 @@ namespace tdxsim {
 namespace {
 
 constexpr uint64_t kOk = 0;
-constexpr uint16_t kGlobalHkid = 32;
 constexpr uint16_t kTdHkid = 33;
 constexpr unsigned kPagesPerThread = 48;
 constexpr unsigned kRounds = 16;
@@ -41,53 +40,19 @@ TEST(MemLeavesStress, AugRemoveOnOneTableRaceBlockUnblockAndSeptRd) {
   const auto page = [&] { return mem.alloc_frame().value().hpa(); };
   const auto pi = [](Gpa g, unsigned l) { return PageInfo::of(g, l).raw(); };
 
-  // Bring-up: SYS.INIT on CPU 0, LP.INIT everywhere, KEY.CONFIG per package (a repeat on a
-  // package is informational).
-  Hpa tdr;
+  // SYS bring-up, one initialised TD, and S-EPT tables for the shared 4K table's range.
+  const test::SeamcallOn seamcall = test::bound_seamcall(platform);
+  ASSERT_TRUE(test::bring_up_sys(platform, module, seamcall));
+  test::TdSpec spec;
+  spec.hkid = kTdHkid;
+  const std::expected<test::BuiltTd, std::string> td =
+      test::build_td(platform, module, seamcall, spec);
+  ASSERT_TRUE(td.has_value()) << td.error();
+  const Hpa tdr = td->tdr;
   Hpa big;
-  std::vector<Hpa> tdcs;
-  for (unsigned c = 0; c < platform.cpu_count(); ++c) {
-    CpuBinding b = platform.bind(c);
-    test::BoundHost h(b.cpu());
-    if (c == 0) {
-      ASSERT_EQ(h.call(SeamcallLeaf::kSysInit), kOk);
-    }
-    ASSERT_EQ(h.call(SeamcallLeaf::kSysLpInit), kOk);
-  }
-  {
-    CpuBinding b0 = platform.bind(0);
-    ASSERT_EQ(test::BoundHost(b0.cpu()).call(SeamcallLeaf::kSysConfig, 0, 1, kGlobalHkid), kOk);
-  }
-  for (unsigned c = 0; c < platform.cpu_count() && !module.sys_ready(); ++c) {
-    CpuBinding b = platform.bind(c);
-    const uint64_t s = test::BoundHost(b.cpu()).call(SeamcallLeaf::kSysKeyConfig);
-    ASSERT_TRUE(s == kOk || s == raw(TdxStatus::kKeyConfigured)) << describe_status(s);
-  }
   {
     CpuBinding b0 = platform.bind(0);
     test::BoundHost h0(b0.cpu());
-    while (!module.tdmr_initialized()) ASSERT_EQ(h0.call(SeamcallLeaf::kSysTdmrInit), kOk);
-    tdr = page();
-    ASSERT_EQ(h0.call(SeamcallLeaf::kMngCreate, tdr.raw(), kTdHkid), kOk);
-  }
-  for (unsigned c = 0; c < platform.cpu_count(); ++c) {
-    if (module.td_lifecycle(tdr) == TdLifecycle::kKeysConfigured) break;
-    CpuBinding b = platform.bind(c);
-    const uint64_t s = test::BoundHost(b.cpu()).call(SeamcallLeaf::kMngKeyConfig, tdr.raw());
-    ASSERT_TRUE(s == kOk || s == raw(TdxStatus::kKeyConfigured)) << describe_status(s);
-  }
-  {
-    CpuBinding b0 = platform.bind(0);
-    test::BoundHost h0(b0.cpu());
-    for (unsigned i = 0; i < module.config().tdcs_pages; ++i) {
-      tdcs.push_back(page());
-      ASSERT_EQ(h0.call(SeamcallLeaf::kMngAddcx, tdcs.back().raw(), tdr.raw()), kOk);
-    }
-    const Hpa params = page();
-    mem.write(params + 0, kHostKey, kTdAttrSeptVeDisable);
-    mem.write(params + 16, kHostKey, uint64_t{1});
-    mem.write(params + 24, kHostKey, uint64_t{6 | (3 << 3)});
-    ASSERT_EQ(h0.call(SeamcallLeaf::kMngInit, tdr.raw(), params.raw()), kOk);
     ASSERT_EQ(h0.call(SeamcallLeaf::kMemSeptAdd, pi(Gpa{0}, 3), tdr.raw(), page().raw()), kOk);
     ASSERT_EQ(h0.call(SeamcallLeaf::kMemSeptAdd, pi(Gpa{0}, 2), tdr.raw(), page().raw()), kOk);
     ASSERT_EQ(h0.call(SeamcallLeaf::kMemSeptAdd, pi(kGpa, 1), tdr.raw(), page().raw()), kOk);
@@ -163,7 +128,7 @@ TEST(MemLeavesStress, AugRemoveOnOneTableRaceBlockUnblockAndSeptRd) {
   EXPECT_EQ(module.pamt().count(PamtPageType::kReg, Level::k4K), 0u);
   EXPECT_EQ(module.pamt().count(PamtPageType::kReg, Level::k2M), 1u);
   // Every entry of the shared table FREE again, with no lock bit left behind.
-  const Hpa root = tdcs[kTdcsSeptRootPageIndex];
+  const Hpa root = td->tdcs[kTdcsSeptRootPageIndex];
   for (uint64_t i = 0; i < 512; ++i) {
     const SeptWalkResult w =
         sept_walk(mem, mem.layout(), root, 4, KeyId{kTdHkid}, kGpa + i * kPageSize, Level::k4K);

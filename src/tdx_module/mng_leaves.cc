@@ -89,13 +89,13 @@ uint64_t TdxModule::mng_init(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
     return s;
   }
 
-  // RDX: TD_PARAMS in shared (host-keyed) memory. tdxsim also refuses a frame it does not
-  // back (outside memory or unallocated), which hardware would simply read.
+  // RDX: TD_PARAMS in shared (host-keyed) memory, allocated by the host or not: the module
+  // reads what is there. tdxsim refuses only an address past the end of the memory it
+  // models, where hardware would read whatever the platform returns for it.
   HostMemory& mem = platform_.memory();
   const Hpa params{regs.rdx};
   if ((regs.rdx % kTdParamsAlign) != 0 || (regs.rdx & layout().keyid_mask()) != 0 ||
-      (regs.rdx >> layout().maxphyaddr) != 0 || !mem.contains(params) ||
-      !mem.is_allocated(params.pfn())) {
+      (regs.rdx >> layout().maxphyaddr) != 0 || !mem.contains(params)) {
     return with_operand(TdxStatus::kOperandInvalid, TdxOperand::kRdx);
   }
   const auto field = [&](uint64_t offset) { return mem.read(params + offset, kHostKey).value; };

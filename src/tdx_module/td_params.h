@@ -38,7 +38,7 @@ struct TdParams {
 };
 
 // Fills the host page at `page` as KVM fills struct td_params before TDH.MNG.INIT.
-// REQUIRES: `page` is an allocated host-keyed frame (1024-aligned, as every frame is).
+// REQUIRES: `page` is a host-keyed frame (1024-aligned, as every frame is).
 inline void write_td_params(HostMemory& mem, Hpa page, const TdParams& p) {
   mem.fill(page.pfn(), kHostKey, 0);
   mem.write(page + td_params_offset::kAttributes, kHostKey, p.attributes);

@@ -63,30 +63,17 @@ class TdHarness : public ModuleHarness {
   // MNG.CREATE, KEY.CONFIG everywhere, ADDCX; then MNG.INIT with `params` unless `init` is
   // false.
   Hpa td(bool init = true, const TdParams& params = {}) {
-    tdr_ = page();
-    EXPECT_EQ(call(SeamcallLeaf::kMngCreate, tdr_.raw(), kTdHkid), kOk);
-    for (unsigned c : package_leaders()) {
-      EXPECT_EQ(call_on(c, SeamcallLeaf::kMngKeyConfig, tdr_.raw()), kOk);
-    }
-    tdcs_.clear();
-    for (unsigned i = 0; i < module_.config().tdcs_pages; ++i) {
-      tdcs_.push_back(page());
-      EXPECT_EQ(call(SeamcallLeaf::kMngAddcx, tdcs_.back().raw(), tdr_.raw()), kOk);
-    }
-    if (init) {
-      EXPECT_EQ(call(SeamcallLeaf::kMngInit, tdr_.raw(), td_params(params).raw()), kOk);
-    }
+    TdSpec spec;
+    spec.hkid = kTdHkid;
+    spec.init = init;
+    spec.params = params;
+    BuiltTd built = build_td(spec);
+    tdr_ = built.tdr;
+    tdcs_ = std::move(built.tdcs);
     return tdr_;
   }
   // One vCPU, created and initialised (what MR.FINALIZE needs).
-  void vcpu() {
-    const Hpa tdvpr = page();
-    ASSERT_EQ(call(SeamcallLeaf::kVpCreate, tdvpr.raw(), tdr_.raw()), kOk);
-    for (unsigned i = 1; i < module_.config().tdvps_pages; ++i) {
-      ASSERT_EQ(call(SeamcallLeaf::kVpAddcx, page().raw(), tdvpr.raw()), kOk);
-    }
-    ASSERT_EQ(call(SeamcallLeaf::kVpInit, tdvpr.raw(), 0), kOk);
-  }
+  void vcpu() { ASSERT_FALSE(build_vcpu(tdr_).empty()); }
   void finalize() {
     vcpu();
     ASSERT_EQ(call(SeamcallLeaf::kMrFinalize, tdr_.raw()), kOk);

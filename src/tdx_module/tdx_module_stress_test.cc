@@ -15,7 +15,6 @@ namespace tdxsim {
 namespace {
 
 constexpr uint64_t kOk = 0;
-constexpr uint16_t kGlobalHkid = 32;
 constexpr uint16_t kTdHkid = 33;
 constexpr unsigned kVcpusPerThread = 8;
 constexpr uint16_t kMaxVcpus = 20;  // fewer than the vCPUs created: VP.INIT's bound is raced
@@ -33,54 +32,15 @@ TEST(TdxModuleStress, ConcurrentVcpuBuildAgainstExclusiveTdrLeaves) {
   const auto page = [&] { return mem.alloc_frame().value().hpa(); };
 
   // SYS bring-up and one initialised TD.
-  Hpa tdr;
-  {
-    CpuBinding b0 = platform.bind(0);
-    test::BoundHost h0(b0.cpu());
-    ASSERT_EQ(h0.call(SeamcallLeaf::kSysInit), kOk);
-  }
-  for (unsigned c = 0; c < platform.cpu_count(); ++c) {
-    CpuBinding b = platform.bind(c);
-    ASSERT_EQ(test::BoundHost(b.cpu()).call(SeamcallLeaf::kSysLpInit), kOk);
-  }
-  {
-    CpuBinding b0 = platform.bind(0);
-    ASSERT_EQ(test::BoundHost(b0.cpu()).call(SeamcallLeaf::kSysConfig, 0, 1, kGlobalHkid), kOk);
-  }
-  for (unsigned c = 0; c < platform.cpu_count(); ++c) {
-    CpuBinding b = platform.bind(c);
-    test::BoundHost h(b.cpu());
-    if (module.sys_ready()) break;  // after the last package it is no longer pending
-    const uint64_t s = h.call(SeamcallLeaf::kSysKeyConfig);
-    ASSERT_TRUE(s == kOk || s == raw(TdxStatus::kKeyConfigured)) << describe_status(s);
-  }
-  ASSERT_TRUE(module.sys_ready());
-  {
-    CpuBinding b0 = platform.bind(0);
-    test::BoundHost h0(b0.cpu());
-    while (!module.tdmr_initialized()) ASSERT_EQ(h0.call(SeamcallLeaf::kSysTdmrInit), kOk);
-    tdr = page();
-    ASSERT_EQ(h0.call(SeamcallLeaf::kMngCreate, tdr.raw(), kTdHkid), kOk);
-  }
-  for (unsigned c = 0; c < platform.cpu_count(); ++c) {
-    CpuBinding b = platform.bind(c);
-    // After the last package the lifecycle has moved on: KEY.CONFIG is refused from then.
-    if (module.td_lifecycle(tdr) == TdLifecycle::kKeysConfigured) break;
-    const uint64_t s = test::BoundHost(b.cpu()).call(SeamcallLeaf::kMngKeyConfig, tdr.raw());
-    ASSERT_TRUE(s == kOk || s == raw(TdxStatus::kKeyConfigured)) << describe_status(s);
-  }
-  {
-    CpuBinding b0 = platform.bind(0);
-    test::BoundHost h0(b0.cpu());
-    for (unsigned i = 0; i < module.config().tdcs_pages; ++i) {
-      ASSERT_EQ(h0.call(SeamcallLeaf::kMngAddcx, page().raw(), tdr.raw()), kOk);
-    }
-    const Hpa params = page();
-    mem.write(params + 0, kHostKey, kTdAttrSeptVeDisable);
-    mem.write(params + 16, kHostKey, kMaxVcpus);
-    mem.write(params + 24, kHostKey, 6 | (3 << 3));
-    ASSERT_EQ(h0.call(SeamcallLeaf::kMngInit, tdr.raw(), params.raw()), kOk);
-  }
+  const test::SeamcallOn seamcall = test::bound_seamcall(platform);
+  ASSERT_TRUE(test::bring_up_sys(platform, module, seamcall));
+  test::TdSpec spec;
+  spec.hkid = kTdHkid;
+  spec.params.max_vcpus = kMaxVcpus;
+  const std::expected<test::BuiltTd, std::string> td =
+      test::build_td(platform, module, seamcall, spec);
+  ASSERT_TRUE(td.has_value()) << td.error();
+  const Hpa tdr = td->tdr;
 
   // Threads 0..n-2 build vCPUs (TDR shared); the last thread hammers the TDR exclusively
   // (KEY.CONFIG, refused by lifecycle once it gets the lock) until the builders finish.

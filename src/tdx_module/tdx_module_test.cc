@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <expected>
+#include <string>
 #include <vector>
 
 #include "base/fault_injection.h"
@@ -41,42 +43,50 @@ class TdxModuleTest : public test::ModuleHarness {
     return call(0, leaf, regs);
   }
   // MNG.CREATE, KEY.CONFIG on every package, ADDCX × tdcs_pages.
-  Hpa keyed_td(std::vector<Hpa>* tdcs, uint16_t hkid = kTdHkid) {
-    const Hpa tdr = page();
-    EXPECT_EQ(call(SeamcallLeaf::kMngCreate, tdr.raw(), hkid), kOk);
-    for (unsigned c : package_leaders()) EXPECT_EQ(call_on(c, SeamcallLeaf::kMngKeyConfig, tdr.raw()), kOk);
-    for (unsigned i = 0; i < module_.config().tdcs_pages; ++i) {
-      const Hpa cx = page();
-      EXPECT_EQ(call(SeamcallLeaf::kMngAddcx, cx.raw(), tdr.raw()), kOk);
-      if (tdcs != nullptr) tdcs->push_back(cx);
-    }
-    return tdr;
+  Hpa keyed_td(std::vector<Hpa>* tdcs) {
+    test::TdSpec spec;
+    spec.init = false;
+    return with_tdcs(build_td(spec), tdcs);
   }
 
   // keyed_td, then MNG.INIT.
   Hpa initialized_td(std::vector<Hpa>* tdcs, const TdParams& p = {}) {
-    const Hpa tdr = keyed_td(tdcs);
-    EXPECT_EQ(call(SeamcallLeaf::kMngInit, tdr.raw(), td_params(p).raw()), kOk);
-    return tdr;
+    test::TdSpec spec;
+    spec.params = p;
+    return with_tdcs(build_td(spec), tdcs);
   }
 
   // VP.CREATE and VP.ADDCX × (tdvps_pages - 1); the pages in *pages, TDVPR first.
   Hpa created_vcpu(Hpa tdr, std::vector<Hpa>* pages) {
-    const Hpa tdvpr = page();
-    EXPECT_EQ(call(SeamcallLeaf::kVpCreate, tdvpr.raw(), tdr.raw()), kOk);
-    pages->push_back(tdvpr);
-    for (unsigned i = 1; i < module_.config().tdvps_pages; ++i) {
-      const Hpa cx = page();
-      EXPECT_EQ(call(SeamcallLeaf::kVpAddcx, cx.raw(), tdvpr.raw()), kOk);
-      pages->push_back(cx);
-    }
-    return tdvpr;
+    const std::vector<Hpa> mine = build_vcpu(tdr, /*init=*/false);
+    pages->insert(pages->end(), mine.begin(), mine.end());
+    return mine.empty() ? Hpa{} : mine.front();
+  }
+
+  static Hpa with_tdcs(const test::BuiltTd& td, std::vector<Hpa>* tdcs) {
+    if (tdcs != nullptr) tdcs->insert(tdcs->end(), td.tdcs.begin(), td.tdcs.end());
+    return td.tdr;
   }
 
   PamtPageType type_of(Hpa h) const { return module_.pamt().peek_type(h.pfn(), Level::k4K); }
 };
 
+// --- The shared builders -----------------------------------------------------------------------
+
+// A failed step is named, so that a test outside a fixture can report it.
+TEST_F(TdxModuleTest, BuildersReportTheStepThatFailed) {
+  const std::expected<test::BuiltTd, std::string> early =
+      test::build_td(platform_, module_, seamcall_on());
+  ASSERT_FALSE(early.has_value());
+  EXPECT_NE(early.error().find("MNG.CREATE"), std::string::npos) << early.error();
+  init_sys();
+  const ::testing::AssertionResult again = test::bring_up_sys(platform_, module_, seamcall_on());
+  EXPECT_FALSE(again);
+  EXPECT_NE(std::string(again.message()).find("SYS.INIT"), std::string::npos) << again.message();
+}
+
 // --- SYS gating --------------------------------------------------------------------------------
+
 
 TEST_F(TdxModuleTest, EveryNonSysLeafIsNotReadyUntilSysKeyConfigOnEveryPackage) {
   const uint64_t not_ready = st(TdxStatus::kSysNotReady);

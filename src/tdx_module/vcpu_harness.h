@@ -65,27 +65,15 @@ class VcpuHarness : public ModuleHarness {
   // A TD with one initialised vCPU and page tables for kGpa's 2M, not yet finalized.
   void build(uint64_t attributes = kTdAttrSeptVeDisable, unsigned vcpus = 1) {
     init_sys();
-    tdr_ = page();
-    ASSERT_EQ(call(SeamcallLeaf::kMngCreate, tdr_.raw(), kTdHkid), kOk);
-    for (unsigned c : package_leaders()) {
-      ASSERT_EQ(call_on(c, SeamcallLeaf::kMngKeyConfig, tdr_.raw()), kOk);
-    }
-    for (unsigned i = 0; i < module_.config().tdcs_pages; ++i) {
-      ASSERT_EQ(call(SeamcallLeaf::kMngAddcx, page().raw(), tdr_.raw()), kOk);
-    }
-    TdParams params;
-    params.attributes = attributes;
-    params.max_vcpus = static_cast<uint16_t>(vcpus);
-    ASSERT_EQ(call(SeamcallLeaf::kMngInit, tdr_.raw(), td_params(params).raw()), kOk);
-    for (unsigned v = 0; v < vcpus; ++v) {
-      const Hpa tdvpr = page();
-      ASSERT_EQ(call(SeamcallLeaf::kVpCreate, tdvpr.raw(), tdr_.raw()), kOk);
-      for (unsigned i = 1; i < module_.config().tdvps_pages; ++i) {
-        ASSERT_EQ(call(SeamcallLeaf::kVpAddcx, page().raw(), tdvpr.raw()), kOk);
-      }
-      ASSERT_EQ(call(SeamcallLeaf::kVpInit, tdvpr.raw(), 0), kOk);
-      tdvprs_.push_back(tdvpr);
-    }
+    TdSpec spec;
+    spec.hkid = kTdHkid;
+    spec.params.attributes = attributes;
+    spec.params.max_vcpus = static_cast<uint16_t>(vcpus);
+    spec.vcpus = vcpus;
+    const BuiltTd td = build_td(spec);
+    ASSERT_EQ(td.vcpus.size(), vcpus);
+    tdr_ = td.tdr;
+    for (const std::vector<Hpa>& v : td.vcpus) tdvprs_.push_back(v.front());
     for (unsigned l = 3; l >= 1; --l) {
       ASSERT_EQ(call(SeamcallLeaf::kMemSeptAdd, pi(kGpa, l), tdr_.raw(), page().raw()), kOk);
     }
