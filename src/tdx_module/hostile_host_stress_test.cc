@@ -451,9 +451,15 @@ TEST_F(HostileHostStress, HostileSeamcallsAgainstARunningTd) {
   const Target c = build_td(35, kTdAttrSeptVeDisable, false);  // stays INITIALIZED
   const std::map<uint64_t, uint64_t> before = measured_hashes(a);
 
-  // Frame pools: host frames never given to the module, and 2M-aligned runs.
+  // Frame pools: host frames not yet given to the module, and 2M-aligned runs.
   std::vector<uint64_t> frames;
   for (unsigned i = 0; i < 3072; ++i) frames.push_back(page().raw());
+  // And frames the host's allocator never handed out: the module may use any frame.
+  const uint64_t top = mem().total_frames();
+  for (uint64_t pfn = top - 256; pfn < top; ++pfn) {
+    ASSERT_FALSE(mem().is_allocated(Pfn{pfn}));
+    frames.push_back(Pfn{pfn}.hpa().raw());
+  }
   std::vector<uint64_t> frames_2m;
   for (unsigned i = 0; i < 8; ++i) {
     Hpa first = page();
