@@ -58,14 +58,20 @@ void LogicalCpu::bind_current_thread() {
 }
 
 void LogicalCpu::unbind_current_thread() {
-  // Interrupts queued for this CPU run before it goes idle: their senders are waiting.
-  handle_interrupts();
-  MutexLock lock(mu_);
-  TDXSIM_CHECK(occupant_ == std::this_thread::get_id(), "CPU {}: unbind by a non-occupant", id_);
-  TDXSIM_CHECK(ipis_.empty(), "CPU {}: IPIs left at unbind", id_);
-  occupant_.reset();
-  running_.store(std::thread::id{}, std::memory_order_relaxed);
-  cv_.notify_all();
+  // Interrupts queued for this CPU run before it goes idle: their senders are waiting. One
+  // may be queued after the last look and before the occupant is gone, so the look that
+  // finds the queue empty is the one that gives the CPU up, under the same lock.
+  for (;;) {
+    handle_interrupts();
+    MutexLock lock(mu_);
+    TDXSIM_CHECK(occupant_ == std::this_thread::get_id(), "CPU {}: unbind by a non-occupant",
+                 id_);
+    if (!ipis_.empty()) continue;
+    occupant_.reset();
+    running_.store(std::thread::id{}, std::memory_order_relaxed);
+    cv_.notify_all();
+    return;
+  }
 }
 
 LogicalCpu::BlockedScope::BlockedScope(LogicalCpu& cpu) : cpu_(cpu) {

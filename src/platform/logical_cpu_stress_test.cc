@@ -111,3 +111,40 @@ TEST(LogicalCpuStress, IpisNmisAndHypercallsAgainstRunningGuests) {
 
 }  // namespace
 }  // namespace tdxsim
+
+namespace tdxsim {
+namespace {
+
+// A thread that keeps giving its CPU up and taking it back while another keeps IPIing that
+// CPU: every IPI runs exactly once, on the occupant or on the sender's behalf when the CPU is
+// idle, and none is left queued behind an unbind (the sender would wait forever).
+TEST(LogicalCpuStress, IpisRacingUnbind) {
+  constexpr int kIpis = 20000;
+  FaultInjection faults;
+  PlatformConfig config;
+  config.cpus_per_package = 2;
+  config.memory.bytes = uint64_t{16} << 20;
+  Platform platform(config, faults);
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> ran{0};
+  std::thread occupant([&] {
+    while (!stop.load(std::memory_order_acquire)) {
+      // Bound and straight away unbound: the IPIs are run by the unbind, or on the
+      // sender's behalf while the CPU is idle.
+      CpuBinding b = platform.bind(0);
+    }
+  });
+  {
+    CpuBinding sender = platform.bind(1);
+    for (int i = 0; i < kIpis; ++i) {
+      platform.cpu(0).run_on([&](LogicalCpu&) { ran.fetch_add(1, std::memory_order_relaxed); },
+                             &sender.cpu());
+    }
+  }
+  stop.store(true, std::memory_order_release);
+  occupant.join();
+  EXPECT_EQ(ran.load(), static_cast<uint64_t>(kIpis));
+}
+
+}  // namespace
+}  // namespace tdxsim
