@@ -1,6 +1,7 @@
 #include "tdx_module/tdx_module.h"
 
 #include <algorithm>
+#include <bit>
 #include <utility>
 
 #include "base/check.h"
@@ -11,6 +12,7 @@ TdxModule::TdxModule(Platform& platform, const TdxModuleConfig& config)
     : platform_(platform),
       config_(config),
       pamt_(platform.memory().total_frames()),
+      control_objects_(platform.memory().total_frames()),
       kot_(size_t{platform.memory().layout().max_keyid()} + 1),
       packages_(platform.package_count()),
       lps_(platform.cpu_count()) {
@@ -196,14 +198,18 @@ Vcpu* TdxModule::find_vcpu(Pfn tdvpr) const {
   return it == vcpus_.end() ? nullptr : it->second.get();
 }
 
+// The control object of a frame the caller holds locked: the PAMT lock's acquire orders the
+// pointer's store (made under the same lock held exclusively, when the page was assigned).
 Td& TdxModule::locked_td(const PamtLock& tdr) const {
-  Td* td = find_td(tdr.pfn());
+  Td* td = std::bit_cast<Td*>(
+      AtomicWordRef(control_objects_[tdr.pfn().raw()]).load(std::memory_order_relaxed));
   TDXSIM_CHECK(td != nullptr, "PT_TDR page {} with no TD", tdr.pfn());
   return *td;
 }
 
 Vcpu& TdxModule::locked_vcpu(const PamtLock& tdvpr) const {
-  Vcpu* vcpu = find_vcpu(tdvpr.pfn());
+  Vcpu* vcpu = std::bit_cast<Vcpu*>(
+      AtomicWordRef(control_objects_[tdvpr.pfn().raw()]).load(std::memory_order_relaxed));
   TDXSIM_CHECK(vcpu != nullptr, "PT_TDVPR page {} with no vCPU", tdvpr.pfn());
   return *vcpu;
 }
@@ -213,6 +219,7 @@ Td& TdxModule::add_td(std::unique_ptr<Td> td) {
   const uint64_t key = td->tdr.raw();
   auto [it, inserted] = tds_.emplace(key, std::move(td));
   TDXSIM_CHECK(inserted, "a second TD at TDR pfn {:#x}", key);
+  set_control_object(key, it->second.get());
   return *it->second;
 }
 
@@ -221,16 +228,25 @@ Vcpu& TdxModule::add_vcpu(std::unique_ptr<Vcpu> vcpu) {
   const uint64_t key = vcpu->tdvpr.raw();
   auto [it, inserted] = vcpus_.emplace(key, std::move(vcpu));
   TDXSIM_CHECK(inserted, "a second vCPU at TDVPR pfn {:#x}", key);
+  set_control_object(key, it->second.get());
   return *it->second;
+}
+
+void TdxModule::set_control_object(uint64_t pfn, const void* object) {
+  control_objects_.note_touched(pfn);
+  AtomicWordRef(control_objects_[pfn]).store(std::bit_cast<uint64_t>(object),
+                                             std::memory_order_relaxed);
 }
 
 void TdxModule::erase_td(Pfn tdr) {
   MutexLock l(registry_mu_);
+  set_control_object(tdr.raw(), nullptr);
   TDXSIM_CHECK(tds_.erase(tdr.raw()) == 1, "no TD at {}", tdr);
 }
 
 void TdxModule::erase_vcpu(Pfn tdvpr) {
   MutexLock l(registry_mu_);
+  set_control_object(tdvpr.raw(), nullptr);
   TDXSIM_CHECK(vcpus_.erase(tdvpr.raw()) == 1, "no vCPU at {}", tdvpr);
 }
 

@@ -52,6 +52,7 @@
 #include "base/trace.h"
 #include "base/try_lock.h"
 #include "platform/key_id.h"
+#include "platform/lazy_words.h"
 #include "platform/logical_cpu.h"
 #include "platform/platform.h"
 #include "platform/scripted_guest.h"
@@ -304,6 +305,7 @@ class TdxModule : public SeamModule {
   Platform& platform_;
   const TdxModuleConfig config_;
   Pamt pamt_;
+  LazyWords control_objects_;  // see set_control_object
 
   TryLock sys_lock_;
   AtomicWord sys_phase_;       // SysPhase; release-stored under sys_lock_
@@ -319,6 +321,12 @@ class TdxModule : public SeamModule {
 
   // What a vCPU with no program attached runs: HLT at once.
   ScriptedGuest idle_program_{{}};
+
+  // The Td or Vcpu of each PT_TDR / PT_TDVPR frame, by frame number: what the module finds
+  // in the page itself. Read by locked_td/locked_vcpu holding the page's PAMT lock, which
+  // orders them after the store, made under the same lock when the page was assigned or
+  // reclaimed; so every leaf finds its TD without a shared lock of its own.
+  void set_control_object(uint64_t pfn, const void* object);
 
   mutable Mutex registry_mu_{"tdx_module.registry"};
   std::unordered_map<uint64_t, std::unique_ptr<Td>> tds_ TDXSIM_GUARDED_BY(registry_mu_);
