@@ -35,7 +35,7 @@ namespace {
 using SG = ScriptedGuest;
 using test::kOk;
 
-constexpr unsigned kCalls = 300'000;
+constexpr unsigned kCalls = 400'000;
 constexpr unsigned kRegions = 8;         // 2M regions of GPAs per TD
 constexpr unsigned k4kRegions = 4;       // 0-3: 4K pages under a table; 4-7: 2M pages
 constexpr unsigned kPagesPerRegion = 4;  // the 4K GPAs the host aims at in each
