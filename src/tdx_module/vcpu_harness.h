@@ -11,6 +11,7 @@
 
 #include "platform/scripted_guest.h"
 #include "tdx_module/module_test_harness.h"
+#include "tdx_module/td_test_harness.h"
 #include "tdx_module/td_exit.h"
 #include "tdx_module/tdx_module.h"
 
@@ -18,14 +19,8 @@ namespace tdxsim::test {
 
 using SG = ScriptedGuest;
 
-constexpr uint16_t kTdHkid = 33;
-constexpr uint64_t kOk = 0;
-constexpr Gpa kGpa{0x20'0000};  // private; its 2M has a page table
+// What the host wrote into a page before AUG: the guest must never see it.
 constexpr uint64_t kJunk = 0x5A5A'5A5A'5A5A'5A5A;
-
-inline uint64_t pi(Gpa gpa, unsigned tdx_level) {
-  return PageInfo::of(gpa.align_down(PageInfo::from_tdx_level(tdx_level)), tdx_level).raw();
-}
 
 // Guest code: a TDCALL with RAX = leaf and RCX = rcx.
 inline std::vector<GuestInsn> tdcall(TdcallLeaf leaf, uint64_t rcx = 0) {
