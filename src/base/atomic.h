@@ -75,4 +75,20 @@ class Counter {
   AtomicWord v_;
 };
 
+// A statistics counter written by one thread at a time — a logical CPU's own counters,
+// written by the thread bound to it (or, while it is idle, by the one running its
+// interrupts; the CPU's mailbox lock orders the hand-off) — and read by anyone. A load and a
+// store instead of a locked add: the guest's hot path counts every instruction.
+class OwnerCounter {
+ public:
+  void add(uint64_t n = 1) {
+    v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+  uint64_t value() const { return v_.load(std::memory_order_relaxed); }
+  void reset() { v_.store(0, std::memory_order_relaxed); }
+
+ private:
+  AtomicWord v_;
+};
+
 }  // namespace tdxsim

@@ -83,11 +83,13 @@ struct StaleUse {
   std::optional<Translation> fresh;  // what a walk gives now (nullopt: a fault)
 };
 
+// The CPU's own events are counted by the thread running on it; IPIs and NMIs received are
+// counted by their senders, concurrently.
 struct CpuStats {
-  Counter vm_entries, vm_exits, instructions, tlb_walks, ept_violations, ept_misconfigs,
-      npt_faults, ve_delivered, ipis_received, ipis_handled_idle, nmis_received, nmis_handled,
-      spurious_nmis, invept_single, invept_all, invvpid, asid_flushes, stale_uses,
-      spurious_faults;
+  OwnerCounter vm_entries, vm_exits, instructions, tlb_walks, ept_violations, ept_misconfigs,
+      npt_faults, ve_delivered, ipis_handled_idle, nmis_handled, spurious_nmis, invept_single,
+      invept_all, invvpid, asid_flushes, stale_uses, spurious_faults;
+  Counter ipis_received, nmis_received;
 };
 
 class LogicalCpu {

@@ -77,8 +77,9 @@ enum class InvvpidType : uint8_t {
   kSingleContextRetainingGlobals = 3,
 };
 
+// Written under the TLB's mutex.
 struct TlbStats {
-  Counter hits, misses, fills, evictions, flushes, entries_flushed;
+  OwnerCounter hits, misses, fills, evictions, flushes, entries_flushed;
 };
 
 class Tlb {

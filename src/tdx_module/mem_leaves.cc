@@ -271,6 +271,7 @@ uint64_t TdxModule::mem_track(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   if (!epoch.try_lock(td->epoch_lock, /*exclusive=*/true)) {
     return with_operand(TdxStatus::kOperandBusy, TdxOperand::kTdEpoch);
   }
+  locks_held.emit_lazy([&] { return LocksHeld{SeamcallLeaf::kMemTrack, td->tdr.hpa()}; });
   // A vCPU still inside since before the previous TRACK: advancing again would let the
   // tracked predicate pass for blocks it may still hold translations for.
   const uint64_t e = td->td_epoch.load(std::memory_order_relaxed);

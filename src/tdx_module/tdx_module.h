@@ -141,7 +141,8 @@ class TdxModule : public SeamModule {
   size_t td_count() const;
   size_t vcpu_count() const;
   // See LocksHeld. Emitted by the memory leaves once their prefix holds the TDR, op_state and
-  // tree locks (mem_begin), and by TDH.VP.ENTER holding the zero-step tree lock.
+  // tree locks (mem_begin), by TDH.MEM.TRACK holding the epoch lock exclusively, and by
+  // TDH.VP.ENTER holding the zero-step tree lock.
   Tracepoint<LocksHeld> locks_held;
 
   KeyId global_hkid() const { return KeyId{static_cast<uint16_t>(global_hkid_.load(std::memory_order_acquire))}; }
