@@ -222,10 +222,8 @@ uint64_t TdxModule::mem_range_block(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   const SeptState state = e.state();
   // BEPOCH lives in the PAMT entry of what the entry maps: the page at its size, or the
   // child S-EPT page of a non-leaf.
-  const Level page_level = e.is_leaf() ? level : Level::k4K;
-  std::expected<PamtLock, TryLockResult> page =
-      pamt_.lock(e.hpa(layout()).pfn(), page_level, Requester::kHost, /*exclusive=*/true);
-  if (!page) return with_operand(TdxStatus::kOperandBusy, TdxOperand::kRcx);
+  std::expected<PamtLock, uint64_t> page = lock_mapped(e, level, /*exclusive=*/true);
+  if (!page) return page.error();
   page->set_bepoch(td.td_epoch.load(std::memory_order_acquire));
   op.entry->commit(e.with_state(blocked_state(state)));
   return raw(TdxStatus::kSuccess);
@@ -245,10 +243,8 @@ uint64_t TdxModule::mem_range_unblock(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   // Only a TD that may be running needs the block tracked before the entry is usable
   // again (A6); the failure names the tree, without details (A3, A4).
   if (td.op_state == TdOpState::kRunnable) {
-    const Level page_level = e.is_leaf() ? level : Level::k4K;
-    std::expected<PamtLock, TryLockResult> page =
-        pamt_.lock(e.hpa(layout()).pfn(), page_level, Requester::kHost, /*exclusive=*/false);
-    if (!page) return with_operand(TdxStatus::kOperandBusy, TdxOperand::kRcx);
+    std::expected<PamtLock, uint64_t> page = lock_mapped(e, level, /*exclusive=*/false);
+    if (!page) return page.error();
     if (!tracked(td, page->bepoch())) {
       return with_operand(TdxStatus::kTlbTrackingNotDone, TdxOperand::kSeptTree);
     }
@@ -293,11 +289,8 @@ uint64_t TdxModule::mem_page_remove(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   Td& td = *op.td;
   const Level level = op.walk.level;
   const SeptEntry e = op.entry->value();
-  std::expected<PamtLock, TryLockResult> page =
-      pamt_.lock(e.hpa(layout()).pfn(), level, Requester::kHost, /*exclusive=*/true);
-  if (!page) return with_operand(TdxStatus::kOperandBusy, TdxOperand::kRcx);
-  TDXSIM_CHECK(page->type() == PamtPageType::kReg && page->level() == level,
-               "S-EPT leaf at {} maps a {} page", level_name(level), to_string(page->type()));
+  std::expected<PamtLock, uint64_t> page = lock_mapped(e, level, /*exclusive=*/true);
+  if (!page) return page.error();
   if (const uint64_t s = check_blocked_and_tracked(regs, td, e, level, page->bepoch(), layout());
       s != raw(TdxStatus::kSuccess)) {
     return s;
@@ -323,11 +316,8 @@ uint64_t TdxModule::mem_sept_remove(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   const Level level = op.walk.level;
   const SeptEntry e = op.entry->value();
   const Hpa child = e.hpa(layout());
-  std::expected<PamtLock, TryLockResult> page =
-      pamt_.lock(child.pfn(), Level::k4K, Requester::kHost, /*exclusive=*/true);
-  if (!page) return with_operand(TdxStatus::kOperandBusy, TdxOperand::kRcx);
-  TDXSIM_CHECK(page->type() == PamtPageType::kEpt && page->level() == Level::k4K,
-               "S-EPT non-leaf points at a {} page", to_string(page->type()));
+  std::expected<PamtLock, uint64_t> page = lock_mapped(e, level, /*exclusive=*/true);
+  if (!page) return page.error();
   // Module order: state, blocked, tracked, then the children (A5).
   if (const uint64_t s = check_blocked_and_tracked(regs, td, e, level, page->bepoch(), layout());
       s != raw(TdxStatus::kSuccess)) {

@@ -66,11 +66,8 @@ uint64_t TdxModule::mem_page_demote(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
     // BEPOCH under a shared hold only: the page's entry is taken exclusively after R8's
     // checks, as the module splits the PAMT last, so that an R8 inside the page being
     // split is a metadata error (the walk stops at the large page), not contention.
-    std::expected<PamtLock, TryLockResult> page =
-        pamt_.lock(large.pfn(), level, Requester::kHost, /*exclusive=*/false);
-    if (!page) return busy_rcx();
-    TDXSIM_CHECK(page->type() == PamtPageType::kReg && page->level() == level,
-                 "S-EPT leaf at {} maps a {} page", level_name(level), to_string(page->type()));
+    std::expected<PamtLock, uint64_t> page = lock_mapped(e, level, /*exclusive=*/false);
+    if (!page) return page.error();
     if (const uint64_t s = check_blocked_and_tracked(regs, td, e, level, page->bepoch(), layout());
         s != raw(TdxStatus::kSuccess)) {
       return s;
@@ -114,11 +111,8 @@ uint64_t TdxModule::mem_page_promote(LogicalCpu& /*cpu*/, SeamcallRegs& regs, ui
   const Level level = op.walk.level;
   const SeptEntry e = op.entry->value();
   const Hpa table = e.hpa(layout());
-  std::expected<PamtLock, TryLockResult> table_page =
-      pamt_.lock(table.pfn(), Level::k4K, Requester::kHost, /*exclusive=*/true);
-  if (!table_page) return busy_rcx();
-  TDXSIM_CHECK(table_page->type() == PamtPageType::kEpt && table_page->level() == Level::k4K,
-               "S-EPT non-leaf points at a {} page", to_string(table_page->type()));
+  std::expected<PamtLock, uint64_t> table_page = lock_mapped(e, level, /*exclusive=*/true);
+  if (!table_page) return table_page.error();
   if (const uint64_t s =
           check_blocked_and_tracked(regs, td, e, level, table_page->bepoch(), layout());
       s != raw(TdxStatus::kSuccess)) {
@@ -180,11 +174,8 @@ uint64_t TdxModule::mem_page_relocate(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   if ((regs.r8 & bit_range(51, 0)) == old_page.raw()) {
     return with_operand(TdxStatus::kOperandInvalid, TdxOperand::kR8);
   }
-  std::expected<PamtLock, TryLockResult> source =
-      pamt_.lock(old_page.pfn(), level, Requester::kHost, /*exclusive=*/true);
-  if (!source) return busy_rcx();
-  TDXSIM_CHECK(source->type() == PamtPageType::kReg && source->level() == level,
-               "S-EPT leaf at {} maps a {} page", level_name(level), to_string(source->type()));
+  std::expected<PamtLock, uint64_t> source = lock_mapped(e, level, /*exclusive=*/true);
+  if (!source) return source.error();
   if (const uint64_t s = check_blocked_and_tracked(regs, td, e, level, source->bepoch(), layout());
       s != raw(TdxStatus::kSuccess)) {
     return s;

@@ -186,6 +186,20 @@ void TdxModule::take_page(Pfn pfn, KeyId key, uint64_t fill) {
   mem.fill(pfn, key, fill);
 }
 
+std::expected<PamtLock, uint64_t> TdxModule::lock_mapped(SeptEntry e, Level level,
+                                                         bool exclusive) {
+  const bool leaf = e.is_leaf();
+  const Level page_level = leaf ? level : Level::k4K;
+  std::expected<PamtLock, TryLockResult> page =
+      pamt_.lock(e.hpa(layout()).pfn(), page_level, Requester::kHost, exclusive);
+  if (!page) return std::unexpected(with_operand(TdxStatus::kOperandBusy, TdxOperand::kRcx));
+  const PamtPageType want = leaf ? PamtPageType::kReg : PamtPageType::kEpt;
+  TDXSIM_CHECK(page->type() == want && page->level() == page_level,
+               "S-EPT {} at {} maps a {} {} page", leaf ? "leaf" : "non-leaf", level_name(level),
+               level_name(page->level()), to_string(page->type()));
+  return std::move(*page);
+}
+
 Td* TdxModule::find_td(Pfn tdr) const {
   MutexLock l(registry_mu_);
   auto it = tds_.find(tdr.raw());

@@ -272,6 +272,11 @@ class TdxModule : public SeamModule {
                            std::optional<TdxStatus> if_blocked = std::nullopt);
 
   // --- Helpers (tdx_module.cc) ------------------------------------------------------------
+  // The PAMT entry of what S-EPT entry `e` at `level` maps — the page at the leaf's size, or
+  // a non-leaf's child S-EPT page — locked in the asked mode. The S-EPT and the PAMT agree
+  // by construction: a page of another type there is a simulator bug (checked).
+  // Returns: the lock, or BUSY|RCX.
+  std::expected<PamtLock, uint64_t> lock_mapped(SeptEntry e, Level level, bool exclusive);
   // An explicit 4K HPA operand (module check_and_lock_explicit_4k_private_hpa): format,
   // inside the initialised TDMR, PAMT walk/lock, type `expected`.
   Check check_page(uint64_t hpa, PamtPageType expected, TdxOperand op, bool exclusive);
