@@ -32,23 +32,9 @@ const char* to_string(SeptState s) {
   return "?";
 }
 
-namespace {
-
-// Encoding → state, for every 7-bit encoding: the module's own lookup (sept_state_lookup)
-// is a table for the same reason — every walk asks for the state of every entry it crosses.
-constexpr std::array<std::optional<SeptState>, 128> kStateByEncoding = [] {
-  std::array<std::optional<SeptState>, 128> t{};
-  for (uint8_t e = 0; e < 128; ++e) t[e] = sept_state_from_encoding(e);
-  return t;
-}();
-
-}  // namespace
-
-SeptState SeptEntry::state() const {
-  const std::optional<SeptState> s = kStateByEncoding[state_encoding()];
-  TDXSIM_CHECK(s.has_value(), "S-EPT entry {:#x} holds state encoding {:#x}, which the module "
-               "never writes", raw_, state_encoding());
-  return *s;
+void SeptEntry::bad_state_encoding() const {
+  TDXSIM_CHECK(false, "S-EPT entry {:#x} holds state encoding {:#x}, which the module never "
+               "writes", raw_, state_encoding());
 }
 
 SeptEntry SeptEntry::with_state(SeptState s) const {

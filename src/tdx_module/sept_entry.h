@@ -44,6 +44,7 @@
 // the migration epoch a REMOVED entry carries.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 
@@ -192,7 +193,11 @@ class SeptEntry {
   }
   // REQUIRES: the entry holds one of the module's encodings (checked: anything else is a
   // simulator bug — the module never writes one).
-  SeptState state() const;
+  SeptState state() const {
+    const std::optional<SeptState> s = kStateByEncoding[state_encoding()];
+    if (!s) [[unlikely]] bad_state_encoding();
+    return *s;
+  }
   // The module's leaf test (PS); meaningful for every state but FREE, which reads false.
   constexpr bool is_leaf() const { return Ps::get(raw_) != 0; }
 
@@ -225,6 +230,15 @@ class SeptEntry {
   uint64_t arch_detail(Level level, uint8_t vm = 0) const;
 
  private:
+  // Encoding → state for every 7-bit encoding: the module's own lookup (sept_state_lookup)
+  // is a table for the same reason — every walk asks for the state of every entry it crosses.
+  static constexpr std::array<std::optional<SeptState>, 128> kStateByEncoding = [] {
+    std::array<std::optional<SeptState>, 128> t{};
+    for (uint8_t e = 0; e < 128; ++e) t[e] = sept_state_from_encoding(e);
+    return t;
+  }();
+  [[noreturn]] void bad_state_encoding() const;
+
   static constexpr uint64_t kSve = SuppressVe::kMask;
   static constexpr uint64_t kWbMemType = MemType::set(0, static_cast<uint64_t>(EptMemType::kWB));
 
