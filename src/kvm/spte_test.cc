@@ -2,8 +2,16 @@
 
 #include <gtest/gtest.h>
 
+#include <variant>
+
+#include "kvm/tdp_tables_for_test.h"
+#include "platform/host_memory.h"
+#include "platform/page_walk.h"
+
 namespace tdxsim {
 namespace {
+
+using testing::TestTdpTables;
 
 constexpr Level kLeafLevels[] = {Level::k4K, Level::k2M, Level::k1G};
 
@@ -147,6 +155,132 @@ TEST(SpteDeathTest, BuildersRefuseWhatKvmNeverBuilds) {
   EXPECT_DEATH(Spte::make_nonleaf(Hpa{0x1008}), "not page-aligned");
   EXPECT_DEATH(Spte::make_mmio(Gfn{1}, Spte::kMmioGenMax + 1, MmioValue::kTdVe), "generation");
 }
+
+// --- The hardware walker reads what KVM builds ---------------------------------------------
+
+class SpteWalkTest : public ::testing::TestWithParam<unsigned> {
+ protected:
+  SpteWalkTest()
+      : mem_(HostMemoryConfig{.bytes = uint64_t{64} << 20}),
+        tables_(mem_, level_from(GetParam())) {}
+
+  WalkContext ctx(bool mbec = false) const {
+    WalkContext c;
+    c.format = PagingFormat::kEpt;
+    c.root = tables_.root().spt();
+    c.levels = GetParam();
+    c.ad_enabled = true;  // as KVM runs EPT, and as TDX requires
+    c.table_key = kHostKey;
+    c.mbec = mbec;
+    return c;
+  }
+  WalkResult walk_at(Gfn gfn, AccessType type = AccessType::kRead,
+                     WalkMode mode = WalkMode::kProbe) {
+    AccessRequest a;
+    a.type = type;
+    return walk(mem_, mem_.layout(), ctx(), gfn.gpa(), a, mode);
+  }
+
+  HostMemory mem_;
+  TestTdpTables tables_;
+};
+
+TEST_P(SpteWalkTest, LeavesTranslateWithTheirPermissionsAndPfn) {
+  struct Case {
+    Gfn gfn;
+    Pfn pfn;
+    Level level;
+    SpteLeafAttrs attrs;
+    Perms perms;
+  };
+  const Case cases[] = {
+      {Gfn{0x12345}, Pfn{0x777}, Level::k4K, {}, {true, true, true, true}},
+      {Gfn{0x400}, Pfn{0x1200}, Level::k2M, {.write = false}, {true, false, true, true}},
+      {Gfn{0x80000},
+       Pfn{0x40000},
+       Level::k1G,
+       {.write = false, .exec = false},
+       {true, false, false, false}},
+      {Gfn{0x12346},
+       Pfn{0x778},
+       Level::k4K,
+       {.read = false, .write = false},
+       {false, false, true, true}},
+  };
+  for (const Case& c : cases) tables_.map(c.gfn, c.pfn, c.level, c.attrs);
+  for (const Case& c : cases) {
+    const Gfn inside = c.gfn + (level_pages(c.level) - 1);
+    const WalkResult r = walk_at(inside, c.perms.read ? AccessType::kRead : AccessType::kFetch);
+    ASSERT_TRUE(r.has_value()) << fmt::format("{}", c.gfn);
+    EXPECT_EQ(r->level, c.level);
+    EXPECT_EQ(r->hpa, c.pfn.hpa());
+    EXPECT_EQ(r->hpa_of(inside.gpa()), (c.pfn + (level_pages(c.level) - 1)).hpa());
+    EXPECT_EQ(r->key, kHostKey);
+    EXPECT_EQ(r->perms, c.perms) << fmt::format("{}", c.gfn);
+    EXPECT_EQ(Spte{r->leaf}, tables_.get(c.gfn, c.level));
+  }
+}
+
+TEST_P(SpteWalkTest, FrozenAndNonPresentEndTheWalkWithSuppressVe) {
+  tables_.map(Gfn{0x12345}, Pfn{0x777}, Level::k4K);
+  tables_.map(Gfn{0x200000}, Pfn{0x888}, Level::k4K);
+  // A frozen leaf, a frozen non-leaf (its table is still linked below: hardware must not
+  // follow it), and never-mapped space reading SHADOW_NONPRESENT_VALUE.
+  tables_.set(Gfn{0x12345}, Level::k4K, Spte::frozen());
+  tables_.set(Gfn{0x200000}, Level::k1G, Spte::frozen());
+  struct Case {
+    Gfn gfn;
+    Level level;
+  };
+  for (const Case& c : {Case{Gfn{0x12345}, Level::k4K}, Case{Gfn{0x200000}, Level::k1G},
+                        Case{Gfn{0x12344}, Level::k4K}, Case{Gfn{0x100000}, Level::k1G}}) {
+    for (WalkMode mode : {WalkMode::kProbe, WalkMode::kHardware}) {
+      const WalkResult r = walk_at(c.gfn, AccessType::kWrite, mode);
+      ASSERT_FALSE(r.has_value());
+      const auto* v = std::get_if<EptViolation>(&r.error());
+      ASSERT_NE(v, nullptr) << fmt::format("{}", c.gfn);
+      EXPECT_EQ(v->level, c.level) << fmt::format("{}", c.gfn);
+      EXPECT_TRUE(v->suppress_ve) << fmt::format("{}", c.gfn);  // an exit to KVM, never a #VE
+    }
+  }
+  // Hardware sets no A/D in an entry it found not present: FROZEN stays FROZEN.
+  EXPECT_TRUE(tables_.get(Gfn{0x12345}, Level::k4K).is_frozen());
+  EXPECT_TRUE(tables_.get(Gfn{0x200000}, Level::k1G).is_frozen());
+}
+
+TEST_P(SpteWalkTest, MmioSptes) {
+  tables_.set(Gfn{0xFEE00}, Level::k4K, Spte::make_mmio(Gfn{0xFEE00}, 9, MmioValue::kEptMisconfig));
+  tables_.set(Gfn{0xFEE01}, Level::k4K, Spte::make_mmio(Gfn{0xFEE01}, 9, MmioValue::kTdVe));
+  const WalkResult ept = walk_at(Gfn{0xFEE00});
+  ASSERT_FALSE(ept.has_value());
+  EXPECT_TRUE(std::holds_alternative<EptMisconfig>(ept.error()));
+  const WalkResult td = walk_at(Gfn{0xFEE01});
+  ASSERT_FALSE(td.has_value());
+  const auto* v = std::get_if<EptViolation>(&td.error());
+  ASSERT_NE(v, nullptr);
+  EXPECT_FALSE(v->suppress_ve);  // delivered to a #VE-enabled guest as #VE
+}
+
+TEST_P(SpteWalkTest, HardwareSetsAccessedAndDirtyInKvmLeaves) {
+  tables_.map(Gfn{0x10}, Pfn{0x20}, Level::k4K, {.prefetch = true});
+  ASSERT_FALSE(tables_.get(Gfn{0x10}, Level::k4K).is_accessed());
+  ASSERT_TRUE(walk_at(Gfn{0x10}, AccessType::kWrite, WalkMode::kHardware).has_value());
+  const Spte after = tables_.get(Gfn{0x10}, Level::k4K);
+  EXPECT_TRUE(after.is_accessed() && after.is_dirty());
+  EXPECT_TRUE(after.is_shadow_present());  // KVM's bits survive the CPU's update
+  EXPECT_TRUE(after.is_mmu_writable() && after.is_host_writable());
+}
+
+// FROZEN_SPTE has bit 10 set: under mode-based execute control it would be a present,
+// user-execute-only entry. KVM never enables MBEC for its TDP; this pins down why it must not.
+TEST_P(SpteWalkTest, FrozenWouldBePresentUnderMbec) {
+  EXPECT_FALSE(PageWalk::is_present(ctx(/*mbec=*/false), Spte::kFrozenValue));
+  EXPECT_TRUE(PageWalk::is_present(ctx(/*mbec=*/true), Spte::kFrozenValue));
+  EXPECT_FALSE(PageWalk::is_present(ctx(/*mbec=*/true), Spte::kNonPresentValue));
+}
+
+INSTANTIATE_TEST_SUITE_P(Levels, SpteWalkTest, ::testing::Values(4u, 5u),
+                         ::testing::PrintToStringParamName());
 
 }  // namespace
 }  // namespace tdxsim
