@@ -8,6 +8,9 @@ find_package(nlohmann_json REQUIRED)
 find_package(OpenSSL REQUIRED)
 if(TDXSIM_TESTS)
   find_package(GTest REQUIRED)
+  # Property tests (librapidcheck-dev): target `rapidcheck`. Tests run properties with a fixed
+  # seed through rc::detail::checkTestable; RC_GTEST_PROP would draw a new seed every run.
+  find_package(rapidcheck CONFIG REQUIRED)
 endif()
 if(TDXSIM_BENCHMARKS AND TDXSIM_SANITIZE STREQUAL "")
   find_package(benchmark REQUIRED)
