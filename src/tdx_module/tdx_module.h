@@ -145,7 +145,9 @@ class TdxModule : public SeamModule {
   // TDH.VP.ENTER holding the zero-step tree lock.
   Tracepoint<LocksHeld> locks_held;
 
-  KeyId global_hkid() const { return KeyId{static_cast<uint16_t>(global_hkid_.load(std::memory_order_acquire))}; }
+  KeyId global_hkid() const {
+    return KeyId{static_cast<uint16_t>(global_hkid_.load(std::memory_order_acquire))};
+  }
 
  private:
   // Key ownership table entry (module kot_entry_t): state, and the packages whose caches
@@ -191,6 +193,21 @@ class TdxModule : public SeamModule {
   uint64_t vp_init(LogicalCpu& cpu, SeamcallRegs& regs, uint8_t version);
   uint64_t vp_rd_wr(LogicalCpu& cpu, SeamcallRegs& regs, bool write);
   uint64_t vp_flush(LogicalCpu& cpu, SeamcallRegs& regs);
+  // What a vCPU leaf holds once its prefix passed: the TDVPR, the owner TDR (shared), and
+  // the op_state lock (shared).
+  struct VpOp {
+    std::optional<PamtLock> tdvpr;
+    std::optional<PamtLock> tdr;
+    Td* td = nullptr;
+    Vcpu* vcpu = nullptr;
+    TryLockGuard op_state;
+  };
+  // The prefix the vCPU leaves share, in the module's order: the TDVPR operand (format,
+  // range, PAMT type, locked as asked), its owner TDR implicitly and shared, then the TD's
+  // state with op_state in `allowed` (check_td_state). Returns: raw(kSuccess) with `op`
+  // filled, or the status (what `op` holds is released with it).
+  uint64_t vp_begin(uint64_t tdvpr, TdxOperand operand, bool tdvpr_exclusive,
+                    std::initializer_list<TdOpState> allowed, VpOp& op);
   // TD entry and exit (vp_enter.cc).
   uint64_t vp_enter(LogicalCpu& cpu, SeamcallRegs& regs);
   // Runs the entered vCPU until a TD exit, whose registers it leaves in `regs`.
@@ -217,7 +234,8 @@ class TdxModule : public SeamModule {
   // S-EPT memory leaves (mem_leaves.cc).
   uint64_t mem_sept_add(LogicalCpu& cpu, SeamcallRegs& regs, uint8_t version);
   uint64_t mem_sept_add_body(SeamcallRegs& regs, uint8_t version, bool allow_existing,
-                             const std::array<uint64_t, 4>& pages, std::array<uint64_t, 4>& flagged);
+                             const std::array<uint64_t, 4>& pages,
+                             std::array<uint64_t, 4>& flagged);
   uint64_t mem_page_aug(LogicalCpu& cpu, SeamcallRegs& regs);
   uint64_t mem_sept_rd(LogicalCpu& cpu, SeamcallRegs& regs);
   uint64_t mem_range_block(LogicalCpu& cpu, SeamcallRegs& regs);

@@ -41,19 +41,15 @@ constexpr uint64_t kResumeL1 = uint64_t{1} << 53;
 }  // namespace
 
 uint64_t TdxModule::vp_enter(LogicalCpu& cpu, SeamcallRegs& regs) {
-  Check tdvpr = check_page(regs.rcx & ~(kHostRecoverabilityHint | kResumeL1),
-                           PamtPageType::kTdvpr, TdxOperand::kRcx, /*exclusive=*/false);
-  if (!tdvpr) return tdvpr.error();
-  Check tdr = lock_implicit_tdr(tdvpr->owner(), /*exclusive=*/false);
-  if (!tdr) return tdr.error();
-  Td& td = locked_td(*tdr);
-  Vcpu& vcpu = locked_vcpu(*tdvpr);
-  TryLockGuard op_state;
-  if (const uint64_t s = check_td_state(td, /*lock_exclusive=*/false, {TdOpState::kRunnable},
-                                        op_state);
+  VpOp op;
+  if (const uint64_t s = vp_begin(regs.rcx & ~(kHostRecoverabilityHint | kResumeL1),
+                                  TdxOperand::kRcx, /*tdvpr_exclusive=*/false,
+                                  {TdOpState::kRunnable}, op);
       s != raw(TdxStatus::kSuccess)) {
     return s;
   }
+  Td& td = *op.td;
+  Vcpu& vcpu = *op.vcpu;
   if (vcpu.tdcx_pages.size() + 1 < config_.tdvps_pages) return raw(TdxStatus::kTdcxNumIncorrect);
 
   // The association is what gives this SEAMCALL the TDVPS (td.h): claim it first.

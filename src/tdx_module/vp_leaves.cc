@@ -14,6 +14,19 @@ constexpr uint64_t kSharedEptpWritable = Eptp::Root::kMask;
 
 }  // namespace
 
+uint64_t TdxModule::vp_begin(uint64_t tdvpr, TdxOperand operand, bool tdvpr_exclusive,
+                             std::initializer_list<TdOpState> allowed, VpOp& op) {
+  Check page = check_page(tdvpr, PamtPageType::kTdvpr, operand, tdvpr_exclusive);
+  if (!page) return page.error();
+  op.tdvpr.emplace(std::move(*page));
+  Check tdr = lock_implicit_tdr(op.tdvpr->owner(), /*exclusive=*/false);
+  if (!tdr) return tdr.error();
+  op.tdr.emplace(std::move(*tdr));
+  op.td = &locked_td(*op.tdr);
+  op.vcpu = &locked_vcpu(*op.tdvpr);
+  return check_td_state(*op.td, /*lock_exclusive=*/false, allowed, op.op_state);
+}
+
 uint64_t TdxModule::vp_create(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   Check tdr = check_page(regs.rdx, PamtPageType::kTdr, TdxOperand::kRdx, /*exclusive=*/false);
   if (!tdr) return tdr.error();
@@ -37,18 +50,14 @@ uint64_t TdxModule::vp_create(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
 }
 
 uint64_t TdxModule::vp_addcx(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
-  Check tdvpr = check_page(regs.rdx, PamtPageType::kTdvpr, TdxOperand::kRdx, /*exclusive=*/true);
-  if (!tdvpr) return tdvpr.error();
-  Check tdr = lock_implicit_tdr(tdvpr->owner(), /*exclusive=*/false);
-  if (!tdr) return tdr.error();
-  Td* td = &locked_td(*tdr);
-  Vcpu* vcpu = &locked_vcpu(*tdvpr);
-  TryLockGuard op_state;
-  if (const uint64_t s = check_td_state(*td, /*lock_exclusive=*/false, {TdOpState::kInitialized},
-                                        op_state);
+  VpOp op;
+  if (const uint64_t s = vp_begin(regs.rdx, TdxOperand::kRdx, /*tdvpr_exclusive=*/true,
+                                  {TdOpState::kInitialized}, op);
       s != raw(TdxStatus::kSuccess)) {
     return s;
   }
+  Td* td = op.td;
+  Vcpu* vcpu = op.vcpu;
   if (vcpu->state != VcpuState::kCreated) return raw(TdxStatus::kVcpuStateIncorrect);
   if (vcpu->tdcx_pages.size() + 1 >= config_.tdvps_pages) return raw(TdxStatus::kTdcxNumIncorrect);
   Check page = check_page(regs.rcx, PamtPageType::kNda, TdxOperand::kRcx, /*exclusive=*/true);
@@ -63,18 +72,14 @@ uint64_t TdxModule::vp_addcx(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
 }
 
 uint64_t TdxModule::vp_init(LogicalCpu& /*cpu*/, SeamcallRegs& regs, uint8_t version) {
-  Check tdvpr = check_page(regs.rcx, PamtPageType::kTdvpr, TdxOperand::kRcx, /*exclusive=*/true);
-  if (!tdvpr) return tdvpr.error();
-  Check tdr = lock_implicit_tdr(tdvpr->owner(), /*exclusive=*/false);
-  if (!tdr) return tdr.error();
-  Td* td = &locked_td(*tdr);
-  Vcpu* vcpu = &locked_vcpu(*tdvpr);
-  TryLockGuard op_state;
-  if (const uint64_t s = check_td_state(*td, /*lock_exclusive=*/false, {TdOpState::kInitialized},
-                                        op_state);
+  VpOp op;
+  if (const uint64_t s = vp_begin(regs.rcx, TdxOperand::kRcx, /*tdvpr_exclusive=*/true,
+                                  {TdOpState::kInitialized}, op);
       s != raw(TdxStatus::kSuccess)) {
     return s;
   }
+  Td* td = op.td;
+  Vcpu* vcpu = op.vcpu;
   // The TDVPS must be complete before its fields can be initialised (module map_tdvps).
   if (vcpu->tdcx_pages.size() + 1 < config_.tdvps_pages) return raw(TdxStatus::kTdcxNumIncorrect);
   if (vcpu->state != VcpuState::kCreated) return raw(TdxStatus::kVcpuStateIncorrect);
@@ -104,18 +109,14 @@ uint64_t TdxModule::vp_init(LogicalCpu& /*cpu*/, SeamcallRegs& regs, uint8_t ver
 }
 
 uint64_t TdxModule::vp_rd_wr(LogicalCpu& /*cpu*/, SeamcallRegs& regs, bool write) {
-  Check tdvpr = check_page(regs.rcx, PamtPageType::kTdvpr, TdxOperand::kRcx, /*exclusive=*/write);
-  if (!tdvpr) return tdvpr.error();
-  Check tdr = lock_implicit_tdr(tdvpr->owner(), /*exclusive=*/false);
-  if (!tdr) return tdr.error();
-  Td* td = &locked_td(*tdr);
-  Vcpu* vcpu = &locked_vcpu(*tdvpr);
-  TryLockGuard op_state;
-  if (const uint64_t s = check_td_state(*td, /*lock_exclusive=*/false,
-                                        {TdOpState::kInitialized, TdOpState::kRunnable}, op_state);
+  VpOp op;
+  if (const uint64_t s = vp_begin(regs.rcx, TdxOperand::kRcx, /*tdvpr_exclusive=*/write,
+                                  {TdOpState::kInitialized, TdOpState::kRunnable}, op);
       s != raw(TdxStatus::kSuccess)) {
     return s;
   }
+  Td* td = op.td;
+  Vcpu* vcpu = op.vcpu;
   if (vcpu->tdcx_pages.size() + 1 < config_.tdvps_pages) return raw(TdxStatus::kTdcxNumIncorrect);
   if (regs.rdx != vp_field::kSharedEptp) {
     regs.r8 = 0;
@@ -126,7 +127,8 @@ uint64_t TdxModule::vp_rd_wr(LogicalCpu& /*cpu*/, SeamcallRegs& regs, bool write
     const uint64_t mask = regs.r9 & kSharedEptpWritable;
     const uint64_t root = (old_value & ~mask) | (regs.r8 & mask);
     vcpu->context.eptp =
-        Eptp::make(Hpa{root & kSharedEptpWritable}, td->ept_levels, td->secure_eptp.is_ad_enabled());
+        Eptp::make(Hpa{root & kSharedEptpWritable}, td->ept_levels,
+                   td->secure_eptp.is_ad_enabled());
   }
   regs.r8 = old_value;
   return raw(TdxStatus::kSuccess);
@@ -143,7 +145,9 @@ uint64_t TdxModule::vp_flush(LogicalCpu& cpu, SeamcallRegs& regs) {
   if (vcpu->tdcx_pages.size() + 1 < config_.tdvps_pages) return raw(TdxStatus::kTdcxNumIncorrect);
   // A vCPU never entered, or flushed already, is associated with no LP: also "not here"
   // (module: ASSOC_LPID is -1, never equal to an LP id). KVM treats this status as done.
-  if (vcpu->assoc_lp.load(std::memory_order_acquire) != cpu.id()) return raw(TdxStatus::kVcpuNotAssociated);
+  if (vcpu->assoc_lp.load(std::memory_order_acquire) != cpu.id()) {
+    return raw(TdxStatus::kVcpuNotAssociated);
+  }
 
   // The TD's translations cached on this LP are tagged with its secure EPTP.
   cpu.invept(InveptType::kSingleContext, td->secure_eptp);
