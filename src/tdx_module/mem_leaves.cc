@@ -72,6 +72,21 @@ uint64_t TdxModule::mem_begin(SeamcallRegs& regs, SeamcallLeaf leaf, bool handle
   return raw(TdxStatus::kSuccess);
 }
 
+std::expected<PamtLock, uint64_t> TdxModule::lock_blocked_and_tracked(SeamcallRegs& regs,
+                                                                      const MemOp& op,
+                                                                      bool exclusive) {
+  const SeptEntry e = op.entry->value();
+  const Level level = op.walk.level;
+  std::expected<PamtLock, uint64_t> page = lock_mapped(e, level, exclusive);
+  if (!page) return page;
+  if (const uint64_t s =
+          check_blocked_and_tracked(regs, *op.td, e, level, page->bepoch(), layout());
+      s != raw(TdxStatus::kSuccess)) {
+    return std::unexpected(s);
+  }
+  return page;
+}
+
 uint64_t TdxModule::mem_begin_entry(SeamcallRegs& regs, SeamcallLeaf leaf, MemOp& op,
                                     TreeLock tree, bool handle_has_flag,
                                     std::optional<TdxStatus> if_blocked) {
@@ -288,13 +303,9 @@ uint64_t TdxModule::mem_page_remove(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   }
   Td& td = *op.td;
   const Level level = op.walk.level;
-  const SeptEntry e = op.entry->value();
-  std::expected<PamtLock, uint64_t> page = lock_mapped(e, level, /*exclusive=*/true);
+  std::expected<PamtLock, uint64_t> page =
+      lock_blocked_and_tracked(regs, op, /*exclusive=*/true);
   if (!page) return page.error();
-  if (const uint64_t s = check_blocked_and_tracked(regs, td, e, level, page->bepoch(), layout());
-      s != raw(TdxStatus::kSuccess)) {
-    return s;
-  }
   op.entry->commit(SeptEntry::free());
   td.child_count.fetch_sub(level_pages(level), std::memory_order_relaxed);
   // The frames keep the TD's key and dirty lines: the host writes them back
@@ -316,13 +327,10 @@ uint64_t TdxModule::mem_sept_remove(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   const Level level = op.walk.level;
   const SeptEntry e = op.entry->value();
   const Hpa child = e.hpa(layout());
-  std::expected<PamtLock, uint64_t> page = lock_mapped(e, level, /*exclusive=*/true);
-  if (!page) return page.error();
   // Module order: state, blocked, tracked, then the children (A5).
-  if (const uint64_t s = check_blocked_and_tracked(regs, td, e, level, page->bepoch(), layout());
-      s != raw(TdxStatus::kSuccess)) {
-    return s;
-  }
+  std::expected<PamtLock, uint64_t> page =
+      lock_blocked_and_tracked(regs, op, /*exclusive=*/true);
+  if (!page) return page.error();
   for (uint64_t i = 0; i < kEntriesPerTable; ++i) {
     const SeptEntry c{mem.load(child + 8 * i, td.hkid, std::memory_order_acquire)};
     if (c.state() != SeptState::kFree) {

@@ -66,12 +66,9 @@ uint64_t TdxModule::mem_page_demote(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
     // BEPOCH under a shared hold only: the page's entry is taken exclusively after R8's
     // checks, as the module splits the PAMT last, so that an R8 inside the page being
     // split is a metadata error (the walk stops at the large page), not contention.
-    std::expected<PamtLock, uint64_t> page = lock_mapped(e, level, /*exclusive=*/false);
+    std::expected<PamtLock, uint64_t> page =
+        lock_blocked_and_tracked(regs, op, /*exclusive=*/false);
     if (!page) return page.error();
-    if (const uint64_t s = check_blocked_and_tracked(regs, td, e, level, page->bepoch(), layout());
-        s != raw(TdxStatus::kSuccess)) {
-      return s;
-    }
   }
   Check table = check_page(regs.r8, PamtPageType::kNda, TdxOperand::kR8, /*exclusive=*/true);
   if (!table) return table.error();
@@ -111,13 +108,9 @@ uint64_t TdxModule::mem_page_promote(LogicalCpu& /*cpu*/, SeamcallRegs& regs, ui
   const Level level = op.walk.level;
   const SeptEntry e = op.entry->value();
   const Hpa table = e.hpa(layout());
-  std::expected<PamtLock, uint64_t> table_page = lock_mapped(e, level, /*exclusive=*/true);
+  std::expected<PamtLock, uint64_t> table_page =
+      lock_blocked_and_tracked(regs, op, /*exclusive=*/true);
   if (!table_page) return table_page.error();
-  if (const uint64_t s =
-          check_blocked_and_tracked(regs, td, e, level, table_page->bepoch(), layout());
-      s != raw(TdxStatus::kSuccess)) {
-    return s;
-  }
 
   // The children, each locked then checked in turn (module is_sept_page_valid_for_merge):
   // the first a MAPPED or PENDING leaf on a frame aligned to the merged size, every other
@@ -174,12 +167,9 @@ uint64_t TdxModule::mem_page_relocate(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   if ((regs.r8 & bit_range(51, 0)) == old_page.raw()) {
     return with_operand(TdxStatus::kOperandInvalid, TdxOperand::kR8);
   }
-  std::expected<PamtLock, uint64_t> source = lock_mapped(e, level, /*exclusive=*/true);
+  std::expected<PamtLock, uint64_t> source =
+      lock_blocked_and_tracked(regs, op, /*exclusive=*/true);
   if (!source) return source.error();
-  if (const uint64_t s = check_blocked_and_tracked(regs, td, e, level, source->bepoch(), layout());
-      s != raw(TdxStatus::kSuccess)) {
-    return s;
-  }
   Check target = check_page(regs.r8, PamtPageType::kNda, TdxOperand::kR8, /*exclusive=*/true);
   if (!target) return target.error();
 

@@ -295,6 +295,12 @@ class TdxModule : public SeamModule {
   // by construction: a page of another type there is a simulator bug (checked).
   // Returns: the lock, or BUSY|RCX.
   std::expected<PamtLock, uint64_t> lock_mapped(SeptEntry e, Level level, bool exclusive);
+  // What PAGE.REMOVE, SEPT.REMOVE, RELOCATE, DEMOTE and PROMOTE do after the prefix: lock
+  // what the locked entry maps (lock_mapped), then require it blocked and its block tracked
+  // while the TD may run (check_blocked_and_tracked, mem_leaf_checks.h).
+  // Returns: the lock, or the status (RCX/RDX set as that check sets them).
+  std::expected<PamtLock, uint64_t> lock_blocked_and_tracked(SeamcallRegs& regs, const MemOp& op,
+                                                             bool exclusive);
   // An explicit 4K HPA operand (module check_and_lock_explicit_4k_private_hpa): format,
   // inside the initialised TDMR, PAMT walk/lock, type `expected`.
   Check check_page(uint64_t hpa, PamtPageType expected, TdxOperand op, bool exclusive);
