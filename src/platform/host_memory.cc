@@ -296,24 +296,37 @@ struct HostMemory::Impl {
     touch(pfn);
     AtomicWordRef w = info_word(pfn);
     uint64_t old = w.load(std::memory_order_acquire);
-    uint64_t now;
-    bool poisoned_now;
+    uint64_t now = 0;
+    if (update_info(w, old, now, key, whole_page, /*may_poison=*/false)) return now;
+    // The write poisons the frame. Poisoning and its log entry happen under the log lock, so
+    // an owner's read that sees the poison logs its kPoisonConsumed after this entry.
+    MutexLock l(log_mu);
+    if (!update_info(w, old, now, key, whole_page, /*may_poison=*/true)) {
+      record_locked(MemViolationKind::kIntegrityPoison, where, key, info_key(now));
+    }
+    return now;
+  }
+
+  // One CAS loop over info for a write with `key`. Returns false, leaving info unchanged,
+  // when the write would poison the frame and !may_poison; with may_poison it returns false
+  // after storing the poisoning update (the caller logs it) and true otherwise.
+  static bool update_info(AtomicWordRef w, uint64_t& old, uint64_t& now, KeyId key,
+                          bool whole_page, bool may_poison) {
     for (;;) {
       const KeyId owner = info_key(old);
       now = old;
-      poisoned_now = false;
+      bool poisons = false;
       // TDX integrity: a line written with another key fails the owner's MAC/TD-bit check.
       if (key != owner && !owner.is_host() && !info_poisoned(old)) {
         now = InfoPoisoned::set(now, 1);
-        poisoned_now = true;
+        poisons = true;
       }
       if (key == owner && !key.is_host()) now = InfoDirtyKey::set(now, key.raw());
       // A whole-page write by the owner rewrites every line (MOVDIR64B), clearing poison.
       if (whole_page && key == owner) now = InfoPoisoned::set(now, 0);
-      if (now == old || w.compare_exchange(old, now, std::memory_order_acq_rel)) break;
+      if (poisons && !may_poison) return false;
+      if (now == old || w.compare_exchange(old, now, std::memory_order_acq_rel)) return !poisons;
     }
-    if (poisoned_now) record(MemViolationKind::kIntegrityPoison, where, key, info_key(now));
-    return now;
   }
 
   // A TD's plaintext stored where the host reads it as plaintext.
@@ -327,6 +340,12 @@ struct HostMemory::Impl {
     // The ticket bounds the log without taking the lock once it is full.
     if (violation_total.fetch_add(1, std::memory_order_relaxed) >= kMaxLoggedViolations) return;
     MutexLock l(log_mu);
+    log.push_back(MemViolation{kind, where, accessor, owner});
+  }
+
+  void record_locked(MemViolationKind kind, Hpa where, KeyId accessor, KeyId owner)
+      TDXSIM_REQUIRES(log_mu) {
+    if (violation_total.fetch_add(1, std::memory_order_relaxed) >= kMaxLoggedViolations) return;
     log.push_back(MemViolation{kind, where, accessor, owner});
   }
 
