@@ -1,0 +1,56 @@
+// KvmArchHooks: what generic KVM (memslots, memory attributes, guest_memfd, MMU notifiers;
+// virt/kvm/kvm_main.c and guest_memfd.c upstream) calls in the arch MMU — the kvm_arch_*
+// and kvm_*_gfn_range functions of arch/x86/kvm/mmu/mmu.c.
+//
+// The x86 MMU (tdp_mmu.h) implements it; generic code's own tests use a recording fake. The
+// lock each hook runs under is part of its contract: the caller takes it.
+#pragma once
+
+#include "kvm/gfn_range.h"
+#include "kvm/kvm_errno.h"
+
+namespace tdxsim {
+
+struct Memslot;
+
+// enum kvm_mr_change.
+enum class MemslotChange : uint8_t { kCreate, kDelete, kMove, kFlagsOnly };
+
+class KvmArchHooks {
+ public:
+  virtual ~KvmArchHooks() = default;
+
+  // kvm_arch_prepare_memory_region: arch checks of a slot being created, moved or re-flagged
+  // (x86: the last gfn must not carry a direct bit and must fit the MMU) — EINVAL if not.
+  // `old` is null for kCreate, `new_slot` null for kDelete. REQUIRES: slots_lock held.
+  virtual KvmResult<> prepare_memory_region(const Memslot* old, const Memslot* new_slot,
+                                            MemslotChange change) = 0;
+  // kvm_arch_flush_shadow_memslot: drop every mapping of a slot being deleted or moved
+  // (the slot is already invalid to faults). REQUIRES: slots_lock held, mmu_lock not held
+  // (the hook takes it).
+  virtual void flush_shadow_memslot(const Memslot& slot) = 0;
+  // kvm_arch_flush_shadow_all: the host mm is going away (notifier release).
+  // REQUIRES: mmu_lock not held.
+  virtual void flush_shadow_all() = 0;
+
+  // kvm_unmap_gfn_range. REQUIRES: mmu_lock held for write, an invalidation in progress
+  // covering the range. Returns: whether the caller must flush remote TLBs.
+  virtual bool unmap_gfn_range(const GfnRange& range) = 0;
+  // kvm_age_gfn / kvm_test_age_gfn (shared mappings only). REQUIRES: mmu_lock held for write.
+  // Returns: whether any mapping in the range was young (age_gfn also clears it).
+  virtual bool age_gfn(const GfnRange& range) = 0;
+  virtual bool test_age_gfn(const GfnRange& range) = 0;
+
+  // kvm_arch_pre_set_memory_attributes: zap the alias the conversion retires
+  // (range.attributes is the new value). REQUIRES: mmu_lock held for write, an invalidation
+  // in progress covering the range. Returns: whether to flush remote TLBs.
+  virtual bool pre_set_memory_attributes(const GfnRange& range) = 0;
+  // kvm_arch_post_set_memory_attributes: the new attributes are stored.
+  // REQUIRES: mmu_lock held for write. Returns: whether to flush remote TLBs.
+  virtual bool post_set_memory_attributes(const GfnRange& range) = 0;
+
+  // kvm_flush_remote_tlbs. REQUIRES: mmu_lock held (either mode) or none.
+  virtual void flush_remote_tlbs() = 0;
+};
+
+}  // namespace tdxsim
