@@ -1,0 +1,654 @@
+#include "kvm/tdp_mmu.h"
+
+#include <algorithm>
+#include <thread>
+
+#include "base/check.h"
+
+namespace tdxsim {
+namespace {
+
+bool is_leaf_level(Level level) { return level <= Level::k1G; }
+
+// A private leaf: RWX, and no memory type or IPAT from KVM — the TDX module decides the
+// S-EPT entry's type, so the mirror records none (any other value is a VM bug).
+SpteLeafAttrs mirror_leaf_attrs() {
+  return SpteLeafAttrs{.read = true,
+                       .write = true,
+                       .exec = true,
+                       .mem_type = EptMemType::kUC,
+                       .ignore_pat = false,
+                       .host_writable = true,
+                       .prefetch = false};
+}
+
+bool is_private_leaf_shape(Spte spte) {
+  const uint64_t rwx = spte.raw() & Spte::kRwxMask;
+  return rwx == Spte::kRwxMask && Spte::MemType::get(spte.raw()) == 0 &&
+         !Spte::IgnorePat::get(spte.raw());
+}
+
+}  // namespace
+
+TdpMmu::TdpMmu(HostMemory& mem, SharedMutex& mmu_lock, MmuVendorOps& ops, Kvm* kvm,
+               const TdpMmuConfig& config)
+    : mem_(mem),
+      mmu_lock_(mmu_lock),
+      ops_(ops),
+      kvm_(kvm),
+      config_(config),
+      sp_by_pfn_(mem.total_frames()) {
+  TDXSIM_CHECK(config.root_level == Level::k512G || config.root_level == Level::k256T,
+               "a {} TDP root", level_name(config.root_level));
+  TDXSIM_CHECK(config.yield_every > 0, "a zap that never yields");
+}
+
+TdpMmu::~TdpMmu() {
+  // Deferred frees reference this MMU (sp_by_pfn_, live_tables_).
+  rcu_barrier();
+  MutexLock l(roots_lock_);
+  TDXSIM_CHECK(roots_.empty(), "TdpMmu destroyed with {} roots", roots_.size());
+}
+
+void TdpMmu::barrier() { rcu_barrier(); }
+
+Gfn TdpMmu::max_gfn_exclusive() const {
+  return Gfn{level_pages(config_.root_level) * kPtesPerTable};
+}
+
+Gfn TdpMmu::root_bits(const MmuPage* root) const {
+  return root->is_mirror() ? Gfn{0} : config_.gfn_direct_bits;
+}
+
+Spte TdpMmu::read_spte(Hpa sptep) const {
+  return Spte{mem_.load(sptep, kHostKey, std::memory_order_acquire)};
+}
+
+std::string TdpMmu::bug_message() const {
+  MutexLock l(bug_mu_);
+  return bug_message_;
+}
+
+bool TdpMmu::bug_on(bool cond, const char* what) {
+  if (!cond) return false;
+  MutexLock l(bug_mu_);
+  if (bugged_.load(std::memory_order_relaxed) == 0) {
+    bug_message_ = what;
+    bugged_.store(1, std::memory_order_release);
+  }
+  return true;
+}
+
+void TdpMmu::flush_remote_tlbs() {
+  stats_.remote_tlb_flushes.add();
+  // Without a vendor hook KVM requests KVM_REQ_TLB_FLUSH on every vCPU and kicks them; the
+  // vCPU run loop (a later layer) owns that fallback.
+  (void)ops_.flush_remote_tlbs(kvm_);
+}
+
+// --- Tables ----------------------------------------------------------------------------------
+
+MmuPage* TdpMmu::alloc_sp(MmuPageRole role, Gfn gfn) {
+  std::unique_ptr<MmuPage> sp = MmuPage::create(mem_, role, gfn, role.is_mirror);
+  if (!sp) return nullptr;
+  const uint64_t pfn = sp->spt().pfn().raw();
+  sp_by_pfn_.note_touched(pfn);
+  AtomicWordRef(sp_by_pfn_[pfn]).store(reinterpret_cast<uint64_t>(sp.get()),
+                                       std::memory_order_release);
+  live_tables_.fetch_add(1, std::memory_order_relaxed);
+  return sp.release();
+}
+
+MmuPage* TdpMmu::sp_of_table(Hpa spt) const {
+  const uint64_t word =
+      AtomicWordRef(sp_by_pfn_[spt.pfn().raw()]).load(std::memory_order_acquire);
+  TDXSIM_CHECK(word != 0, "no MmuPage for the table at {}", spt);
+  return reinterpret_cast<MmuPage*>(word);
+}
+
+void TdpMmu::free_sp_now(MmuPage* sp) {
+  AtomicWordRef(sp_by_pfn_[sp->spt().pfn().raw()]).store(0, std::memory_order_release);
+  delete sp;
+  live_tables_.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+void TdpMmu::free_sp_deferred(MmuPage* sp) {
+  // A walker that read the entry linking this table before it was cleared may still be in
+  // it: the frame goes back to the host only after every such walker's RCU section ended.
+  rcu_defer([this, sp] { free_sp_now(sp); });
+}
+
+// --- Roots -----------------------------------------------------------------------------------
+
+bool TdpMmu::root_matches(const MmuPage* root, uint8_t types) {
+  TDXSIM_CHECK((types & kValidRoots) != 0, "a root walk over no valid root type");
+  if (root->role().invalid) return (types & kInvalidRoots) != 0;
+  return (types & (root->is_mirror() ? kMirrorRoots : kDirectRoots)) != 0;
+}
+
+MmuPage* TdpMmu::get_direct_root() { return get_root(/*mirror=*/false); }
+MmuPage* TdpMmu::get_mirror_root() { return get_root(/*mirror=*/true); }
+
+MmuPage* TdpMmu::get_root(bool mirror) {
+  const MmuPageRole role{.level = config_.root_level, .is_mirror = mirror, .invalid = false};
+  // Read mmu_lock keeps invalidation out while a valid root is found and referenced.
+  ReadLock mmu(mmu_lock_);
+  MutexLock l(roots_lock_);
+  for (MmuPage* r : roots_) {
+    if (r->role() == role && r->try_get_root()) return r;
+  }
+  std::unique_ptr<MmuPage> root = MmuPage::create_root(mem_, role, 2);
+  if (!root) return nullptr;
+  const uint64_t pfn = root->spt().pfn().raw();
+  sp_by_pfn_.note_touched(pfn);
+  AtomicWordRef(sp_by_pfn_[pfn]).store(reinterpret_cast<uint64_t>(root.get()),
+                                       std::memory_order_release);
+  live_tables_.fetch_add(1, std::memory_order_relaxed);
+  roots_.push_back(root.get());
+  return root.release();
+}
+
+void TdpMmu::put_root(MmuPage* root) {
+  if (!root->put_root()) return;
+  // Only invalidation drops the MMU's own reference, so the last one goes from an invalid root.
+  bug_on(!root->role().invalid, "the last reference to a valid root was put");
+  {
+    MutexLock l(roots_lock_);
+    auto it = std::find(roots_.begin(), roots_.end(), root);
+    TDXSIM_CHECK(it != roots_.end(), "put of a root not on the list");
+    roots_.erase(it);
+  }
+  // No TLB flush: kvm_mmu_load flushes every newly loaded root, so no vCPU can be using
+  // stale translations from this one once it loads another.
+  free_sp_deferred(root);
+}
+
+size_t TdpMmu::root_count() const {
+  MutexLock l(roots_lock_);
+  return roots_.size();
+}
+
+MmuPage* TdpMmu::next_root(MmuPage* prev, uint8_t types) {
+  MmuPage* next = nullptr;
+  {
+    MutexLock l(roots_lock_);
+    size_t i = 0;
+    if (prev != nullptr) {
+      auto it = std::find(roots_.begin(), roots_.end(), prev);
+      TDXSIM_CHECK(it != roots_.end(), "a referenced root left the list");
+      i = static_cast<size_t>(it - roots_.begin()) + 1;
+    }
+    for (; i < roots_.size(); ++i) {
+      if (root_matches(roots_[i], types) && roots_[i]->try_get_root()) {
+        next = roots_[i];
+        break;
+      }
+    }
+  }
+  if (prev != nullptr) put_root(prev);
+  return next;
+}
+
+void TdpMmu::invalidate_direct_roots() { invalidate_roots(kDirectRoots); }
+
+void TdpMmu::invalidate_roots(uint8_t types) {
+  mmu_lock_.assert_held_write();
+  TDXSIM_CHECK((types & kInvalidRoots) == 0, "invalidating invalid roots");
+  MutexLock l(roots_lock_);
+  for (MmuPage* r : roots_) {
+    if (r->role().invalid || !root_matches(r, types)) continue;
+    r->mark_invalid();
+    // The MMU's own reference now belongs to the zap of invalidated roots.
+    scheduled_to_zap_.push_back(r);
+  }
+}
+
+void TdpMmu::zap_invalidated_roots(bool shared) {
+  if (shared) {
+    mmu_lock_.assert_held_read();
+  } else {
+    mmu_lock_.assert_held_write();
+  }
+  std::vector<MmuPage*> todo;
+  {
+    MutexLock l(roots_lock_);
+    todo.swap(scheduled_to_zap_);
+  }
+  for (MmuPage* root : todo) {
+    zap_root(root, shared);
+    put_root(root);
+  }
+}
+
+// --- The choke point ----------------------------------------------------------------------
+
+KvmResult<> TdpMmu::set_spte_atomic(const MmuPage* root, TdpIter& iter, Spte new_spte) {
+  mmu_lock_.assert_held();
+  TDXSIM_CHECK(!iter.yielded(), "an atomic set through a yielded iterator");
+  const Spte old_spte = iter.old_spte();
+  TDXSIM_CHECK(!old_spte.is_frozen(), "an atomic set over FROZEN_SPTE at {}", iter.gfn());
+  const bool mirror = root->is_mirror();
+  if (mirror && !new_spte.is_frozen()) {
+    // Atomic zapping never operates on mirror roots: a removal must reach the S-EPT under
+    // the write lock, where BLOCK/TRACK/REMOVE cannot be contended.
+    if (bug_on(!new_spte.is_shadow_present(), "atomic zap of a mirror SPTE")) {
+      return std::unexpected(Errno::kEbusy);
+    }
+    KvmResult<> r =
+        set_external_spte_present(iter.sptep(), iter.gfn(), old_spte, new_spte, iter.level());
+    if (!r) {
+      iter.reread();
+      return r;
+    }
+  } else {
+    uint64_t expected = old_spte.raw();
+    if (!mem_.compare_exchange(iter.sptep(), kHostKey, expected, new_spte.raw(),
+                               std::memory_order_acq_rel)) {
+      iter.reread();
+      return std::unexpected(Errno::kEbusy);
+    }
+  }
+  handle_changed_spte(mirror, iter.gfn(), old_spte, new_spte, iter.level(), /*shared=*/true);
+  return {};
+}
+
+KvmResult<> TdpMmu::set_external_spte_present(Hpa sptep, Gfn gfn, Spte old_spte, Spte new_spte,
+                                              Level level) {
+  // Only non-present → present: a present private mapping never changes in place.
+  if (bug_on(old_spte.is_shadow_present(), "a present mirror SPTE set present again")) {
+    return std::unexpected(Errno::kEio);
+  }
+  const bool leaf = new_spte.is_last(level);
+  if (leaf && bug_on(!is_private_leaf_shape(new_spte),
+                     "a private mapping that is not RWX or carries a memory type")) {
+    return std::unexpected(Errno::kEio);
+  }
+  // Freeze first: until the external table has the entry, no other thread may build on
+  // this one (a child mapped below a table the S-EPT lacks would fail in the module).
+  uint64_t expected = old_spte.raw();
+  if (!mem_.compare_exchange(sptep, kHostKey, expected, Spte::kFrozenValue,
+                             std::memory_order_acq_rel)) {
+    return std::unexpected(Errno::kEbusy);
+  }
+  KvmResult<> r;
+  if (leaf) {
+    r = ops_.set_external_spte(kvm_, gfn, level, new_spte.pfn());
+  } else {
+    MmuPage* child = sp_of_table(new_spte.child_table());
+    const std::optional<Hpa> external = child->external_spt();
+    TDXSIM_CHECK(level_num(child->level()) + 1 == level_num(level) && child->gfn() == gfn,
+                 "linking the {} table at {} from a {} entry at {}", level_name(child->level()),
+                 child->gfn(), level_name(level), gfn);
+    if (bug_on(!external, "a mirror table without an external page")) {
+      r = std::unexpected(Errno::kEio);
+    } else {
+      r = ops_.link_external_spt(kvm_, gfn, level, *external);
+    }
+  }
+  mem_.store(sptep, kHostKey, r ? new_spte.raw() : old_spte.raw(), std::memory_order_release);
+  return r;
+}
+
+Spte TdpMmu::set_spte(bool mirror, Hpa sptep, Spte old_spte, Spte new_spte, Gfn gfn,
+                      Level level) {
+  mmu_lock_.assert_held_write();
+  TDXSIM_CHECK(!old_spte.is_frozen() && !new_spte.is_frozen(),
+               "a write-locked set involving FROZEN_SPTE at {}", gfn);
+  // An exchange, not a store: the CPU may set A/D in a direct leaf meanwhile.
+  old_spte = Spte{mem_.exchange(sptep, kHostKey, new_spte.raw(), std::memory_order_acq_rel)};
+  handle_changed_spte(mirror, gfn, old_spte, new_spte, level, /*shared=*/false);
+  if (mirror) {
+    bug_on(new_spte.is_shadow_present(), "a non-atomic set of a present mirror SPTE");
+    remove_external_spte(gfn, old_spte, level);
+  }
+  return old_spte;
+}
+
+void TdpMmu::remove_external_spte(Gfn gfn, Spte old_spte, Level level) {
+  // Tables are removed from the S-EPT by free_external_spt, after their children.
+  if (!old_spte.is_shadow_present() || !old_spte.is_last(level)) return;
+  mmu_lock_.assert_held_write();
+  const KvmResult<> r = ops_.remove_external_spte(kvm_, gfn, level, old_spte.pfn());
+  bug_on(!r.has_value(), "remove_external_spte failed under the write lock");
+}
+
+void TdpMmu::handle_changed_spte(bool mirror, Gfn gfn, Spte old_spte, Spte new_spte,
+                                 Level level, bool shared) {
+  const bool was_present = old_spte.is_shadow_present();
+  const bool is_present = new_spte.is_shadow_present();
+  const bool was_leaf = was_present && old_spte.is_last(level);
+  const bool is_leaf = is_present && new_spte.is_last(level);
+  const bool pfn_changed = old_spte.pfn() != new_spte.pfn();
+  TDXSIM_CHECK(level <= config_.root_level, "an SPTE at {} under a {} root", level_name(level),
+               level_name(config_.root_level));
+  TDXSIM_CHECK(gfn.is_aligned(level), "{} SPTE at unaligned {}", level_name(level), gfn);
+  // A leaf is re-pointed only by zapping it first (and flushing): otherwise a vCPU could
+  // keep writing the old page through its TLB while KVM believes it gone.
+  TDXSIM_CHECK(!(was_leaf && is_leaf && pfn_changed),
+               "{} leaf at {} changed pfn {} -> {} without a zap", level_name(level), gfn,
+               old_spte.pfn(), new_spte.pfn());
+  if (old_spte == new_spte) return;
+  // MMIO, FROZEN and non-present values: nothing mapped before or after.
+  if (!was_present && !is_present) return;
+  if (mirror && was_leaf && is_leaf) {
+    bug_on(true, "a present private mapping changed in place");
+    return;
+  }
+  if (was_leaf != is_leaf && is_leaf_level(level)) {
+    stats_.pages[mirror ? 1 : 0][level_num(level) - 1].add(is_leaf ? 1 : -1);
+  }
+  // A table the entry no longer links is torn down: by this thread, since the change that
+  // unlinked it was this thread's.
+  if (was_present && !was_leaf && (is_leaf || !is_present || pfn_changed)) {
+    handle_removed_pt(sp_of_table(old_spte.child_table()), shared);
+  }
+}
+
+void TdpMmu::handle_removed_pt(MmuPage* pt, bool shared) {
+  const Level level = pt->level();
+  const bool mirror = pt->is_mirror();
+  for (unsigned i = 0; i < kPtesPerTable; ++i) {
+    const Hpa sptep = pt->sptep(i);
+    const Gfn gfn = pt->gfn() + uint64_t{i} * level_pages(level);
+    Spte old_spte;
+    if (shared) {
+      // Another thread that froze this entry before the table was unlinked finishes its
+      // change and writes a non-frozen value; wait for that, then take the entry over.
+      for (;;) {
+        old_spte = Spte{
+            mem_.exchange(sptep, kHostKey, Spte::kFrozenValue, std::memory_order_acq_rel)};
+        if (!old_spte.is_frozen()) break;
+        std::this_thread::yield();
+      }
+    } else {
+      old_spte = read_spte(sptep);
+      if (!old_spte.is_shadow_present()) continue;
+      old_spte = Spte{
+          mem_.exchange(sptep, kHostKey, Spte::kFrozenValue, std::memory_order_acq_rel)};
+    }
+    handle_changed_spte(mirror, gfn, old_spte, Spte::frozen(), level, shared);
+    if (mirror) {
+      bug_on(shared, "a mirror table removed under the read lock");
+      remove_external_spte(gfn, old_spte, level);
+    }
+  }
+  if (mirror && pt->external_spt()) {
+    const KvmResult<> r = ops_.free_external_spt(kvm_, pt->gfn(), level, *pt->external_spt());
+    // The module may still own the page: leak it rather than hand it back to the host.
+    if (!r) pt->leak_external_spt();
+  }
+  free_sp_deferred(pt);
+}
+
+// --- Faults ------------------------------------------------------------------------------
+
+KvmResult<> TdpMmu::link_sp(const MmuPage* root, TdpIter& iter, MmuPage* sp) {
+  return set_spte_atomic(root, iter, Spte::make_nonleaf(sp->spt()));
+}
+
+KvmResult<> TdpMmu::split_huge_page(const MmuPage* root, TdpIter& iter, MmuPage* sp) {
+  const Spte huge = iter.old_spte();
+  const Level child_level = sp->level();
+  // Each child maps its share of the huge page with the same access (make_small_spte).
+  uint64_t base = huge.raw() & ~Spte::Addr::kMask;
+  if (child_level == Level::k4K) base &= ~Spte::PageSize::kMask;
+  for (unsigned i = 0; i < kPtesPerTable; ++i) {
+    const Pfn pfn = huge.pfn() + uint64_t{i} * level_pages(child_level);
+    mem_.store(sp->sptep(i), kHostKey, base | Spte::Addr::in_place(pfn.hpa().raw()),
+               std::memory_order_relaxed);
+  }
+  const KvmResult<> r = link_sp(root, iter, sp);
+  if (r) stats_.pages[0][level_num(child_level) - 1].add(kPtesPerTable);
+  return r;
+}
+
+RetPf TdpMmu::map(MmuPage* root, KvmPageFault& fault) {
+  TDXSIM_CHECK(!root->is_mirror(), "map() on a mirror root: private faults take the private path");
+  return map_in(root, fault);
+}
+
+RetPf TdpMmu::map_in(MmuPage* root, KvmPageFault& fault) {
+  mmu_lock_.assert_held_read();
+  const bool mirror = root->is_mirror();
+  RcuReadGuard rcu;
+  TdpIter it(mem_, *root, fault.goal_level, fault.gfn, fault.gfn + 1, root_bits(root));
+  for (; it.valid(); it.next()) {
+    if (it.level() == fault.goal_level) return map_handle_target_level(root, fault, it);
+    const Spte old_spte = it.old_spte();
+    // Another thread is mid-change on this entry (for a mirror: mid-SEAMCALL).
+    if (old_spte.is_frozen()) return RetPf::kRetry;
+    if (old_spte.is_shadow_present() && !old_spte.is_last(it.level())) continue;
+    MmuPage* sp = alloc_sp({.level = level_down(it.level()), .is_mirror = mirror}, it.gfn());
+    if (sp == nullptr) return RetPf::kInvalid;
+    KvmResult<> r;
+    if (old_spte.is_shadow_present()) {
+      // A huge leaf above the goal: split it (private huge pages are not supported).
+      if (bug_on(mirror, "splitting a huge mirror SPTE")) {
+        free_sp_now(sp);
+        return RetPf::kInvalid;
+      }
+      r = split_huge_page(root, it, sp);
+    } else {
+      r = link_sp(root, it, sp);
+    }
+    if (!r) {
+      // Never published: no walker can be in it.
+      free_sp_now(sp);
+      return RetPf::kRetry;
+    }
+  }
+  return RetPf::kRetry;
+}
+
+RetPf TdpMmu::map_handle_target_level(const MmuPage* root, KvmPageFault& fault,
+                                      TdpIter& iter) {
+  const Spte old_spte = iter.old_spte();
+  const Level level = iter.level();
+  if (old_spte.is_frozen()) return RetPf::kRetry;
+  Spte new_spte;
+  RetPf ret = RetPf::kFixed;
+  if (fault.slot == nullptr) {
+    new_spte = Spte::make_mmio(fault.gfn, fault.memslot_generation & Spte::kMmioGenMax,
+                               config_.mmio_value);
+    ret = RetPf::kEmulate;
+  } else {
+    if (old_spte.is_shadow_present() && old_spte.is_last(level) &&
+        old_spte.pfn() == fault.pfn.align_down(level) && (!fault.write || old_spte.is_writable()) &&
+        (!fault.exec || old_spte.is_executable())) {
+      return RetPf::kSpurious;
+    }
+    SpteLeafAttrs attrs;
+    if (root->is_mirror()) {
+      attrs = mirror_leaf_attrs();
+    } else {
+      attrs.host_writable = fault.map_writable;
+      // KVM maps guest RAM write-back and ignores the guest's PAT (no non-coherent DMA).
+      attrs.ignore_pat = true;
+    }
+    new_spte = Spte::make_leaf(fault.pfn.align_down(level), level, attrs);
+  }
+  if (new_spte == old_spte) return RetPf::kSpurious;
+  if (!set_spte_atomic(root, iter, new_spte)) return RetPf::kRetry;
+  return ret;
+}
+
+// --- Zaps ----------------------------------------------------------------------------------
+
+bool TdpMmu::cond_resched(TdpIter& iter, unsigned& steps, bool flush, bool shared,
+                          std::optional<RcuReadGuard>& rcu) {
+  if (++steps < config_.yield_every || !iter.made_progress_since_restart()) return false;
+  steps = 0;
+  if (flush) flush_remote_tlbs();
+  rcu.reset();
+  // The mode is the caller's, known only at run time: the analysis cannot follow it.
+  if (shared) {
+    mmu_lock_.unlock_shared();
+    std::this_thread::yield();
+    mmu_lock_.lock_shared();
+  } else {
+    mmu_lock_.unlock();
+    std::this_thread::yield();
+    mmu_lock_.lock();
+  }
+  rcu.emplace();
+  iter.mark_yielded();
+  return true;
+}
+
+bool TdpMmu::zap_leafs(MmuPage* root, Gfn start, Gfn end, ZapReason reason, bool can_yield,
+                       bool flush) {
+  mmu_lock_.assert_held_write();
+  end = std::min(end, max_gfn_exclusive());
+  if (start >= end) return flush;
+  const bool mirror = root->is_mirror();
+  std::optional<RcuReadGuard> rcu;
+  rcu.emplace();
+  unsigned steps = 0;
+  for (TdpIter it(mem_, *root, Level::k4K, start, end, root_bits(root)); it.valid(); it.next()) {
+    if (can_yield && cond_resched(it, steps, flush, /*shared=*/false, rcu)) {
+      flush = false;
+      continue;
+    }
+    const Spte old_spte = it.old_spte();
+    if (!old_spte.is_shadow_present() || !old_spte.is_last(it.level())) continue;
+    set_spte(mirror, it.sptep(), old_spte, Spte::nonpresent(), it.gfn(), it.level());
+    stats_.zapped[static_cast<size_t>(reason)][mirror ? 1 : 0].add();
+    flush = true;
+  }
+  return flush;
+}
+
+bool TdpMmu::zap_leafs_in(uint8_t types, Gfn start, Gfn end, ZapReason reason, bool can_yield,
+                          bool flush) {
+  for (MmuPage* root = next_root(nullptr, types); root != nullptr;
+       root = next_root(root, types)) {
+    flush = zap_leafs(root, start, end, reason, can_yield, flush);
+  }
+  return flush;
+}
+
+bool TdpMmu::zap_direct_leafs(Gfn start, Gfn end, ZapReason reason, bool can_yield,
+                              bool flush) {
+  return zap_leafs_in(kDirectRoots | kInvalidRoots, start, end, reason, can_yield, flush);
+}
+
+void TdpMmu::zap_root(MmuPage* root, bool shared) {
+  const bool mirror = root->is_mirror();
+  TDXSIM_CHECK(!(mirror && shared), "a mirror root zapped under the read lock");
+  std::optional<RcuReadGuard> rcu;
+  rcu.emplace();
+  // 1G entries first, so that each removal (and each stretch between yields) is bounded,
+  // then the root's own entries.
+  const Level top = config_.root_level;
+  for (Level zap_level : {Level::k1G, top}) {
+    if (zap_level > top) continue;
+    unsigned steps = 0;
+    for (TdpIter it(mem_, *root, zap_level, Gfn{0}, TdpIter::root_end(*root), Gfn{0});
+         it.valid(); it.next()) {
+      if (cond_resched(it, steps, /*flush=*/false, shared, rcu)) continue;
+      for (;;) {
+        const Spte old_spte = it.old_spte();
+        if (!old_spte.is_shadow_present() || it.level() > zap_level) break;
+        if (!shared) {
+          set_spte(mirror, it.sptep(), old_spte, Spte::nonpresent(), it.gfn(), it.level());
+          break;
+        }
+        // A failed exchange refreshed old_spte: look again.
+        if (set_spte_atomic(root, it, Spte::nonpresent())) break;
+      }
+    }
+    if (zap_level == top) break;
+  }
+}
+
+void TdpMmu::zap_all_direct() {
+  mmu_lock_.assert_held_write();
+  stats_.zap_requests[static_cast<size_t>(ZapReason::kRoots)][0].add();
+  for (MmuPage* root = next_root(nullptr, kDirectRoots | kInvalidRoots); root != nullptr;
+       root = next_root(root, kDirectRoots | kInvalidRoots)) {
+    if (root->is_mirror()) continue;
+    zap_root(root, /*shared=*/false);
+  }
+}
+
+bool TdpMmu::age_gfn_range(Gfn start, Gfn end, bool test_only) {
+  mmu_lock_.assert_held();
+  bool young = false;
+  end = std::min(end, max_gfn_exclusive());
+  for (MmuPage* root = next_root(nullptr, kDirectRoots); root != nullptr;
+       root = next_root(root, kDirectRoots)) {
+    RcuReadGuard rcu;
+    for (TdpIter it(mem_, *root, Level::k4K, start, end, root_bits(root)); it.valid();
+         it.next()) {
+      for (;;) {
+        const Spte old_spte = it.old_spte();
+        if (!old_spte.is_shadow_present() || !old_spte.is_last(it.level()) ||
+            !old_spte.is_accessed()) {
+          break;
+        }
+        young = true;
+        if (test_only) break;
+        // With A/D on, aging clears A and the mapping stays (mark_spte_for_access_track).
+        if (set_spte_atomic(root, it, old_spte.with_accessed(false))) break;
+      }
+      if (young && test_only) {
+        put_root(root);
+        return true;
+      }
+    }
+  }
+  return young;
+}
+
+bool TdpMmu::wrprot_range(Gfn start, Gfn end, Level min_level) {
+  mmu_lock_.assert_held_read();
+  bool flush = false;
+  end = std::min(end, max_gfn_exclusive());
+  for (MmuPage* root = next_root(nullptr, kDirectRoots); root != nullptr;
+       root = next_root(root, kDirectRoots)) {
+    RcuReadGuard rcu;
+    for (TdpIter it(mem_, *root, min_level, start, end, root_bits(root)); it.valid();
+         it.next()) {
+      for (;;) {
+        const Spte old_spte = it.old_spte();
+        if (!old_spte.is_shadow_present() || !old_spte.is_last(it.level()) ||
+            !old_spte.is_writable()) {
+          break;
+        }
+        // W goes, MMU-writable stays: the next write faults, is logged, and W comes back.
+        if (set_spte_atomic(root, it, Spte{Spte::Write::set(old_spte.raw(), 0)})) {
+          flush = true;
+          break;
+        }
+      }
+    }
+  }
+  return flush;
+}
+
+// --- Walks -------------------------------------------------------------------------------
+
+Level TdpMmu::get_walk(const MmuPage* root, Gpa gpa, std::array<Spte, 5>& sptes) const {
+  // The gfn the MMU knows, without the direct bits the iterator adds back.
+  const Gfn gfn{gpa.gfn().raw() & ~root_bits(root).raw()};
+  Level last = root->level();
+  RcuReadGuard rcu;
+  for (TdpIter it(mem_, *root, Level::k4K, gfn, gfn + 1, root_bits(root)); it.valid();
+       it.next()) {
+    last = it.level();
+    sptes[level_num(last) - 1] = it.old_spte();
+  }
+  return last;
+}
+
+std::optional<Spte> TdpMmu::leaf_for(const MmuPage* root, Gfn gfn) const {
+  RcuReadGuard rcu;
+  for (TdpIter it(mem_, *root, Level::k4K, gfn, gfn + 1, root_bits(root)); it.valid();
+       it.next()) {
+    const Spte s = it.old_spte();
+    if (s.is_shadow_present() && s.is_last(it.level())) return s;
+  }
+  return std::nullopt;
+}
+
+}  // namespace tdxsim

@@ -1,0 +1,243 @@
+// TdpMmu: KVM's TDP MMU (arch/x86/kvm/mmu/tdp_mmu.c) for one VM — the roots, the one place
+// every SPTE changes, the fault-time map, and the zaps.
+//
+// Two kinds of tree hang off the root list. Direct roots are the EPT the CPU walks (for a TD:
+// the shared EPT, placed at gfn_direct_bits). Mirror roots are KVM's copy of a TD's Secure
+// EPT: the CPU never walks them, and every change to one is reflected into the real S-EPT
+// through the four external hooks of MmuVendorOps. The mirror half of this class is private:
+// only MirrorPrivateMem (mirror_private_mem.h), the private-memory path the rest of the MMU
+// goes through, may use it, so the compiler proves that nothing else reaches private
+// memory (docs/architecture.md, "private-memory path").
+//
+// The choke point. Every SPTE change goes through set_spte_atomic() (mmu_lock held for read:
+// compare-and-swap, failing with EBUSY when another thread got there first) or set_spte()
+// (mmu_lock held for write: exchange), and both end in handle_changed_spte(), which keeps
+// the statistics, marks pages dirty, tears down a table an entry no longer links
+// (handle_removed_pt: every child is frozen, its own change handled, a mirror child's
+// external entry removed, then the page freed after an RCU grace period) and reflects mirror
+// changes into the external tables. Mirror entries are set present only by the atomic path,
+// through FROZEN_SPTE (set_external_spte_present), and removed only under the write lock.
+//
+// VM bugs. Where KVM says KVM_BUG_ON — a state its own rules exclude, such as a private
+// mapping that is not RWX or a removal hook that fails under the write lock — the VM is
+// marked bugged (vm_bugged()) and the operation fails; the simulator itself goes on.
+//
+// Thread safety: mmu_lock (the caller's) is the MMU lock of the contract on each member;
+// walks of the tables also hold an RCU read-side section, which these members take
+// themselves. The root list has its own lock (tdp_mmu_pages_lock). Statistics are relaxed
+// counters.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/addr.h"
+#include "base/atomic.h"
+#include "base/lock.h"
+#include "base/rcu.h"
+#include "kvm/gfn_range.h"
+#include "kvm/kvm_errno.h"
+#include "kvm/mmu_page.h"
+#include "kvm/mmu_stats.h"
+#include "kvm/mmu_vendor_ops.h"
+#include "kvm/page_fault.h"
+#include "kvm/spte.h"
+#include "kvm/tdp_iter.h"
+#include "platform/lazy_words.h"
+
+namespace tdxsim {
+
+class Kvm;
+class MirrorPrivateMem;
+
+// enum kvm_tdp_mmu_root_types.
+enum RootTypes : uint8_t {
+  kInvalidRoots = 1u << 0,
+  kDirectRoots = 1u << 1,
+  kMirrorRoots = 1u << 2,
+  kValidRoots = kDirectRoots | kMirrorRoots,
+  kAllRoots = kValidRoots | kInvalidRoots,
+};
+
+struct TdpMmuConfig {
+  // The root's level: 4 (4-level EPT) or 5.
+  Level root_level = Level::k512G;
+  // kvm->arch.gfn_direct_bits: where direct roots map (a TD's shared bit as a gfn bit).
+  Gfn gfn_direct_bits{0};
+  // The value of this VM's MMIO SPTEs (a TD's is 0, for #VE).
+  MmioValue mmio_value = MmioValue::kEptMisconfig;
+  // How many entries a zap walks under the write lock before it lets waiters in
+  // (tdp_mmu_iter_cond_resched; KVM yields on need_resched or a contended lock, which a
+  // user-space rwlock cannot tell, so a budget stands in for it).
+  unsigned yield_every = 512;
+};
+
+class TdpMmu {
+ public:
+  // `kvm` is only handed back to the vendor hooks (it may be null in tests of this class).
+  TdpMmu(HostMemory& mem, SharedMutex& mmu_lock, MmuVendorOps& ops, Kvm* kvm,
+         const TdpMmuConfig& config);
+  // REQUIRES: every root is gone (uninit() ran and every vCPU put its references).
+  ~TdpMmu();
+  TdpMmu(const TdpMmu&) = delete;
+  TdpMmu& operator=(const TdpMmu&) = delete;
+
+  const TdpMmuConfig& config() const { return config_; }
+  HostMemory& mem() const { return mem_; }
+  SharedMutex& mmu_lock() const { return mmu_lock_; }
+
+  // --- Roots (direct) --------------------------------------------------------------------
+  // kvm_tdp_mmu_alloc_root for a direct root: a valid one with the same role gets another
+  // reference, else a new root starts with two (the caller's and the MMU's own, dropped
+  // when it is invalidated). Returns null when host memory is exhausted.
+  // REQUIRES: mmu_lock not held (it takes it for read).
+  MmuPage* get_direct_root();
+  // kvm_tdp_mmu_put_root: drops the caller's reference; the last one frees the root (after a
+  // grace period). REQUIRES: the root was invalidated if this may be the last reference.
+  void put_root(MmuPage* root);
+  // is_obsolete_root: a root a vCPU must not keep using.
+  static bool is_obsolete_root(const MmuPage* root) { return root->role().invalid; }
+  size_t root_count() const;
+
+  // kvm_tdp_mmu_invalidate_roots for `types` (never including mirror roots from outside
+  // the private path: see the class comment). REQUIRES: mmu_lock held for write.
+  void invalidate_direct_roots();
+  // kvm_tdp_mmu_zap_invalidated_roots: zap every invalid root and drop the MMU's
+  // reference. `shared`: whether the caller holds mmu_lock for read (fast zap) or write.
+  // REQUIRES: mmu_lock held as `shared` says.
+  void zap_invalidated_roots(bool shared);
+
+  // --- Faults ----------------------------------------------------------------------------
+  // kvm_tdp_mmu_map on a direct root: maps fault.gfn at fault.goal_level with fault.pfn
+  // (or an MMIO SPTE when fault.slot is null). REQUIRES: mmu_lock held for read; `root` is
+  // a referenced direct root.
+  RetPf map(MmuPage* root, KvmPageFault& fault);
+
+  // --- Zaps (direct and invalid roots) ----------------------------------------------------
+  // kvm_tdp_mmu_unmap_gfn_range restricted to the shared alias: zaps the leaves of
+  // [start, end) in every direct and invalid root. REQUIRES: mmu_lock held for write.
+  // Returns: whether a TLB flush is needed (flush is "one is already pending").
+  bool zap_direct_leafs(Gfn start, Gfn end, ZapReason reason, bool can_yield, bool flush);
+  // kvm_tdp_mmu_zap_all: every direct and invalid root, whole (MMU-notifier release).
+  // REQUIRES: mmu_lock held for write.
+  void zap_all_direct();
+  // kvm_tdp_mmu_age_gfn_range / test_age_gfn on direct roots.
+  // REQUIRES: mmu_lock held (either mode).
+  bool age_gfn_range(Gfn start, Gfn end, bool test_only);
+  // Dirty logging: write-protect every writable leaf of [start, end) at min_level or above
+  // in the valid direct roots (kvm_tdp_mmu_wrprot_slot). REQUIRES: mmu_lock held for read.
+  // Returns: whether a flush is needed.
+  bool wrprot_range(Gfn start, Gfn end, Level min_level);
+
+  // --- Walks -------------------------------------------------------------------------------
+  // kvm_tdp_mmu_get_walk on a direct root: fills sptes[level - 1] for each level walked
+  // from the root down to the last present entry for `gpa` (direct bits included).
+  // Returns: the level of the last entry read. REQUIRES: `root` is referenced.
+  Level get_walk(const MmuPage* root, Gpa gpa, std::array<Spte, 5>& sptes) const;
+  // The present leaf that maps `gfn` in `root` (gfn without direct bits), if any.
+  std::optional<Spte> leaf_for(const MmuPage* root, Gfn gfn) const;
+
+  // --- Bookkeeping -------------------------------------------------------------------------
+  const MmuStats& stats() const { return stats_; }
+  MmuStats& stats() { return stats_; }
+  // Page-table pages (spt frames, roots included) allocated and not yet freed.
+  uint64_t live_table_pages() const { return live_tables_.load(std::memory_order_acquire); }
+  bool vm_bugged() const { return bugged_.load(std::memory_order_acquire) != 0; }
+  std::string bug_message() const;
+  // KVM_BUG_ON: marks the VM dead with `what` unless it already is. Returns `cond`.
+  bool bug_on(bool cond, const char* what);
+  // kvm_flush_remote_tlbs through the vendor hook (counted).
+  void flush_remote_tlbs();
+  // The gfns a root spans (tdp_mmu_max_gfn_exclusive).
+  Gfn max_gfn_exclusive() const;
+  // The root's direct bits: 0 for a mirror root (kvm_gfn_root_bits).
+  Gfn root_bits(const MmuPage* root) const;
+
+  // Waits for every deferred page-table free to have run (tests count frames after it).
+  static void barrier();
+
+ private:
+  friend class MirrorPrivateMem;
+  friend class TdpMmuTestPeer;
+
+  // --- Mirror roots (the private path's) -----------------------------------------------------
+  MmuPage* get_mirror_root();
+  void invalidate_roots(uint8_t types);
+  bool zap_leafs_in(uint8_t types, Gfn start, Gfn end, ZapReason reason, bool can_yield,
+                    bool flush);
+  RetPf map_in(MmuPage* root, KvmPageFault& fault);
+
+  MmuPage* get_root(bool mirror);
+  // tdp_mmu_next_root: the next root after `prev` (null: the first) matching `types`, with
+  // a reference taken; drops the reference on `prev`.
+  MmuPage* next_root(MmuPage* prev, uint8_t types);
+  static bool root_matches(const MmuPage* root, uint8_t types);
+
+  // --- The choke point ----------------------------------------------------------------------
+  // tdp_mmu_set_spte_atomic: compare-and-swap iter.old_spte → new_spte (mirror entries
+  // set present go through FROZEN and the external hooks). EBUSY when the entry changed
+  // (iter.old_spte refreshed) or a hook said busy. REQUIRES: mmu_lock held for read.
+  KvmResult<> set_spte_atomic(const MmuPage* root, TdpIter& iter, Spte new_spte);
+  // tdp_mmu_set_spte: exchange, for zaps under the write lock. REQUIRES: mmu_lock held for
+  // write; neither value is frozen.
+  Spte set_spte(bool mirror, Hpa sptep, Spte old_spte, Spte new_spte, Gfn gfn, Level level);
+  // set_external_spte_present.
+  KvmResult<> set_external_spte_present(Hpa sptep, Gfn gfn, Spte old_spte, Spte new_spte,
+                                        Level level);
+  // handle_changed_spte: everything that follows an entry's change.
+  void handle_changed_spte(bool mirror, Gfn gfn, Spte old_spte, Spte new_spte, Level level,
+                           bool shared);
+  // handle_removed_pt: the table `pt` left the tree; freeze and handle its entries, free it.
+  void handle_removed_pt(MmuPage* pt, bool shared);
+  void remove_external_spte(Gfn gfn, Spte old_spte, Level level);
+
+  // --- Tables --------------------------------------------------------------------------------
+  MmuPage* alloc_sp(MmuPageRole role, Gfn gfn);
+  MmuPage* sp_of_table(Hpa spt) const;
+  // Frees after a grace period (tdp_mmu_free_sp via call_rcu).
+  void free_sp_deferred(MmuPage* sp);
+  void free_sp_now(MmuPage* sp);
+  KvmResult<> link_sp(const MmuPage* root, TdpIter& iter, MmuPage* sp);
+  KvmResult<> split_huge_page(const MmuPage* root, TdpIter& iter, MmuPage* sp);
+  RetPf map_handle_target_level(const MmuPage* root, KvmPageFault& fault, TdpIter& iter);
+
+  // --- Zaps -----------------------------------------------------------------------------------
+  bool zap_leafs(MmuPage* root, Gfn start, Gfn end, ZapReason reason, bool can_yield,
+                 bool flush);
+  void zap_root(MmuPage* root, bool shared);
+  // tdp_mmu_iter_cond_resched: after yield_every steps (and progress), flush if asked, leave
+  // the RCU section and let waiters take mmu_lock. Returns whether it yielded (the walk
+  // restarts from the root).
+  bool cond_resched(TdpIter& iter, unsigned& steps, bool flush, bool shared,
+                    std::optional<RcuReadGuard>& rcu) TDXSIM_NO_THREAD_SAFETY_ANALYSIS;
+
+  Spte read_spte(Hpa sptep) const;
+
+  HostMemory& mem_;
+  SharedMutex& mmu_lock_;
+  MmuVendorOps& ops_;
+  Kvm* const kvm_;
+  const TdpMmuConfig config_;
+
+  // The root list (kvm->arch.tdp_mmu_roots) under tdp_mmu_pages_lock.
+  mutable Mutex roots_lock_{"kvm->arch.tdp_mmu_pages_lock"};
+  std::vector<MmuPage*> roots_ TDXSIM_GUARDED_BY(roots_lock_);
+  // Invalidated roots whose zap (and the MMU's own reference) kvm_tdp_mmu_zap_invalidated_roots
+  // owns (tdp_mmu_scheduled_root_to_zap).
+  std::vector<MmuPage*> scheduled_to_zap_ TDXSIM_GUARDED_BY(roots_lock_);
+  // The MmuPage of each page-table frame, indexed by pfn (KVM keeps it in struct page).
+  LazyWords sp_by_pfn_;
+  std::atomic<uint64_t> live_tables_{0};
+
+  MmuStats stats_;
+  AtomicWord bugged_;
+  mutable Mutex bug_mu_{"kvm->vm_bugged message"};
+  std::string bug_message_ TDXSIM_GUARDED_BY(bug_mu_);
+};
+
+}  // namespace tdxsim
