@@ -44,6 +44,7 @@ test: test-unit test-tsan test-asan build-clang-tsa
 bench: build
 	./build/default/bench/platform_bench
 	./build/default/bench/tdx_module_bench
+	./build/default/bench/kvm_bench
 
 format:
 	find src bench -name '*.h' -o -name '*.cc' | xargs clang-format -i

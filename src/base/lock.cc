@@ -1,6 +1,7 @@
 #include "base/lock.h"
 
 #include <array>
+#include <thread>
 
 #include "base/check.h"
 
@@ -133,43 +134,79 @@ void Mutex::assert_held() const {
 bool Mutex::held_by_this_thread() const { return mode_of(this) == LockMode::kExclusive; }
 
 // ---- SharedMutex ----
+//
+// The read side is a per-shard count and the write side a flag, ordered Dekker-style: a
+// reader increments its shard, then looks at writer_; a writer sets writer_, then looks at
+// every shard. Both sequences are seq_cst, so at least one of them sees the other: either
+// the reader backs off or the writer waits for it. The writer's release store that clears
+// writer_ is what a later reader's load synchronises with, and a reader's release decrement
+// is what the writer's drain loop acquires.
 
 SharedMutex::SharedMutex(std::string_view name) : name_(name) {}
 
 SharedMutex::~SharedMutex() { check_not_held_at_destruction(this, name_); }
 
+bool SharedMutex::try_enter_read() {
+  std::atomic<uint64_t>& count = readers_[this_thread_shard()].count;
+  count.fetch_add(1, std::memory_order_seq_cst);
+  if (writer_.load(std::memory_order_seq_cst) == 0) return true;
+  count.fetch_sub(1, std::memory_order_release);
+  return false;
+}
+
+void SharedMutex::wait_for_readers() {
+  for (ReaderShard& shard : readers_) {
+    while (shard.count.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+  }
+}
+
 void SharedMutex::lock() {
   check_not_held(this, name_, "lock");
-  mu_.lock();
+  writer_mu_.lock();
+  writer_.store(1, std::memory_order_seq_cst);
+  wait_for_readers();
   on_acquired(this, name_, LockMode::kExclusive);
 }
 
 void SharedMutex::unlock() {
   on_release(this, name_, LockMode::kExclusive, "unlock");
-  mu_.unlock();
+  writer_.store(0, std::memory_order_release);
+  writer_mu_.unlock();
 }
 
 bool SharedMutex::try_lock() {
   check_not_held(this, name_, "try_lock");
-  if (!mu_.try_lock()) return false;
+  if (!writer_mu_.try_lock()) return false;
+  writer_.store(1, std::memory_order_seq_cst);
+  for (ReaderShard& shard : readers_) {
+    if (shard.count.load(std::memory_order_seq_cst) != 0) {
+      writer_.store(0, std::memory_order_release);
+      writer_mu_.unlock();
+      return false;
+    }
+  }
   on_acquired(this, name_, LockMode::kExclusive);
   return true;
 }
 
 void SharedMutex::lock_shared() {
   check_not_held(this, name_, "lock_shared");
-  mu_.lock_shared();
+  while (!try_enter_read()) {
+    // Queue behind the writer instead of spinning on its flag: once it unlocks, this
+    // thread gets writer_mu_ and tries again.
+    std::lock_guard<std::mutex> wait(writer_mu_);
+  }
   on_acquired(this, name_, LockMode::kShared);
 }
 
 void SharedMutex::unlock_shared() {
   on_release(this, name_, LockMode::kShared, "unlock_shared");
-  mu_.unlock_shared();
+  readers_[this_thread_shard()].count.fetch_sub(1, std::memory_order_release);
 }
 
 bool SharedMutex::try_lock_shared() {
   check_not_held(this, name_, "try_lock_shared");
-  if (!mu_.try_lock_shared()) return false;
+  if (!try_enter_read()) return false;
   on_acquired(this, name_, LockMode::kShared);
   return true;
 }

@@ -25,13 +25,16 @@
 //   - a thread does not destroy a lock it holds.
 #pragma once
 
+#include <array>
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <mutex>
-#include <shared_mutex>
 #include <string>
 #include <string_view>
 
 #include "base/thread_annotations.h"
+#include "base/thread_shard.h"
 
 namespace tdxsim {
 
@@ -105,7 +108,21 @@ class TDXSIM_CAPABILITY("shared_mutex") SharedMutex {
   const std::string& name() const { return name_; }
 
  private:
-  std::shared_mutex mu_;
+  // A reader's count lives on its thread's shard, so readers on different cores never write
+  // the same cache line (a single rwlock word would bounce on every fault and cap the
+  // scaling of KVM's read-side fault path). Writers pay instead: they announce themselves in
+  // writer_ and wait for every shard to drain.
+  struct alignas(kShardStride) ReaderShard {
+    std::atomic<uint64_t> count{0};
+  };
+  bool try_enter_read();
+  void wait_for_readers();
+
+  // Serialises writers; a reader that found a writer waits on it too.
+  std::mutex writer_mu_;
+  // Non-zero while a writer holds the lock or waits for readers to leave.
+  std::atomic<uint32_t> writer_{0};
+  std::array<ReaderShard, kThreadShards> readers_;
   const std::string name_;
 };
 

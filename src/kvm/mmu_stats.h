@@ -10,6 +10,7 @@
 
 #include "base/addr.h"
 #include "base/atomic.h"
+#include "base/sharded_counter.h"
 #include "kvm/page_fault.h"
 
 namespace tdxsim {
@@ -28,22 +29,13 @@ const char* to_string(ZapReason r);
 // Which alias a zap aimed at.
 enum class ZapAlias : uint8_t { kShared, kPrivate, kCount };
 
-// A count that goes up and down (pages mapped now).
-class Gauge {
- public:
-  void add(int64_t n) { v_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed); }
-  int64_t value() const { return static_cast<int64_t>(v_.load(std::memory_order_relaxed)); }
-
- private:
-  AtomicWord v_;
-};
-
 struct MmuStats {
   static constexpr unsigned kLeafLevels = 3;  // 4K, 2M, 1G
-  // Leaves mapped now, [mirror][level - 1] (kvm->stat.pages, split by root type).
-  std::array<std::array<Gauge, kLeafLevels>, 2> pages;
-  // Fault outcomes, by RetPf.
-  std::array<Counter, 7> faults;
+  // Leaves mapped now, [mirror][level - 1] (kvm->stat.pages, split by root type). Sharded:
+  // every fault that maps a page changes one, on every vCPU thread at once.
+  std::array<std::array<ShardedCounter, kLeafLevels>, 2> pages;
+  // Fault outcomes, by RetPf (KVM's per-vCPU pf_fixed, pf_spurious, … summed).
+  std::array<ShardedCounter, 7> faults;
   // Leaves zapped, [reason][alias].
   std::array<std::array<Counter, static_cast<size_t>(ZapAlias::kCount)>,
              static_cast<size_t>(ZapReason::kCount)>
@@ -58,7 +50,9 @@ struct MmuStats {
   int64_t pages_mapped(bool mirror, Level level) const {
     return pages[mirror ? 1 : 0][level_num(level) - 1].value();
   }
-  uint64_t fault_count(RetPf r) const { return faults[static_cast<size_t>(r)].value(); }
+  uint64_t fault_count(RetPf r) const {
+    return static_cast<uint64_t>(faults[static_cast<size_t>(r)].value());
+  }
 };
 
 }  // namespace tdxsim
