@@ -1,0 +1,156 @@
+// Kvm::set_user_memory_region2: KVM_SET_USER_MEMORY_REGION2 (kvm_set_memory_region and
+// kvm_set_memslot of virt/kvm/kvm_main.c).
+#include <algorithm>
+
+#include "base/check.h"
+#include "base/rcu.h"
+#include "kvm/kvm.h"
+
+namespace tdxsim {
+namespace {
+
+bool page_aligned(uint64_t v) { return (v & (kPageSize - 1)) == 0; }
+
+std::unexpected<Errno> fail(Errno e) { return std::unexpected(e); }
+
+// check_memory_region_flags: which flags this VM type accepts, given the others.
+bool flags_valid(VmType type, uint32_t flags) {
+  uint32_t valid = kMemLogDirtyPages;
+  if (has_private_mem(type)) valid |= kMemGuestMemfd;
+  // Private memory is never dirty-logged.
+  if (flags & kMemGuestMemfd) valid &= ~kMemLogDirtyPages;
+  // guest_memfd cannot back a read-only slot: KVM could not emulate the write.
+  if (has_readonly_mem(type) && !(flags & kMemGuestMemfd)) valid |= kMemReadonly;
+  return (flags & ~valid) == 0;
+}
+
+}  // namespace
+
+struct Kvm::Update {
+  MemslotChange change;
+  uint16_t as_id;
+  Memslots::SlotPtr old;             // null for kCreate
+  std::shared_ptr<Memslot> new_slot;  // null for kDelete
+  bool nothing_to_do = false;
+};
+
+KvmResult<Kvm::Update> Kvm::check_memory_region(const UserspaceMemoryRegion2& r) {
+  const uint16_t as_id = static_cast<uint16_t>(r.slot >> 16);
+  const uint16_t id = static_cast<uint16_t>(r.slot);
+  if (id >= cfg_.max_memslots) return fail(Errno::kEinval);
+  if (!flags_valid(cfg_.type, r.flags)) return fail(Errno::kEinval);
+  if (!page_aligned(r.memory_size) || !page_aligned(r.guest_phys_addr) ||
+      !page_aligned(r.userspace_addr)) {
+    return fail(Errno::kEinval);
+  }
+  if ((r.flags & kMemGuestMemfd) && (!page_aligned(r.guest_memfd_offset) ||
+                                     r.guest_memfd_offset + r.memory_size < r.guest_memfd_offset)) {
+    return fail(Errno::kEinval);
+  }
+  if (as_id >= nr_memslot_as_ids(cfg_.type)) return fail(Errno::kEinval);
+  if (r.guest_phys_addr + r.memory_size < r.guest_phys_addr) return fail(Errno::kEinval);
+  const uint64_t npages = r.memory_size >> kPageShift;
+  if (npages > kMemMaxNrPages) return fail(Errno::kEinval);
+
+  const Memslots& slots = *load_memslots(as_id);
+  Update u{MemslotChange::kCreate, as_id, slots.shared_by_id(id), nullptr};
+  if (npages == 0) {
+    if (!u.old) return fail(Errno::kEinval);
+    u.change = MemslotChange::kDelete;
+    return u;
+  }
+  const Gfn base_gfn = Gpa{r.guest_phys_addr}.gfn();
+  if (u.old) {
+    // guest_memfd slots are immutable: they can only be deleted.
+    if (r.flags & kMemGuestMemfd) return fail(Errno::kEinval);
+    if (r.userspace_addr != u.old->userspace_addr || npages != u.old->npages ||
+        ((r.flags ^ u.old->flags) & kMemReadonly)) {
+      return fail(Errno::kEinval);
+    }
+    if (base_gfn != u.old->base_gfn) {
+      u.change = MemslotChange::kMove;
+    } else if (r.flags != u.old->flags) {
+      u.change = MemslotChange::kFlagsOnly;
+    } else {
+      u.nothing_to_do = true;
+      return u;
+    }
+  }
+  if ((u.change == MemslotChange::kCreate || u.change == MemslotChange::kMove) &&
+      slots.overlaps(base_gfn, base_gfn + npages, id)) {
+    return fail(Errno::kEexist);
+  }
+  if ((r.flags & kMemGuestMemfd) && !r.guest_memfd) return fail(Errno::kEinval);
+
+  auto s = std::make_shared<Memslot>();
+  s->id = id;
+  s->as_id = as_id;
+  s->base_gfn = base_gfn;
+  s->npages = npages;
+  s->userspace_addr = r.userspace_addr;
+  s->flags = r.flags;
+  if (r.flags & kMemGuestMemfd) {
+    s->gmem = r.guest_memfd;
+    s->gmem_pgoff = r.guest_memfd_offset >> kPageShift;
+  }
+  if (r.flags & kMemLogDirtyPages) {
+    // A slot that keeps logging keeps its bitmap (kvm_prepare_memory_region).
+    s->dirty_bitmap = u.old && u.old->dirty_bitmap
+                          ? u.old->dirty_bitmap
+                          : std::shared_ptr<AtomicWord[]>(new AtomicWord[Memslot::dirty_bitmap_words(npages)]);
+  }
+  u.new_slot = std::move(s);
+  return u;
+}
+
+KvmResult<> Kvm::set_user_memory_region2(const UserspaceMemoryRegion2& region) {
+  RcuThread rcu_thread;  // for rcu_defer and rcu_synchronize
+  MutexLock l(slots_lock_);
+  KvmResult<Update> checked = check_memory_region(region);
+  if (!checked) return std::unexpected(checked.error());
+  Update& u = *checked;
+  if (u.nothing_to_do) return {};
+
+  if (u.new_slot && u.new_slot->gmem) {
+    if (KvmResult<> b = u.new_slot->gmem->bind(*this, *u.new_slot, region.guest_memfd_offset); !b) {
+      return b;
+    }
+  }
+  auto unbind_new = [&] {
+    if (u.new_slot && u.new_slot->gmem) u.new_slot->gmem->unbind(*this, *u.new_slot);
+  };
+
+  const bool zaps = u.change == MemslotChange::kDelete || u.change == MemslotChange::kMove;
+  if (zaps) {
+    // kvm_invalidate_memslot: faults that find the slot from now on see it INVALID; once
+    // the readers that may have seen it valid are gone, no new mapping of it can appear and
+    // the arch drops the existing ones.
+    auto invalid = std::make_shared<Memslot>(*u.old);
+    invalid->invalid = true;
+    publish_memslots(u.as_id, load_memslots(u.as_id)->with(std::move(invalid), next_generation()));
+    rcu_synchronize();
+    if (arch_) arch_->flush_shadow_memslot(*u.old);
+  }
+
+  if (arch_) {
+    if (KvmResult<> p = arch_->prepare_memory_region(u.old.get(), u.new_slot.get(), u.change); !p) {
+      // The old slot comes back as it was (its mappings are gone; faults rebuild them).
+      if (zaps) publish_memslots(u.as_id, load_memslots(u.as_id)->with(u.old, next_generation()));
+      unbind_new();
+      return p;
+    }
+  }
+
+  const Memslots& cur = *load_memslots(u.as_id);
+  const uint64_t gen = next_generation();
+  if (u.change == MemslotChange::kDelete) {
+    publish_memslots(u.as_id, cur.without(u.old->id, gen));
+    // kvm_free_memslot -> kvm_gmem_unbind, after the slot is unreachable.
+    if (u.old->gmem) u.old->gmem->unbind(*this, *u.old);
+  } else {
+    publish_memslots(u.as_id, cur.with(u.new_slot, gen));
+  }
+  return {};
+}
+
+}  // namespace tdxsim
