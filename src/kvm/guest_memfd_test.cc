@@ -73,19 +73,11 @@ TEST_F(GuestMemfdTest, PagesAreZeroedOnFirstUseAndStable) {
   EXPECT_EQ(gmem->allocated_pages(), 1u);
 }
 
-TEST_F(GuestMemfdTest, MaxLevelIs2MOnlyForAWhollyCoveredCongruentRange) {
+TEST_F(GuestMemfdTest, MaxLevelIs4KBecauseTheFileHoldsSeparateFrames) {
   auto gmem = create(4 * k2M);
-  // Slot 0: gfns [0x200, 0x600) at file offset 0: congruent, 2M everywhere.
+  // gfns [0x200, 0x600) at file offset 0: 2M-congruent and wholly covered, and still 4K.
   ASSERT_EQ(err(set(gmem_region(0, k2M, 2 * k2M, gmem, 0))), 0);
-  EXPECT_EQ(kvm->gmem_get_pfn(slot(0), Gfn{0x3ff})->max_level, Level::k2M);
-  // Slot 1: gfns [0x1000, 0x1400) at offset 2M + 4K: never congruent.
-  ASSERT_EQ(err(set(gmem_region(1, 8 * k2M, 2 * k2M - kPageSize, gmem, 2 * k2M + kPageSize))), 0);
-  EXPECT_EQ(kvm->gmem_get_pfn(slot(1), Gfn{0x1000})->max_level, Level::k4K);
-  // Slot 2: a short slot cannot hold a 2M range.
-  make_vm(VmType::kSwProtected);
-  auto small = create(k2M);
-  ASSERT_EQ(err(set(gmem_region(2, 0, k2M - kPageSize, small, 0))), 0);
-  EXPECT_EQ(kvm->gmem_get_pfn(slot(2), Gfn{0})->max_level, Level::k4K);
+  EXPECT_EQ(kvm->gmem_get_pfn(slot(0), Gfn{0x3ff})->max_level, Level::k4K);
 }
 
 TEST_F(GuestMemfdTest, SharedSlotHasNoPfn) {

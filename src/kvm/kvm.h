@@ -135,9 +135,8 @@ class Kvm {
   // has private memory.
   KvmResult<std::shared_ptr<GuestMemfd>> create_guest_memfd(uint64_t size, uint64_t flags);
   // kvm_gmem_get_pfn: the frame backing `gfn` of a guest_memfd slot, allocated (zeroed) on
-  // first use. max_level is 2M when the gfn's whole 2M-aligned range lies in the slot and
-  // maps to a 2M-aligned range of the file (so one huge mapping could cover it), else 4K;
-  // the file itself holds 4K pages, so this is an upper bound the arch may lower (TDX does).
+  // first use. max_level is 4K: the file holds separate 4K frames, so no larger leaf could
+  // map a run of them (upstream reports max_order 0 for the same reason).
   // EFAULT if the slot has no guest_memfd or is no longer bound, ENOMEM when memory runs
   // out. REQUIRES: slot.contains(gfn); mmu_lock not held (takes the gmem invalidate lock).
   KvmResult<GmemPfn> gmem_get_pfn(const Memslot& slot, Gfn gfn) TDXSIM_EXCLUDES(mmu_lock_);

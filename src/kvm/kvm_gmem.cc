@@ -20,13 +20,9 @@ KvmResult<GmemPfn> Kvm::gmem_get_pfn(const Memslot& slot, Gfn gfn) {
   const uint64_t index = slot.gfn_to_gmem_index(gfn);
   KvmResult<Pfn> pfn = slot.gmem->get_pfn(*this, slot, index);
   if (!pfn) return std::unexpected(pfn.error());
+  // The file holds order-0 pages (upstream's kvm_gmem_get_pfn reports max_order 0 until
+  // guest_memfd has huge folios): a larger leaf would name 512 frames that are not one run.
   GmemPfn out{*pfn, Level::k4K};
-  const Gfn huge = gfn.align_down(Level::k2M);
-  const uint64_t huge_index = index - (gfn - huge);
-  if (huge >= slot.base_gfn && huge + level_pages(Level::k2M) <= slot.end() &&
-      huge_index % level_pages(Level::k2M) == 0) {
-    out.max_level = Level::k2M;
-  }
   return out;
 }
 

@@ -1,0 +1,349 @@
+#include "kvm/mmu.h"
+
+#include <algorithm>
+
+#include "base/check.h"
+#include "base/rcu.h"
+#include "kvm/mirror_private_mem.h"
+
+namespace tdxsim {
+namespace {
+
+Gfn direct_bits_for(VmType type, Level root_level) {
+  if (!has_mirrored_tdp(type)) return Gfn{0};
+  // TDX_SHARED_BIT_PWL_4 / _5: the GPA's top bit below the guest's physical-address width.
+  const unsigned shared_bit = root_level == Level::k256T ? 51 : 47;
+  return Gfn{(uint64_t{1} << shared_bit) >> kPageShift};
+}
+
+FaultResult outcome(RetPf ret, std::optional<Errno> error = std::nullopt) {
+  FaultResult r;
+  r.ret = ret;
+  r.error = error;
+  return r;
+}
+
+ZapAlias alias_of(uint8_t filter) {
+  return (filter & kFilterPrivate) != 0 ? ZapAlias::kPrivate : ZapAlias::kShared;
+}
+
+}  // namespace
+
+KvmMmu::KvmMmu(Kvm& kvm, MmuVendorOps& ops, const KvmMmuConfig& config)
+    : kvm_(kvm),
+      ops_(ops),
+      config_(config),
+      gfn_direct_bits_(direct_bits_for(kvm.type(), config.root_level)),
+      tdp_(std::make_unique<TdpMmu>(
+          kvm.mem(), kvm.mmu_lock(), ops, &kvm,
+          TdpMmuConfig{.root_level = config.root_level,
+                       .gfn_direct_bits = gfn_direct_bits_,
+                       .mmio_value = has_mirrored_tdp(kvm.type()) ? MmioValue::kTdVe
+                                                                  : MmioValue::kEptMisconfig,
+                       .yield_every = config.yield_every})) {
+  if (has_mirrored_tdp(kvm.type())) private_ = std::make_unique<MirrorPrivateMem>(*tdp_);
+  kvm_.set_arch(this);
+}
+
+KvmMmu::~KvmMmu() {
+  {
+    WriteLock l(kvm_.mmu_lock());
+    // kvm_mmu_uninit_tdp_mmu: everything invalid, then zapped under the write lock so that
+    // mirror roots are torn down in the order the S-EPT needs.
+    tdp_->invalidate_direct_roots();
+    if (private_) private_->teardown();
+    tdp_->zap_invalidated_roots(/*shared=*/false);
+  }
+  kvm_.set_arch(nullptr);
+  private_.reset();
+  tdp_.reset();
+}
+
+// --- Roots -----------------------------------------------------------------------------------
+
+KvmResult<> KvmMmu::load(VcpuMmu& vcpu) {
+  // The mirror root first (mmu_alloc_direct_roots): there is never a valid direct root
+  // without it.
+  if (private_) {
+    if (KvmResult<> r = private_->load(); !r) return r;
+  }
+  if (vcpu.root != nullptr && !TdpMmu::is_obsolete_root(vcpu.root)) return {};
+  if (vcpu.root != nullptr) {
+    // kvm_mmu_free_obsolete_roots.
+    tdp_->put_root(vcpu.root);
+    vcpu.root = nullptr;
+  }
+  vcpu.root = tdp_->get_direct_root();
+  if (vcpu.root == nullptr) return std::unexpected(Errno::kEnomem);
+  return {};
+}
+
+void KvmMmu::unload(VcpuMmu& vcpu) {
+  if (vcpu.root == nullptr) return;
+  tdp_->put_root(vcpu.root);
+  vcpu.root = nullptr;
+}
+
+// --- Faults ----------------------------------------------------------------------------------
+
+FaultResult KvmMmu::memory_fault_exit(const KvmPageFault& fault) {
+  tdp_->stats().memory_fault_exits.add();
+  return FaultResult{.ret = RetPf::kInvalid,
+                     .error = Errno::kEfault,
+                     .memory_fault = MemoryFaultExit{
+                         .gpa = fault.gfn.gpa(),
+                         .size = kPageSize,
+                         .flags = fault.is_private ? kMemoryExitFlagPrivate : 0}};
+}
+
+Level KvmMmu::max_mapping_level(const KvmPageFault& fault, Level backing) const {
+  for (Level l = std::min(backing, Level::k1G); l > Level::k4K; l = level_down(l)) {
+    const Gfn start = fault.gfn.align_down(l);
+    const Gfn end = start + level_pages(l);
+    if (start < fault.slot->base_gfn || end > fault.slot->end()) continue;
+    // A huge page mixing private and shared gfns would map one alias over the other.
+    if (has_private_mem(kvm_.type()) &&
+        !kvm_.range_has_memory_attributes(start, end, kMemAttrPrivate,
+                                          fault.is_private ? kMemAttrPrivate : 0)) {
+      continue;
+    }
+    return l;
+  }
+  return Level::k4K;
+}
+
+std::optional<FaultResult> KvmMmu::faultin_pfn_private(KvmPageFault& fault) {
+  // A gfn the guest asked for privately must be backed by guest_memfd.
+  if (fault.slot == nullptr || !fault.slot->can_be_private()) return memory_fault_exit(fault);
+  if (fault.slot->invalid) return outcome(RetPf::kRetry);
+  const KvmResult<GmemPfn> got = kvm_.gmem_get_pfn(*fault.slot, fault.gfn);
+  if (!got) {
+    if (got.error() == Errno::kEnomem) {
+      return outcome(RetPf::kInvalid, Errno::kEnomem);
+    }
+    return memory_fault_exit(fault);
+  }
+  fault.pfn = got->pfn;
+  fault.map_writable = true;
+  const Level vendor_max = ops_.private_max_mapping_level(&kvm_, got->pfn);
+  fault.max_level = max_mapping_level(fault, std::min(got->max_level, vendor_max));
+  return std::nullopt;
+}
+
+std::optional<FaultResult> KvmMmu::faultin_pfn(KvmPageFault& fault) {
+  // The snapshot comes first: an invalidation that starts after it and covers this gfn is
+  // seen by the check under mmu_lock; one that finished before it left nothing stale.
+  fault.mmu_seq = kvm_.mmu_invalidate_seq();
+  fault.memslot_generation = kvm_.memslots_generation();
+  fault.slot = kvm_.gfn_to_memslot(fault.gfn);
+  // The guest's view (the GPA's alias for a TD, the access it made otherwise) must match
+  // the attribute; userspace converts and re-enters.
+  if (has_private_mem(kvm_.type()) && fault.is_private != kvm_.mem_is_private(fault.gfn)) {
+    return memory_fault_exit(fault);
+  }
+  if (fault.is_private) return faultin_pfn_private(fault);
+  if (fault.slot == nullptr) {
+    // No memslot: MMIO. The SPTE built for it carries the memslots generation.
+    fault.goal_level = Level::k4K;
+    return std::nullopt;
+  }
+  // The slot is being deleted or moved: its mappings are about to be zapped, so nothing may
+  // be built from it (not even MMIO) until the update finishes.
+  if (fault.slot->invalid) return outcome(RetPf::kRetry);
+  // A write to a read-only slot is emulated as MMIO (KVM_PFN_ERR_RO_FAULT).
+  if (fault.write && fault.slot->readonly()) return outcome(RetPf::kEmulate);
+  const KvmResult<Pfn> pfn = kvm_.mm().get_user_page(fault.slot->gfn_to_hva(fault.gfn), fault.write);
+  if (!pfn) return outcome(RetPf::kInvalid, pfn.error());
+  fault.pfn = *pfn;
+  fault.map_writable = !fault.slot->readonly();
+  // The VMM's memory is mapped in 4K pages (HostMm has no huge pages), so no larger leaf
+  // could name one contiguous host range.
+  fault.max_level = max_mapping_level(fault, Level::k4K);
+  return std::nullopt;
+}
+
+bool KvmMmu::is_page_fault_stale(const VcpuMmu& vcpu, const KvmPageFault& fault) const {
+  // A private fault builds in the mirror root, which is never obsolete while the VM lives.
+  if (!fault.is_private && TdpMmu::is_obsolete_root(vcpu.root)) return true;
+  return kvm_.mmu_invalidate_retry_gfn(fault.mmu_seq, fault.gfn);
+}
+
+FaultResult KvmMmu::page_fault(VcpuMmu& vcpu, Gpa gpa, uint64_t error_code) {
+  TDXSIM_CHECK(vcpu.root != nullptr, "a page fault on a vCPU without a root");
+  KvmPageFault fault{};
+  fault.addr = gpa;
+  fault.gfn = Gfn{gpa.gfn().raw() & ~gfn_direct_bits_.raw()};
+  // What the vendor's EPT-violation handler adds (__vmx_handle_ept_violation for TDX,
+  // kvm_mmu_page_fault for software-protected VMs).
+  if (has_mirrored_tdp(kvm_.type())) {
+    if ((gpa.gfn().raw() & gfn_direct_bits_.raw()) == 0) error_code |= kPferrPrivateAccess;
+  } else if (kvm_.type() == VmType::kSwProtected && kvm_.mem_is_private(fault.gfn)) {
+    error_code |= kPferrPrivateAccess;
+  }
+  if (tdp_->bug_on((error_code & kPferrPrivateAccess) != 0 && !has_private_mem(kvm_.type()),
+                   "a private access in a VM without private memory")) {
+    return outcome(RetPf::kInvalid, Errno::kEio);
+  }
+  fault.error_code = error_code;
+  fault.write = (error_code & kPferrWrite) != 0;
+  fault.exec = (error_code & kPferrFetch) != 0;
+  fault.present = (error_code & kPferrPresent) != 0;
+  fault.is_private = (error_code & kPferrPrivateAccess) != 0;
+
+  // The whole fault is one read-side section: a memslot update waits for it before it zaps
+  // (so a pfn found through a slot being deleted is never mapped after the zap).
+  RcuReadGuard rcu;
+  FaultResult result;
+  if (std::optional<FaultResult> early = faultin_pfn(fault)) {
+    result = *early;
+  } else {
+    fault.goal_level = fault.slot == nullptr ? Level::k4K : fault.max_level;
+    if (fault_tracepoint_) fault_tracepoint_(fault);
+    ReadLock l(kvm_.mmu_lock());
+    if (is_page_fault_stale(vcpu, fault)) {
+      result.ret = RetPf::kRetry;
+    } else if (fault.is_private) {
+      result.ret = private_ ? private_->fault_in(fault) : tdp_->map(vcpu.root, fault);
+    } else {
+      result.ret = tdp_->map(vcpu.root, fault);
+    }
+    if (result.ret == RetPf::kInvalid && tdp_->vm_bugged()) result.error = Errno::kEio;
+    if (result.ret == RetPf::kInvalid && !result.error) result.error = Errno::kEnomem;
+    // make_spte logs a page it maps writable: dirty logging sees the write the guest is
+    // about to do (and any later one, until the page is write-protected again).
+    if ((result.ret == RetPf::kFixed || result.ret == RetPf::kSpurious) &&
+        fault.slot != nullptr && fault.map_writable && !fault.is_private) {
+      fault.slot->mark_page_dirty(fault.gfn);
+    }
+  }
+  tdp_->stats().faults[static_cast<size_t>(result.ret)].add();
+  return result;
+}
+
+bool KvmMmu::gpa_is_mapped(const VcpuMmu& vcpu, Gpa gpa) const {
+  kvm_.mmu_lock().assert_held();
+  const Gfn gfn{gpa.gfn().raw() & ~gfn_direct_bits_.raw()};
+  const bool is_private = private_ && (gpa.gfn().raw() & gfn_direct_bits_.raw()) == 0;
+  if (is_private) return private_->walk(gfn).has_value();
+  return tdp_->leaf_for(vcpu.root, gfn).has_value();
+}
+
+// --- Zaps ------------------------------------------------------------------------------------
+
+bool KvmMmu::zap_range(const GfnRange& range, uint8_t filter, ZapReason reason, bool flush) {
+  kvm_.mmu_lock().assert_held_write();
+  TDXSIM_CHECK(filter != 0, "a zap of {}..{} with no attribute filter", range.start, range.end);
+  MmuStats& st = tdp_->stats();
+  if (!private_) {
+    // kvm_gfn_range_filter_to_root_types: without a mirror both aliases are the direct roots.
+    st.zap_requests[static_cast<size_t>(reason)][static_cast<size_t>(alias_of(filter))].add();
+    return tdp_->zap_direct_leafs(range.start, range.end, reason, range.may_block, flush);
+  }
+  if ((filter & kFilterShared) != 0) {
+    st.zap_requests[static_cast<size_t>(reason)][static_cast<size_t>(ZapAlias::kShared)].add();
+    flush = tdp_->zap_direct_leafs(range.start, range.end, reason, range.may_block, flush);
+  }
+  if ((filter & kFilterPrivate) != 0) {
+    flush = private_->zap_range(range.start, range.end, reason, flush);
+  }
+  return flush;
+}
+
+bool KvmMmu::unmap_gfn_range(const GfnRange& range) {
+  // Generic KVM sends the shared alias from the MMU notifier and the private one from
+  // guest_memfd; memslot updates come through flush_shadow_memslot.
+  const ZapReason reason =
+      range.attr_filter == kFilterShared ? ZapReason::kNotifier : ZapReason::kGmemPunch;
+  return zap_range(range, range.attr_filter, reason, /*flush=*/false);
+}
+
+void KvmMmu::zap_all_fast() {
+  {
+    WriteLock l(kvm_.mmu_lock());
+    // A mirror root cannot be fast-zapped: its contents could not be faulted back without
+    // the guest accepting again. Only direct roots are invalidated here.
+    tdp_->invalidate_direct_roots();
+    tdp_->stats().zap_requests[static_cast<size_t>(ZapReason::kRoots)][0].add();
+  }
+  // vCPUs drop their obsolete roots when they next load (KVM_REQ_MMU_FREE_OBSOLETE_ROOTS).
+  ReadLock l(kvm_.mmu_lock());
+  tdp_->zap_invalidated_roots(/*shared=*/true);
+}
+
+void KvmMmu::flush_shadow_memslot(const Memslot& slot) {
+  kvm_.slots_lock().assert_held();
+  if (kvm_.type() == VmType::kDefault && config_.quirk_slot_zap_all) {
+    zap_all_fast();
+    return;
+  }
+  // kvm_mmu_zap_memslot_leafs: both aliases, exactly the slot's range.
+  WriteLock l(kvm_.mmu_lock());
+  const GfnRange range{.slot = &slot,
+                       .start = slot.base_gfn,
+                       .end = slot.end(),
+                       .attr_filter = kFilterShared | kFilterPrivate,
+                       .may_block = true};
+  const bool flush = zap_range(range, range.attr_filter, ZapReason::kMemslot, false);
+  if (flush) flush_remote_tlbs();
+}
+
+void KvmMmu::flush_shadow_all() {
+  // kvm_mmu_zap_all: direct and invalid roots; mirror roots wait for VM destruction.
+  WriteLock l(kvm_.mmu_lock());
+  tdp_->zap_all_direct();
+}
+
+bool KvmMmu::age_gfn(const GfnRange& range) {
+  return tdp_->age_gfn_range(range.start, range.end, /*test_only=*/false);
+}
+
+bool KvmMmu::test_age_gfn(const GfnRange& range) {
+  return tdp_->age_gfn_range(range.start, range.end, /*test_only=*/true);
+}
+
+bool KvmMmu::pre_set_memory_attributes(const GfnRange& range) {
+  kvm_.mmu_lock().assert_held_write();
+  if (!has_private_mem(kvm_.type())) return false;
+  // The alias that stops being valid goes: shared mappings when converting to private,
+  // private ones when converting to shared.
+  const uint8_t filter =
+      (range.attributes & kMemAttrPrivate) != 0 ? kFilterShared : kFilterPrivate;
+  return zap_range(range, filter, ZapReason::kAttributes, /*flush=*/false);
+}
+
+bool KvmMmu::post_set_memory_attributes(const GfnRange&) {
+  // Huge-page eligibility is computed at fault time from the attributes themselves
+  // (max_mapping_level), so there is no per-slot mixed-attribute state to update.
+  return false;
+}
+
+void KvmMmu::flush_remote_tlbs() { tdp_->flush_remote_tlbs(); }
+
+KvmResult<> KvmMmu::prepare_memory_region(const Memslot*, const Memslot* new_slot,
+                                          MemslotChange change) {
+  if (change == MemslotChange::kDelete) return {};
+  TDXSIM_CHECK(new_slot != nullptr && new_slot->npages > 0, "a memslot change without a slot");
+  const Gfn last = new_slot->base_gfn + (new_slot->npages - 1);
+  // A slot gfn must never carry a direct (shared) bit: the MMU would alias the two halves.
+  if ((last.raw() & gfn_direct_bits_.raw()) != 0) return std::unexpected(Errno::kEinval);
+  // Nor lie beyond what the TDP tables can map (kvm_mmu_max_gfn).
+  if (last >= tdp_->max_gfn_exclusive()) return std::unexpected(Errno::kEinval);
+  return {};
+}
+
+KvmResult<> KvmMmu::zap_gfn_range(Gfn start, Gfn end, GfnZapCause cause) {
+  if (has_mirrored_tdp(kvm_.type()) && cause != GfnZapCause::kNoncoherentDma) {
+    // A TD's MTRRs, CR0 and APIC state are the guest's, protected from KVM: nothing KVM
+    // sees could ask for this zap.
+    return std::unexpected(Errno::kEopnotsupp);
+  }
+  WriteLock l(kvm_.mmu_lock());
+  // Private mappings are always write-back whatever DMA does, so only the direct roots
+  // (which for a TD map the shared alias) are affected.
+  if (tdp_->zap_direct_leafs(start, end, ZapReason::kRoots, /*can_yield=*/true, false)) {
+    flush_remote_tlbs();
+  }
+  return {};
+}
+
+}  // namespace tdxsim

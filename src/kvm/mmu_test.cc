@@ -1,0 +1,439 @@
+#include "kvm/mmu.h"
+
+#include <gtest/gtest.h>
+
+#include <memory>
+
+#include "base/rcu.h"
+#include "kvm/fake_vendor_ops_for_test.h"
+#include "kvm/mirror_private_mem.h"
+#include "kvm/tdp_mmu_peer_for_test.h"
+
+namespace tdxsim {
+namespace {
+
+constexpr uint64_t kSharedGpaBit = uint64_t{1} << 47;
+
+// One VM with its MMU and one vCPU's MMU context, memslots added by the test.
+class KvmMmuTest : public ::testing::Test {
+ protected:
+  void start(VmType type, KvmMmuConfig cfg = {}) {
+    kvm_ = std::make_unique<Kvm>(mem_, mm_, KvmConfig{.type = type});
+    mmu_ = std::make_unique<KvmMmu>(*kvm_, ops_, cfg);
+    ASSERT_TRUE(mmu_->load(vcpu_));
+  }
+
+  void TearDown() override {
+    if (mmu_) {
+      mmu_->unload(vcpu_);
+      mmu_.reset();
+    }
+    kvm_.reset();
+    TdpMmu::barrier();
+  }
+
+  // A memslot of `pages` at `gfn`, backed by fresh VMM memory (and a guest_memfd when the
+  // VM has private memory and `gmem` is asked for).
+  void add_slot(uint16_t id, Gfn gfn, uint64_t pages, bool gmem = false, uint32_t flags = 0) {
+    UserspaceMemoryRegion2 r;
+    r.slot = id;
+    r.flags = flags;
+    r.guest_phys_addr = gfn.gpa().raw();
+    r.memory_size = pages * kPageSize;
+    r.userspace_addr = mm_.mmap(r.memory_size);
+    if (gmem) {
+      KvmResult<std::shared_ptr<GuestMemfd>> f = kvm_->create_guest_memfd(r.memory_size, 0);
+      ASSERT_TRUE(f);
+      r.flags |= kMemGuestMemfd;
+      r.guest_memfd = *f;
+    }
+    ASSERT_TRUE(kvm_->set_user_memory_region2(r)) << "slot " << id;
+    regions_[id] = r;
+  }
+  void delete_slot(uint16_t id) {
+    UserspaceMemoryRegion2 r = regions_.at(id);
+    r.memory_size = 0;
+    r.flags &= ~kMemGuestMemfd;
+    r.guest_memfd = nullptr;
+    ASSERT_TRUE(kvm_->set_user_memory_region2(r));
+  }
+
+  FaultResult fault(Gpa gpa, uint64_t error_code = kPferrWrite) {
+    return mmu_->page_fault(vcpu_, gpa, error_code);
+  }
+  // A shared GPA of a TD (its alias bit set).
+  static Gpa shared(Gfn gfn) { return Gpa{gfn.gpa().raw() | kSharedGpaBit}; }
+
+  bool mapped(Gpa gpa) {
+    ReadLock l(kvm_->mmu_lock());
+    return mmu_->gpa_is_mapped(vcpu_, gpa);
+  }
+
+  RcuThread rcu_;
+  HostMemory mem_{HostMemoryConfig{.bytes = 8192 * kPageSize}};
+  HostMm mm_{mem_};
+  FakeVendorOps ops_;
+  std::unique_ptr<Kvm> kvm_;
+  std::unique_ptr<KvmMmu> mmu_;
+  VcpuMmu vcpu_;
+  std::map<uint16_t, UserspaceMemoryRegion2> regions_;
+};
+
+// --- Fault outcomes ------------------------------------------------------------------------
+
+TEST_F(KvmMmuTest, SharedFaultIsFixedThenSpurious) {
+  start(VmType::kDefault);
+  add_slot(0, Gfn{0x100}, 16);
+  EXPECT_EQ(fault(Gfn{0x105}.gpa()).ret, RetPf::kFixed);
+  EXPECT_TRUE(mapped(Gfn{0x105}.gpa()));
+  EXPECT_EQ(fault(Gfn{0x105}.gpa()).ret, RetPf::kSpurious);
+  EXPECT_EQ(mmu_->stats().fault_count(RetPf::kFixed), 1u);
+  EXPECT_EQ(mmu_->stats().fault_count(RetPf::kSpurious), 1u);
+}
+
+TEST_F(KvmMmuTest, FaultMapsTheFrameTheVmmSees) {
+  start(VmType::kDefault);
+  add_slot(0, Gfn{0x100}, 16);
+  ASSERT_TRUE(mm_.write(regions_[0].userspace_addr + 3 * kPageSize, 0x1234));
+  ASSERT_EQ(fault(Gfn{0x103}.gpa()).ret, RetPf::kFixed);
+  std::array<Spte, 5> sptes{};
+  mmu_->tdp_mmu().get_walk(vcpu_.root, Gfn{0x103}.gpa(), sptes);
+  EXPECT_EQ(sptes[0].pfn(), *mm_.resident_pfn(regions_[0].userspace_addr + 3 * kPageSize));
+}
+
+TEST_F(KvmMmuTest, NoSlotIsMmio) {
+  start(VmType::kDefault);
+  const FaultResult r = fault(Gpa{0xfee00000});
+  EXPECT_EQ(r.ret, RetPf::kEmulate);
+  EXPECT_FALSE(mapped(Gpa{0xfee00000}));
+}
+
+TEST_F(KvmMmuTest, TdSharedMmioSpteIsZeroSoTheGuestTakesVe) {
+  start(VmType::kTdx);
+  const Gpa gpa = shared(Gfn{0xfee00});
+  EXPECT_EQ(fault(gpa).ret, RetPf::kEmulate);
+  std::array<Spte, 5> sptes{};
+  mmu_->tdp_mmu().get_walk(vcpu_.root, gpa, sptes);
+  EXPECT_TRUE(sptes[0].is_mmio(MmioValue::kTdVe));
+  EXPECT_FALSE(sptes[0].is_suppress_ve());
+}
+
+TEST_F(KvmMmuTest, WriteToReadOnlySlotIsEmulated) {
+  start(VmType::kDefault);
+  add_slot(0, Gfn{0x100}, 4, false, kMemReadonly);
+  EXPECT_EQ(fault(Gfn{0x100}.gpa(), kPferrWrite).ret, RetPf::kEmulate);
+  EXPECT_EQ(fault(Gfn{0x100}.gpa(), 0).ret, RetPf::kFixed);
+  std::array<Spte, 5> sptes{};
+  mmu_->tdp_mmu().get_walk(vcpu_.root, Gfn{0x100}.gpa(), sptes);
+  EXPECT_FALSE(sptes[0].is_writable());
+}
+
+TEST_F(KvmMmuTest, FaultRetriesWhenAnInvalidationCoversItsGfn) {
+  start(VmType::kDefault);
+  add_slot(0, Gfn{0x100}, 16);
+  {
+    WriteLock l(kvm_->mmu_lock());
+    kvm_->mmu_invalidate_begin(Gfn{0x104}, Gfn{0x108});
+  }
+  EXPECT_EQ(fault(Gfn{0x105}.gpa()).ret, RetPf::kRetry);
+  EXPECT_EQ(fault(Gfn{0x109}.gpa()).ret, RetPf::kFixed);  // outside the range
+  {
+    WriteLock l(kvm_->mmu_lock());
+    kvm_->mmu_invalidate_end();
+  }
+  EXPECT_EQ(fault(Gfn{0x105}.gpa()).ret, RetPf::kFixed);
+}
+
+TEST_F(KvmMmuTest, FaultRetriesWhenAnInvalidationCompletedAfterItsSnapshot) {
+  start(VmType::kDefault);
+  add_slot(0, Gfn{0x100}, 16);
+  // Between the pfn lookup and mmu_lock: the host reclaims the page (the pfn just looked up
+  // is freed) — the fault must not map it.
+  mmu_->set_fault_tracepoint([&](const KvmPageFault& f) {
+    if (f.gfn == Gfn{0x105}) mm_.reclaim(regions_[0].userspace_addr + 5 * kPageSize, kPageSize);
+  });
+  EXPECT_EQ(fault(Gfn{0x105}.gpa()).ret, RetPf::kRetry);
+  mmu_->set_fault_tracepoint(nullptr);
+  EXPECT_EQ(fault(Gfn{0x105}.gpa()).ret, RetPf::kFixed);
+  std::array<Spte, 5> sptes{};
+  mmu_->tdp_mmu().get_walk(vcpu_.root, Gfn{0x105}.gpa(), sptes);
+  EXPECT_EQ(sptes[0].pfn(), *mm_.resident_pfn(regions_[0].userspace_addr + 5 * kPageSize));
+}
+
+TEST_F(KvmMmuTest, ObsoleteRootRetriesAndTheReloadGetsAFreshOne) {
+  start(VmType::kDefault);
+  add_slot(0, Gfn{0x100}, 16);
+  MmuPage* old = vcpu_.root;
+  ASSERT_EQ(fault(Gfn{0x100}.gpa()).ret, RetPf::kFixed);
+  delete_slot(0);  // the default VM fast-zaps: every direct root becomes obsolete
+  add_slot(0, Gfn{0x100}, 16);
+  EXPECT_EQ(fault(Gfn{0x100}.gpa()).ret, RetPf::kRetry);
+  ASSERT_TRUE(mmu_->load(vcpu_));
+  EXPECT_NE(vcpu_.root, old);
+  EXPECT_EQ(fault(Gfn{0x100}.gpa()).ret, RetPf::kFixed);
+}
+
+TEST_F(KvmMmuTest, DirtyLoggingSlotRecordsMappedWrites) {
+  start(VmType::kDefault);
+  add_slot(0, Gfn{0x100}, 16, false, kMemLogDirtyPages);
+  ASSERT_EQ(fault(Gfn{0x103}.gpa()).ret, RetPf::kFixed);
+  RcuReadGuard g;
+  EXPECT_TRUE(kvm_->gfn_to_memslot(Gfn{0x103})->test_dirty(Gfn{0x103}));
+  EXPECT_FALSE(kvm_->gfn_to_memslot(Gfn{0x104})->test_dirty(Gfn{0x104}));
+}
+
+// Memory-fault exits, TD: the GPA's alias says what the guest wanted.
+TEST_F(KvmMmuTest, TdPrivateAccessToSharedGfnExitsWithPrivateFlag) {
+  start(VmType::kTdx);
+  add_slot(0, Gfn{0x100}, 16, /*gmem=*/true);
+  const FaultResult r = fault(Gfn{0x102}.gpa());
+  EXPECT_EQ(r.ret, RetPf::kInvalid);
+  EXPECT_EQ(r.error, Errno::kEfault);
+  ASSERT_TRUE(r.memory_fault);
+  EXPECT_EQ(*r.memory_fault, (MemoryFaultExit{Gfn{0x102}.gpa(), kPageSize, kMemoryExitFlagPrivate}));
+  // Userspace converts; the retry maps it privately.
+  ASSERT_TRUE(kvm_->set_memory_attributes(Gfn{0x102}, Gfn{0x103}, kMemAttrPrivate));
+  EXPECT_EQ(fault(Gfn{0x102}.gpa()).ret, RetPf::kFixed);
+  EXPECT_TRUE(mapped(Gfn{0x102}.gpa()));
+  EXPECT_EQ(ops_.leaves().size(), 1u);
+}
+
+TEST_F(KvmMmuTest, TdSharedAccessToPrivateGfnExitsWithoutPrivateFlag) {
+  start(VmType::kTdx);
+  add_slot(0, Gfn{0x100}, 16, /*gmem=*/true);
+  ASSERT_TRUE(kvm_->set_memory_attributes(Gfn{0x100}, Gfn{0x110}, kMemAttrPrivate));
+  const FaultResult r = fault(shared(Gfn{0x102}));
+  ASSERT_TRUE(r.memory_fault);
+  // The exit names the gfn without the shared bit.
+  EXPECT_EQ(*r.memory_fault, (MemoryFaultExit{Gfn{0x102}.gpa(), kPageSize, 0}));
+}
+
+TEST_F(KvmMmuTest, SwProtectedPrivateAccessToANonGmemSlotExits) {
+  start(VmType::kSwProtected);
+  add_slot(0, Gfn{0x100}, 16, /*gmem=*/false);
+  ASSERT_TRUE(kvm_->set_memory_attributes(Gfn{0x100}, Gfn{0x101}, kMemAttrPrivate));
+  const FaultResult r = fault(Gfn{0x100}.gpa());
+  ASSERT_TRUE(r.memory_fault);
+  EXPECT_EQ(*r.memory_fault, (MemoryFaultExit{Gfn{0x100}.gpa(), kPageSize, kMemoryExitFlagPrivate}));
+  EXPECT_EQ(fault(Gfn{0x101}.gpa()).ret, RetPf::kFixed);  // shared: ordinary memory
+}
+
+TEST_F(KvmMmuTest, SwProtectedPrivateAccessAfterTheSlotIsDeletedExits) {
+  start(VmType::kSwProtected);
+  add_slot(0, Gfn{0xc0000}, 1, /*gmem=*/true);
+  ASSERT_TRUE(kvm_->set_memory_attributes(Gfn{0xc0000}, Gfn{0xc0001}, kMemAttrPrivate));
+  ASSERT_EQ(fault(Gfn{0xc0000}.gpa(), 0).ret, RetPf::kFixed);
+  delete_slot(0);
+  const FaultResult r = fault(Gfn{0xc0000}.gpa(), 0);
+  ASSERT_TRUE(r.memory_fault);
+  EXPECT_EQ(*r.memory_fault, (MemoryFaultExit{Gpa{0xc0000000}, kPageSize, kMemoryExitFlagPrivate}));
+}
+
+TEST_F(KvmMmuTest, SwProtectedPrivateMemoryMapsInTheDirectRootFromGuestMemfd) {
+  start(VmType::kSwProtected);
+  add_slot(0, Gfn{0x100}, 16, /*gmem=*/true);
+  ASSERT_TRUE(kvm_->set_memory_attributes(Gfn{0x100}, Gfn{0x110}, kMemAttrPrivate));
+  ASSERT_EQ(fault(Gfn{0x100}.gpa()).ret, RetPf::kFixed);
+  std::array<Spte, 5> sptes{};
+  mmu_->tdp_mmu().get_walk(vcpu_.root, Gfn{0x100}.gpa(), sptes);
+  // Not the VMM's page: guest_memfd's.
+  EXPECT_NE(sptes[0].pfn(), mm_.resident_pfn(regions_[0].userspace_addr).value_or(Pfn{~0ull}));
+  EXPECT_EQ(mmu_->private_path(), nullptr);
+}
+
+// FROZEN handling: a busy hook, then agreement.
+TEST_F(KvmMmuTest, TdBusyExternalHookRetriesAndMirrorAgreesWithExternal) {
+  start(VmType::kTdx);
+  add_slot(0, Gfn{0x100}, 16, /*gmem=*/true);
+  ASSERT_TRUE(kvm_->set_memory_attributes(Gfn{0x100}, Gfn{0x110}, kMemAttrPrivate));
+  ops_.busy_sets(2);
+  EXPECT_EQ(fault(Gfn{0x101}.gpa()).ret, RetPf::kRetry);
+  EXPECT_EQ(fault(Gfn{0x101}.gpa()).ret, RetPf::kRetry);
+  EXPECT_EQ(fault(Gfn{0x101}.gpa()).ret, RetPf::kFixed);
+  auto* mirror = static_cast<MirrorPrivateMem*>(mmu_->private_path());
+  const MirrorImage img = mirror_image(mmu_->tdp_mmu(), *mirror->root());
+  EXPECT_EQ(img.leaves, ops_.leaves());
+  EXPECT_EQ(img.tables, ops_.tables());
+  EXPECT_TRUE(ops_.violations().empty());
+  EXPECT_EQ(mmu_->stats().fault_count(RetPf::kRetry), 2u);
+}
+
+TEST_F(KvmMmuTest, TdSlotWhoseGfnsCarryTheSharedBitIsRejected) {
+  start(VmType::kTdx);
+  UserspaceMemoryRegion2 r;
+  r.slot = 0;
+  r.guest_phys_addr = kSharedGpaBit - 2 * kPageSize;  // last page crosses into the alias
+  r.memory_size = 4 * kPageSize;
+  r.userspace_addr = mm_.mmap(r.memory_size);
+  EXPECT_EQ(kvm_->set_user_memory_region2(r).error(), Errno::kEinval);
+  r.guest_phys_addr = kSharedGpaBit - 4 * kPageSize;  // ends just below it: fine
+  EXPECT_TRUE(kvm_->set_user_memory_region2(r));
+}
+
+// --- Zap rules (seed 001) ----------------------------------------------------------------
+
+class TdZapTest : public KvmMmuTest {
+ protected:
+  // gfns 0x100..0x110 in slot 0 and 0x200..0x210 in slot 1; in each, even gfns private and
+  // faulted through the private alias, odd gfns shared and faulted through the shared one.
+  void SetUp() override {
+    start(VmType::kTdx);
+    add_slot(0, Gfn{0x100}, 16, true);
+    add_slot(1, Gfn{0x200}, 16, true);
+    for (uint64_t base : {0x100u, 0x200u}) {
+      for (uint64_t g = base; g < base + 16; g += 2) {
+        ASSERT_TRUE(kvm_->set_memory_attributes(Gfn{g}, Gfn{g + 1}, kMemAttrPrivate));
+        ASSERT_EQ(fault(Gfn{g}.gpa()).ret, RetPf::kFixed);
+        ASSERT_EQ(fault(shared(Gfn{g + 1})).ret, RetPf::kFixed);
+      }
+    }
+  }
+  bool private_mapped(uint64_t g) { return mapped(Gfn{g}.gpa()); }
+  bool shared_mapped(uint64_t g) { return mapped(shared(Gfn{g})); }
+  uint64_t zapped(ZapReason r, ZapAlias a) {
+    return mmu_->stats().zapped[static_cast<size_t>(r)][static_cast<size_t>(a)].value();
+  }
+};
+
+TEST_F(TdZapTest, MemslotDeletionZapsBothAliasesOfThatSlotOnly) {
+  delete_slot(0);
+  for (uint64_t g = 0x100; g < 0x110; g += 2) {
+    EXPECT_FALSE(private_mapped(g));
+    EXPECT_FALSE(shared_mapped(g + 1));
+  }
+  for (uint64_t g = 0x200; g < 0x210; g += 2) {
+    EXPECT_TRUE(private_mapped(g));
+    EXPECT_TRUE(shared_mapped(g + 1));
+  }
+  EXPECT_EQ(zapped(ZapReason::kMemslot, ZapAlias::kPrivate), 8u);
+  EXPECT_EQ(zapped(ZapReason::kMemslot, ZapAlias::kShared), 8u);
+  EXPECT_FALSE(TdpMmu::is_obsolete_root(vcpu_.root));  // never a fast zap for a TD
+  EXPECT_EQ(ops_.count(FakeVendorOps::Kind::kRemove), 8u);
+}
+
+TEST_F(TdZapTest, NotifierZapsSharedOnly) {
+  // The host reclaims the VMM's memory behind the whole of slot 0.
+  mm_.reclaim(regions_[0].userspace_addr, 16 * kPageSize);
+  for (uint64_t g = 0x100; g < 0x110; g += 2) {
+    EXPECT_TRUE(private_mapped(g));
+    EXPECT_FALSE(shared_mapped(g + 1));
+  }
+  EXPECT_EQ(zapped(ZapReason::kNotifier, ZapAlias::kShared), 8u);
+  EXPECT_EQ(ops_.count(FakeVendorOps::Kind::kRemove), 0u);
+}
+
+TEST_F(TdZapTest, ConversionToSharedZapsPrivateOnly) {
+  ASSERT_TRUE(kvm_->set_memory_attributes(Gfn{0x100}, Gfn{0x110}, 0));
+  for (uint64_t g = 0x100; g < 0x110; g += 2) {
+    EXPECT_FALSE(private_mapped(g));
+    EXPECT_TRUE(shared_mapped(g + 1));
+  }
+  EXPECT_EQ(zapped(ZapReason::kAttributes, ZapAlias::kPrivate), 8u);
+  EXPECT_EQ(zapped(ZapReason::kAttributes, ZapAlias::kShared), 0u);
+}
+
+TEST_F(TdZapTest, ConversionToPrivateZapsSharedOnly) {
+  ASSERT_TRUE(kvm_->set_memory_attributes(Gfn{0x100}, Gfn{0x110}, kMemAttrPrivate));
+  for (uint64_t g = 0x100; g < 0x110; g += 2) {
+    EXPECT_TRUE(private_mapped(g));
+    EXPECT_FALSE(shared_mapped(g + 1));
+  }
+  EXPECT_EQ(zapped(ZapReason::kAttributes, ZapAlias::kShared), 8u);
+  EXPECT_EQ(ops_.count(FakeVendorOps::Kind::kRemove), 0u);
+}
+
+TEST_F(TdZapTest, GuestMemfdPunchZapsPrivateOnly) {
+  ASSERT_TRUE(regions_[0].guest_memfd->punch_hole(0, 16 * kPageSize));
+  for (uint64_t g = 0x100; g < 0x110; g += 2) {
+    EXPECT_FALSE(private_mapped(g));
+    EXPECT_TRUE(shared_mapped(g + 1));
+  }
+  EXPECT_EQ(zapped(ZapReason::kGmemPunch, ZapAlias::kPrivate), 8u);
+}
+
+TEST_F(TdZapTest, MtrrCr0CdAndApicvZapsAreNotSupportedForTds) {
+  for (GfnZapCause c : {GfnZapCause::kMtrr, GfnZapCause::kCr0Cd, GfnZapCause::kApicv}) {
+    EXPECT_EQ(mmu_->zap_gfn_range(Gfn{0}, Gfn{0x1000}, c).error(), Errno::kEopnotsupp);
+  }
+  for (uint64_t g = 0x100; g < 0x110; g += 2) {
+    EXPECT_TRUE(private_mapped(g));
+    EXPECT_TRUE(shared_mapped(g + 1));
+  }
+}
+
+TEST_F(TdZapTest, NoncoherentDmaChangeLeavesPrivateMemoryAlone) {
+  ASSERT_TRUE(mmu_->zap_gfn_range(Gfn{0}, Gfn{0x1000}, GfnZapCause::kNoncoherentDma));
+  for (uint64_t g = 0x100; g < 0x110; g += 2) {
+    EXPECT_TRUE(private_mapped(g));
+    EXPECT_FALSE(shared_mapped(g + 1));
+  }
+}
+
+TEST_F(TdZapTest, NotifierReleaseZapsSharedRootsAndLeavesTheMirror) {
+  mm_.exit();
+  for (uint64_t g = 0x100; g < 0x110; g += 2) {
+    EXPECT_TRUE(private_mapped(g));
+    EXPECT_FALSE(shared_mapped(g + 1));
+  }
+}
+
+class DefaultVmSlotZapTest : public KvmMmuTest, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(DefaultVmSlotZapTest, MemslotDeletionHonoursTheQuirk) {
+  const bool quirk = GetParam();
+  start(VmType::kDefault, KvmMmuConfig{.quirk_slot_zap_all = quirk});
+  add_slot(0, Gfn{0x100}, 16);
+  add_slot(1, Gfn{0x200}, 16);
+  ASSERT_EQ(fault(Gfn{0x100}.gpa()).ret, RetPf::kFixed);
+  ASSERT_EQ(fault(Gfn{0x200}.gpa()).ret, RetPf::kFixed);
+  delete_slot(0);
+  if (quirk) {
+    // Zap all: every direct root is obsolete; the vCPU reloads an empty one.
+    EXPECT_TRUE(TdpMmu::is_obsolete_root(vcpu_.root));
+    ASSERT_TRUE(mmu_->load(vcpu_));
+    EXPECT_FALSE(mapped(Gfn{0x200}.gpa()));
+  } else {
+    EXPECT_FALSE(TdpMmu::is_obsolete_root(vcpu_.root));
+    EXPECT_TRUE(mapped(Gfn{0x200}.gpa()));
+  }
+  EXPECT_FALSE(mapped(Gfn{0x100}.gpa()));
+  // Gone memory is MMIO now, either way.
+  EXPECT_EQ(fault(Gfn{0x100}.gpa()).ret, RetPf::kEmulate);
+}
+INSTANTIATE_TEST_SUITE_P(QuirkOnAndOff, DefaultVmSlotZapTest, ::testing::Bool());
+
+TEST_F(KvmMmuTest, SwProtectedMemslotDeletionIgnoresTheQuirk) {
+  start(VmType::kSwProtected, KvmMmuConfig{.quirk_slot_zap_all = true});
+  add_slot(0, Gfn{0x100}, 16, true);
+  add_slot(1, Gfn{0x200}, 16, true);
+  ASSERT_EQ(fault(Gfn{0x100}.gpa()).ret, RetPf::kFixed);
+  ASSERT_EQ(fault(Gfn{0x200}.gpa()).ret, RetPf::kFixed);
+  delete_slot(0);
+  EXPECT_FALSE(TdpMmu::is_obsolete_root(vcpu_.root));
+  EXPECT_FALSE(mapped(Gfn{0x100}.gpa()));
+  EXPECT_TRUE(mapped(Gfn{0x200}.gpa()));
+}
+
+TEST_F(KvmMmuTest, DefaultVmMtrrZapZapsTheRange) {
+  start(VmType::kDefault);
+  add_slot(0, Gfn{0x100}, 16);
+  ASSERT_EQ(fault(Gfn{0x100}.gpa()).ret, RetPf::kFixed);
+  ASSERT_TRUE(mmu_->zap_gfn_range(Gfn{0x100}, Gfn{0x101}, GfnZapCause::kMtrr));
+  EXPECT_FALSE(mapped(Gfn{0x100}.gpa()));
+}
+
+TEST_F(KvmMmuTest, VmTeardownRemovesEveryPrivatePageAndReturnsEveryTable) {
+  start(VmType::kTdx);
+  add_slot(0, Gfn{0x100}, 64, true);
+  ASSERT_TRUE(kvm_->set_memory_attributes(Gfn{0x100}, Gfn{0x120}, kMemAttrPrivate));
+  for (uint64_t g = 0x100; g < 0x120; ++g) ASSERT_EQ(fault(Gfn{g}.gpa()).ret, RetPf::kFixed);
+  for (uint64_t g = 0x120; g < 0x140; ++g) ASSERT_EQ(fault(shared(Gfn{g})).ret, RetPf::kFixed);
+  mmu_->unload(vcpu_);
+  mmu_.reset();
+  EXPECT_TRUE(ops_.leaves().empty());
+  EXPECT_TRUE(ops_.tables().empty());
+  EXPECT_TRUE(ops_.violations().empty());
+}
+
+}  // namespace
+}  // namespace tdxsim
