@@ -129,4 +129,11 @@ bool GuestMemfd::is_allocated(uint64_t index) const {
   return pages_.contains(index);
 }
 
+std::optional<Pfn> GuestMemfd::page_at(uint64_t index) const {
+  MutexLock l(pages_mu_);
+  auto it = pages_.find(index);
+  if (it == pages_.end()) return std::nullopt;
+  return it->second;
+}
+
 }  // namespace tdxsim

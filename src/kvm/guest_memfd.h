@@ -25,6 +25,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
@@ -63,6 +64,8 @@ class GuestMemfd {
   // Pages with a frame right now, and whether one index has one.
   uint64_t allocated_pages() const TDXSIM_EXCLUDES(pages_mu_);
   bool is_allocated(uint64_t index) const TDXSIM_EXCLUDES(pages_mu_);
+  // The frame at `index`, if one is allocated (checks compare SPTEs with it).
+  std::optional<Pfn> page_at(uint64_t index) const TDXSIM_EXCLUDES(pages_mu_);
 
   // --- For Kvm ------------------------------------------------------------------------------
   // kvm_gmem_bind: binds [offset, offset + slot.npages pages) to `slot` of `kvm`. EINVAL for

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <map>
+#include <vector>
 
 #include "kvm/fake_vendor_ops_for_test.h"
 #include "kvm/tdp_mmu.h"
@@ -18,6 +19,11 @@ class TdpMmuTestPeer {
   static RetPf map_in(TdpMmu& m, MmuPage* root, KvmPageFault& f) { return m.map_in(root, f); }
   static MmuPage* get_mirror_root(TdpMmu& m) { return m.get_mirror_root(); }
   static void invalidate_roots(TdpMmu& m, uint8_t types) { m.invalidate_roots(types); }
+  // Every root on the list, valid or not (no references taken: callers are quiescent).
+  static std::vector<MmuPage*> roots(TdpMmu& m) {
+    MutexLock l(m.roots_lock_);
+    return m.roots_;
+  }
 };
 
 // The external tables a mirror root implies: its leaves, and for each non-leaf entry the
