@@ -35,6 +35,8 @@ class FakeArchHooks : public KvmArchHooks {
     kPreSet,
     kPostSet,
     kFlushRemoteTlbs,
+    kCommit,
+    kLogDirtyMasked,
   };
 
   struct Call {
@@ -126,6 +128,19 @@ class FakeArchHooks : public KvmArchHooks {
     return false;
   }
   void flush_remote_tlbs() override { record(base(Kind::kFlushRemoteTlbs, nullptr)); }
+  void commit_memory_region(const Memslot* old, const Memslot* new_slot,
+                            MemslotChange change) override {
+    Call c = base(Kind::kCommit, new_slot ? new_slot : old);
+    c.change = change;
+    c.old_slot_id = old ? old->id : -1;
+    record(c);
+  }
+  void enable_log_dirty_pt_masked(const Memslot& slot, Gfn start, uint64_t mask) override {
+    Call c = base(Kind::kLogDirtyMasked, &slot);
+    c.start = start;
+    c.attributes = mask;  // the mask rides in the spare field
+    record(c);
+  }
 
  private:
   Call base(Kind k, const Memslot* slot) const {

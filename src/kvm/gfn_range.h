@@ -11,8 +11,9 @@ namespace tdxsim {
 
 struct Memslot;
 
-// kvm_gfn_range_filter. Zero is deliberately not a valid filter: every producer must say
-// what it targets (kvm-tdx-mmu.md §1.9).
+// kvm_gfn_range_filter. Zero is deliberately not a valid filter for an unmap: every producer
+// must say what it targets (kvm-tdx-mmu.md §1.9). The memory-attribute hooks get zero and
+// the arch chooses the alias from the attributes being set.
 enum AttrFilter : uint8_t {
   kFilterShared = 1u << 0,   // KVM_FILTER_SHARED
   kFilterPrivate = 1u << 1,  // KVM_FILTER_PRIVATE

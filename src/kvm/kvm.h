@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <vector>
 
 #include "base/addr.h"
 #include "base/atomic.h"
@@ -94,6 +95,12 @@ class Kvm {
   // then read the memslots read a set at least as new as g's. (KVM keeps one generation and
   // an in-progress bit; the bump-after-publish order gives the same guarantee.)
   uint64_t memslots_generation() const { return generation_.load(std::memory_order_acquire); }
+
+  // KVM_GET_DIRTY_LOG for `slot` (as_id << 16 | id): the pages written since the last call,
+  // one bit each, with the arch write-protecting them again under mmu_lock. ENOENT for a
+  // missing slot or one that does not log. Takes slots_lock.
+  KvmResult<std::vector<uint64_t>> get_dirty_log(uint32_t slot)
+      TDXSIM_EXCLUDES(slots_lock_, mmu_lock_);
 
   // --- MMU invalidation (kvm_mmu_invalidate_*) -------------------------------------------------
   // The fault path snapshots the sequence before it looks up a pfn (acquire: what the pfn

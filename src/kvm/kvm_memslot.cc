@@ -150,7 +150,34 @@ KvmResult<> Kvm::set_user_memory_region2(const UserspaceMemoryRegion2& region) {
   } else {
     publish_memslots(u.as_id, cur.with(u.new_slot, gen));
   }
+  if (arch_) arch_->commit_memory_region(u.old.get(), u.new_slot.get(), u.change);
   return {};
+}
+
+KvmResult<std::vector<uint64_t>> Kvm::get_dirty_log(uint32_t slot) {
+  RcuThread rcu_thread;
+  MutexLock l(slots_lock_);
+  const uint16_t as_id = static_cast<uint16_t>(slot >> 16);
+  const uint16_t id = static_cast<uint16_t>(slot & 0xffff);
+  if (as_id >= nr_memslot_as_ids(cfg_.type) || id >= cfg_.max_memslots) {
+    return std::unexpected(Errno::kEinval);
+  }
+  const Memslot* s = load_memslots(as_id)->by_id(id);
+  if (s == nullptr || !s->dirty_logging()) return std::unexpected(Errno::kEnoent);
+  std::vector<uint64_t> bitmap = s->get_and_clear_dirty_log();
+  bool harvested = false;
+  {
+    // Each harvested page is write-protected again before the log is returned, so a write
+    // after the harvest faults and lands in the next one.
+    WriteLock m(mmu_lock_);
+    for (size_t i = 0; i < bitmap.size(); ++i) {
+      if (bitmap[i] == 0 || !arch_) continue;
+      arch_->enable_log_dirty_pt_masked(*s, s->base_gfn + i * 64, bitmap[i]);
+      harvested = true;
+    }
+  }
+  if (harvested) flush_remote_tlbs();
+  return bitmap;
 }
 
 }  // namespace tdxsim

@@ -180,13 +180,19 @@ TEST_F(KvmMemslotTest, CreatePreparesUnderSlotsLockAndPublishes) {
   const uint64_t gen = kvm->memslots_generation();
   ASSERT_EQ(err(set(region(5, 0x100000, k64K))), 0);
   const auto calls = arch->calls();
-  ASSERT_EQ(calls.size(), 1u);
+  ASSERT_EQ(calls.size(), 2u);
   EXPECT_EQ(calls[0].kind, Kind::kPrepare);
   EXPECT_EQ(calls[0].change, MemslotChange::kCreate);
   EXPECT_EQ(calls[0].slot_id, 5);
   EXPECT_EQ(calls[0].old_slot_id, -1);
   EXPECT_TRUE(calls[0].slots_lock_held);
   EXPECT_EQ(calls[0].mmu_lock, LockMode::kNotHeld);
+  // Then the commit, once the slot is published, under the same locks.
+  EXPECT_EQ(calls[1].kind, Kind::kCommit);
+  EXPECT_EQ(calls[1].change, MemslotChange::kCreate);
+  EXPECT_EQ(calls[1].slot_id, 5);
+  EXPECT_TRUE(calls[1].slots_lock_held);
+  EXPECT_EQ(calls[1].mmu_lock, LockMode::kNotHeld);
   EXPECT_EQ(kvm->memslots_generation(), gen + 1);
   const std::optional<Memslot> s = slot_copy(5);
   EXPECT_EQ(s->base_gfn, Gfn{0x100});
@@ -206,7 +212,8 @@ TEST_F(KvmMemslotTest, DeleteInvalidatesFlushesThenPrepares) {
     invalid_during_flush = kvm->gfn_to_memslot(Gfn{0x200})->invalid;
   };
   ASSERT_EQ(err(set(deletion(r))), 0);
-  EXPECT_EQ(arch->kinds(), (std::vector<Kind>{Kind::kFlushShadowMemslot, Kind::kPrepare}));
+  EXPECT_EQ(arch->kinds(),
+            (std::vector<Kind>{Kind::kFlushShadowMemslot, Kind::kPrepare, Kind::kCommit}));
   const auto calls = arch->calls();
   EXPECT_EQ(calls[0].slot_id, 2);
   EXPECT_FALSE(calls[0].slot_invalid);  // the hook gets the old slot itself
@@ -228,7 +235,8 @@ TEST_F(KvmMemslotTest, MoveInvalidatesFlushesPreparesAndRebases) {
   arch->clear();
   r.guest_phys_addr = 0x400000;
   ASSERT_EQ(err(set(r)), 0);
-  EXPECT_EQ(arch->kinds(), (std::vector<Kind>{Kind::kFlushShadowMemslot, Kind::kPrepare}));
+  EXPECT_EQ(arch->kinds(),
+            (std::vector<Kind>{Kind::kFlushShadowMemslot, Kind::kPrepare, Kind::kCommit}));
   const auto calls = arch->calls();
   EXPECT_EQ(calls[0].start, Gfn{0});
   EXPECT_EQ(calls[1].change, MemslotChange::kMove);
@@ -246,7 +254,7 @@ TEST_F(KvmMemslotTest, FlagsOnlyPreparesWithoutFlushAndSharesTheBitmap) {
   arch->clear();
   r.flags = kMemLogDirtyPages;
   ASSERT_EQ(err(set(r)), 0);
-  EXPECT_EQ(arch->kinds(), (std::vector<Kind>{Kind::kPrepare}));
+  EXPECT_EQ(arch->kinds(), (std::vector<Kind>{Kind::kPrepare, Kind::kCommit}));
   EXPECT_EQ(arch->calls()[0].change, MemslotChange::kFlagsOnly);
   const std::optional<Memslot> logging = slot_copy(0);
   ASSERT_TRUE(logging->dirty_logging());

@@ -331,6 +331,32 @@ KvmResult<> KvmMmu::prepare_memory_region(const Memslot*, const Memslot* new_slo
   return {};
 }
 
+void KvmMmu::commit_memory_region(const Memslot* old, const Memslot* new_slot,
+                                  MemslotChange change) {
+  if (change == MemslotChange::kDelete || new_slot == nullptr) return;
+  // kvm_mmu_slot_apply_flags: a slot that starts logging is write-protected, so that every
+  // page's next write faults and is recorded. (Its existing writable leaves would otherwise
+  // let writes through unlogged.)
+  const bool was_logging = old != nullptr && old->dirty_logging();
+  if (!new_slot->dirty_logging() || was_logging) return;
+  bool flush;
+  {
+    ReadLock l(kvm_.mmu_lock());
+    flush = tdp_->wrprot_range(new_slot->base_gfn, new_slot->end(), Level::k4K);
+  }
+  if (flush) flush_remote_tlbs();
+}
+
+void KvmMmu::enable_log_dirty_pt_masked(const Memslot& slot, Gfn base, uint64_t mask) {
+  kvm_.mmu_lock().assert_held_write();
+  while (mask != 0) {
+    const unsigned bit = static_cast<unsigned>(__builtin_ctzll(mask));
+    mask &= mask - 1;
+    const Gfn gfn = base + bit;
+    if (slot.contains(gfn)) tdp_->wrprot_range(gfn, gfn + 1, Level::k4K);
+  }
+}
+
 KvmResult<> KvmMmu::zap_gfn_range(Gfn start, Gfn end, GfnZapCause cause) {
   if (has_mirrored_tdp(kvm_.type()) && cause != GfnZapCause::kNoncoherentDma) {
     // A TD's MTRRs, CR0 and APIC state are the guest's, protected from KVM: nothing KVM

@@ -111,6 +111,9 @@ class KvmMmu final : public KvmArchHooks {
   // --- KvmArchHooks -------------------------------------------------------------------------
   KvmResult<> prepare_memory_region(const Memslot* old, const Memslot* new_slot,
                                     MemslotChange change) override;
+  void commit_memory_region(const Memslot* old, const Memslot* new_slot,
+                            MemslotChange change) override;
+  void enable_log_dirty_pt_masked(const Memslot& slot, Gfn base, uint64_t mask) override;
   void flush_shadow_memslot(const Memslot& slot) override;
   void flush_shadow_all() override;
   bool unmap_gfn_range(const GfnRange& range) override;

@@ -182,6 +182,48 @@ TEST_F(KvmMmuTest, DirtyLoggingSlotRecordsMappedWrites) {
   EXPECT_FALSE(kvm_->gfn_to_memslot(Gfn{0x104})->test_dirty(Gfn{0x104}));
 }
 
+TEST_F(KvmMmuTest, EnablingDirtyLoggingWriteProtectsAndEachHarvestReprotects) {
+  start(VmType::kDefault);
+  add_slot(0, Gfn{0x100}, 128);
+  for (uint64_t g = 0x100; g < 0x180; ++g) ASSERT_EQ(fault(Gfn{g}.gpa()).ret, RetPf::kFixed);
+  auto leaf = [&](uint64_t g) {
+    std::array<Spte, 5> sptes{};
+    mmu_->tdp_mmu().get_walk(vcpu_.root, Gfn{g}.gpa(), sptes);
+    return sptes[0];
+  };
+  ASSERT_TRUE(leaf(0x105).is_writable());
+  // FLAGS_ONLY: start logging. Every writable leaf loses W (and keeps MMU-writable).
+  UserspaceMemoryRegion2 r = regions_[0];
+  r.flags = kMemLogDirtyPages;
+  ASSERT_TRUE(kvm_->set_user_memory_region2(r));
+  for (uint64_t g = 0x100; g < 0x180; ++g) {
+    ASSERT_FALSE(leaf(g).is_writable()) << g;
+    ASSERT_TRUE(leaf(g).is_mmu_writable()) << g;
+  }
+  EXPECT_EQ(kvm_->get_dirty_log(0)->at(0), 0u);  // nothing written yet
+  // Two writes: they fault, are logged, and get W back.
+  ASSERT_EQ(fault(Gfn{0x105}.gpa(), kPferrWrite | kPferrPresent).ret, RetPf::kFixed);
+  ASSERT_EQ(fault(Gfn{0x141}.gpa(), kPferrWrite | kPferrPresent).ret, RetPf::kFixed);
+  EXPECT_TRUE(leaf(0x105).is_writable());
+  const std::vector<uint64_t> log = *kvm_->get_dirty_log(0);
+  ASSERT_EQ(log.size(), 2u);
+  EXPECT_EQ(log[0], uint64_t{1} << 5);
+  EXPECT_EQ(log[1], uint64_t{1} << 1);
+  // The harvest protected them again: the next write is logged again.
+  EXPECT_FALSE(leaf(0x105).is_writable());
+  EXPECT_FALSE(leaf(0x141).is_writable());
+  EXPECT_EQ(kvm_->get_dirty_log(0)->at(0), 0u);
+  ASSERT_EQ(fault(Gfn{0x105}.gpa(), kPferrWrite | kPferrPresent).ret, RetPf::kFixed);
+  EXPECT_EQ(kvm_->get_dirty_log(0)->at(0), uint64_t{1} << 5);
+}
+
+TEST_F(KvmMmuTest, DirtyLogOfASlotThatDoesNotLogIsEnoent) {
+  start(VmType::kDefault);
+  add_slot(0, Gfn{0x100}, 16);
+  EXPECT_EQ(kvm_->get_dirty_log(0).error(), Errno::kEnoent);
+  EXPECT_EQ(kvm_->get_dirty_log(7).error(), Errno::kEnoent);
+}
+
 // Memory-fault exits, TD: the GPA's alias says what the guest wanted.
 TEST_F(KvmMmuTest, TdPrivateAccessToSharedGfnExitsWithPrivateFlag) {
   start(VmType::kTdx);

@@ -601,7 +601,7 @@ bool TdpMmu::age_gfn_range(Gfn start, Gfn end, bool test_only) {
 }
 
 bool TdpMmu::wrprot_range(Gfn start, Gfn end, Level min_level) {
-  mmu_lock_.assert_held_read();
+  mmu_lock_.assert_held();
   bool flush = false;
   end = std::min(end, max_gfn_exclusive());
   for (MmuPage* root = next_root(nullptr, kDirectRoots); root != nullptr;

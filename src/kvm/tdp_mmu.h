@@ -130,7 +130,8 @@ class TdpMmu {
   // REQUIRES: mmu_lock held (either mode).
   bool age_gfn_range(Gfn start, Gfn end, bool test_only);
   // Dirty logging: write-protect every writable leaf of [start, end) at min_level or above
-  // in the valid direct roots (kvm_tdp_mmu_wrprot_slot). REQUIRES: mmu_lock held for read.
+  // in the valid direct roots (kvm_tdp_mmu_wrprot_slot). REQUIRES: mmu_lock held (read when
+  // a slot starts logging, write when a harvest re-protects pages).
   // Returns: whether a flush is needed.
   bool wrprot_range(Gfn start, Gfn end, Level min_level);
 
