@@ -19,8 +19,10 @@
 namespace tdxsim {
 namespace {
 
-// Each thread maps at most this many gfns before its range is zapped and reused.
-constexpr uint64_t kGfnsPerThread = uint64_t{1} << 22;
+// Each thread maps at most this many gfns before its range is zapped and reused. Large, so
+// that the zap (which holds mmu_lock for write and stalls the other thread) stays out of a
+// normal run.
+constexpr uint64_t kGfnsPerThread = uint64_t{1} << 24;
 
 struct Env {
   HostMemory mem{HostMemoryConfig{.bytes = uint64_t{1} << 30}};
