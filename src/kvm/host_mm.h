@@ -23,6 +23,7 @@
 
 #include <cstdint>
 #include <map>
+#include <utility>
 #include <vector>
 
 #include "base/addr.h"
@@ -59,9 +60,13 @@ class HostMm {
   HostMm& operator=(const HostMm&) = delete;
 
   // A fresh mapping of `len` bytes (rounded up to pages). REQUIRES: len > 0.
-  uint64_t mmap(uint64_t len) TDXSIM_EXCLUDES(mu_);
+  // `page` k2M: a transparent-huge-page mapping — 2M-aligned, and each 2M range is backed
+  // by one 2M page from HostMemory's pool on first touch, or by 4K pages when the pool is
+  // empty (THP's fallback).
+  uint64_t mmap(uint64_t len, Level page = Level::k4K) TDXSIM_EXCLUDES(mu_);
   // Unmaps [hva, hva + len): notifiers' invalidate_range_start, pages freed, _end.
-  // EINVAL if hva or len is not page aligned or len is 0 (unmapped holes are fine).
+  // EINVAL if hva or len is not page aligned or len is 0 (unmapped holes are fine), or if
+  // the range cuts a resident 2M page (Linux would split it; this model does not).
   KvmResult<> munmap(uint64_t hva, uint64_t len) TDXSIM_EXCLUDES(mu_);
   // hva_to_pfn: the frame behind `hva`, allocated (zeroed) on first touch, marked young (and
   // dirty if `write`). EFAULT if unmapped, ENOMEM if host memory is exhausted.
@@ -86,7 +91,11 @@ class HostMm {
   // mapping gone. Idempotent.
   void exit() TDXSIM_EXCLUDES(mu_);
 
-  // Pages with a frame right now.
+  // The size of the host page mapping `hva` right now (host_pfn_mapping_level): k2M while a
+  // 2M page backs it, else k4K.
+  Level mapping_level(uint64_t hva) const TDXSIM_EXCLUDES(mu_);
+
+  // Pages (4K units) with a frame right now.
   uint64_t resident_pages() const TDXSIM_EXCLUDES(mu_);
   // The frame behind `hva` if resident (no fault-in, no young bit): for tests.
   std::optional<Pfn> resident_pfn(uint64_t hva) const TDXSIM_EXCLUDES(mu_);
@@ -99,7 +108,12 @@ class HostMm {
   };
 
   bool mapped(uint64_t hva) const TDXSIM_REQUIRES(mu_);
-  KvmResult<Pte*> fault_in(uint64_t hva, bool write) TDXSIM_REQUIRES(mu_);
+  bool in_huge_vma(uint64_t hva) const TDXSIM_REQUIRES(mu_);
+  // The frame of the 4K page at `hva`, faulted in if needed; young (and dirty) set.
+  KvmResult<Pfn> fault_in(uint64_t hva, bool write) TDXSIM_REQUIRES(mu_);
+  // [start, end) widened to whole 2M pages wherever it touches a resident one.
+  std::pair<uint64_t, uint64_t> widen_to_huge(uint64_t start, uint64_t end) const
+      TDXSIM_REQUIRES(mu_);
   void remove_vmas(uint64_t start, uint64_t end) TDXSIM_REQUIRES(mu_);
 
   HostMemory& mem_;
@@ -108,8 +122,12 @@ class HostMm {
   bool exited_ TDXSIM_GUARDED_BY(mu_) = false;
   // VMAs: start -> end, disjoint.
   std::map<uint64_t, uint64_t> vmas_ TDXSIM_GUARDED_BY(mu_);
-  // Resident pages by page-aligned hva.
+  // The subset of vmas_ that are THP mappings: start -> end, 2M aligned.
+  std::map<uint64_t, uint64_t> huge_vmas_ TDXSIM_GUARDED_BY(mu_);
+  // Resident 4K pages by page-aligned hva.
   std::map<uint64_t, Pte> ptes_ TDXSIM_GUARDED_BY(mu_);
+  // Resident 2M pages by 2M-aligned hva (pfn: the first frame). Never overlaps ptes_.
+  std::map<uint64_t, Pte> huge_ptes_ TDXSIM_GUARDED_BY(mu_);
   std::vector<MmuNotifier*> notifiers_ TDXSIM_GUARDED_BY(mu_);
 };
 

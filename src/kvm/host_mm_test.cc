@@ -182,3 +182,51 @@ TEST(HostMm, ExitReleasesNotifiersAndFreesEverything) {
 
 }  // namespace
 }  // namespace tdxsim
+
+namespace tdxsim {
+namespace {
+
+constexpr uint64_t k2M = level_bytes(Level::k2M);
+
+TEST(HostMmThp, FirstTouchTakesA2MPageAndTheRangeMigratesWhole) {
+  HostMemory mem(HostMemoryConfig{.bytes = 2048 * kPageSize, .huge_2m_pages = 2});
+  HostMm mm(mem);
+  const uint64_t hva = mm.mmap(2 * k2M, Level::k2M);
+  EXPECT_EQ(hva % k2M, 0u);
+  ASSERT_TRUE(mm.write(hva + 7 * kPageSize, 42));
+  EXPECT_EQ(mm.mapping_level(hva), Level::k2M);
+  EXPECT_EQ(mm.resident_pages(), 512u);
+  EXPECT_EQ(*mm.resident_pfn(hva + 7 * kPageSize), *mm.resident_pfn(hva) + 7);
+  RecordingNotifier n(mem);
+  mm.register_notifier(&n);
+  const Pfn before = *mm.resident_pfn(hva);
+  mm.reclaim(hva + kPageSize, kPageSize);
+  ASSERT_FALSE(n.events.empty());
+  EXPECT_EQ(n.events[0].start, hva);  // widened to the whole 2M page
+  EXPECT_EQ(n.events[0].end, hva + k2M);
+  EXPECT_NE(*mm.resident_pfn(hva), before);
+  EXPECT_EQ(*mm.read(hva + 7 * kPageSize), 42u);
+  // Cutting the 2M page is refused; unmapping all of it frees it.
+  EXPECT_EQ(mm.munmap(hva, kPageSize).error(), Errno::kEinval);
+  ASSERT_TRUE(mm.munmap(hva, k2M));
+  EXPECT_EQ(mem.free_huge_2m_count(), 2u);
+  mm.unregister_notifier(&n);
+}
+
+TEST(HostMmThp, AnEmptyPoolFallsBackTo4KPages) {
+  HostMemory mem(HostMemoryConfig{.bytes = 1024 * kPageSize, .huge_2m_pages = 1});
+  HostMm mm(mem);
+  const uint64_t a = mm.mmap(k2M, Level::k2M);
+  const uint64_t b = mm.mmap(k2M, Level::k2M);
+  ASSERT_TRUE(mm.write(a, 1));
+  ASSERT_TRUE(mm.write(b, 2));
+  EXPECT_EQ(mm.mapping_level(a), Level::k2M);
+  EXPECT_EQ(mm.mapping_level(b), Level::k4K);
+  EXPECT_EQ(mm.resident_pages(), 513u);
+  mm.exit();
+  EXPECT_EQ(mem.free_huge_2m_count(), 1u);
+  EXPECT_EQ(mem.free_frame_count(), 512u);
+}
+
+}  // namespace
+}  // namespace tdxsim

@@ -101,6 +101,8 @@ Level KvmMmu::max_mapping_level(const KvmPageFault& fault, Level backing) const 
     const Gfn start = fault.gfn.align_down(l);
     const Gfn end = start + level_pages(l);
     if (start < fault.slot->base_gfn || end > fault.slot->end()) continue;
+    // The host page must line up with the guest's: the same offset within the huge page.
+    if (!fault.is_private && (fault.slot->gfn_to_hva(start) & (level_bytes(l) - 1)) != 0) continue;
     // A huge page mixing private and shared gfns would map one alias over the other.
     if (has_private_mem(kvm_.type()) &&
         !kvm_.range_has_memory_attributes(start, end, kMemAttrPrivate,
@@ -156,9 +158,10 @@ std::optional<FaultResult> KvmMmu::faultin_pfn(KvmPageFault& fault) {
   if (!pfn) return outcome(RetPf::kInvalid, pfn.error());
   fault.pfn = *pfn;
   fault.map_writable = !fault.slot->readonly();
-  // The VMM's memory is mapped in 4K pages (HostMm has no huge pages), so no larger leaf
-  // could name one contiguous host range.
-  fault.max_level = max_mapping_level(fault, Level::k4K);
+  // host_pfn_mapping_level: a huge leaf only over a huge host page. Read after the pfn and
+  // without mmu_lock; a split or migration since is an invalidation, caught by mmu_seq.
+  const Level host_level = kvm_.mm().mapping_level(fault.slot->gfn_to_hva(fault.gfn));
+  fault.max_level = max_mapping_level(fault, host_level);
   return std::nullopt;
 }
 

@@ -129,7 +129,8 @@ class KvmMmu final : public KvmArchHooks {
   std::optional<FaultResult> faultin_pfn_private(KvmPageFault& fault);
   FaultResult memory_fault_exit(const KvmPageFault& fault);
   // kvm_mmu_max_mapping_level: the largest level at most `backing` whose aligned range lies
-  // in the slot and, for a private-capable VM, has one attribute throughout.
+  // in the slot, lines up with the host mapping (shared memory), and, for a private-capable
+  // VM, has one attribute throughout.
   Level max_mapping_level(const KvmPageFault& fault, Level backing) const;
   bool is_page_fault_stale(const VcpuMmu& vcpu, const KvmPageFault& fault) const;
   // kvm_unmap_gfn_range's body with the reason counted.

@@ -25,7 +25,7 @@ namespace tdxsim {
 namespace {
 
 constexpr uint64_t kSharedGpaBit = uint64_t{1} << 47;
-constexpr uint64_t kSlotPages = 256;
+constexpr uint64_t kSlotPages = 512;
 constexpr Gfn kSlotGfn[2] = {Gfn{0x1000}, Gfn{0x2000}};
 constexpr int kFaultThreads = 4;
 constexpr int kFaultsPerThread = 20000;
@@ -48,7 +48,9 @@ class MmuStress : public ::testing::TestWithParam<VmType> {
     r.flags = kMemGuestMemfd;
     r.guest_phys_addr = kSlotGfn[i].gpa().raw();
     r.memory_size = kSlotPages * kPageSize;
-    r.userspace_addr = mm_.mmap(r.memory_size);
+    // Slot 0's VMM memory is a THP mapping: its 2M range maps with one 2M leaf whenever its
+    // attribute is uniform, so zaps and migrations also meet huge leaves.
+    r.userspace_addr = mm_.mmap(r.memory_size, i == 0 ? Level::k2M : Level::k4K);
     r.guest_memfd = gmem_;
     r.guest_memfd_offset = static_cast<uint64_t>(i) * kSlotPages * kPageSize;
     ASSERT_TRUE(kvm_->set_user_memory_region2(r));
@@ -73,24 +75,32 @@ class MmuStress : public ::testing::TestWithParam<VmType> {
         const Spte s = it.old_spte();
         ASSERT_FALSE(s.is_frozen()) << "FROZEN left at " << it.gfn().raw();
         if (!s.is_shadow_present() || !s.is_last(it.level())) continue;
-        ASSERT_EQ(it.level(), Level::k4K);
         ASSERT_EQ(it.gfn().raw() & bits.raw(), bits.raw()) << "direct leaf outside its alias";
-        const Gfn gfn{it.gfn().raw() & ~bits.raw()};
-        const Memslot* slot = kvm_->gfn_to_memslot(gfn);
-        ASSERT_NE(slot, nullptr) << gfn.raw() << " mapped with no memslot";
+        const Gfn first{it.gfn().raw() & ~bits.raw()};
+        const uint64_t pages = level_pages(it.level());
+        const Memslot* slot = kvm_->gfn_to_memslot(first);
+        ASSERT_NE(slot, nullptr) << first.raw() << " mapped with no memslot";
         ASSERT_FALSE(slot->invalid);
-        const bool private_attr = kvm_->mem_is_private(gfn);
+        ASSERT_LE((first + pages).raw(), slot->end().raw()) << "leaf beyond its slot";
+        const bool private_attr = kvm_->mem_is_private(first);
         const bool private_leaf = root->is_mirror() || (!td && private_attr);
-        ASSERT_EQ(private_leaf, private_attr) << gfn.raw() << " mapped in the wrong alias";
-        if (private_leaf) {
-          const std::optional<Pfn> page = gmem_->page_at(slot->gfn_to_gmem_index(gfn));
-          ASSERT_TRUE(page) << gfn.raw() << " maps a punched guest_memfd page";
-          ASSERT_EQ(s.pfn(), *page) << gfn.raw();
-        } else {
-          const std::optional<Pfn> page = mm_.resident_pfn(slot->gfn_to_hva(gfn));
-          ASSERT_TRUE(page) << gfn.raw() << " maps a page the host no longer has";
-          ASSERT_EQ(s.pfn(), *page) << gfn.raw() << " maps a frame the host migrated away";
+        ASSERT_EQ(private_leaf, private_attr) << first.raw() << " mapped in the wrong alias";
+        ASSERT_TRUE(kvm_->range_has_memory_attributes(first, first + pages, kMemAttrPrivate,
+                                                      private_attr ? kMemAttrPrivate : 0))
+            << "a " << level_name(it.level()) << " leaf at " << first.raw() << " mixes attributes";
+        for (uint64_t i = 0; i < pages; ++i) {
+          const Gfn gfn = first + i;
+          if (private_leaf) {
+            const std::optional<Pfn> page = gmem_->page_at(slot->gfn_to_gmem_index(gfn));
+            ASSERT_TRUE(page) << gfn.raw() << " maps a punched guest_memfd page";
+            ASSERT_EQ(s.pfn() + i, *page) << gfn.raw();
+          } else {
+            const std::optional<Pfn> page = mm_.resident_pfn(slot->gfn_to_hva(gfn));
+            ASSERT_TRUE(page) << gfn.raw() << " maps a page the host no longer has";
+            ASSERT_EQ(s.pfn() + i, *page) << gfn.raw() << " maps a frame the host migrated away";
+          }
         }
+        if (it.level() != Level::k4K) huge_leaves_seen_ = true;
       }
     }
   }
@@ -119,7 +129,8 @@ class MmuStress : public ::testing::TestWithParam<VmType> {
   }
 
   RcuThread rcu_;
-  HostMemory mem_{HostMemoryConfig{.bytes = 16384 * kPageSize}};
+  HostMemory mem_{HostMemoryConfig{.bytes = 16384 * kPageSize, .huge_2m_pages = 8}};
+  bool huge_leaves_seen_ = false;
   HostMm mm_{mem_};
   FakeVendorOps ops_;
   std::unique_ptr<Kvm> kvm_;
@@ -136,10 +147,17 @@ TEST_P(MmuStress, FaultsAgainstConversionsPunchesReclaimAndSlotChurn) {
   std::atomic<int> side_started{0};
   std::atomic<uint64_t> side_ops[kSideThreads] = {};
   auto busy = [&] { return faulting.load(std::memory_order_acquire) > 0; };
+  std::atomic<uint64_t> faults_done{0};
+  // Each side thread runs at most one operation per 8 faults, so the run's length is set by
+  // the faults and not by how the scheduler shares two cores among ten threads.
   auto side_loop = [&](int k, auto&& op) {
     RcuThread rcu;
     side_started.fetch_add(1, std::memory_order_release);
     while (busy()) {
+      if (side_ops[k].load(std::memory_order_relaxed) * 8 > faults_done.load(std::memory_order_relaxed)) {
+        std::this_thread::sleep_for(std::chrono::microseconds(20));
+        continue;
+      }
       op();
       side_ops[k].fetch_add(1, std::memory_order_relaxed);
     }
@@ -160,6 +178,7 @@ TEST_P(MmuStress, FaultsAgainstConversionsPunchesReclaimAndSlotChurn) {
         Gpa gpa = gfn.gpa();
         if (td && rng() % 2) gpa = Gpa{gpa.raw() | kSharedGpaBit};
         const FaultResult r = mmu_->page_fault(vcpu, gpa, rng() % 2 ? kPferrWrite : 0);
+        faults_done.fetch_add(1, std::memory_order_relaxed);
         switch (r.ret) {
           case RetPf::kFixed:
           case RetPf::kSpurious: fixed.fetch_add(1); break;
@@ -179,7 +198,14 @@ TEST_P(MmuStress, FaultsAgainstConversionsPunchesReclaimAndSlotChurn) {
   }
   std::mt19937_64 rng_convert(1), rng_punch(2), rng_reclaim(3);
   threads.emplace_back(side_loop, 0, [&] {  // conversions
-    const Gfn start = kSlotGfn[rng_convert() % 2] + rng_convert() % 64;
+    const Gfn slot = kSlotGfn[rng_convert() % 2];
+    if (rng_convert() % 8 == 0) {
+      // Now and then a whole slot goes shared (or private), so 2M leaves come and go too.
+      ASSERT_TRUE(kvm_->set_memory_attributes(slot, slot + kSlotPages,
+                                              rng_convert() % 2 ? kMemAttrPrivate : 0));
+      return;
+    }
+    const Gfn start = slot + rng_convert() % 64;
     ASSERT_TRUE(kvm_->set_memory_attributes(start, start + 1 + rng_convert() % 8,
                                             rng_convert() % 2 ? kMemAttrPrivate : 0));
   });
@@ -198,10 +224,13 @@ TEST_P(MmuStress, FaultsAgainstConversionsPunchesReclaimAndSlotChurn) {
     ASSERT_TRUE(mm_.munmap(old_hva, kSlotPages * kPageSize));
     add_slot(1);
   });
+  std::atomic<int64_t> max_huge{0};
   threads.emplace_back(side_loop, 4, [&] {  // the checker
     {
       WriteLock l(kvm_->mmu_lock());
       expect_mirror_matches_external();
+      const int64_t huge = mmu_->stats().pages_mapped(false, Level::k2M);
+      if (huge > max_huge.load()) max_huge.store(huge);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   });
@@ -221,7 +250,8 @@ TEST_P(MmuStress, FaultsAgainstConversionsPunchesReclaimAndSlotChurn) {
   RecordProperty("retried", static_cast<int>(retried.load()));
   RecordProperty("exits", static_cast<int>(exits.load()));
   std::printf("mmu_stress[%s]: %llu mapped, %llu retried, %llu memory-fault exits, %llu mmio; "
-              "%llu conversions, %llu punches, %llu reclaims, %llu slot re-adds, %llu checks\n",
+              "%llu conversions, %llu punches, %llu reclaims, %llu slot re-adds, %llu checks; "
+              "2M leaves at the end: %s, at most %lld during the run\n",
               to_string(GetParam()), static_cast<unsigned long long>(fixed.load()),
               static_cast<unsigned long long>(retried.load()),
               static_cast<unsigned long long>(exits.load()),
@@ -230,7 +260,8 @@ TEST_P(MmuStress, FaultsAgainstConversionsPunchesReclaimAndSlotChurn) {
               static_cast<unsigned long long>(side_ops[1].load()),
               static_cast<unsigned long long>(side_ops[2].load()),
               static_cast<unsigned long long>(side_ops[3].load()),
-              static_cast<unsigned long long>(side_ops[4].load()));
+              static_cast<unsigned long long>(side_ops[4].load()),
+              huge_leaves_seen_ ? "yes" : "no", static_cast<long long>(max_huge.load()));
 }
 
 INSTANTIATE_TEST_SUITE_P(VmTypes, MmuStress,

@@ -70,7 +70,7 @@ class KvmMmuTest : public ::testing::Test {
   }
 
   RcuThread rcu_;
-  HostMemory mem_{HostMemoryConfig{.bytes = 8192 * kPageSize}};
+  HostMemory mem_{HostMemoryConfig{.bytes = 8192 * kPageSize, .huge_2m_pages = 4}};
   HostMm mm_{mem_};
   FakeVendorOps ops_;
   std::unique_ptr<Kvm> kvm_;
@@ -222,6 +222,83 @@ TEST_F(KvmMmuTest, DirtyLogOfASlotThatDoesNotLogIsEnoent) {
   add_slot(0, Gfn{0x100}, 16);
   EXPECT_EQ(kvm_->get_dirty_log(0).error(), Errno::kEnoent);
   EXPECT_EQ(kvm_->get_dirty_log(7).error(), Errno::kEnoent);
+}
+
+// 2M mappings: over a 2M host page, for a range wholly in the slot, with one attribute.
+class HugeMappingTest : public KvmMmuTest {
+ protected:
+  // A slot at `gfn` of `pages`, backed by a THP mapping offset `hva_skew` bytes into it.
+  void add_thp_slot(uint16_t id, Gfn gfn, uint64_t pages, uint64_t hva_skew = 0) {
+    UserspaceMemoryRegion2 r;
+    r.slot = id;
+    r.guest_phys_addr = gfn.gpa().raw();
+    r.memory_size = pages * kPageSize;
+    r.userspace_addr = mm_.mmap(r.memory_size + level_bytes(Level::k2M), Level::k2M) + hva_skew;
+    ASSERT_TRUE(kvm_->set_user_memory_region2(r));
+    regions_[id] = r;
+  }
+  std::array<Spte, 5> walk(Gfn g) {
+    std::array<Spte, 5> sptes{};
+    mmu_->tdp_mmu().get_walk(vcpu_.root, g.gpa(), sptes);
+    return sptes;
+  }
+};
+
+TEST_F(HugeMappingTest, ThpBackedSlotMapsA2MLeafOverTheHugePage) {
+  start(VmType::kDefault);
+  add_thp_slot(0, Gfn{0x200}, 1024);
+  ASSERT_EQ(fault(Gfn{0x234}.gpa()).ret, RetPf::kFixed);
+  const std::array<Spte, 5> s = walk(Gfn{0x234});
+  ASSERT_TRUE(s[1].is_shadow_present() && s[1].is_large());
+  EXPECT_EQ(mm_.mapping_level(regions_[0].userspace_addr), Level::k2M);
+  EXPECT_EQ(s[1].pfn(), *mm_.resident_pfn(regions_[0].userspace_addr));
+  EXPECT_EQ(mmu_->stats().pages_mapped(false, Level::k2M), 1);
+  // The whole 2M is mapped by that one fault.
+  EXPECT_EQ(fault(Gfn{0x3ff}.gpa()).ret, RetPf::kSpurious);
+}
+
+TEST_F(HugeMappingTest, MisalignedHostMappingOrPartialSlotMaps4K) {
+  start(VmType::kDefault);
+  add_thp_slot(0, Gfn{0x200}, 512, /*hva_skew=*/kPageSize);  // guest and host offsets differ
+  add_thp_slot(1, Gfn{0x1000}, 256);                         // half a 2M range
+  ASSERT_EQ(fault(Gfn{0x200}.gpa()).ret, RetPf::kFixed);
+  ASSERT_EQ(fault(Gfn{0x1000}.gpa()).ret, RetPf::kFixed);
+  EXPECT_FALSE(walk(Gfn{0x200})[1].is_large());
+  EXPECT_TRUE(walk(Gfn{0x200})[0].is_shadow_present());
+  EXPECT_FALSE(walk(Gfn{0x1000})[1].is_large());
+  EXPECT_EQ(mmu_->stats().pages_mapped(false, Level::k2M), 0);
+}
+
+TEST_F(HugeMappingTest, MixedAttributesInThe2MRangeMap4K) {
+  start(VmType::kSwProtected);
+  add_thp_slot(0, Gfn{0x200}, 512);
+  ASSERT_TRUE(kvm_->set_memory_attributes(Gfn{0x3f0}, Gfn{0x3f1}, kMemAttrPrivate));
+  ASSERT_EQ(fault(Gfn{0x200}.gpa()).ret, RetPf::kFixed);
+  EXPECT_FALSE(walk(Gfn{0x200})[1].is_large());
+  // Back to one attribute: a fault after the zap maps 2M again.
+  ASSERT_TRUE(kvm_->set_memory_attributes(Gfn{0x3f0}, Gfn{0x3f1}, 0));
+  {
+    WriteLock l(kvm_->mmu_lock());
+    mmu_->tdp_mmu().zap_direct_leafs(Gfn{0x200}, Gfn{0x400}, ZapReason::kRoots, false, false);
+  }
+  ASSERT_EQ(fault(Gfn{0x200}.gpa()).ret, RetPf::kFixed);
+  EXPECT_TRUE(walk(Gfn{0x200})[1].is_large());
+}
+
+TEST_F(HugeMappingTest, ReclaimMigratesTheHugePageAndTheRefaultMapsTheNewOne) {
+  start(VmType::kDefault);
+  add_thp_slot(0, Gfn{0x200}, 512);
+  ASSERT_TRUE(mm_.write(regions_[0].userspace_addr + 5 * kPageSize, 0xabc));
+  ASSERT_EQ(fault(Gfn{0x200}.gpa()).ret, RetPf::kFixed);
+  const Pfn before = walk(Gfn{0x200})[1].pfn();
+  // One 4K page under pressure: the whole 2M page moves, and its 2M leaf goes.
+  mm_.reclaim(regions_[0].userspace_addr + 5 * kPageSize, kPageSize);
+  EXPECT_FALSE(walk(Gfn{0x205})[1].is_shadow_present() && walk(Gfn{0x205})[1].is_large());
+  ASSERT_EQ(fault(Gfn{0x205}.gpa()).ret, RetPf::kFixed);
+  const Spte after = walk(Gfn{0x205})[1];
+  ASSERT_TRUE(after.is_large());
+  EXPECT_NE(after.pfn(), before);
+  EXPECT_EQ(mem_.read((after.pfn() + 5).hpa(), kHostKey).value, 0xabcu);
 }
 
 // Memory-fault exits, TD: the GPA's alias says what the guest wanted.

@@ -49,6 +49,8 @@ class CountingArch : public KvmArchHooks {
   bool pre_set_memory_attributes(const GfnRange& r) override { return zap(r); }
   bool post_set_memory_attributes(const GfnRange&) override { return false; }
   void flush_remote_tlbs() override {}
+  void commit_memory_region(const Memslot*, const Memslot*, MemslotChange) override {}
+  void enable_log_dirty_pt_masked(const Memslot&, Gfn, uint64_t) override {}
 
   uint64_t zaps(Gfn gfn) const { return zaps_[gfn.raw()].load(std::memory_order_acquire); }
   uint64_t bad_zaps() const { return bad_zaps_.value(); }

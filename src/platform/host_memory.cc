@@ -109,7 +109,23 @@ struct HostMemory::Impl {
         // A frame holds at most one slot, for life; threads racing to install one hold
         // at most one spare each, and the margin covers them.
         slots(std::min(n + kSpareSlots, InfoStorage::kMax) * kChunksPerFrame),
-        allocator(cfg.reuse, n, cfg.seed) {}
+        pool_base(huge_pool_base(cfg, n)),
+        allocator(cfg.reuse, pool_base, cfg.seed) {
+    // Last freed first, as for 4K frames: a freed huge page comes back at the same HPA.
+    for (uint64_t p = n / kHugeFrames * kHugeFrames; p > pool_base;) {
+      p -= kHugeFrames;
+      huge_free.push_back(p);
+    }
+  }
+
+  static constexpr uint64_t kHugeFrames = 512;
+  static uint64_t huge_pool_base(const HostMemoryConfig& cfg, uint64_t n) {
+    const uint64_t top = n / kHugeFrames * kHugeFrames;
+    TDXSIM_CHECK(cfg.huge_2m_pages * kHugeFrames < top || cfg.huge_2m_pages == 0,
+                 "HostMemory: {} 2M pages leave no 4K frames in {} frames", cfg.huge_2m_pages, n);
+    return cfg.huge_2m_pages == 0 ? n : top - cfg.huge_2m_pages * kHugeFrames;
+  }
+  bool in_huge_pool(uint64_t pfn) const { return pfn >= pool_base && pool_base != frames; }
 
   // --- Addressing and input checks ---
 
@@ -374,7 +390,10 @@ struct HostMemory::Impl {
   LazyWords slots;  // kChunksPerFrame chunk pointers a slot; touched recorded under slot_mu
 
   Mutex alloc_mu{"host_memory.alloc"};
+  // Frames [pool_base, frames) form the 2M pool (pool_base == frames: no pool).
+  const uint64_t pool_base;
   FrameAllocator allocator TDXSIM_GUARDED_BY(alloc_mu);
+  std::vector<uint64_t> huge_free TDXSIM_GUARDED_BY(alloc_mu);
 
   Mutex slot_mu{"host_memory.slots"};
   uint64_t slot_free TDXSIM_GUARDED_BY(slot_mu) = 0;  // free-slot list head, as handle
@@ -439,6 +458,8 @@ std::optional<Pfn> HostMemory::alloc_frame() {
 void HostMemory::free_frame(Pfn pfn) {
   Impl& m = *impl_;
   m.check_frame(pfn, "free_frame");
+  TDXSIM_CHECK(!m.in_huge_pool(pfn.raw()), "HostMemory::free_frame: {} belongs to a 2M page",
+               pfn);
   AtomicWordRef w = m.info_word(pfn.raw());
   // Allocator bookkeeping only: contents, word storage, key and dirty lines stay with the
   // frame, which the module may still be using.
@@ -450,6 +471,56 @@ void HostMemory::free_frame(Pfn pfn) {
     if (w.compare_exchange(old, InfoAllocated::set(old, 0), std::memory_order_acq_rel)) break;
   }
   m.allocator.give(pfn.raw());
+}
+
+std::optional<Pfn> HostMemory::alloc_huge_2m() {
+  Impl& m = *impl_;
+  uint64_t head;
+  {
+    MutexLock l(m.alloc_mu);
+    if (m.huge_free.empty()) return std::nullopt;
+    head = m.huge_free.back();
+    m.huge_free.pop_back();
+    for (uint64_t p = head; p < head + Impl::kHugeFrames; ++p) {
+      m.touch(p);
+      AtomicWordRef w = m.info_word(p);
+      uint64_t info = w.load(std::memory_order_relaxed);
+      for (;;) {
+        TDXSIM_CHECK(!info_allocated(info), "HostMemory: 2M page {} has {} in use", Pfn{head},
+                     Pfn{p});
+        if (w.compare_exchange(info, InfoAllocated::set(info, 1), std::memory_order_acq_rel)) {
+          break;
+        }
+      }
+    }
+  }
+  for (uint64_t p = head; p < head + Impl::kHugeFrames; ++p) {
+    if (key(Pfn{p}).is_host()) fill(Pfn{p}, kHostKey, 0);
+  }
+  return Pfn{head};
+}
+
+void HostMemory::free_huge_2m(Pfn head) {
+  Impl& m = *impl_;
+  m.check_frame(head, "free_huge_2m");
+  TDXSIM_CHECK(m.in_huge_pool(head.raw()) && head.is_aligned(Level::k2M),
+               "HostMemory::free_huge_2m: {} is not a 2M page of the pool", head);
+  MutexLock l(m.alloc_mu);
+  for (uint64_t p = head.raw(); p < head.raw() + Impl::kHugeFrames; ++p) {
+    AtomicWordRef w = m.info_word(p);
+    uint64_t old = w.load(std::memory_order_acquire);
+    for (;;) {
+      TDXSIM_CHECK(info_allocated(old), "HostMemory::free_huge_2m: {} is not allocated", head);
+      if (w.compare_exchange(old, InfoAllocated::set(old, 0), std::memory_order_acq_rel)) break;
+    }
+  }
+  m.huge_free.push_back(head.raw());
+}
+
+uint64_t HostMemory::free_huge_2m_count() const {
+  Impl& m = *impl_;
+  MutexLock l(m.alloc_mu);
+  return m.huge_free.size();
 }
 
 uint64_t HostMemory::free_frame_count() const {

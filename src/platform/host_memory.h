@@ -80,6 +80,10 @@ struct HostMemoryConfig {
   uint64_t seed = 1;  // for kRandom
   ForeignReadResult foreign_read = ForeignReadResult::kCiphertext;
   PhysAddrLayout layout{};
+  // 2M pages set aside at the top of memory (hugetlbfs's boot-time reservation): the only
+  // physically contiguous runs anyone can get, handed out by alloc_huge_2m. The 4K
+  // allocator never sees these frames.
+  uint64_t huge_2m_pages = 0;
 };
 
 // A word as read from memory, with the key whose plaintext it is. kHostKey for host data,
@@ -127,6 +131,13 @@ class HostMemory {
   void free_frame(Pfn pfn);
   uint64_t free_frame_count() const;
   bool is_allocated(Pfn pfn) const;
+  // A 2M-aligned run of 512 frames from the reserved pool, each zero-filled like a 4K
+  // frame from alloc_frame; nullopt when the pool is empty. Freed with free_huge_2m only
+  // (free_frame of a pool frame is a check failure).
+  std::optional<Pfn> alloc_huge_2m();
+  // REQUIRES: `head` came from alloc_huge_2m and was not freed since.
+  void free_huge_2m(Pfn head);
+  uint64_t free_huge_2m_count() const;
 
   // --- Keys and caches -------------------------------------------------------------------
   // Free frames included, as everywhere below.

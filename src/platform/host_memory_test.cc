@@ -704,3 +704,44 @@ TEST(HostMemory, AllocatorListsCostOnlyWhatIsFreed) {
 
 }  // namespace
 }  // namespace tdxsim
+
+namespace tdxsim {
+namespace {
+
+TEST(HostMemoryHugePool, TwoMegabytePagesAreAlignedRunsTheFourKAllocatorNeverSees) {
+  HostMemory mem(HostMemoryConfig{.bytes = 4 * 1024 * kPageSize, .huge_2m_pages = 2});
+  EXPECT_EQ(mem.free_huge_2m_count(), 2u);
+  EXPECT_EQ(mem.free_frame_count(), 4u * 1024 - 2 * 512);
+  // Every 4K frame lies below the pool.
+  std::vector<Pfn> small;
+  while (std::optional<Pfn> p = mem.alloc_frame()) {
+    EXPECT_LT(p->raw(), 4u * 1024 - 2 * 512);
+    small.push_back(*p);
+  }
+  const Pfn a = *mem.alloc_huge_2m();
+  const Pfn b = *mem.alloc_huge_2m();
+  EXPECT_FALSE(mem.alloc_huge_2m());
+  EXPECT_TRUE(a.is_aligned(Level::k2M) && b.is_aligned(Level::k2M));
+  EXPECT_NE(a, b);
+  for (uint64_t i : {0u, 1u, 511u}) {
+    EXPECT_TRUE(mem.is_allocated(a + i));
+    EXPECT_EQ(mem.read((a + i).hpa() + 8, kHostKey).value, 0u);
+  }
+  mem.write((a + 3).hpa(), kHostKey, 7);
+  mem.free_huge_2m(a);
+  EXPECT_FALSE(mem.is_allocated(a + 3));
+  // Last freed, first handed out; zeroed again.
+  EXPECT_EQ(*mem.alloc_huge_2m(), a);
+  EXPECT_EQ(mem.read((a + 3).hpa(), kHostKey).value, 0u);
+  for (Pfn p : small) mem.free_frame(p);
+}
+
+TEST(HostMemoryHugePoolDeathTest, APoolFrameIsNotA4KFrame) {
+  HostMemory mem(HostMemoryConfig{.bytes = 2048 * kPageSize, .huge_2m_pages = 1});
+  const Pfn a = *mem.alloc_huge_2m();
+  EXPECT_DEATH(mem.free_frame(a + 1), "belongs to a 2M page");
+  EXPECT_DEATH(mem.free_huge_2m(a + 512 - 1024), "not a 2M page of the pool");
+}
+
+}  // namespace
+}  // namespace tdxsim
