@@ -19,12 +19,12 @@ namespace tdxsim {
 
 class FakeVendorOps : public MmuVendorOps {
  public:
-  enum class Kind { kLink, kSet, kFree, kRemove, kFlush };
+  enum class Kind { kLink, kSet, kFree, kRemove, kFlush, kLoadPgd, kFlushCurrent };
   struct Call {
     Kind kind;
     Gfn gfn;
     Level level;
-    uint64_t arg;  // pfn or table hpa
+    uint64_t arg;  // pfn or table hpa (kLoadPgd: the root; gfn holds the vCPU id)
   };
   // (gfn, level): a leaf mapped at `level`, or a table whose entries are at `level`.
   using Key = std::pair<uint64_t, Level>;
@@ -89,6 +89,14 @@ class FakeVendorOps : public MmuVendorOps {
       leaves_.erase(it);
     }
     return {};
+  }
+  void load_mmu_pgd(Kvm*, int vcpu_id, Hpa root, Level level) override {
+    MutexLock l(mu_);
+    calls_.push_back({Kind::kLoadPgd, Gfn{static_cast<uint64_t>(vcpu_id)}, level, root.raw()});
+  }
+  void flush_tlb_current(Kvm*, int vcpu_id) override {
+    MutexLock l(mu_);
+    calls_.push_back({Kind::kFlushCurrent, Gfn{static_cast<uint64_t>(vcpu_id)}, Level::k4K, 0});
   }
   bool flush_remote_tlbs(Kvm*) override {
     flushes_.fetch_add(1);

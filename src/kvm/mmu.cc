@@ -75,6 +75,10 @@ KvmResult<> KvmMmu::load(VcpuMmu& vcpu) {
   }
   vcpu.root = tdp_->get_direct_root();
   if (vcpu.root == nullptr) return std::unexpected(Errno::kEnomem);
+  // Only the direct root goes to hardware (a TD's shared EPTP); then the new root is
+  // flushed, whatever the CPU cached for a root at the same address before.
+  ops_.load_mmu_pgd(&kvm_, vcpu.vcpu_id, vcpu.root->spt(), config_.root_level);
+  ops_.flush_tlb_current(&kvm_, vcpu.vcpu_id);
   return {};
 }
 

@@ -53,6 +53,7 @@ struct FaultResult {
 // The per-vCPU part (struct kvm_mmu): the direct root the vCPU runs on. The mirror root is
 // the VM's (see mirror_private_mem.h).
 struct VcpuMmu {
+  int vcpu_id = 0;
   MmuPage* root = nullptr;
 };
 

@@ -160,6 +160,22 @@ TEST_F(KvmMmuTest, FaultRetriesWhenAnInvalidationCompletedAfterItsSnapshot) {
   EXPECT_EQ(sptes[0].pfn(), *mm_.resident_pfn(regions_[0].userspace_addr + 5 * kPageSize));
 }
 
+TEST_F(KvmMmuTest, LoadProgramsTheDirectRootAndFlushesIt) {
+  start(VmType::kTdx);
+  std::vector<FakeVendorOps::Call> calls = ops_.calls();
+  ASSERT_EQ(calls.size(), 2u);
+  EXPECT_EQ(calls[0].kind, FakeVendorOps::Kind::kLoadPgd);
+  // The shared EPT's root, never the mirror's (the module owns the secure EPTP).
+  EXPECT_EQ(calls[0].arg, vcpu_.root->spt().raw());
+  EXPECT_NE(calls[0].arg,
+            static_cast<MirrorPrivateMem*>(mmu_->private_path())->root()->spt().raw());
+  EXPECT_EQ(calls[0].level, Level::k512G);
+  EXPECT_EQ(calls[1].kind, FakeVendorOps::Kind::kFlushCurrent);
+  // A reload with a valid root changes nothing.
+  ASSERT_TRUE(mmu_->load(vcpu_));
+  EXPECT_EQ(ops_.calls().size(), 2u);
+}
+
 TEST_F(KvmMmuTest, ObsoleteRootRetriesAndTheReloadGetsAFreshOne) {
   start(VmType::kDefault);
   add_slot(0, Gfn{0x100}, 16);

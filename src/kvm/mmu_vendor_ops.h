@@ -46,6 +46,16 @@ class MmuVendorOps {
   // the caller falls back to a full flush.
   virtual bool flush_remote_tlbs_range(Kvm* kvm, Gfn gfn, uint64_t pages);
 
+  // load_mmu_pgd: point vCPU `vcpu_id`'s hardware at `root` (a `level` table): the EPTP in
+  // the VMCS for VMX, TDH.VP.WR of the shared EPTP for a TD (whose secure EPTP the module
+  // owns). Only a direct root is ever loaded. The default does nothing (no hardware to
+  // program until a vendor provides it).
+  virtual void load_mmu_pgd(Kvm* kvm, int vcpu_id, Hpa root, Level level);
+  // flush_tlb_current: flush what vCPU `vcpu_id` may have cached for the root it just loaded
+  // (kvm_mmu_load flushes every newly loaded root, which is why freeing a root needs no
+  // flush). The default does nothing.
+  virtual void flush_tlb_current(Kvm* kvm, int vcpu_id);
+
   // private_max_mapping_level: the largest level a private page may be mapped at (TDX: 4K).
   // The default, "no limit", is the vendor returning 0 upstream.
   virtual Level private_max_mapping_level(Kvm* kvm, Pfn pfn);
