@@ -67,7 +67,8 @@ class FakeVendorOps : public MmuVendorOps {
     } else {
       const uint64_t span = level_pages(level) * 512;
       for (const auto& [k, v] : leaves_) {
-        if (k.first >= gfn.raw() && k.first < gfn.raw() + span) violation("free of a table with leaves", gfn, level);
+        if (k.first >= gfn.raw() && k.first < gfn.raw() + span)
+          violation("free of a table with leaves", gfn, level);
       }
       for (const auto& [k, v] : tables_) {
         if (k.second < level && k.first >= gfn.raw() && k.first < gfn.raw() + span) {
@@ -140,8 +141,8 @@ class FakeVendorOps : public MmuVendorOps {
     }
   }
   void violation(const char* what, Gfn gfn, Level level) TDXSIM_REQUIRES(mu_) {
-    violations_.push_back(std::string(what) + " at gfn " + std::to_string(gfn.raw()) +
-                          " level " + std::to_string(level_num(level)));
+    violations_.push_back(std::string(what) + " at gfn " + std::to_string(gfn.raw()) + " level " +
+                          std::to_string(level_num(level)));
   }
 
   const Level root_level_;

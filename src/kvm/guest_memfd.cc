@@ -8,7 +8,9 @@
 namespace tdxsim {
 namespace {
 
-bool page_aligned(uint64_t v) { return (v & (kPageSize - 1)) == 0; }
+bool page_aligned(uint64_t v) {
+  return (v & (kPageSize - 1)) == 0;
+}
 
 }  // namespace
 

@@ -71,7 +71,8 @@ class GuestMemfd {
   // kvm_gmem_bind: binds [offset, offset + slot.npages pages) to `slot` of `kvm`. EINVAL for
   // another VM's file or a range beyond the file, EEXIST if part of it is bound already.
   // REQUIRES: slots_lock held; `slot` stays alive until unbind.
-  KvmResult<> bind(Kvm& kvm, const Memslot& slot, uint64_t offset) TDXSIM_EXCLUDES(invalidate_lock_);
+  KvmResult<> bind(Kvm& kvm, const Memslot& slot, uint64_t offset)
+      TDXSIM_EXCLUDES(invalidate_lock_);
   // kvm_gmem_unbind: drops the binding of slot (kvm, slot.as_id, slot.id), if any.
   void unbind(const Kvm& kvm, const Memslot& slot) TDXSIM_EXCLUDES(invalidate_lock_);
   // __kvm_gmem_get_pfn: the frame at `index`, allocated on first use. EFAULT unless

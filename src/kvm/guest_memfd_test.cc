@@ -52,8 +52,8 @@ TEST_F(GuestMemfdTest, OverlappingBindingsAreEexistFrontAndBack) {
   auto gmem = create(2 * k2M);
   ASSERT_EQ(err(set(gmem_region(0, 0, k2M, gmem, 0))), 0);
   ASSERT_EQ(err(set(gmem_region(1, 4 * k2M, k2M, gmem, k2M))), 0);
-  EXPECT_EQ(err(set(gmem_region(2, 8 * k2M, k2M, gmem, k2M / 2))), kEexist);       // back of 0
-  EXPECT_EQ(err(set(gmem_region(2, 8 * k2M, k2M / 2, gmem, 0))), kEexist);         // front of 0
+  EXPECT_EQ(err(set(gmem_region(2, 8 * k2M, k2M, gmem, k2M / 2))), kEexist);  // back of 0
+  EXPECT_EQ(err(set(gmem_region(2, 8 * k2M, k2M / 2, gmem, 0))), kEexist);    // front of 0
   EXPECT_EQ(err(set(gmem_region(2, 8 * k2M, kPageSize, gmem, 2 * k2M - kPageSize))), kEexist);
   // Deleting a slot frees its range.
   ASSERT_EQ(err(set(deletion(gmem_region(0, 0, 0, gmem, 0)))), 0);

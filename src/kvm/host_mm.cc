@@ -10,10 +10,18 @@ namespace {
 
 constexpr uint64_t kHugeSize = level_bytes(Level::k2M);
 
-bool page_aligned(uint64_t v) { return (v & (kPageSize - 1)) == 0; }
-uint64_t page_down(uint64_t v) { return v & ~(kPageSize - 1); }
-uint64_t huge_down(uint64_t v) { return v & ~(kHugeSize - 1); }
-uint64_t huge_up(uint64_t v) { return (v + kHugeSize - 1) & ~(kHugeSize - 1); }
+bool page_aligned(uint64_t v) {
+  return (v & (kPageSize - 1)) == 0;
+}
+uint64_t page_down(uint64_t v) {
+  return v & ~(kPageSize - 1);
+}
+uint64_t huge_down(uint64_t v) {
+  return v & ~(kHugeSize - 1);
+}
+uint64_t huge_up(uint64_t v) {
+  return (v + kHugeSize - 1) & ~(kHugeSize - 1);
+}
 
 // The entry of `map` (start -> end, disjoint) containing `v`, or map.end().
 template <class Map>
@@ -28,7 +36,9 @@ auto containing(Map& map, uint64_t v) {
 
 HostMm::HostMm(HostMemory& mem) : mem_(mem), mu_("mm->mmap_lock") {}
 
-HostMm::~HostMm() { exit(); }
+HostMm::~HostMm() {
+  exit();
+}
 
 uint64_t HostMm::mmap(uint64_t len, Level page) {
   TDXSIM_CHECK(len > 0, "mmap of 0 bytes");
@@ -46,7 +56,9 @@ uint64_t HostMm::mmap(uint64_t len, Level page) {
   return hva;
 }
 
-bool HostMm::mapped(uint64_t hva) const { return containing(vmas_, hva) != vmas_.end(); }
+bool HostMm::mapped(uint64_t hva) const {
+  return containing(vmas_, hva) != vmas_.end();
+}
 
 bool HostMm::in_huge_vma(uint64_t hva) const {
   // The whole 2M range around hva must be inside one THP mapping (a partial munmap can
@@ -171,7 +183,8 @@ KvmResult<> HostMm::write(uint64_t hva, uint64_t value) {
 }
 
 void HostMm::reclaim(uint64_t hva, uint64_t len) {
-  TDXSIM_CHECK(page_aligned(hva) && page_aligned(len), "unaligned reclaim [{:#x}, +{:#x})", hva, len);
+  TDXSIM_CHECK(page_aligned(hva) && page_aligned(len), "unaligned reclaim [{:#x}, +{:#x})", hva,
+               len);
   if (len == 0) return;
   MutexLock l(mu_);
   // A 2M page migrates whole, so the invalidation covers all of it.

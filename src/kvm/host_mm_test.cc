@@ -1,8 +1,8 @@
 #include "kvm/host_mm.h"
 
-#include <algorithm>
-
 #include <gtest/gtest.h>
+
+#include <algorithm>
 
 namespace tdxsim {
 namespace {

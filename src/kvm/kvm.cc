@@ -45,7 +45,8 @@ Kvm::Kvm(HostMemory& mem, HostMm& mm, KvmConfig cfg)
   TDXSIM_CHECK(cfg_.max_memslots > 0 && cfg_.max_memslots <= kDefaultMaxMemslots,
                "max_memslots {} out of range", cfg_.max_memslots);
   for (uint16_t as = 0; as < nr_memslot_as_ids(cfg_.type); ++as) {
-    memslots_[as].store(std::bit_cast<uint64_t>(new Memslots(as, 0, {})), std::memory_order_release);
+    memslots_[as].store(std::bit_cast<uint64_t>(new Memslots(as, 0, {})),
+                        std::memory_order_release);
   }
   mm_.register_notifier(notifier_.get());
 }
@@ -83,7 +84,9 @@ const Memslot* Kvm::gfn_to_memslot(Gfn gfn, uint16_t as_id) const {
   return memslots(as_id).find(gfn);
 }
 
-void Kvm::bump_generation() { generation_.fetch_add(1, std::memory_order_release); }
+void Kvm::bump_generation() {
+  generation_.fetch_add(1, std::memory_order_release);
+}
 
 void Kvm::publish_memslots(uint16_t as_id, std::unique_ptr<Memslots> next) {
   const Memslots* old;

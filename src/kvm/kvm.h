@@ -166,7 +166,8 @@ class Kvm {
 
   // Publishes `next` as address space `as_id`'s memslots and frees the old set after a grace
   // period. Waits for MMU-notifier invalidations in progress. REQUIRES: slots_lock held.
-  void publish_memslots(uint16_t as_id, std::unique_ptr<Memslots> next) TDXSIM_REQUIRES(slots_lock_);
+  void publish_memslots(uint16_t as_id, std::unique_ptr<Memslots> next)
+      TDXSIM_REQUIRES(slots_lock_);
   const Memslots* load_memslots(uint16_t as_id) const;
   // The memslots checks of kvm_set_memory_region, before anything changes.
   struct Update;
@@ -184,6 +185,9 @@ class Kvm {
   // The gfn ranges of every slot (every address space) whose userspace range overlaps
   // [start, end). REQUIRES: RCU read side or slots_lock.
   std::vector<GfnRange> hva_to_gfn_ranges(uint64_t start, uint64_t end, uint8_t filter) const;
+  // Under mmu_lock for write: begin one invalidation covering every range, have the arch
+  // unmap each, flush remote TLBs if any asks. REQUIRES: ranges not empty.
+  void invalidate_begin_and_unmap(std::span<const GfnRange> ranges) TDXSIM_EXCLUDES(mmu_lock_);
 
   HostMemory& mem_;
   HostMm& mm_;

@@ -2,9 +2,9 @@
 // FakeArchHooks, and the region helpers the generic-KVM tests share.
 #pragma once
 
-#include <memory>
-
 #include <gtest/gtest.h>
+
+#include <memory>
 
 #include "kvm/fake_arch_hooks_for_test.h"
 #include "kvm/kvm.h"
@@ -12,12 +12,16 @@
 namespace tdxsim {
 
 // The errno of a result, or 0 for success, so EXPECT_EQ prints both sides.
-inline int err(const KvmResult<>& r) { return r ? 0 : static_cast<int>(r.error()); }
+inline int err(const KvmResult<>& r) {
+  return r ? 0 : static_cast<int>(r.error());
+}
 template <class T>
 int err(const KvmResult<T>& r) {
   return r ? 0 : static_cast<int>(r.error());
 }
-inline int err(Errno e) { return static_cast<int>(e); }
+inline int err(Errno e) {
+  return static_cast<int>(e);
+}
 
 class KvmFixture : public ::testing::Test {
  protected:

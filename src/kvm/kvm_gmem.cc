@@ -28,6 +28,10 @@ KvmResult<GmemPfn> Kvm::gmem_get_pfn(const Memslot& slot, Gfn gfn) {
 
 void Kvm::gmem_invalidate_begin(std::span<const GfnRange> ranges) {
   TDXSIM_CHECK(!ranges.empty(), "gmem invalidation of nothing");
+  invalidate_begin_and_unmap(ranges);
+}
+
+void Kvm::invalidate_begin_and_unmap(std::span<const GfnRange> ranges) {
   WriteLock m(mmu_lock_);
   mmu_invalidate_begin(ranges.front().start, ranges.front().end);
   bool flush = false;

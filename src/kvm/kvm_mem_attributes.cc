@@ -7,11 +7,15 @@
 namespace tdxsim {
 namespace {
 
-uint64_t supported_attributes(VmType type) { return has_private_mem(type) ? kMemAttrPrivate : 0; }
+uint64_t supported_attributes(VmType type) {
+  return has_private_mem(type) ? kMemAttrPrivate : 0;
+}
 
 }  // namespace
 
-uint64_t Kvm::get_memory_attributes(Gfn gfn) const { return attrs_.get(gfn); }
+uint64_t Kvm::get_memory_attributes(Gfn gfn) const {
+  return attrs_.get(gfn);
+}
 
 bool Kvm::mem_is_private(Gfn gfn) const {
   return has_private_mem(cfg_.type) && (attrs_.get(gfn) & kMemAttrPrivate) != 0;

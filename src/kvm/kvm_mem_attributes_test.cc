@@ -87,8 +87,8 @@ TEST_F(KvmMemAttributesTest, HooksGetTheSlotPiecesInsideOneInvalidation) {
   }
   ASSERT_EQ(seen.size(), 4u);
   for (const Seen& s : seen) {
-    EXPECT_TRUE(s.in_range);   // a fault that snapshotted seq before must retry
-    EXPECT_FALSE(s.outside);   // one elsewhere need not
+    EXPECT_TRUE(s.in_range);  // a fault that snapshotted seq before must retry
+    EXPECT_FALSE(s.outside);  // one elsewhere need not
   }
   EXPECT_EQ(seen[0].attrs_now, 0u);  // pre: not yet stored
   EXPECT_EQ(seen[2].attrs_now, kP);  // post: stored

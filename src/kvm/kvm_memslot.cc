@@ -9,9 +9,13 @@
 namespace tdxsim {
 namespace {
 
-bool page_aligned(uint64_t v) { return (v & (kPageSize - 1)) == 0; }
+bool page_aligned(uint64_t v) {
+  return (v & (kPageSize - 1)) == 0;
+}
 
-std::unexpected<Errno> fail(Errno e) { return std::unexpected(e); }
+std::unexpected<Errno> fail(Errno e) {
+  return std::unexpected(e);
+}
 
 // check_memory_region_flags: which flags this VM type accepts, given the others.
 bool flags_valid(VmType type, uint32_t flags) {
@@ -29,7 +33,7 @@ bool flags_valid(VmType type, uint32_t flags) {
 struct Kvm::Update {
   MemslotChange change;
   uint16_t as_id;
-  Memslots::SlotPtr old;             // null for kCreate
+  Memslots::SlotPtr old;              // null for kCreate
   std::shared_ptr<Memslot> new_slot;  // null for kDelete
   bool nothing_to_do = false;
 };
@@ -95,9 +99,10 @@ KvmResult<Kvm::Update> Kvm::check_memory_region(const UserspaceMemoryRegion2& r)
   }
   if (r.flags & kMemLogDirtyPages) {
     // A slot that keeps logging keeps its bitmap (kvm_prepare_memory_region).
-    s->dirty_bitmap = u.old && u.old->dirty_bitmap
-                          ? u.old->dirty_bitmap
-                          : std::shared_ptr<AtomicWord[]>(new AtomicWord[Memslot::dirty_bitmap_words(npages)]);
+    s->dirty_bitmap =
+        u.old && u.old->dirty_bitmap
+            ? u.old->dirty_bitmap
+            : std::shared_ptr<AtomicWord[]>(new AtomicWord[Memslot::dirty_bitmap_words(npages)]);
   }
   u.new_slot = std::move(s);
   return u;

@@ -1,8 +1,8 @@
 // KVM_SET_USER_MEMORY_REGION2: every error of kvm_set_memory_region, and the arch hooks and
 // locks of each kind of change.
-#include <thread>
-
 #include <gtest/gtest.h>
+
+#include <thread>
 
 #include "base/rcu.h"
 #include "kvm/kvm_fixture_for_test.h"

@@ -40,14 +40,7 @@ void Kvm::mn_invalidate_range_start(uint64_t start, uint64_t end) {
   RcuReadGuard rcu;
   const std::vector<GfnRange> ranges = hva_to_gfn_ranges(start, end, kFilterShared);
   if (ranges.empty()) return;
-  WriteLock m(mmu_lock_);
-  mmu_invalidate_begin(ranges.front().start, ranges.front().end);
-  bool flush = false;
-  for (const GfnRange& r : ranges) {
-    mmu_invalidate_range_add(r.start, r.end);
-    if (arch_) flush |= arch_->unmap_gfn_range(r);
-  }
-  if (flush) flush_remote_tlbs();
+  invalidate_begin_and_unmap(ranges);
 }
 
 void Kvm::mn_invalidate_range_end(uint64_t start, uint64_t end) {

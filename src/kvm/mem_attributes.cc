@@ -55,8 +55,8 @@ void MemAttributes::set(Gfn start, Gfn end, uint64_t attrs) {
   if (attrs == 0) return;
   auto it = map_.emplace(start, Entry{end, attrs}).first;
   // Merge with an equal neighbour on either side.
-  if (auto next = std::next(it); next != map_.end() && next->first == end &&
-                                 next->second.attributes == attrs) {
+  if (auto next = std::next(it);
+      next != map_.end() && next->first == end && next->second.attributes == attrs) {
     it->second.end = next->second.end;
     map_.erase(next);
   }

@@ -46,16 +46,17 @@ Memslots::Memslots(uint16_t as_id, uint64_t generation, std::vector<SlotPtr> slo
   for (size_t i = 0; i < by_gfn_.size(); ++i) {
     TDXSIM_CHECK(by_gfn_[i]->as_id == as_id, "slot {} of as {} in set of as {}", by_gfn_[i]->id,
                  by_gfn_[i]->as_id, as_id);
-    TDXSIM_CHECK(i == 0 || by_gfn_[i - 1]->end() <= by_gfn_[i]->base_gfn,
-                 "slots {} and {} overlap", by_gfn_[i - 1]->id, by_gfn_[i]->id);
-    TDXSIM_CHECK(i == 0 || by_gfn_[by_id_[i - 1]]->id != by_gfn_[by_id_[i]]->id,
-                 "slot id {} twice", by_gfn_[by_id_[i]]->id);
+    TDXSIM_CHECK(i == 0 || by_gfn_[i - 1]->end() <= by_gfn_[i]->base_gfn, "slots {} and {} overlap",
+                 by_gfn_[i - 1]->id, by_gfn_[i]->id);
+    TDXSIM_CHECK(i == 0 || by_gfn_[by_id_[i - 1]]->id != by_gfn_[by_id_[i]]->id, "slot id {} twice",
+                 by_gfn_[by_id_[i]]->id);
   }
 }
 
 const Memslot* Memslots::find(Gfn gfn) const {
   // The first slot that starts above gfn; the one before it is the only candidate.
-  auto it = std::ranges::upper_bound(by_gfn_, gfn, {}, [](const SlotPtr& s) { return s->base_gfn; });
+  auto it =
+      std::ranges::upper_bound(by_gfn_, gfn, {}, [](const SlotPtr& s) { return s->base_gfn; });
   if (it == by_gfn_.begin()) return nullptr;
   const Memslot* s = std::prev(it)->get();
   return s->contains(gfn) ? s : nullptr;
@@ -67,7 +68,9 @@ Memslots::SlotPtr Memslots::shared_by_id(uint16_t id) const {
   return by_gfn_[*it];
 }
 
-const Memslot* Memslots::by_id(uint16_t id) const { return shared_by_id(id).get(); }
+const Memslot* Memslots::by_id(uint16_t id) const {
+  return shared_by_id(id).get();
+}
 
 const Memslot* Memslots::by_id(uint16_t as_id, uint16_t id) const {
   return as_id == as_id_ ? by_id(id) : nullptr;
@@ -76,7 +79,8 @@ const Memslot* Memslots::by_id(uint16_t as_id, uint16_t id) const {
 std::span<const Memslots::SlotPtr> Memslots::in_gfn_range(Gfn start, Gfn end) const {
   if (start >= end) return {};
   // Non-overlapping slots sorted by base are sorted by end too.
-  auto first = std::ranges::partition_point(by_gfn_, [start](const SlotPtr& s) { return s->end() <= start; });
+  auto first = std::ranges::partition_point(
+      by_gfn_, [start](const SlotPtr& s) { return s->end() <= start; });
   auto last = std::ranges::partition_point(first, by_gfn_.end(),
                                            [end](const SlotPtr& s) { return s->base_gfn < end; });
   return {first, last};

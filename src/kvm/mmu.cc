@@ -92,12 +92,12 @@ void KvmMmu::unload(VcpuMmu& vcpu) {
 
 FaultResult KvmMmu::memory_fault_exit(const KvmPageFault& fault) {
   tdp_->stats().memory_fault_exits.add();
-  return FaultResult{.ret = RetPf::kInvalid,
-                     .error = Errno::kEfault,
-                     .memory_fault = MemoryFaultExit{
-                         .gpa = fault.gfn.gpa(),
-                         .size = kPageSize,
-                         .flags = fault.is_private ? kMemoryExitFlagPrivate : 0}};
+  return FaultResult{
+      .ret = RetPf::kInvalid,
+      .error = Errno::kEfault,
+      .memory_fault = MemoryFaultExit{.gpa = fault.gfn.gpa(),
+                                      .size = kPageSize,
+                                      .flags = fault.is_private ? kMemoryExitFlagPrivate : 0}};
 }
 
 Level KvmMmu::max_mapping_level(const KvmPageFault& fault, Level backing) const {
@@ -158,7 +158,8 @@ std::optional<FaultResult> KvmMmu::faultin_pfn(KvmPageFault& fault) {
   if (fault.slot->invalid) return outcome(RetPf::kRetry);
   // A write to a read-only slot is emulated as MMIO (KVM_PFN_ERR_RO_FAULT).
   if (fault.write && fault.slot->readonly()) return outcome(RetPf::kEmulate);
-  const KvmResult<Pfn> pfn = kvm_.mm().get_user_page(fault.slot->gfn_to_hva(fault.gfn), fault.write);
+  const KvmResult<Pfn> pfn =
+      kvm_.mm().get_user_page(fault.slot->gfn_to_hva(fault.gfn), fault.write);
   if (!pfn) return outcome(RetPf::kInvalid, pfn.error());
   fault.pfn = *pfn;
   fault.map_writable = !fault.slot->readonly();
@@ -218,8 +219,8 @@ FaultResult KvmMmu::page_fault(VcpuMmu& vcpu, Gpa gpa, uint64_t error_code) {
     if (result.ret == RetPf::kInvalid && !result.error) result.error = Errno::kEnomem;
     // make_spte logs a page it maps writable: dirty logging sees the write the guest is
     // about to do (and any later one, until the page is write-protected again).
-    if ((result.ret == RetPf::kFixed || result.ret == RetPf::kSpurious) &&
-        fault.slot != nullptr && fault.map_writable && !fault.is_private) {
+    if ((result.ret == RetPf::kFixed || result.ret == RetPf::kSpurious) && fault.slot != nullptr &&
+        fault.map_writable && !fault.is_private) {
       fault.slot->mark_page_dirty(fault.gfn);
     }
   }
@@ -313,8 +314,7 @@ bool KvmMmu::pre_set_memory_attributes(const GfnRange& range) {
   if (!has_private_mem(kvm_.type())) return false;
   // The alias that stops being valid goes: shared mappings when converting to private,
   // private ones when converting to shared.
-  const uint8_t filter =
-      (range.attributes & kMemAttrPrivate) != 0 ? kFilterShared : kFilterPrivate;
+  const uint8_t filter = (range.attributes & kMemAttrPrivate) != 0 ? kFilterShared : kFilterPrivate;
   return zap_range(range, filter, ZapReason::kAttributes, /*flush=*/false);
 }
 
@@ -324,7 +324,9 @@ bool KvmMmu::post_set_memory_attributes(const GfnRange&) {
   return false;
 }
 
-void KvmMmu::flush_remote_tlbs() { tdp_->flush_remote_tlbs(); }
+void KvmMmu::flush_remote_tlbs() {
+  tdp_->flush_remote_tlbs();
+}
 
 KvmResult<> KvmMmu::prepare_memory_region(const Memslot*, const Memslot* new_slot,
                                           MemslotChange change) {

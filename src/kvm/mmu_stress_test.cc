@@ -154,7 +154,8 @@ TEST_P(MmuStress, FaultsAgainstConversionsPunchesReclaimAndSlotChurn) {
     RcuThread rcu;
     side_started.fetch_add(1, std::memory_order_release);
     while (busy()) {
-      if (side_ops[k].load(std::memory_order_relaxed) * 8 > faults_done.load(std::memory_order_relaxed)) {
+      if (side_ops[k].load(std::memory_order_relaxed) * 8 >
+          faults_done.load(std::memory_order_relaxed)) {
         std::this_thread::sleep_for(std::chrono::microseconds(20));
         continue;
       }
@@ -181,12 +182,16 @@ TEST_P(MmuStress, FaultsAgainstConversionsPunchesReclaimAndSlotChurn) {
         faults_done.fetch_add(1, std::memory_order_relaxed);
         switch (r.ret) {
           case RetPf::kFixed:
-          case RetPf::kSpurious: fixed.fetch_add(1); break;
+          case RetPf::kSpurious:
+            fixed.fetch_add(1);
+            break;
           case RetPf::kRetry:
             retried.fetch_add(1);
             ASSERT_TRUE(mmu_->load(vcpu));
             break;
-          case RetPf::kEmulate: mmio.fetch_add(1); break;  // slot 1 deleted meanwhile
+          case RetPf::kEmulate:
+            mmio.fetch_add(1);
+            break;  // slot 1 deleted meanwhile
           default:
             ASSERT_TRUE(r.memory_fault) << to_string(r.ret);
             exits.fetch_add(1);
@@ -249,23 +254,22 @@ TEST_P(MmuStress, FaultsAgainstConversionsPunchesReclaimAndSlotChurn) {
   RecordProperty("fixed", static_cast<int>(fixed.load()));
   RecordProperty("retried", static_cast<int>(retried.load()));
   RecordProperty("exits", static_cast<int>(exits.load()));
-  std::printf("mmu_stress[%s]: %llu mapped, %llu retried, %llu memory-fault exits, %llu mmio; "
-              "%llu conversions, %llu punches, %llu reclaims, %llu slot re-adds, %llu checks; "
-              "2M leaves at the end: %s, at most %lld during the run\n",
-              to_string(GetParam()), static_cast<unsigned long long>(fixed.load()),
-              static_cast<unsigned long long>(retried.load()),
-              static_cast<unsigned long long>(exits.load()),
-              static_cast<unsigned long long>(mmio.load()),
-              static_cast<unsigned long long>(side_ops[0].load()),
-              static_cast<unsigned long long>(side_ops[1].load()),
-              static_cast<unsigned long long>(side_ops[2].load()),
-              static_cast<unsigned long long>(side_ops[3].load()),
-              static_cast<unsigned long long>(side_ops[4].load()),
-              huge_leaves_seen_ ? "yes" : "no", static_cast<long long>(max_huge.load()));
+  std::printf(
+      "mmu_stress[%s]: %llu mapped, %llu retried, %llu memory-fault exits, %llu mmio; "
+      "%llu conversions, %llu punches, %llu reclaims, %llu slot re-adds, %llu checks; "
+      "2M leaves at the end: %s, at most %lld during the run\n",
+      to_string(GetParam()), static_cast<unsigned long long>(fixed.load()),
+      static_cast<unsigned long long>(retried.load()),
+      static_cast<unsigned long long>(exits.load()), static_cast<unsigned long long>(mmio.load()),
+      static_cast<unsigned long long>(side_ops[0].load()),
+      static_cast<unsigned long long>(side_ops[1].load()),
+      static_cast<unsigned long long>(side_ops[2].load()),
+      static_cast<unsigned long long>(side_ops[3].load()),
+      static_cast<unsigned long long>(side_ops[4].load()), huge_leaves_seen_ ? "yes" : "no",
+      static_cast<long long>(max_huge.load()));
 }
 
-INSTANTIATE_TEST_SUITE_P(VmTypes, MmuStress,
-                         ::testing::Values(VmType::kTdx, VmType::kSwProtected),
+INSTANTIATE_TEST_SUITE_P(VmTypes, MmuStress, ::testing::Values(VmType::kTdx, VmType::kSwProtected),
                          [](const auto& p) {
                            return p.param == VmType::kTdx ? "Tdx" : "SwProtected";
                          });

@@ -325,7 +325,8 @@ TEST_F(KvmMmuTest, TdPrivateAccessToSharedGfnExitsWithPrivateFlag) {
   EXPECT_EQ(r.ret, RetPf::kInvalid);
   EXPECT_EQ(r.error, Errno::kEfault);
   ASSERT_TRUE(r.memory_fault);
-  EXPECT_EQ(*r.memory_fault, (MemoryFaultExit{Gfn{0x102}.gpa(), kPageSize, kMemoryExitFlagPrivate}));
+  EXPECT_EQ(*r.memory_fault,
+            (MemoryFaultExit{Gfn{0x102}.gpa(), kPageSize, kMemoryExitFlagPrivate}));
   // Userspace converts; the retry maps it privately.
   ASSERT_TRUE(kvm_->set_memory_attributes(Gfn{0x102}, Gfn{0x103}, kMemAttrPrivate));
   EXPECT_EQ(fault(Gfn{0x102}.gpa()).ret, RetPf::kFixed);
@@ -349,7 +350,8 @@ TEST_F(KvmMmuTest, SwProtectedPrivateAccessToANonGmemSlotExits) {
   ASSERT_TRUE(kvm_->set_memory_attributes(Gfn{0x100}, Gfn{0x101}, kMemAttrPrivate));
   const FaultResult r = fault(Gfn{0x100}.gpa());
   ASSERT_TRUE(r.memory_fault);
-  EXPECT_EQ(*r.memory_fault, (MemoryFaultExit{Gfn{0x100}.gpa(), kPageSize, kMemoryExitFlagPrivate}));
+  EXPECT_EQ(*r.memory_fault,
+            (MemoryFaultExit{Gfn{0x100}.gpa(), kPageSize, kMemoryExitFlagPrivate}));
   EXPECT_EQ(fault(Gfn{0x101}.gpa()).ret, RetPf::kFixed);  // shared: ordinary memory
 }
 

@@ -29,14 +29,20 @@ KvmResult<> MmuVendorOps::remove_external_spte(Kvm*, Gfn gfn, Level level, Pfn) 
   return std::unexpected(Errno::kEio);
 }
 
-bool MmuVendorOps::flush_remote_tlbs(Kvm*) { return false; }
+bool MmuVendorOps::flush_remote_tlbs(Kvm*) {
+  return false;
+}
 
-bool MmuVendorOps::flush_remote_tlbs_range(Kvm*, Gfn, uint64_t) { return false; }
+bool MmuVendorOps::flush_remote_tlbs_range(Kvm*, Gfn, uint64_t) {
+  return false;
+}
 
 void MmuVendorOps::load_mmu_pgd(Kvm*, int, Hpa, Level) {}
 
 void MmuVendorOps::flush_tlb_current(Kvm*, int) {}
 
-Level MmuVendorOps::private_max_mapping_level(Kvm*, Pfn) { return Level::k1G; }
+Level MmuVendorOps::private_max_mapping_level(Kvm*, Pfn) {
+  return Level::k1G;
+}
 
 }  // namespace tdxsim

@@ -35,7 +35,8 @@ const char* to_string(RetPf r);
 
 // KVM_EXIT_MEMORY_FAULT: the guest accessed a gfn as private when it is shared, or the other
 // way round, or privately where no guest_memfd backs it. KVM_RUN returns -EFAULT with this.
-inline constexpr uint64_t kMemoryExitFlagPrivate = uint64_t{1} << 3;  // KVM_MEMORY_EXIT_FLAG_PRIVATE
+inline constexpr uint64_t kMemoryExitFlagPrivate = uint64_t{1}
+                                                   << 3;  // KVM_MEMORY_EXIT_FLAG_PRIVATE
 struct MemoryFaultExit {
   Gpa gpa;        // gfn << PAGE_SHIFT: the direct (shared) bits are not included
   uint64_t size;  // PAGE_SIZE
@@ -55,7 +56,7 @@ struct KvmPageFault {
   Gfn gfn;
   // Derived by faultin.
   const Memslot* slot = nullptr;
-  Level max_level = Level::k1G;  // what slot, attributes and backing allow
+  Level max_level = Level::k1G;   // what slot, attributes and backing allow
   Level goal_level = Level::k4K;  // what the map aims for
   Pfn pfn;
   bool map_writable = true;

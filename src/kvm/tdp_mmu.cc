@@ -8,7 +8,9 @@
 namespace tdxsim {
 namespace {
 
-bool is_leaf_level(Level level) { return level <= Level::k1G; }
+bool is_leaf_level(Level level) {
+  return level <= Level::k1G;
+}
 
 // A private leaf: RWX, and no memory type or IPAT from KVM — the TDX module decides the
 // S-EPT entry's type, so the mirror records none (any other value is a VM bug).
@@ -50,7 +52,9 @@ TdpMmu::~TdpMmu() {
   TDXSIM_CHECK(roots_.empty(), "TdpMmu destroyed with {} roots", roots_.size());
 }
 
-void TdpMmu::barrier() { rcu_barrier(); }
+void TdpMmu::barrier() {
+  rcu_barrier();
+}
 
 Gfn TdpMmu::max_gfn_exclusive() const {
   return Gfn{level_pages(config_.root_level) * kPtesPerTable};
@@ -93,15 +97,14 @@ MmuPage* TdpMmu::alloc_sp(MmuPageRole role, Gfn gfn) {
   if (!sp) return nullptr;
   const uint64_t pfn = sp->spt().pfn().raw();
   sp_by_pfn_.note_touched(pfn);
-  AtomicWordRef(sp_by_pfn_[pfn]).store(reinterpret_cast<uint64_t>(sp.get()),
-                                       std::memory_order_release);
+  AtomicWordRef(sp_by_pfn_[pfn])
+      .store(reinterpret_cast<uint64_t>(sp.get()), std::memory_order_release);
   live_tables_.fetch_add(1, std::memory_order_relaxed);
   return sp.release();
 }
 
 MmuPage* TdpMmu::sp_of_table(Hpa spt) const {
-  const uint64_t word =
-      AtomicWordRef(sp_by_pfn_[spt.pfn().raw()]).load(std::memory_order_acquire);
+  const uint64_t word = AtomicWordRef(sp_by_pfn_[spt.pfn().raw()]).load(std::memory_order_acquire);
   TDXSIM_CHECK(word != 0, "no MmuPage for the table at {}", spt);
   return reinterpret_cast<MmuPage*>(word);
 }
@@ -126,8 +129,12 @@ bool TdpMmu::root_matches(const MmuPage* root, uint8_t types) {
   return (types & (root->is_mirror() ? kMirrorRoots : kDirectRoots)) != 0;
 }
 
-MmuPage* TdpMmu::get_direct_root() { return get_root(/*mirror=*/false); }
-MmuPage* TdpMmu::get_mirror_root() { return get_root(/*mirror=*/true); }
+MmuPage* TdpMmu::get_direct_root() {
+  return get_root(/*mirror=*/false);
+}
+MmuPage* TdpMmu::get_mirror_root() {
+  return get_root(/*mirror=*/true);
+}
 
 MmuPage* TdpMmu::get_root(bool mirror) {
   const MmuPageRole role{.level = config_.root_level, .is_mirror = mirror, .invalid = false};
@@ -141,8 +148,8 @@ MmuPage* TdpMmu::get_root(bool mirror) {
   if (!root) return nullptr;
   const uint64_t pfn = root->spt().pfn().raw();
   sp_by_pfn_.note_touched(pfn);
-  AtomicWordRef(sp_by_pfn_[pfn]).store(reinterpret_cast<uint64_t>(root.get()),
-                                       std::memory_order_release);
+  AtomicWordRef(sp_by_pfn_[pfn])
+      .store(reinterpret_cast<uint64_t>(root.get()), std::memory_order_release);
   live_tables_.fetch_add(1, std::memory_order_relaxed);
   roots_.push_back(root.get());
   return root.release();
@@ -189,7 +196,9 @@ MmuPage* TdpMmu::next_root(MmuPage* prev, uint8_t types) {
   return next;
 }
 
-void TdpMmu::invalidate_direct_roots() { invalidate_roots(kDirectRoots); }
+void TdpMmu::invalidate_direct_roots() {
+  invalidate_roots(kDirectRoots);
+}
 
 void TdpMmu::invalidate_roots(uint8_t types) {
   mmu_lock_.assert_held_write();
@@ -289,8 +298,7 @@ KvmResult<> TdpMmu::set_external_spte_present(Hpa sptep, Gfn gfn, Spte old_spte,
   return r;
 }
 
-Spte TdpMmu::set_spte(bool mirror, Hpa sptep, Spte old_spte, Spte new_spte, Gfn gfn,
-                      Level level) {
+Spte TdpMmu::set_spte(bool mirror, Hpa sptep, Spte old_spte, Spte new_spte, Gfn gfn, Level level) {
   mmu_lock_.assert_held_write();
   TDXSIM_CHECK(!old_spte.is_frozen() && !new_spte.is_frozen(),
                "a write-locked set involving FROZEN_SPTE at {}", gfn);
@@ -312,8 +320,8 @@ void TdpMmu::remove_external_spte(Gfn gfn, Spte old_spte, Level level) {
   bug_on(!r.has_value(), "remove_external_spte failed under the write lock");
 }
 
-void TdpMmu::handle_changed_spte(bool mirror, Gfn gfn, Spte old_spte, Spte new_spte,
-                                 Level level, bool shared) {
+void TdpMmu::handle_changed_spte(bool mirror, Gfn gfn, Spte old_spte, Spte new_spte, Level level,
+                                 bool shared) {
   const bool was_present = old_spte.is_shadow_present();
   const bool is_present = new_spte.is_shadow_present();
   const bool was_leaf = was_present && old_spte.is_last(level);
@@ -355,16 +363,16 @@ void TdpMmu::handle_removed_pt(MmuPage* pt, bool shared) {
       // Another thread that froze this entry before the table was unlinked finishes its
       // change and writes a non-frozen value; wait for that, then take the entry over.
       for (;;) {
-        old_spte = Spte{
-            mem_.exchange(sptep, kHostKey, Spte::kFrozenValue, std::memory_order_acq_rel)};
+        old_spte =
+            Spte{mem_.exchange(sptep, kHostKey, Spte::kFrozenValue, std::memory_order_acq_rel)};
         if (!old_spte.is_frozen()) break;
         std::this_thread::yield();
       }
     } else {
       old_spte = read_spte(sptep);
       if (!old_spte.is_shadow_present()) continue;
-      old_spte = Spte{
-          mem_.exchange(sptep, kHostKey, Spte::kFrozenValue, std::memory_order_acq_rel)};
+      old_spte =
+          Spte{mem_.exchange(sptep, kHostKey, Spte::kFrozenValue, std::memory_order_acq_rel)};
     }
     handle_changed_spte(mirror, gfn, old_spte, Spte::frozen(), level, shared);
     if (mirror) {
@@ -440,8 +448,7 @@ RetPf TdpMmu::map_in(MmuPage* root, KvmPageFault& fault) {
   return RetPf::kRetry;
 }
 
-RetPf TdpMmu::map_handle_target_level(const MmuPage* root, KvmPageFault& fault,
-                                      TdpIter& iter) {
+RetPf TdpMmu::map_handle_target_level(const MmuPage* root, KvmPageFault& fault, TdpIter& iter) {
   const Spte old_spte = iter.old_spte();
   const Level level = iter.level();
   if (old_spte.is_frozen()) return RetPf::kRetry;
@@ -520,15 +527,13 @@ bool TdpMmu::zap_leafs(MmuPage* root, Gfn start, Gfn end, ZapReason reason, bool
 
 bool TdpMmu::zap_leafs_in(uint8_t types, Gfn start, Gfn end, ZapReason reason, bool can_yield,
                           bool flush) {
-  for (MmuPage* root = next_root(nullptr, types); root != nullptr;
-       root = next_root(root, types)) {
+  for (MmuPage* root = next_root(nullptr, types); root != nullptr; root = next_root(root, types)) {
     flush = zap_leafs(root, start, end, reason, can_yield, flush);
   }
   return flush;
 }
 
-bool TdpMmu::zap_direct_leafs(Gfn start, Gfn end, ZapReason reason, bool can_yield,
-                              bool flush) {
+bool TdpMmu::zap_direct_leafs(Gfn start, Gfn end, ZapReason reason, bool can_yield, bool flush) {
   return zap_leafs_in(kDirectRoots | kInvalidRoots, start, end, reason, can_yield, flush);
 }
 
@@ -543,8 +548,8 @@ void TdpMmu::zap_root(MmuPage* root, bool shared) {
   for (Level zap_level : {Level::k1G, top}) {
     if (zap_level > top) continue;
     unsigned steps = 0;
-    for (TdpIter it(mem_, *root, zap_level, Gfn{0}, TdpIter::root_end(*root), Gfn{0});
-         it.valid(); it.next()) {
+    for (TdpIter it(mem_, *root, zap_level, Gfn{0}, TdpIter::root_end(*root), Gfn{0}); it.valid();
+         it.next()) {
       if (cond_resched(it, steps, /*flush=*/false, shared, rcu)) continue;
       for (;;) {
         const Spte old_spte = it.old_spte();
@@ -578,8 +583,7 @@ bool TdpMmu::age_gfn_range(Gfn start, Gfn end, bool test_only) {
   for (MmuPage* root = next_root(nullptr, kDirectRoots); root != nullptr;
        root = next_root(root, kDirectRoots)) {
     RcuReadGuard rcu;
-    for (TdpIter it(mem_, *root, Level::k4K, start, end, root_bits(root)); it.valid();
-         it.next()) {
+    for (TdpIter it(mem_, *root, Level::k4K, start, end, root_bits(root)); it.valid(); it.next()) {
       for (;;) {
         const Spte old_spte = it.old_spte();
         if (!old_spte.is_shadow_present() || !old_spte.is_last(it.level()) ||
@@ -607,8 +611,7 @@ bool TdpMmu::wrprot_range(Gfn start, Gfn end, Level min_level) {
   for (MmuPage* root = next_root(nullptr, kDirectRoots); root != nullptr;
        root = next_root(root, kDirectRoots)) {
     RcuReadGuard rcu;
-    for (TdpIter it(mem_, *root, min_level, start, end, root_bits(root)); it.valid();
-         it.next()) {
+    for (TdpIter it(mem_, *root, min_level, start, end, root_bits(root)); it.valid(); it.next()) {
       for (;;) {
         const Spte old_spte = it.old_spte();
         if (!old_spte.is_shadow_present() || !old_spte.is_last(it.level()) ||
@@ -633,8 +636,7 @@ Level TdpMmu::get_walk(const MmuPage* root, Gpa gpa, std::array<Spte, 5>& sptes)
   const Gfn gfn{gpa.gfn().raw() & ~root_bits(root).raw()};
   Level last = root->level();
   RcuReadGuard rcu;
-  for (TdpIter it(mem_, *root, Level::k4K, gfn, gfn + 1, root_bits(root)); it.valid();
-       it.next()) {
+  for (TdpIter it(mem_, *root, Level::k4K, gfn, gfn + 1, root_bits(root)); it.valid(); it.next()) {
     last = it.level();
     sptes[level_num(last) - 1] = it.old_spte();
   }
@@ -643,8 +645,7 @@ Level TdpMmu::get_walk(const MmuPage* root, Gpa gpa, std::array<Spte, 5>& sptes)
 
 std::optional<Spte> TdpMmu::leaf_for(const MmuPage* root, Gfn gfn) const {
   RcuReadGuard rcu;
-  for (TdpIter it(mem_, *root, Level::k4K, gfn, gfn + 1, root_bits(root)); it.valid();
-       it.next()) {
+  for (TdpIter it(mem_, *root, Level::k4K, gfn, gfn + 1, root_bits(root)); it.valid(); it.next()) {
     const Spte s = it.old_spte();
     if (s.is_shadow_present() && s.is_last(it.level())) return s;
   }

@@ -208,8 +208,7 @@ class TdpMmu {
   RetPf map_handle_target_level(const MmuPage* root, KvmPageFault& fault, TdpIter& iter);
 
   // --- Zaps -----------------------------------------------------------------------------------
-  bool zap_leafs(MmuPage* root, Gfn start, Gfn end, ZapReason reason, bool can_yield,
-                 bool flush);
+  bool zap_leafs(MmuPage* root, Gfn start, Gfn end, ZapReason reason, bool can_yield, bool flush);
   void zap_root(MmuPage* root, bool shared);
   // tdp_mmu_iter_cond_resched: after yield_every steps (and progress), flush if asked, leave
   // the RCU section and let waiters take mmu_lock. Returns whether it yielded (the walk

@@ -36,8 +36,8 @@ struct MirrorImage {
 inline MirrorImage mirror_image(const TdpMmu& mmu, const MmuPage& root) {
   MirrorImage img;
   RcuReadGuard rcu;
-  for (TdpIter it(mmu.mem(), root, Level::k4K, Gfn{0}, TdpIter::root_end(root), Gfn{0});
-       it.valid(); it.next()) {
+  for (TdpIter it(mmu.mem(), root, Level::k4K, Gfn{0}, TdpIter::root_end(root), Gfn{0}); it.valid();
+       it.next()) {
     const Spte s = it.old_spte();
     if (!s.is_shadow_present()) continue;
     if (s.is_last(it.level())) {

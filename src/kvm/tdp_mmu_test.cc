@@ -18,9 +18,9 @@ class TdpMmuTest : public ::testing::Test {
  protected:
   explicit TdpMmuTest(Gfn direct_bits = Gfn{0}, unsigned yield_every = 512)
       : mem_(HostMemoryConfig{.bytes = 4096 * kPageSize}),
-        mmu_(std::make_unique<TdpMmu>(mem_, mmu_lock_, ops_, nullptr,
-                                      TdpMmuConfig{.gfn_direct_bits = direct_bits,
-                                                   .yield_every = yield_every})),
+        mmu_(std::make_unique<TdpMmu>(
+            mem_, mmu_lock_, ops_, nullptr,
+            TdpMmuConfig{.gfn_direct_bits = direct_bits, .yield_every = yield_every})),
         base_free_(mem_.free_frame_count()) {}
 
   ~TdpMmuTest() override {

@@ -13,12 +13,12 @@
 //     either still in progress (so the gfn is in the range) or over (so the seq moved);
 //   - no deadlock between rcu_synchronize, slots_lock, the gmem lock, mmap_lock and mmu_lock.
 // Run under TSan and ASan as well.
+#include <gtest/gtest.h>
+
 #include <chrono>
 #include <random>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "base/atomic.h"
 #include "base/rcu.h"
@@ -157,8 +157,8 @@ TEST(VmStateStress, FaultsRetryExactlyWhenTheirGfnWasInvalidated) {
   writers.emplace_back(writer(4, [&](std::mt19937_64& rng) {
     const uint64_t start = rng() % kGfns;
     const uint64_t len = 1 + rng() % 32;
-    EXPECT_TRUE(kvm.set_memory_attributes(Gfn{start}, Gfn{start + len},
-                                          rng() % 2 ? kMemAttrPrivate : 0));
+    EXPECT_TRUE(
+        kvm.set_memory_attributes(Gfn{start}, Gfn{start + len}, rng() % 2 ? kMemAttrPrivate : 0));
   }));
   // Hole punches in the guest_memfd.
   writers.emplace_back(writer(5, [&](std::mt19937_64& rng) {

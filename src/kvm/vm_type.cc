@@ -4,9 +4,12 @@ namespace tdxsim {
 
 const char* to_string(VmType t) {
   switch (t) {
-    case VmType::kDefault: return "default";
-    case VmType::kSwProtected: return "sw-protected";
-    case VmType::kTdx: return "tdx";
+    case VmType::kDefault:
+      return "default";
+    case VmType::kSwProtected:
+      return "sw-protected";
+    case VmType::kTdx:
+      return "tdx";
   }
   return "?";
 }

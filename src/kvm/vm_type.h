@@ -18,13 +18,21 @@ enum class VmType : uint8_t {
 const char* to_string(VmType t);
 
 // kvm_arch_has_private_mem: gfns may be private (guest_memfd slots, the PRIVATE attribute).
-constexpr bool has_private_mem(VmType t) { return t != VmType::kDefault; }
+constexpr bool has_private_mem(VmType t) {
+  return t != VmType::kDefault;
+}
 // kvm_has_mirrored_tdp: private memory lives in external (S-EPT) tables behind mirror roots.
-constexpr bool has_mirrored_tdp(VmType t) { return t == VmType::kTdx; }
+constexpr bool has_mirrored_tdp(VmType t) {
+  return t == VmType::kTdx;
+}
 // kvm_arch_has_readonly_mem: a VM whose state the host cannot see (TDX) has no read-only
 // memslots: KVM could not emulate the faulting write.
-constexpr bool has_readonly_mem(VmType t) { return t != VmType::kTdx; }
+constexpr bool has_readonly_mem(VmType t) {
+  return t != VmType::kTdx;
+}
 // kvm_arch_nr_memslot_as_ids: private-memory VMs have no SMM address space.
-constexpr unsigned nr_memslot_as_ids(VmType t) { return has_private_mem(t) ? 1 : 2; }
+constexpr unsigned nr_memslot_as_ids(VmType t) {
+  return has_private_mem(t) ? 1 : 2;
+}
 
 }  // namespace tdxsim

@@ -96,10 +96,10 @@ struct MemWord {
 };
 
 enum class MemViolationKind : uint8_t {
-  kPlaintextLeak,     // a TD's plaintext written to memory the host can read
-  kIntegrityPoison,   // a TD frame written with another key; its owner's data is lost
-  kPoisonConsumed,    // the owner read a poisoned frame (hardware: #MC)
-  kStaleCacheReuse,   // a frame re-keyed while it still had dirty lines of its old key
+  kPlaintextLeak,    // a TD's plaintext written to memory the host can read
+  kIntegrityPoison,  // a TD frame written with another key; its owner's data is lost
+  kPoisonConsumed,   // the owner read a poisoned frame (hardware: #MC)
+  kStaleCacheReuse,  // a frame re-keyed while it still had dirty lines of its old key
 };
 const char* to_string(MemViolationKind k);
 

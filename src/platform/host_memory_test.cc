@@ -1,10 +1,10 @@
 #include "platform/host_memory.h"
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <set>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 namespace tdxsim {
 namespace {
@@ -22,7 +22,9 @@ HostMemoryConfig small(ReusePolicy reuse = ReusePolicy::kLastFreedFirst,
   return c;
 }
 
-Hpa word_at(Pfn pfn, unsigned i) { return pfn.hpa() + uint64_t{i} * 8; }
+Hpa word_at(Pfn pfn, unsigned i) {
+  return pfn.hpa() + uint64_t{i} * 8;
+}
 
 // A frame keyed to `key` and filled with `value` under it, as the module's PAGE.AUG/ADD does.
 Pfn td_frame(HostMemory& mem, KeyId key, uint64_t value = 0) {
@@ -141,8 +143,8 @@ TEST(HostMemory, ContentAndKeyOpsWorkOnFramesNeverAllocated) {
   mem.fill(p, kTd1, 0x44);
   mem.store(word_at(p, 9), kTd1, 0x1000, std::memory_order_release);
   uint64_t expected = 0x1000;
-  EXPECT_TRUE(mem.compare_exchange(word_at(p, 9), kTd1, expected, 0x2000,
-                                   std::memory_order_acq_rel));
+  EXPECT_TRUE(
+      mem.compare_exchange(word_at(p, 9), kTd1, expected, 0x2000, std::memory_order_acq_rel));
   EXPECT_EQ(mem.fetch_or(word_at(p, 9), kTd1, 1, std::memory_order_acq_rel), 0x2000u);
   EXPECT_EQ(mem.exchange(word_at(p, 9), kTd1, 7, std::memory_order_acq_rel), 0x2001u);
   EXPECT_EQ(mem.load(word_at(p, 9), kTd1, std::memory_order_acquire), 7u);
@@ -375,8 +377,8 @@ TEST(HostMemory, ForeignWritePoisonsAndOwnerReadIsConsumed) {
   EXPECT_EQ(got.origin, kHostKey);
   EXPECT_EQ(mem.load(word_at(p, 100), kTd1, std::memory_order_acquire), got.value);
   EXPECT_EQ(kinds(mem), (std::vector<MemViolationKind>{MemViolationKind::kIntegrityPoison,
-                                                        MemViolationKind::kPoisonConsumed,
-                                                        MemViolationKind::kPoisonConsumed}));
+                                                       MemViolationKind::kPoisonConsumed,
+                                                       MemViolationKind::kPoisonConsumed}));
   EXPECT_EQ(mem.violations()[1].hpa, word_at(p, 100));
   EXPECT_EQ(mem.violations()[1].accessor, kTd1);
   EXPECT_EQ(mem.violations()[1].owner, kTd1);
