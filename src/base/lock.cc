@@ -140,7 +140,8 @@ bool Mutex::held_by_this_thread() const { return mode_of(this) == LockMode::kExc
 // every shard. Both sequences are seq_cst, so at least one of them sees the other: either
 // the reader backs off or the writer waits for it. The writer's release store that clears
 // writer_ is what a later reader's load synchronises with, and a reader's release decrement
-// is what the writer's drain loop acquires.
+// is what the writer's drain loop acquires. Everything else (waiting, and the turn that
+// lets waiting readers in before the next writer) happens under slow_mu_.
 
 SharedMutex::SharedMutex(std::string_view name) : name_(name) {}
 
@@ -162,39 +163,59 @@ void SharedMutex::wait_for_readers() {
 
 void SharedMutex::lock() {
   check_not_held(this, name_, "lock");
-  writer_mu_.lock();
-  writer_.store(1, std::memory_order_seq_cst);
+  {
+    std::unique_lock<std::mutex> l(slow_mu_);
+    ++writers_waiting_;
+    // Behind the writer inside and behind the readers the last writer let in.
+    slow_cv_.wait(l, [this] { return !writer_active_ && read_turn_ == 0; });
+    --writers_waiting_;
+    writer_active_ = true;
+    writer_.store(1, std::memory_order_seq_cst);
+  }
   wait_for_readers();
   on_acquired(this, name_, LockMode::kExclusive);
 }
 
 void SharedMutex::unlock() {
   on_release(this, name_, LockMode::kExclusive, "unlock");
+  std::lock_guard<std::mutex> l(slow_mu_);
+  writer_active_ = false;
   writer_.store(0, std::memory_order_release);
-  writer_mu_.unlock();
+  // Readers that waited for this writer go before any writer that waited too.
+  read_turn_ = readers_waiting_;
+  slow_cv_.notify_all();
 }
 
 bool SharedMutex::try_lock() {
   check_not_held(this, name_, "try_lock");
-  if (!writer_mu_.try_lock()) return false;
+  std::unique_lock<std::mutex> l(slow_mu_, std::try_to_lock);
+  if (!l.owns_lock() || writer_active_ || read_turn_ != 0) return false;
   writer_.store(1, std::memory_order_seq_cst);
   for (ReaderShard& shard : readers_) {
     if (shard.count.load(std::memory_order_seq_cst) != 0) {
       writer_.store(0, std::memory_order_release);
-      writer_mu_.unlock();
+      // Readers that backed off meanwhile wait for a writer that is not coming.
+      slow_cv_.notify_all();
       return false;
     }
   }
+  writer_active_ = true;
   on_acquired(this, name_, LockMode::kExclusive);
   return true;
 }
 
 void SharedMutex::lock_shared() {
   check_not_held(this, name_, "lock_shared");
-  while (!try_enter_read()) {
-    // Queue behind the writer instead of spinning on its flag: once it unlocks, this
-    // thread gets writer_mu_ and tries again.
-    std::lock_guard<std::mutex> wait(writer_mu_);
+  if (!try_enter_read()) {
+    std::unique_lock<std::mutex> l(slow_mu_);
+    ++readers_waiting_;
+    // With writer_active_ false under slow_mu_, writer_ is 0 and stays 0 while it is held,
+    // so the retry cannot fail.
+    slow_cv_.wait(l, [this] { return !writer_active_; });
+    const bool entered = try_enter_read();
+    TDXSIM_CHECK(entered, "SharedMutex '{}': a reader failed with no writer", name_);
+    --readers_waiting_;
+    if (read_turn_ > 0 && --read_turn_ == 0) slow_cv_.notify_all();
   }
   on_acquired(this, name_, LockMode::kShared);
 }
@@ -209,6 +230,16 @@ bool SharedMutex::try_lock_shared() {
   if (!try_enter_read()) return false;
   on_acquired(this, name_, LockMode::kShared);
   return true;
+}
+
+unsigned SharedMutex::readers_waiting() const {
+  std::lock_guard<std::mutex> l(slow_mu_);
+  return readers_waiting_;
+}
+
+unsigned SharedMutex::writers_waiting() const {
+  std::lock_guard<std::mutex> l(slow_mu_);
+  return writers_waiting_;
 }
 
 void SharedMutex::assert_held_write() const {

@@ -29,6 +29,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <condition_variable>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -112,15 +113,30 @@ class TDXSIM_CAPABILITY("shared_mutex") SharedMutex {
   // the same cache line (a single rwlock word would bounce on every fault and cap the
   // scaling of KVM's read-side fault path). Writers pay instead: they announce themselves in
   // writer_ and wait for every shard to drain.
+  //
+  // Fairness (phase-fair, like the kernel's queued rwlock in effect): readers that had to
+  // wait for a writer all get in before the next writer does, and a writer waits only for
+  // the readers already inside. Neither side can starve the other.
   struct alignas(kShardStride) ReaderShard {
     std::atomic<uint64_t> count{0};
   };
   bool try_enter_read();
   void wait_for_readers();
 
-  // Serialises writers; a reader that found a writer waits on it too.
-  std::mutex writer_mu_;
-  // Non-zero while a writer holds the lock or waits for readers to leave.
+ public:
+  // For tests of the fairness rule: how many threads wait in each mode right now.
+  unsigned readers_waiting() const;
+  unsigned writers_waiting() const;
+
+ private:
+  // The slow paths: whoever waits, waits here.
+  mutable std::mutex slow_mu_;
+  std::condition_variable slow_cv_;
+  bool writer_active_ = false;    // a writer holds the lock or is draining readers
+  unsigned readers_waiting_ = 0;  // readers that found a writer and wait for it to leave
+  unsigned writers_waiting_ = 0;
+  unsigned read_turn_ = 0;        // readers admitted by the last unlock, not yet inside
+  // The fast path's view of writer_active_: set and cleared under slow_mu_.
   std::atomic<uint32_t> writer_{0};
   std::array<ReaderShard, kThreadShards> readers_;
   const std::string name_;

@@ -1,5 +1,6 @@
 #include "base/lock.h"
 
+#include <atomic>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -257,6 +258,71 @@ TEST_F(LockDeathTest, DestroyingAHeldLock) {
 
 TEST_F(LockDeathTest, HeldLocksTableOverflow) {
   EXPECT_DEATH(overflow_held_table(), "thread holds 32 locks");
+}
+
+}  // namespace
+}  // namespace tdxsim
+
+namespace tdxsim {
+namespace {
+
+// Phase fairness: a reader that waited for a writer gets in before a writer that waited
+// for the same one, so a stream of writers cannot starve readers (nor readers writers).
+TEST(SharedMutexFairness, ReadersThatWaitedGoBeforeTheNextWriter) {
+  for (int round = 0; round < 20; ++round) {
+    SharedMutex mu("fair");
+    std::atomic<int> order{0};
+    int reader_turn = -1;
+    int writer_turn = -1;
+    mu.lock();
+    std::thread reader([&] {
+      mu.lock_shared();
+      reader_turn = order.fetch_add(1);
+      mu.unlock_shared();
+    });
+    while (mu.readers_waiting() == 0) std::this_thread::yield();
+    std::thread writer([&] {
+      mu.lock();
+      writer_turn = order.fetch_add(1);
+      mu.unlock();
+    });
+    while (mu.writers_waiting() == 0) std::this_thread::yield();
+    mu.unlock();
+    reader.join();
+    writer.join();
+    EXPECT_EQ(reader_turn, 0) << "round " << round;
+    EXPECT_EQ(writer_turn, 1) << "round " << round;
+  }
+}
+
+// And the other way: a writer waits only for the readers already inside; readers arriving
+// after it are turned away until it is done.
+TEST(SharedMutexFairness, ADrainingWriterTurnsNewReadersAway) {
+  SharedMutex mu("fair");
+  mu.lock_shared();
+  std::atomic<bool> written{false};
+  std::thread writer([&] {
+    mu.lock();
+    written.store(true);
+    mu.unlock();
+  });
+  // Another thread's try_lock_shared fails once the writer has announced itself.
+  bool turned_away = false;
+  std::thread late([&] {
+    while (!turned_away) {
+      if (mu.try_lock_shared()) {
+        mu.unlock_shared();
+        std::this_thread::yield();
+      } else {
+        turned_away = true;
+      }
+    }
+  });
+  late.join();
+  EXPECT_FALSE(written.load());  // still waiting for this thread's read hold
+  mu.unlock_shared();
+  writer.join();
+  EXPECT_TRUE(written.load());
 }
 
 }  // namespace
