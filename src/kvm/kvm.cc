@@ -105,13 +105,17 @@ void Kvm::publish_memslots(uint16_t as_id, std::unique_ptr<Memslots> next) {
 }
 
 bool Kvm::mmu_invalidate_retry_gfn(uint64_t seq, Gfn gfn) const {
+  return mmu_invalidate_retry_gfn_range(seq, gfn, gfn + 1);
+}
+
+bool Kvm::mmu_invalidate_retry_gfn_range(uint64_t seq, Gfn first, Gfn last) const {
   mmu_lock_.assert_held();
   // Under mmu_lock no writer runs, so the order of these loads does not matter.
   if (invalidate_in_progress_.load(std::memory_order_relaxed) != 0) {
     const uint64_t start = invalidate_range_start_.load(std::memory_order_relaxed);
     const uint64_t end = invalidate_range_end_.load(std::memory_order_relaxed);
     TDXSIM_CHECK(start != kNoGfn, "invalidation in progress without a range");
-    if (gfn.raw() >= start && gfn.raw() < end) return true;
+    if (first.raw() < end && start < last.raw()) return true;
   }
   return invalidate_seq_.load(std::memory_order_relaxed) != seq;
 }

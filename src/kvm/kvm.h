@@ -110,6 +110,11 @@ class Kvm {
   // invalidation covering gfn is in progress or one completed since. REQUIRES: mmu_lock held
   // (either mode).
   bool mmu_invalidate_retry_gfn(uint64_t seq, Gfn gfn) const;
+  // The same for a fault about to map all of [first, last) (a huge leaf): it must retry if
+  // any of it is being invalidated, not only the gfn that faulted. Otherwise a 2M leaf
+  // built while a zap of one of its gfns has yielded mmu_lock would outlive that zap.
+  // REQUIRES: mmu_lock held (either mode).
+  bool mmu_invalidate_retry_gfn_range(uint64_t seq, Gfn first, Gfn last) const;
   // The same without mmu_lock: a hint only (a fault bails out early), never a guarantee.
   bool mmu_invalidate_retry_gfn_unsafe(uint64_t seq, Gfn gfn) const;
   // kvm_mmu_invalidate_begin + kvm_mmu_invalidate_range_add(start, end).

@@ -173,7 +173,10 @@ std::optional<FaultResult> KvmMmu::faultin_pfn(KvmPageFault& fault) {
 bool KvmMmu::is_page_fault_stale(const VcpuMmu& vcpu, const KvmPageFault& fault) const {
   // A private fault builds in the mirror root, which is never obsolete while the VM lives.
   if (!fault.is_private && TdpMmu::is_obsolete_root(vcpu.root)) return true;
-  return kvm_.mmu_invalidate_retry_gfn(fault.mmu_seq, fault.gfn);
+  // Everything the new leaf will map, not just the faulting gfn (see the Kvm comment).
+  const Gfn first = fault.gfn.align_down(fault.goal_level);
+  return kvm_.mmu_invalidate_retry_gfn_range(fault.mmu_seq, first,
+                                             first + level_pages(fault.goal_level));
 }
 
 FaultResult KvmMmu::page_fault(VcpuMmu& vcpu, Gpa gpa, uint64_t error_code) {
