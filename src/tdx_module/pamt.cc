@@ -42,13 +42,6 @@ const char* to_string(PamtPageType t) {
 
 // --- PamtLock -----------------------------------------------------------------------------
 
-PamtLock::PamtLock(PamtLock&& o) noexcept
-    : pamt_(std::exchange(o.pamt_, nullptr)),
-      pfn_(o.pfn_),
-      level_(o.level_),
-      exclusive_(o.exclusive_),
-      held_(std::exchange(o.held_, {})) {}
-
 PamtLock& PamtLock::operator=(PamtLock&& o) noexcept {
   if (this != &o) {
     unlock();
@@ -97,7 +90,7 @@ void PamtLock::set_type(PamtPageType t) {
   AtomicWordRef meta(held_[level_index(level_)][1]);
   const uint64_t old = meta.load(std::memory_order_relaxed);
   meta.store(MetaType::set(old, static_cast<uint64_t>(t)), std::memory_order_relaxed);
-  pamt_->count_change(static_cast<PamtPageType>(MetaType::get(old)), t, level_);
+  pamt_->note_typed(held_[level_index(level_)], level_);
 }
 
 void PamtLock::set_owner(Pfn tdr) {
@@ -119,7 +112,8 @@ Pamt::Pamt(uint64_t frames)
     : frames_(frames),
       words_4k_(entries_for(frames, Level::k4K) * kWordsPerEntry),
       words_2m_(entries_for(frames, Level::k2M) * kWordsPerEntry),
-      words_1g_(entries_for(frames, Level::k1G) * kWordsPerEntry) {}
+      words_1g_(entries_for(frames, Level::k1G) * kWordsPerEntry),
+      base_{words_4k_.data(), words_2m_.data(), words_1g_.data()} {}
 
 LazyWords& Pamt::words(Level level) {
   switch (level) {
@@ -134,20 +128,10 @@ LazyWords& Pamt::words(Level level) {
 
 const LazyWords& Pamt::words(Level level) const { return const_cast<Pamt*>(this)->words(level); }
 
-uint64_t* Pamt::entry(Pfn pfn, Level level) const {
-  const uint64_t index = pfn.raw() >> (kLevelBits * level_index(level));
-  return words(level).data() + index * kWordsPerEntry;
-}
 
-void Pamt::count_change(PamtPageType from, PamtPageType to, Level level) {
-  if (from == to) return;
-  const size_t li = level_index(level);
-  if (from != PamtPageType::kNda) {
-    counts_[static_cast<size_t>(from)][li].fetch_sub(1, std::memory_order_relaxed);
-  }
-  if (to != PamtPageType::kNda) {
-    counts_[static_cast<size_t>(to)][li].fetch_add(1, std::memory_order_relaxed);
-  }
+void Pamt::note_typed(uint64_t* e, Level level) {
+  LazyWords& w = words(level);
+  w.note_touched(static_cast<uint64_t>(e - w.data()) + 1);
 }
 
 // The walk chooses its locks at run time: clang cannot name them, so releasing them is
@@ -251,7 +235,7 @@ void Pamt::demote(PamtLock& page) {
                               owner.raw()),
                std::memory_order_relaxed);
     AtomicWordRef(e[2]).store(0, std::memory_order_relaxed);
-    count_change(old, type, child);
+    note_typed(e, child);
   }
   page.set_type(PamtPageType::kNda);
 }
@@ -278,7 +262,7 @@ void Pamt::promote(PamtLock& range) {
                  to_string(type_in(e)), MetaOwner::get(m), to_string(type), owner);
     meta.store(MetaType::set(m, static_cast<uint64_t>(PamtPageType::kNda)),
                std::memory_order_relaxed);
-    count_change(type, PamtPageType::kNda, child);
+    note_typed(e, child);
   }
   range.set_type(type);
   range.set_owner(Pfn{owner});
@@ -303,7 +287,12 @@ PamtPageType Pamt::peek_type(Pfn pfn, Level level) const {
 
 uint64_t Pamt::count(PamtPageType t, Level level) const {
   TDXSIM_CHECK(t != PamtPageType::kNda, "PT_NDA entries are not counted");
-  return counts_[static_cast<size_t>(t)][level_index(level)].load(std::memory_order_relaxed);
+  const LazyWords& w = words(level);
+  uint64_t n = 0;
+  for (uint64_t meta = 1; meta < w.size(); meta += kWordsPerEntry) {
+    if (w.is_touched(meta) && type_in(w.data() + meta - 1) == t) ++n;
+  }
+  return n;
 }
 
 uint64_t Pamt::count(PamtPageType t) const {
@@ -318,7 +307,7 @@ void Pamt::mark_reserved(Pfn first, uint64_t n) {
     const uint64_t old = meta.load(std::memory_order_relaxed);
     meta.store(MetaType::set(old, static_cast<uint64_t>(PamtPageType::kRsvd)),
                std::memory_order_relaxed);
-    count_change(static_cast<PamtPageType>(MetaType::get(old)), PamtPageType::kRsvd, Level::k4K);
+    note_typed(entry(first + i, Level::k4K), Level::k4K);
   }
 }
 

@@ -40,6 +40,7 @@
 #include <array>
 #include <cstdint>
 #include <expected>
+#include <utility>
 
 #include "base/addr.h"
 #include "base/atomic.h"
@@ -86,7 +87,13 @@ class Pamt;
 // Move-only. Obtained from Pamt::lock() or Pamt::check_hpa_operand().
 class PamtLock {
  public:
-  PamtLock(PamtLock&& o) noexcept;
+  // Inline: every leaf returns its PAMT locks by value through std::expected.
+  PamtLock(PamtLock&& o) noexcept
+      : pamt_(std::exchange(o.pamt_, nullptr)),
+        pfn_(o.pfn_),
+        level_(o.level_),
+        exclusive_(o.exclusive_),
+        held_(std::exchange(o.held_, {})) {}
   PamtLock& operator=(PamtLock&& o) noexcept;
   PamtLock(const PamtLock&) = delete;
   PamtLock& operator=(const PamtLock&) = delete;
@@ -177,7 +184,8 @@ class Pamt {
   // The type of the entry at `level` covering `pfn`, without locking (a snapshot).
   PamtPageType peek_type(Pfn pfn, Level level) const;
 
-  // Entries of type `t` at `level` / at every level. Snapshots, kept as the setters run.
+  // Entries of type `t` at `level` / at every level: a scan of the entries ever assigned
+  // (for tests and reports; not for hot paths). Snapshots while setters run.
   // REQUIRES: t is not PT_NDA (free is the absence of an assignment; checked).
   uint64_t count(PamtPageType t, Level level) const;
   uint64_t count(PamtPageType t) const;
@@ -191,19 +199,25 @@ class Pamt {
   static constexpr uint64_t kWordsPerEntry = 3;
   static constexpr size_t kTypeSlots = 16;
 
-  // The three words of the entry at `level` covering `pfn`.
-  uint64_t* entry(Pfn pfn, Level level) const;
+  // The three words of the entry at `level` covering `pfn`. Inline: every PAMT walk takes
+  // three.
+  uint64_t* entry(Pfn pfn, Level level) const {
+    const uint64_t index = pfn.raw() >> (kLevelBits * (level_num(level) - 1));
+    return base_[level_num(level) - 1] + index * kWordsPerEntry;
+  }
   LazyWords& words(Level level);
   const LazyWords& words(Level level) const;
-  void count_change(PamtPageType from, PamtPageType to, Level level);
+  // Records that the entry `e` at `level` got a type, so count() scans its page. A load,
+  // and a locked OR only the first time a page of entries is typed.
+  void note_typed(uint64_t* e, Level level);
   void release(uint64_t* lock_word, bool exclusive);
 
   uint64_t frames_;
   LazyWords words_4k_;
   LazyWords words_2m_;
   LazyWords words_1g_;
-  // Entries per (type, level index), relaxed counters: they order nothing.
-  std::array<std::array<AtomicWord, 3>, kTypeSlots> counts_;
+  // words_4k_, words_2m_, words_1g_'s data, by level index.
+  std::array<uint64_t*, 3> base_;
 };
 
 }  // namespace tdxsim
