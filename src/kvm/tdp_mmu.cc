@@ -218,12 +218,12 @@ void TdpMmu::zap_invalidated_roots(bool shared) {
   } else {
     mmu_lock_.assert_held_write();
   }
-  std::vector<MmuPage*> todo;
+  std::vector<MmuPage*> scheduled;
   {
     MutexLock l(roots_lock_);
-    todo.swap(scheduled_to_zap_);
+    scheduled.swap(scheduled_to_zap_);
   }
-  for (MmuPage* root : todo) {
+  for (MmuPage* root : scheduled) {
     zap_root(root, shared);
     put_root(root);
   }
