@@ -160,9 +160,11 @@ KvmResult<Pfn> HostMm::fault_in(uint64_t hva, bool write) {
   return it->second.pfn;
 }
 
-KvmResult<Pfn> HostMm::get_user_page(uint64_t hva, bool write) {
+KvmResult<Pfn> HostMm::get_user_page(uint64_t hva, bool write, Level* level) {
   MutexLock l(mu_);
-  return fault_in(hva, write);
+  KvmResult<Pfn> pfn = fault_in(hva, write);
+  if (pfn && level != nullptr) *level = level_at(hva);
+  return pfn;
 }
 
 KvmResult<uint64_t> HostMm::read(uint64_t hva) {
@@ -273,6 +275,10 @@ uint64_t HostMm::resident_pages() const {
 
 Level HostMm::mapping_level(uint64_t hva) const {
   MutexLock l(mu_);
+  return level_at(hva);
+}
+
+Level HostMm::level_at(uint64_t hva) const {
   return huge_ptes_.contains(huge_down(hva)) ? Level::k2M : Level::k4K;
 }
 

@@ -69,8 +69,11 @@ class HostMm {
   // the range cuts a resident 2M page (Linux would split it; this model does not).
   KvmResult<> munmap(uint64_t hva, uint64_t len) TDXSIM_EXCLUDES(mu_);
   // hva_to_pfn: the frame behind `hva`, allocated (zeroed) on first touch, marked young (and
-  // dirty if `write`). EFAULT if unmapped, ENOMEM if host memory is exhausted.
-  KvmResult<Pfn> get_user_page(uint64_t hva, bool write) TDXSIM_EXCLUDES(mu_);
+  // dirty if `write`). EFAULT if unmapped, ENOMEM if host memory is exhausted. `level`, when
+  // given, receives mapping_level(hva) as of the same lookup (one lock for both, as a
+  // fault needs both).
+  KvmResult<Pfn> get_user_page(uint64_t hva, bool write, Level* level = nullptr)
+      TDXSIM_EXCLUDES(mu_);
   // The VMM's own 8-byte accesses. REQUIRES: hva 8-byte aligned. EFAULT/ENOMEM as above.
   KvmResult<uint64_t> read(uint64_t hva) TDXSIM_EXCLUDES(mu_);
   KvmResult<> write(uint64_t hva, uint64_t value) TDXSIM_EXCLUDES(mu_);
@@ -109,6 +112,7 @@ class HostMm {
 
   bool mapped(uint64_t hva) const TDXSIM_REQUIRES(mu_);
   bool in_huge_vma(uint64_t hva) const TDXSIM_REQUIRES(mu_);
+  Level level_at(uint64_t hva) const TDXSIM_REQUIRES(mu_);
   // The frame of the 4K page at `hva`, faulted in if needed; young (and dirty) set.
   KvmResult<Pfn> fault_in(uint64_t hva, bool write) TDXSIM_REQUIRES(mu_);
   // [start, end) widened to whole 2M pages wherever it touches a resident one.

@@ -158,14 +158,14 @@ std::optional<FaultResult> KvmMmu::faultin_pfn(KvmPageFault& fault) {
   if (fault.slot->invalid) return outcome(RetPf::kRetry);
   // A write to a read-only slot is emulated as MMIO (KVM_PFN_ERR_RO_FAULT).
   if (fault.write && fault.slot->readonly()) return outcome(RetPf::kEmulate);
+  // host_pfn_mapping_level comes with the pfn: a huge leaf only over a huge host page. Read
+  // without mmu_lock; a split or migration since is an invalidation, caught by mmu_seq.
+  Level host_level = Level::k4K;
   const KvmResult<Pfn> pfn =
-      kvm_.mm().get_user_page(fault.slot->gfn_to_hva(fault.gfn), fault.write);
+      kvm_.mm().get_user_page(fault.slot->gfn_to_hva(fault.gfn), fault.write, &host_level);
   if (!pfn) return outcome(RetPf::kInvalid, pfn.error());
   fault.pfn = *pfn;
   fault.map_writable = !fault.slot->readonly();
-  // host_pfn_mapping_level: a huge leaf only over a huge host page. Read after the pfn and
-  // without mmu_lock; a split or migration since is an invalidation, caught by mmu_seq.
-  const Level host_level = kvm_.mm().mapping_level(fault.slot->gfn_to_hva(fault.gfn));
   fault.max_level = max_mapping_level(fault, host_level);
   return std::nullopt;
 }

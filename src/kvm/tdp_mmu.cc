@@ -576,57 +576,53 @@ void TdpMmu::zap_all_direct() {
   }
 }
 
-bool TdpMmu::age_gfn_range(Gfn start, Gfn end, bool test_only) {
+template <class Update>
+bool TdpMmu::update_direct_leafs(Gfn start, Gfn end, Level min_level, Update&& update) {
   mmu_lock_.assert_held();
-  bool young = false;
-  end = std::min(end, max_gfn_exclusive());
-  for (MmuPage* root = next_root(nullptr, kDirectRoots); root != nullptr;
-       root = next_root(root, kDirectRoots)) {
-    RcuReadGuard rcu;
-    for (TdpIter it(mem_, *root, Level::k4K, start, end, root_bits(root)); it.valid(); it.next()) {
-      for (;;) {
-        const Spte old_spte = it.old_spte();
-        if (!old_spte.is_shadow_present() || !old_spte.is_last(it.level()) ||
-            !old_spte.is_accessed()) {
-          break;
-        }
-        young = true;
-        if (test_only) break;
-        // With A/D on, aging clears A and the mapping stays (mark_spte_for_access_track).
-        if (set_spte_atomic(root, it, old_spte.with_accessed(false))) break;
-      }
-      if (young && test_only) {
-        put_root(root);
-        return true;
-      }
-    }
-  }
-  return young;
-}
-
-bool TdpMmu::wrprot_range(Gfn start, Gfn end, Level min_level) {
-  mmu_lock_.assert_held();
-  bool flush = false;
+  bool changed = false;
   end = std::min(end, max_gfn_exclusive());
   for (MmuPage* root = next_root(nullptr, kDirectRoots); root != nullptr;
        root = next_root(root, kDirectRoots)) {
     RcuReadGuard rcu;
     for (TdpIter it(mem_, *root, min_level, start, end, root_bits(root)); it.valid(); it.next()) {
+      // A failed compare-and-swap refreshed old_spte: decide again on what is there now.
       for (;;) {
         const Spte old_spte = it.old_spte();
-        if (!old_spte.is_shadow_present() || !old_spte.is_last(it.level()) ||
-            !old_spte.is_writable()) {
-          break;
-        }
-        // W goes, MMU-writable stays: the next write faults, is logged, and W comes back.
-        if (set_spte_atomic(root, it, Spte{Spte::Write::set(old_spte.raw(), 0)})) {
-          flush = true;
+        if (!old_spte.is_shadow_present() || !old_spte.is_last(it.level())) break;
+        const std::optional<Spte> new_spte = update(old_spte);
+        if (!new_spte) break;
+        if (set_spte_atomic(root, it, *new_spte)) {
+          changed = true;
           break;
         }
       }
     }
   }
-  return flush;
+  return changed;
+}
+
+bool TdpMmu::age_gfn_range(Gfn start, Gfn end, bool test_only) {
+  if (test_only) {
+    bool young = false;
+    update_direct_leafs(start, end, Level::k4K, [&young](Spte s) -> std::optional<Spte> {
+      young |= s.is_accessed();
+      return std::nullopt;
+    });
+    return young;
+  }
+  // With A/D on, aging clears A and the mapping stays (mark_spte_for_access_track).
+  return update_direct_leafs(start, end, Level::k4K, [](Spte s) -> std::optional<Spte> {
+    if (!s.is_accessed()) return std::nullopt;
+    return s.with_accessed(false);
+  });
+}
+
+bool TdpMmu::wrprot_range(Gfn start, Gfn end, Level min_level) {
+  // W goes, MMU-writable stays: the next write faults, is logged, and W comes back.
+  return update_direct_leafs(start, end, min_level, [](Spte s) -> std::optional<Spte> {
+    if (!s.is_writable()) return std::nullopt;
+    return Spte{Spte::Write::set(s.raw(), 0)};
+  });
 }
 
 // --- Walks -------------------------------------------------------------------------------

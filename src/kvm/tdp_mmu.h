@@ -217,6 +217,11 @@ class TdpMmu {
                     std::optional<RcuReadGuard>& rcu) TDXSIM_NO_THREAD_SAFETY_ANALYSIS;
 
   Spte read_spte(Hpa sptep) const;
+  // Every present leaf of [start, end) at min_level or above in the valid direct roots:
+  // `update(old)` gives the new value or nullopt to leave it; set atomically, re-decided on
+  // a lost race. Returns: whether any leaf changed. REQUIRES: mmu_lock held.
+  template <class Update>
+  bool update_direct_leafs(Gfn start, Gfn end, Level min_level, Update&& update);
 
   HostMemory& mem_;
   SharedMutex& mmu_lock_;
