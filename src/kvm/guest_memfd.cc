@@ -121,6 +121,22 @@ KvmResult<> GuestMemfd::punch_hole(uint64_t offset, uint64_t len) {
   return {};
 }
 
+void GuestMemfd::release(Kvm& kvm) {
+  WriteLock l(invalidate_lock_);
+  std::vector<GfnRange> ranges;
+  for (const Binding& b : bindings_) {
+    if (b.kvm != &kvm) continue;
+    ranges.push_back(GfnRange{.slot = b.slot,
+                              .start = b.slot->base_gfn,
+                              .end = b.slot->base_gfn + (b.end - b.start),
+                              .attr_filter = kFilterPrivate,
+                              .may_block = true});
+  }
+  if (ranges.empty()) return;
+  kvm.gmem_invalidate_begin(ranges);
+  kvm.gmem_invalidate_end();
+}
+
 uint64_t GuestMemfd::allocated_pages() const {
   MutexLock p(pages_mu_);
   return pages_.size();

@@ -75,6 +75,10 @@ class GuestMemfd {
       TDXSIM_EXCLUDES(invalidate_lock_);
   // kvm_gmem_unbind: drops the binding of slot (kvm, slot.as_id, slot.id), if any.
   void unbind(const Kvm& kvm, const Memslot& slot) TDXSIM_EXCLUDES(invalidate_lock_);
+  // kvm_gmem_release's invalidation: every private mapping `kvm` has of this file is
+  // removed (the frames stay in the file). VM destruction runs it first, while the vendor
+  // can still remove private pages (a TD's HKID is assigned until vm_pre_destroy).
+  void release(Kvm& kvm) TDXSIM_EXCLUDES(invalidate_lock_);
   // __kvm_gmem_get_pfn: the frame at `index`, allocated on first use. EFAULT unless
   // (kvm, as_id, id) is bound at `index`; ENOMEM if host memory is exhausted.
   KvmResult<Pfn> get_pfn(const Kvm& kvm, const Memslot& slot, uint64_t index)

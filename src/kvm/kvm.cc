@@ -4,6 +4,7 @@
 
 #include "base/check.h"
 #include "base/rcu.h"
+#include "kvm/kvm_vm.h"
 
 namespace tdxsim {
 namespace {
@@ -177,6 +178,27 @@ void Kvm::mmu_invalidate_end() {
 void Kvm::flush_remote_tlbs() {
   remote_tlb_flushes_.add();
   if (arch_) arch_->flush_remote_tlbs();
+}
+
+bool Kvm::bug_on(bool cond, const char* what) {
+  if (!cond) return false;
+  bool first = false;
+  {
+    MutexLock l(bug_mu_);
+    if (bugged_.load(std::memory_order_relaxed) == 0) {
+      bug_message_ = what;
+      bugged_.store(1, std::memory_order_release);
+      first = true;
+    }
+  }
+  // kvm_vm_dead: no vCPU enters again.
+  if (first && vm_ != nullptr) vm_->make_all_cpus_request(KvmRequest::kVmDead);
+  return true;
+}
+
+std::string Kvm::bug_message() const {
+  MutexLock l(bug_mu_);
+  return bug_message_;
 }
 
 }  // namespace tdxsim

@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "base/addr.h"
@@ -41,6 +42,8 @@
 #include "platform/host_memory.h"
 
 namespace tdxsim {
+
+class KvmVm;
 
 struct KvmConfig {
   VmType type = VmType::kDefault;
@@ -163,6 +166,17 @@ class Kvm {
   // --- TLB ----------------------------------------------------------------------------------
   // kvm_flush_remote_tlbs: the arch's flush, counted.
   void flush_remote_tlbs();
+
+  // --- The VM as a whole ----------------------------------------------------------------------
+  // The x86 VM this belongs to (container_of upstream), null for generic-only tests.
+  // REQUIRES: set once, before any vCPU exists.
+  void set_vm(KvmVm* vm) { vm_ = vm; }
+  KvmVm* vm() const { return vm_; }
+  // KVM_BUG_ON: when `cond`, marks the VM bugged with `what` (the first message stays) and
+  // dead: every vCPU gets KVM_REQ_VM_DEAD and KVM_RUN fails with EIO. Returns `cond`.
+  bool bug_on(bool cond, const char* what);
+  bool vm_bugged() const { return bugged_.load(std::memory_order_acquire) != 0; }
+  std::string bug_message() const;
   uint64_t remote_tlb_flushes() const { return remote_tlb_flushes_.value(); }
 
  private:
@@ -222,6 +236,11 @@ class Kvm {
   Counter remote_tlb_flushes_;
 
   std::unique_ptr<Notifier> notifier_;
+
+  KvmVm* vm_ = nullptr;
+  AtomicWord bugged_;
+  mutable Mutex bug_mu_{"kvm->vm_bugged message"};
+  std::string bug_message_ TDXSIM_GUARDED_BY(bug_mu_);
 };
 
 }  // namespace tdxsim

@@ -8,6 +8,8 @@ const char* to_string(Errno e) {
       return "EPERM";
     case Errno::kEnoent:
       return "ENOENT";
+    case Errno::kEintr:
+      return "EINTR";
     case Errno::kEio:
       return "EIO";
     case Errno::kE2big:

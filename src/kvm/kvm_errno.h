@@ -12,6 +12,7 @@ namespace tdxsim {
 enum class Errno : int {
   kEperm = 1,
   kEnoent = 2,
+  kEintr = 4,
   kEio = 5,
   kE2big = 7,
   kEbadf = 9,

@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "base/check.h"
+#include "kvm/kvm_vm.h"
 
 namespace tdxsim {
 namespace {
@@ -68,13 +69,19 @@ Spte TdpMmu::read_spte(Hpa sptep) const {
   return Spte{mem_.load(sptep, kHostKey, std::memory_order_acquire)};
 }
 
+bool TdpMmu::vm_bugged() const {
+  return kvm_ != nullptr ? kvm_->vm_bugged() : bugged_.load(std::memory_order_acquire) != 0;
+}
+
 std::string TdpMmu::bug_message() const {
+  if (kvm_ != nullptr) return kvm_->bug_message();
   MutexLock l(bug_mu_);
   return bug_message_;
 }
 
 bool TdpMmu::bug_on(bool cond, const char* what) {
   if (!cond) return false;
+  if (kvm_ != nullptr) return kvm_->bug_on(cond, what);
   MutexLock l(bug_mu_);
   if (bugged_.load(std::memory_order_relaxed) == 0) {
     bug_message_ = what;
@@ -85,9 +92,10 @@ bool TdpMmu::bug_on(bool cond, const char* what) {
 
 void TdpMmu::flush_remote_tlbs() {
   stats_.remote_tlb_flushes.add();
-  // Without a vendor hook KVM requests KVM_REQ_TLB_FLUSH on every vCPU and kicks them; the
-  // vCPU run loop (a later layer) owns that fallback.
-  (void)ops_.flush_remote_tlbs(kvm_);
+  // Without a vendor hook KVM requests KVM_REQ_TLB_FLUSH on every vCPU and kicks them.
+  if (!ops_.flush_remote_tlbs(kvm_) && kvm_ != nullptr && kvm_->vm() != nullptr) {
+    kvm_->vm()->make_all_cpus_request(KvmRequest::kTlbFlush);
+  }
 }
 
 // --- Tables ----------------------------------------------------------------------------------

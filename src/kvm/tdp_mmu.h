@@ -148,9 +148,10 @@ class TdpMmu {
   MmuStats& stats() { return stats_; }
   // Page-table pages (spt frames, roots included) allocated and not yet freed.
   uint64_t live_table_pages() const { return live_tables_.load(std::memory_order_acquire); }
-  bool vm_bugged() const { return bugged_.load(std::memory_order_acquire) != 0; }
+  // KVM_BUG_ON: marks the VM bugged with `what` (Kvm::bug_on, which also kills the vCPUs;
+  // standalone tests have no Kvm and keep the mark here). Returns `cond`.
+  bool vm_bugged() const;
   std::string bug_message() const;
-  // KVM_BUG_ON: marks the VM dead with `what` unless it already is. Returns `cond`.
   bool bug_on(bool cond, const char* what);
   // kvm_flush_remote_tlbs through the vendor hook (counted).
   void flush_remote_tlbs();
@@ -227,6 +228,10 @@ class TdpMmu {
   SharedMutex& mmu_lock_;
   MmuVendorOps& ops_;
   Kvm* const kvm_;
+  // Without a Kvm (unit tests of the TDP MMU alone).
+  AtomicWord bugged_;
+  mutable Mutex bug_mu_{"tdp_mmu bug message"};
+  std::string bug_message_ TDXSIM_GUARDED_BY(bug_mu_);
   const TdpMmuConfig config_;
 
   // The root list (kvm->arch.tdp_mmu_roots) under tdp_mmu_pages_lock.
@@ -240,9 +245,6 @@ class TdpMmu {
   std::atomic<uint64_t> live_tables_{0};
 
   MmuStats stats_;
-  AtomicWord bugged_;
-  mutable Mutex bug_mu_{"kvm->vm_bugged message"};
-  std::string bug_message_ TDXSIM_GUARDED_BY(bug_mu_);
 };
 
 }  // namespace tdxsim

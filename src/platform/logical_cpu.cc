@@ -166,9 +166,15 @@ void LogicalCpu::handle_interrupts() {
       ipi->finished.notify();
     }
   }
+  resched_pending_.store(0, std::memory_order_release);
   // NMIs that arrived in host mode go straight to the host's handler.
   const uint64_t n = nmi_pending_.exchange(0, std::memory_order_acq_rel);
   stats_.nmis_handled.add(n);
+}
+
+void LogicalCpu::send_reschedule() {
+  stats_.ipis_received.add();
+  resched_pending_.store(1, std::memory_order_release);
 }
 
 void LogicalCpu::send_nmi() {
@@ -498,7 +504,8 @@ VmExit LogicalCpu::run_guest(GuestContext& ctx, GuestState& state, GuestProgram&
       exit->intr_info = svm ? 0 : kIntrInfoNmi;
       break;
     }
-    if (interrupt_pending_.load(std::memory_order_acquire) != 0) {
+    if (interrupt_pending_.load(std::memory_order_acquire) != 0 ||
+        resched_pending_.load(std::memory_order_acquire) != 0) {
       exit = make_exit(ctx, state, none,
                        svm ? static_cast<uint32_t>(SvmExitCode::kIntr)
                            : static_cast<uint32_t>(VmxExitReason::kExternalInterrupt));

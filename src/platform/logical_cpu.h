@@ -52,6 +52,12 @@
 namespace tdxsim {
 
 class Platform;
+class LogicalCpu;
+
+// The logical CPU the calling thread is bound to (Platform::bind), or nullptr: the kernel's
+// smp_processor_id(). Host code that must issue a CPU-local instruction (a SEAMCALL from an
+// ioctl) on whatever CPU it runs on asks here.
+LogicalCpu* this_cpu();
 
 enum class Staleness : uint8_t {
   kFresh,           // matches the tables (or is less permissive: a spurious fault at worst)
@@ -133,6 +139,11 @@ class LogicalCpu {
   // to one (it keeps handling its own interrupts while it waits), else nullptr.
   void run_on(const std::function<void(LogicalCpu&)>& fn, LogicalCpu* self);
   void send_nmi();
+  // smp_send_reschedule: a guest running here exits (external interrupt) at its next
+  // instruction boundary; nothing runs and nobody waits. KVM's kick: whoever wants the vCPU
+  // out waits for the vCPU itself to say it left guest mode. A kick that finds the CPU in host
+  // mode is dropped at the next interrupt window (the vCPU checks its requests before entry).
+  void send_reschedule();
   // The bound thread's interrupt window: runs every queued IPI function.
   void handle_interrupts();
   // The host NMI handler, called by KVM after an exit it decoded as "NMI". Returns false
@@ -193,6 +204,7 @@ class LogicalCpu {
   std::optional<std::thread::id> idle_handler_ TDXSIM_GUARDED_BY(mu_);
   std::deque<Ipi*> ipis_ TDXSIM_GUARDED_BY(mu_);
   AtomicWord interrupt_pending_;  // 1 while ipis_ is non-empty
+  AtomicWord resched_pending_;    // a kick not yet taken at an interrupt window
   AtomicWord nmi_pending_;        // NMIs sent, not yet taken
   AtomicWord in_guest_;
   // The occupant while it is not blocked (else no thread): assert_current's fast path.

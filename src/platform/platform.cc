@@ -30,14 +30,22 @@ LogicalCpu& Platform::cpu(unsigned id) {
   return *cpus_[id];
 }
 
+namespace {
+constinit thread_local LogicalCpu* t_this_cpu = nullptr;
+}  // namespace
+
+LogicalCpu* this_cpu() { return t_this_cpu; }
+
 CpuBinding Platform::bind(unsigned id) {
   LogicalCpu& c = cpu(id);
   c.bind_current_thread();
-  return CpuBinding(c);
+  return CpuBinding(c, std::exchange(t_this_cpu, &c));
 }
 
 CpuBinding::~CpuBinding() {
-  if (cpu_ != nullptr) cpu_->unbind_current_thread();
+  if (cpu_ == nullptr) return;
+  cpu_->unbind_current_thread();
+  t_this_cpu = outer_;
 }
 
 }  // namespace tdxsim

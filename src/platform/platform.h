@@ -72,15 +72,17 @@ class Platform {
 // RAII: the calling thread runs on one logical CPU for the binding's lifetime.
 class CpuBinding {
  public:
-  CpuBinding(CpuBinding&& o) noexcept : cpu_(std::exchange(o.cpu_, nullptr)) {}
+  CpuBinding(CpuBinding&& o) noexcept
+      : cpu_(std::exchange(o.cpu_, nullptr)), outer_(o.outer_) {}
   CpuBinding& operator=(CpuBinding&&) = delete;
   ~CpuBinding();
   LogicalCpu& cpu() const { return *cpu_; }
 
  private:
   friend class Platform;
-  explicit CpuBinding(LogicalCpu& cpu) : cpu_(&cpu) {}
+  CpuBinding(LogicalCpu& cpu, LogicalCpu* outer) : cpu_(&cpu), outer_(outer) {}
   LogicalCpu* cpu_;
+  LogicalCpu* outer_;  // this_cpu() before the binding (a thread may nest bindings)
 };
 
 }  // namespace tdxsim
