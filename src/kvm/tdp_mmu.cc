@@ -482,7 +482,9 @@ RetPf TdpMmu::map_handle_target_level(const MmuPage* root, KvmPageFault& fault, 
     }
     new_spte = Spte::make_leaf(fault.pfn.align_down(level), level, attrs);
   }
-  if (new_spte == old_spte) return RetPf::kSpurious;
+  // An MMIO SPTE of the current generation: the access is emulated again
+  // (handle_mmio_page_fault's RET_PF_EMULATE), not a spurious fault.
+  if (new_spte == old_spte) return ret == RetPf::kEmulate ? ret : RetPf::kSpurious;
   if (!set_spte_atomic(root, iter, new_spte)) return RetPf::kRetry;
   return ret;
 }

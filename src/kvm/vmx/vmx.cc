@@ -1,0 +1,247 @@
+#include "kvm/vmx/vmx.h"
+
+#include "base/check.h"
+#include "kvm/kvm_vm.h"
+#include "kvm/vcpu.h"
+#include "platform/eptp.h"
+#include "platform/logical_cpu.h"
+
+namespace tdxsim {
+
+namespace {
+
+// EPT-violation exit qualification (SDM Vol. 3 Table 28-7): the access, and what the entry
+// allowed (any of bits 5:3 set: the GPA was mapped, just not for this access).
+constexpr uint64_t kQualWrite = uint64_t{1} << 1;
+constexpr uint64_t kQualFetch = uint64_t{1} << 2;
+constexpr uint64_t kQualPresentMask = uint64_t{7} << 3;
+// -KVM_ENOSYS / -KVM_EINVAL as a hypercall's RAX (include/uapi/linux/kvm_para.h).
+constexpr uint64_t kKvmEnosys = static_cast<uint64_t>(-1000);
+constexpr uint64_t kKvmEinval = static_cast<uint64_t>(-22);
+// Page-size field of KVM_HC_MAP_GPA_RANGE's attributes (bits 3:0): only 4K is defined.
+constexpr uint64_t kMapGpaRangePageSzMask = 0xF;
+
+VmxVcpu& vmx(KvmVcpu& vcpu) { return vcpu.vendor_as<VmxVcpu>(); }
+
+}  // namespace
+
+KvmResult<> VmxOps::vm_init(KvmVm& vm) {
+  // TDs belong to TDX; VtOps never sends one here, but a host without TDX asks VMX directly.
+  if (vm.kvm().type() == VmType::kTdx) return std::unexpected(Errno::kEinval);
+  return {};
+}
+
+void VmxOps::vm_destroy(KvmVm&) {}
+
+KvmResult<> VmxOps::vcpu_create(KvmVcpu& vcpu) {
+  auto v = std::make_unique<VmxVcpu>();
+  v->vmcs.mode = GuestMode::kVmx;
+  v->vmcs.vpid = alloc_vpid();
+  if (v->vmcs.vpid == 0) return std::unexpected(Errno::kEnospc);
+  vcpu.set_vendor(std::move(v));
+  return {};
+}
+
+void VmxOps::vcpu_free(KvmVcpu& vcpu) {
+  if (vcpu.vendor() != nullptr) free_vpid(vmx(vcpu).vmcs.vpid);
+}
+
+void VmxOps::vcpu_load(KvmVcpu& vcpu, LogicalCpu& cpu) {
+  // vmx_vcpu_load_vmcs on a CPU the VMCS was not loaded on: that CPU may still hold
+  // translations tagged with this VPID/EPTP from an earlier stay.
+  if (vcpu.cpu() != &cpu) vcpu.make_request(KvmRequest::kTlbFlush);
+}
+
+void VmxOps::set_guest(KvmVcpu& vcpu, GuestProgram* program, uint32_t instruction_budget) {
+  VmxVcpu& v = vmx(vcpu);
+  v.program = program;
+  v.vmcs.instruction_budget = instruction_budget;
+}
+
+void VmxOps::load_mmu_pgd(Kvm* kvm, int vcpu_id, Hpa root, Level level) {
+  KvmVcpu* vcpu = kvm->vm()->vcpu(vcpu_id);
+  TDXSIM_CHECK(vcpu != nullptr, "load_mmu_pgd for vCPU {} that does not exist", vcpu_id);
+  vmx(*vcpu).vmcs.eptp = Eptp::make(root, level_num(level), /*ad_enabled=*/true);
+}
+
+void VmxOps::flush_tlb_all(KvmVcpu& vcpu) {
+  // vmx_flush_tlb_all with EPT: every EPTP context on this CPU.
+  vcpu.cpu()->invept(InveptType::kAllContext, Eptp{});
+}
+
+void VmxOps::flush_tlb_current(KvmVcpu& vcpu) {
+  VmxVcpu& v = vmx(vcpu);
+  vcpu.cpu()->invept(InveptType::kSingleContext, v.vmcs.eptp);
+}
+
+ExitFastpath VmxOps::vcpu_run(KvmVcpu& vcpu) {
+  VmxVcpu& v = vmx(vcpu);
+  LogicalCpu& cpu = *vcpu.cpu();
+  if (v.program == nullptr) {
+    // No guest code loaded: the CPU would execute whatever is at RIP; tdxsim's guests always
+    // load a program first, so this is the VMM's mistake, reported as a halt.
+    v.exit = VmExit{};
+    v.exit.reason = static_cast<uint32_t>(VmxExitReason::kHlt);
+    return ExitFastpath::kNone;
+  }
+  v.exit = cpu.run_guest(v.vmcs, v.regs, *v.program);
+  // vmx_handle_nmi: only a real NMI exit (the entry always succeeds here: VMX entry failures
+  // are not modelled) reaches the host's NMI handler.
+  if (v.exit.is(VmxExitReason::kExceptionNmi) && v.exit.intr_info == kIntrInfoNmi) {
+    cpu.handle_host_nmi();
+  }
+  return ExitFastpath::kNone;
+}
+
+int VmxOps::handle_exit(KvmVcpu& vcpu, ExitFastpath) {
+  VmxVcpu& v = vmx(vcpu);
+  KvmRun& run = vcpu.run_state();
+  switch (static_cast<VmxExitReason>(v.exit.reason)) {
+    case VmxExitReason::kExceptionNmi:
+    case VmxExitReason::kExternalInterrupt:
+    case VmxExitReason::kPreemptionTimer:
+      return 1;
+    case VmxExitReason::kEptViolation:
+      stats_.ept_violations.add();
+      return handle_ept_violation(vcpu, v);
+    case VmxExitReason::kEptMisconfig: {
+      // handle_ept_misconfig: an MMIO SPTE; the MMU decides (emulate, or retry if stale).
+      stats_.ept_misconfigs.add();
+      return handle_ept_violation(vcpu, v);
+    }
+    case VmxExitReason::kVmcall:
+      stats_.hypercalls.add();
+      return handle_vmcall(vcpu, v);
+    case VmxExitReason::kHlt:
+      // No in-kernel local APIC: the halt goes to userspace, past the HLT.
+      stats_.hlt_exits.add();
+      skip_instruction(v);
+      run.exit_reason = KvmExitReason::kHlt;
+      return 0;
+    default:
+      stats_.unhandled_exits.add();
+      run.exit_reason = KvmExitReason::kInternalError;
+      run.internal.suberror = kKvmInternalErrorUnexpectedExitReason;
+      run.internal.ndata = 2;
+      run.internal.data[0] = v.exit.reason;
+      run.internal.data[1] = vcpu.cpu()->id();
+      return 0;
+  }
+}
+
+int VmxOps::handle_ept_violation(KvmVcpu& vcpu, VmxVcpu& v) {
+  uint64_t error_code = 0;
+  if (v.exit.is(VmxExitReason::kEptViolation)) {
+    if (v.exit.qualification & kQualWrite) error_code |= kPferrWrite;
+    if (v.exit.qualification & kQualFetch) error_code |= kPferrFetch;
+    if (v.exit.qualification & kQualPresentMask) error_code |= kPferrPresent;
+  }
+  const FaultResult r = vcpu.vm().mmu().page_fault(vcpu.mmu(), v.exit.gpa, error_code);
+  switch (r.ret) {
+    case RetPf::kFixed:
+    case RetPf::kSpurious:
+    case RetPf::kRetry:
+      return 1;
+    case RetPf::kEmulate:
+      return emulate_mmio(vcpu, v);
+    default:
+      break;
+  }
+  if (r.memory_fault) {
+    vcpu.run_state().exit_reason = KvmExitReason::kMemoryFault;
+    vcpu.run_state().memory_fault = *r.memory_fault;
+  }
+  return -static_cast<int>(r.error.value_or(Errno::kEfault));
+}
+
+int VmxOps::emulate_mmio(KvmVcpu& vcpu, VmxVcpu& v) {
+  const GuestInsn& insn = v.exit.insn;
+  KvmRun& run = vcpu.run_state();
+  if (insn.kind != GuestInsnKind::kLoad && insn.kind != GuestInsnKind::kStore) {
+    // An instruction fetch from MMIO (or a walk of guest tables there): the emulator fails.
+    stats_.unhandled_exits.add();
+    run.exit_reason = KvmExitReason::kInternalError;
+    run.internal.suberror = 1;  // KVM_INTERNAL_ERROR_EMULATION
+    run.internal.ndata = 1;
+    run.internal.data[0] = v.exit.gpa.raw();
+    return 0;
+  }
+  stats_.mmio_exits.add();
+  run.exit_reason = KvmExitReason::kMmio;
+  run.mmio = KvmRun::Mmio{.phys_addr = v.exit.gpa,
+                          .data = insn.kind == GuestInsnKind::kStore ? insn.value : 0,
+                          .len = 8,
+                          .is_write = insn.kind == GuestInsnKind::kStore};
+  if (insn.kind == GuestInsnKind::kLoad) {
+    v.pending = VmxVcpu::Pending::kMmioRead;
+    v.mmio_dest = insn.dest;
+  } else {
+    skip_instruction(v);
+  }
+  return 0;
+}
+
+int VmxOps::handle_vmcall(KvmVcpu& vcpu, VmxVcpu& v) {
+  GuestRegs& g = v.regs.regs;
+  const uint64_t nr = g[Gpr::kRax];
+  if (nr != kKvmHcMapGpaRange || !has_private_mem(vcpu.kvm().type())) {
+    // kvm_emulate_hypercall: unknown to this VM.
+    g[Gpr::kRax] = kKvmEnosys;
+    skip_instruction(v);
+    return 1;
+  }
+  const uint64_t gpa = g[Gpr::kRbx], npages = g[Gpr::kRcx], attrs = g[Gpr::kRdx];
+  const uint64_t known = kKvmMapGpaRangeEncrypted | kMapGpaRangePageSzMask;
+  if ((gpa & (kPageSize - 1)) != 0 || npages == 0 || (attrs & ~known) != 0 ||
+      (attrs & kMapGpaRangePageSzMask) != 0 || gpa + (npages << kPageShift) < gpa) {
+    g[Gpr::kRax] = kKvmEinval;
+    skip_instruction(v);
+    return 1;
+  }
+  KvmRun& run = vcpu.run_state();
+  run.exit_reason = KvmExitReason::kHypercall;
+  run.hypercall = KvmRun::Hypercall{.nr = nr,
+                                    .args = {gpa, npages, attrs, 0, 0, 0},
+                                    .ret = 0,
+                                    .flags = kKvmExitHypercallLongMode};
+  v.pending = VmxVcpu::Pending::kHypercall;
+  return 0;
+}
+
+int VmxOps::complete_userspace_io(KvmVcpu& vcpu) {
+  if (vcpu.vendor() == nullptr) return 1;
+  VmxVcpu& v = vmx(vcpu);
+  const KvmRun& run = vcpu.run_state();
+  switch (std::exchange(v.pending, VmxVcpu::Pending::kNone)) {
+    case VmxVcpu::Pending::kNone:
+      return 1;
+    case VmxVcpu::Pending::kMmioRead:
+      v.regs.regs[v.mmio_dest] = run.mmio.data;
+      skip_instruction(v);
+      return 1;
+    case VmxVcpu::Pending::kHypercall:
+      v.regs.regs[Gpr::kRax] = run.hypercall.ret;
+      skip_instruction(v);
+      return 1;
+  }
+  return 1;
+}
+
+uint16_t VmxOps::alloc_vpid() {
+  MutexLock l(vpid_mu_);
+  // VPID 0 is the host's.
+  for (size_t i = 1; i < vpid_used_.size(); ++i) {
+    if (!vpid_used_[i]) {
+      vpid_used_[i] = true;
+      return static_cast<uint16_t>(i);
+    }
+  }
+  return 0;
+}
+
+void VmxOps::free_vpid(uint16_t vpid) {
+  MutexLock l(vpid_mu_);
+  vpid_used_[vpid] = false;
+}
+
+}  // namespace tdxsim

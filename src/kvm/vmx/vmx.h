@@ -1,0 +1,80 @@
+// VmxOps: KVM's VMX vendor code (arch/x86/kvm/vmx/vmx.c) for ordinary and software-protected
+// VMs on the TDP MMU: the VMCS (a GuestContext: EPTP, VPID), VM entry through the logical
+// CPU, and the exits a VM without private-memory hardware has — EPT violations into the
+// MMU, MMIO (no memslot) emulated out to userspace, VMCALL hypercalls (KVM_HC_MAP_GPA_RANGE
+// becomes a userspace exit), HLT.
+//
+// TLB: INVEPT single-context for the loaded root (flush current), global INVEPT for a full
+// flush. On bare metal there is no remote-flush hook: the MMU falls back to
+// KVM_REQ_TLB_FLUSH on every vCPU. A vCPU loaded on a CPU it did not last run on requests a
+// full flush first (the new CPU may hold entries from an earlier stay under this VPID).
+//
+// Thread safety: the vCPU state belongs to the vCPU's thread; the VPID pool is locked.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "base/atomic.h"
+#include "base/lock.h"
+#include "kvm/vcpu.h"
+#include "kvm/x86_ops.h"
+#include "platform/guest_context.h"
+#include "platform/guest_program.h"
+#include "platform/vm_exit.h"
+
+namespace tdxsim {
+
+struct VmxVcpu : VendorVcpu {
+  GuestContext vmcs;
+  GuestState regs;
+  GuestProgram* program = nullptr;
+  VmExit exit;
+  // What the next KVM_RUN must finish first: an MMIO read's value for a register, or a
+  // hypercall's return value.
+  enum class Pending : uint8_t { kNone, kMmioRead, kHypercall } pending = Pending::kNone;
+  Gpr mmio_dest = Gpr::kRax;
+};
+
+struct VmxStats {
+  Counter ept_violations, ept_misconfigs, mmio_exits, hypercalls, hlt_exits, unhandled_exits;
+};
+
+class VmxOps final : public KvmX86Ops {
+ public:
+  VmxOps() = default;
+
+  const VmxStats& stats() const { return stats_; }
+
+  KvmResult<> vm_init(KvmVm& vm) override;
+  void vm_destroy(KvmVm& vm) override;
+  KvmResult<> vcpu_create(KvmVcpu& vcpu) override;
+  void vcpu_free(KvmVcpu& vcpu) override;
+  void vcpu_load(KvmVcpu& vcpu, LogicalCpu& cpu) override;
+  ExitFastpath vcpu_run(KvmVcpu& vcpu) override;
+  int handle_exit(KvmVcpu& vcpu, ExitFastpath fastpath) override;
+  int complete_userspace_io(KvmVcpu& vcpu) override;
+  void flush_tlb_all(KvmVcpu& vcpu) override;
+  void flush_tlb_current(KvmVcpu& vcpu) override;
+  using KvmX86Ops::flush_tlb_current;
+  void set_guest(KvmVcpu& vcpu, GuestProgram* program, uint32_t instruction_budget) override;
+
+  void load_mmu_pgd(Kvm* kvm, int vcpu_id, Hpa root, Level level) override;
+
+ private:
+  int handle_ept_violation(KvmVcpu& vcpu, VmxVcpu& v);
+  // The access at the exit went to a GPA without RAM: KVM_EXIT_MMIO (x86_emulate_instruction
+  // decodes the instruction; the platform hands it over with the exit).
+  int emulate_mmio(KvmVcpu& vcpu, VmxVcpu& v);
+  int handle_vmcall(KvmVcpu& vcpu, VmxVcpu& v);
+  static void skip_instruction(VmxVcpu& v) { v.regs.rip += v.exit.insn.length; }
+
+  uint16_t alloc_vpid();
+  void free_vpid(uint16_t vpid);
+
+  VmxStats stats_;
+  Mutex vpid_mu_{"vmx_vpid_lock"};
+  std::vector<bool> vpid_used_ TDXSIM_GUARDED_BY(vpid_mu_) = std::vector<bool>(1u << 16);
+};
+
+}  // namespace tdxsim
