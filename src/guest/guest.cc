@@ -27,7 +27,9 @@ bool accept_busy(uint64_t status) {
 
 }  // namespace
 
-FramePool& frame_pool_of(Guest& g) { return g.pool_; }
+FramePool& frame_pool_of(Guest& g) {
+  return g.pool_;
+}
 
 Operands::Operands(std::initializer_list<RegValue> regs) {
   TDXSIM_CHECK(regs.size() <= kMax, "{} call operands, at most {}", regs.size(), kMax);
@@ -36,25 +38,39 @@ Operands::Operands(std::initializer_list<RegValue> regs) {
 
 // --- One instruction ------------------------------------------------------------------------
 
-Load Guest::read(Gpa gpa, Gpr dest) { return Load(x_, insn(GuestInsnKind::kLoad, gpa, 0, dest)); }
+Load Guest::read(Gpa gpa, Gpr dest) {
+  return Load(x_, insn(GuestInsnKind::kLoad, gpa, 0, dest));
+}
 Step Guest::write(Gpa gpa, uint64_t value) {
   return Step(x_, insn(GuestInsnKind::kStore, gpa, value));
 }
-Step Guest::fetch(Gpa gpa) { return Step(x_, insn(GuestInsnKind::kFetch, gpa)); }
-Step Guest::pause() { return Step(x_, insn(GuestInsnKind::kPause)); }
-Step Guest::hlt() { return Step(x_, insn(GuestInsnKind::kHlt)); }
+Step Guest::fetch(Gpa gpa) {
+  return Step(x_, insn(GuestInsnKind::kFetch, gpa));
+}
+Step Guest::pause() {
+  return Step(x_, insn(GuestInsnKind::kPause));
+}
+Step Guest::hlt() {
+  return Step(x_, insn(GuestInsnKind::kHlt));
+}
 Step Guest::mov(Gpr dest, uint64_t value) {
   return Step(x_, insn(GuestInsnKind::kMov, Gpa{0}, value, dest));
 }
-Step Guest::exec(const GuestInsn& i) { return Step(x_, i); }
+Step Guest::exec(const GuestInsn& i) {
+  return Step(x_, i);
+}
 
 // --- ucall ----------------------------------------------------------------------------------
 
 Step Guest::ucall(UcallCmd cmd, uint64_t arg) {
   return write(flavour_.to_shared(flavour_.ucall_gpa), encode_ucall(cmd, arg));
 }
-Step Guest::sync(uint64_t stage) { return ucall(UcallCmd::kSync, stage); }
-Step Guest::done() { return ucall(UcallCmd::kDone, 0); }
+Step Guest::sync(uint64_t stage) {
+  return ucall(UcallCmd::kSync, stage);
+}
+Step Guest::done() {
+  return ucall(UcallCmd::kDone, 0);
+}
 
 Task<> Guest::ucall_tdvmcall(UcallCmd cmd, uint64_t arg) {
   // Operands are built outside the co_await: GCC 12 cannot keep an initializer_list's array
@@ -102,8 +118,8 @@ Task<GuestRegs> Guest::tdvmcall(uint16_t gpr_mask, Operands ops) {
   TDXSIM_CHECK(flavour_.td, "TDG.VP.VMCALL in a non-TD guest");
   // RCX first: the operands may not name it (the mask is RCX).
   co_await mov(Gpr::kRcx, gpr_mask);
-  co_return co_await call(GuestInsnKind::kTdcall,
-                          LeafAndVersion::of(TdcallLeaf::kVpVmcall).raw(), ops);
+  co_return co_await call(GuestInsnKind::kTdcall, LeafAndVersion::of(TdcallLeaf::kVpVmcall).raw(),
+                          ops);
 }
 
 Task<GuestRegs> Guest::vmcall(uint64_t nr, Operands ops) {
@@ -171,7 +187,8 @@ Task<> Guest::map_gpa(Gpa gpa, uint64_t bytes, bool to_shared) {
     // RETRY: the host converted up to R11 (a GPA in the same form as R12) and wants the
     // guest to call again from there — it must have moved forward and stayed in the range.
     const Gpa resume{r[Gpr::kR11]};
-    if (resume <= next || resume >= end) co_await fail("MapGPA retry GPA", next, end.raw(), resume.raw());
+    if (resume <= next || resume >= end)
+      co_await fail("MapGPA retry GPA", next, end.raw(), resume.raw());
     next = resume;
   }
 }

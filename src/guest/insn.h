@@ -33,7 +33,7 @@ class Execution {
  public:
   Lane main;
   Lane ve;
-  Lane* current = nullptr;     // the lane being resumed
+  Lane* current = nullptr;      // the lane being resumed
   GuestState* state = nullptr;  // the vCPU state of the fetch in progress
 
   void post(const GuestInsn& insn, std::coroutine_handle<> h) {
@@ -66,8 +66,8 @@ class [[nodiscard]] InsnAwaiter {
   GuestInsn insn_;
 };
 
-using Step = InsnAwaiter<InsnResult::kNone>;     // its effect is all
-using Load = InsnAwaiter<InsnResult::kDest>;     // the loaded word
-using Call = InsnAwaiter<InsnResult::kRegs>;     // every register after TDCALL/VMCALL
+using Step = InsnAwaiter<InsnResult::kNone>;  // its effect is all
+using Load = InsnAwaiter<InsnResult::kDest>;  // the loaded word
+using Call = InsnAwaiter<InsnResult::kRegs>;  // every register after TDCALL/VMCALL
 
 }  // namespace tdxsim::guest

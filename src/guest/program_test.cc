@@ -180,8 +180,7 @@ TEST(ProgramTest, VeHandlerTurnsASharedStoreIntoAnMmioTdvmcall) {
   EXPECT_EQ(s.regs[Gpr::kR11], 48u);
   EXPECT_EQ(s.regs[Gpr::kR12], 8u);
   EXPECT_EQ(s.regs[Gpr::kR13], 1u);
-  EXPECT_EQ(decode_ucall(Gpa{s.regs[Gpr::kR14]}, s.regs[Gpr::kR15]),
-            (Ucall{UcallCmd::kSync, 5}));
+  EXPECT_EQ(decode_ucall(Gpa{s.regs[Gpr::kR14]}, s.regs[Gpr::kR15]), (Ucall{UcallCmd::kSync, 5}));
   s.regs[Gpr::kR10] = 0;
   s.rip += 4;
   i = p.fetch(s);

@@ -29,7 +29,9 @@ FramePool& frame_pool_of(Guest& g);
 
 namespace detail {
 
-inline Guest* guest_ptr(Guest& g) { return &g; }
+inline Guest* guest_ptr(Guest& g) {
+  return &g;
+}
 template <class T>
 Guest* guest_ptr(T&) {
   return nullptr;

@@ -14,9 +14,12 @@ constexpr uint64_t kAnySharedBit = (uint64_t{1} << 47) | (uint64_t{1} << 51);
 
 const char* to_string(UcallCmd cmd) {
   switch (cmd) {
-    case UcallCmd::kSync: return "SYNC";
-    case UcallCmd::kDone: return "DONE";
-    case UcallCmd::kAssert: return "ASSERT";
+    case UcallCmd::kSync:
+      return "SYNC";
+    case UcallCmd::kDone:
+      return "DONE";
+    case UcallCmd::kAssert:
+      return "ASSERT";
   }
   return "?";
 }
@@ -39,8 +42,8 @@ std::optional<Ucall> decode_ucall(Gpa gpa, uint64_t data, Gpa ucall_gpa) {
 }
 
 std::string to_string(const GuestFailure& f) {
-  return fmt::format("{} at GPA {:#x}: expected {:#x}, got {:#x}", f.what, f.gpa.raw(),
-                     f.expected, f.actual);
+  return fmt::format("{} at GPA {:#x}: expected {:#x}, got {:#x}", f.what, f.gpa.raw(), f.expected,
+                     f.actual);
 }
 
 }  // namespace tdxsim::guest

@@ -35,12 +35,10 @@ GuestTask ve_handler(Guest& g) {
                       insn ? insn->gpa.raw() : 0);
     }
     // Built outside the co_await (GCC 12; see Guest::ucall_tdvmcall).
-    const Operands ops{{Gpr::kR10, 0},
-                       {Gpr::kR11, static_cast<uint64_t>(TdVmCall::kEptViolation)},
-                       {Gpr::kR12, 8},
-                       {Gpr::kR13, store ? 1u : 0u},
-                       {Gpr::kR14, gpa.raw()},
-                       {Gpr::kR15, store ? insn->value : 0}};
+    const Operands ops{
+        {Gpr::kR10, 0},         {Gpr::kR11, static_cast<uint64_t>(TdVmCall::kEptViolation)},
+        {Gpr::kR12, 8},         {Gpr::kR13, store ? 1u : 0u},
+        {Gpr::kR14, gpa.raw()}, {Gpr::kR15, store ? insn->value : 0}};
     const GuestRegs r = co_await g.tdvmcall(kMmioGprMask, ops);
     const uint64_t status = r[Gpr::kRax] != 0 ? r[Gpr::kRax] : r[Gpr::kR10];
     if (status != 0) co_await g.fail("#VE.RequestMMIO", gpa, 0, status);
