@@ -17,6 +17,11 @@
 // instruction — which is what lets the #VE handler (ve_handler.h) clobber the TDCALL
 // registers without saving them.
 //
+// GCC 12: build a call's Operands in a statement of its own, not as a braced list inside the
+// co_await expression (`const Operands ops{{Gpr::kRbx, 1}}; co_await g.vmcall(nr, ops);`):
+// GCC 12 rejects an initializer_list that must live across a suspension point ("array used
+// as initializer").
+//
 // Thread safety: the vCPU thread's; the failure records are read by the host between runs.
 #pragma once
 

@@ -26,6 +26,9 @@
 // Cost. The coroutine frames come from the program's FramePool: after the first use of each
 // frame size nothing is allocated, per instruction or per primitive (a test checks it).
 //
+// One Program per vCPU: it holds that vCPU's place in the code (several vCPUs may run the
+// same code, each with its own Program).
+//
 // Thread safety: a program belongs to the vCPU thread that runs it; the host reads failure
 // records between runs.
 #pragma once
