@@ -62,6 +62,29 @@ bool TdxModule::allowed_before_ready(SeamcallLeaf leaf) {
   }
 }
 
+// An environment fault (EnvFaultKind::kForceOperandBusy, key: the leaf number, param: the
+// operand ID) makes a memory leaf lose its lock race without running: what a host sees when
+// a vCPU's TDH.VP.ENTER or another CPU's SEAMCALL holds the S-EPT or the epoch.
+std::optional<uint64_t> TdxModule::forced_busy(SeamcallLeaf leaf) {
+  switch (leaf) {
+    case SeamcallLeaf::kMemSeptAdd:
+    case SeamcallLeaf::kMemPageAug:
+    case SeamcallLeaf::kMemPageAdd:
+    case SeamcallLeaf::kMemRangeBlock:
+    case SeamcallLeaf::kMemRangeUnblock:
+    case SeamcallLeaf::kMemTrack:
+    case SeamcallLeaf::kMemPageRemove:
+    case SeamcallLeaf::kMemSeptRemove:
+    case SeamcallLeaf::kMemPageDemote:
+    case SeamcallLeaf::kMemPagePromote:
+    case SeamcallLeaf::kMemPageRelocate:
+      return platform_.faults().take(EnvFaultKind::kForceOperandBusy,
+                                     static_cast<uint64_t>(leaf));
+    default:
+      return std::nullopt;
+  }
+}
+
 void TdxModule::seamcall(LogicalCpu& cpu, SeamcallRegs& regs) {
   cpu.assert_current();
   const LeafAndVersion lv{regs.rax};
@@ -69,6 +92,8 @@ void TdxModule::seamcall(LogicalCpu& cpu, SeamcallRegs& regs) {
   if (status == raw(TdxStatus::kSuccess)) {
     if (!sys_ready() && !allowed_before_ready(lv.seamcall_leaf())) {
       status = raw(TdxStatus::kSysNotReady);
+    } else if (const std::optional<uint64_t> op = forced_busy(lv.seamcall_leaf())) {
+      status = raw(TdxStatus::kOperandBusy) | static_cast<uint32_t>(*op);
     } else {
       status = dispatch(cpu, regs, lv);
     }

@@ -172,6 +172,8 @@ class TdxModule : public SeamModule {
   using Check = std::expected<PamtLock, uint64_t>;
 
   uint64_t dispatch(LogicalCpu& cpu, SeamcallRegs& regs, LeafAndVersion lv);
+  // The operand of a forced TDX_OPERAND_BUSY armed for `leaf` (consumed), if any.
+  std::optional<uint64_t> forced_busy(SeamcallLeaf leaf);
   static bool allowed_before_ready(SeamcallLeaf leaf);
 
   // SYS leaves (sys_leaves.cc).

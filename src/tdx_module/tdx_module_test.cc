@@ -530,3 +530,35 @@ TEST_F(TdxModuleTest, HostSeesOnlyCiphertextOfModulePages) {
 
 }  // namespace
 }  // namespace tdxsim
+
+namespace tdxsim {
+namespace {
+
+// kForceOperandBusy makes a memory leaf answer BUSY|operand without running, once per
+// firing; leaves outside the memory set never consume it.
+TEST_F(TdxModuleTest, ForcedOperandBusyAnswersTheMemoryLeafWithoutRunningIt) {
+  init_sys();
+  const Hpa tdr = initialized_td(nullptr);
+  const Hpa sept_page = page();
+  const uint64_t info = PageInfo::of(Gpa{0}, Level::k512G).raw();
+  faults_.arm(EnvFaultKind::kForceOperandBusy, static_cast<uint64_t>(SeamcallLeaf::kMemSeptAdd),
+              1, static_cast<uint64_t>(TdxOperand::kSeptTree));
+  EXPECT_EQ(call(SeamcallLeaf::kMemSeptAdd, info, tdr.raw(), sept_page.raw()),
+            with_operand(TdxStatus::kOperandBusy, TdxOperand::kSeptTree));
+  // The leaf did not run: the page is still the host's.
+  EXPECT_EQ(type_of(sept_page), PamtPageType::kNda);
+  EXPECT_EQ(call(SeamcallLeaf::kMemSeptAdd, info, tdr.raw(), sept_page.raw()), 0u);
+  EXPECT_EQ(type_of(sept_page), PamtPageType::kEpt);
+
+  // Any key: only a memory leaf takes it.
+  faults_.arm(EnvFaultKind::kForceOperandBusy, FaultInjection::kAnyKey, 1,
+              static_cast<uint64_t>(TdxOperand::kTdEpoch));
+  EXPECT_EQ(call(SeamcallLeaf::kMngKeyReclaimid, tdr.raw()), 0u);
+  EXPECT_EQ(faults_.fired(EnvFaultKind::kForceOperandBusy), 1u);
+  EXPECT_EQ(call(SeamcallLeaf::kMemTrack, tdr.raw()),
+            with_operand(TdxStatus::kOperandBusy, TdxOperand::kTdEpoch));
+  EXPECT_EQ(faults_.fired(EnvFaultKind::kForceOperandBusy), 2u);
+}
+
+}  // namespace
+}  // namespace tdxsim
