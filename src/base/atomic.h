@@ -31,9 +31,13 @@ class AtomicWord {
   uint64_t fetch_sub(uint64_t v, std::memory_order o) { return v_.fetch_sub(v, o); }
   uint64_t fetch_or(uint64_t v, std::memory_order o) { return v_.fetch_or(v, o); }
   uint64_t fetch_and(uint64_t v, std::memory_order o) { return v_.fetch_and(v, o); }
+  // Blocks while the word still holds `old` (std::atomic::wait: spurious wake-ups are
+  // possible, so callers re-check); notify_all wakes every waiter.
+  void wait(uint64_t old, std::memory_order o) const { v_.wait(old, o); }
+  void notify_all() { v_.notify_all(); }
 
   static constexpr std::memory_order failure_order(std::memory_order o) {
-    return o == std::memory_order_acq_rel ? std::memory_order_acquire
+    return o == std::memory_order_acq_rel   ? std::memory_order_acquire
            : o == std::memory_order_release ? std::memory_order_relaxed
                                             : o;
   }

@@ -1,11 +1,13 @@
 // tdxsim: the command.
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <string>
 
-#include <CLI/CLI.hpp>
-#include <fmt/format.h>
-
 #include "cli/platform_tour.h"
+#include "cli/run_scenario.h"
+#include "scenarios/scenario.h"
 
 namespace {
 
@@ -28,7 +30,7 @@ int main(int argc, char** argv) {
   CLI::App app{"tdxsim: an executable model of KVM's TDX memory virtualisation"};
   app.require_subcommand(1);
 
-  std::string name = kBuiltins[0].name;
+  std::string name = "td_lifecycle";
   auto* run = app.add_subcommand("run", "run a built-in scenario (default: " + name + ")");
   run->add_option("scenario", name, "the scenario's name (see `tdxsim scenarios`)");
   auto* scenarios = app.add_subcommand("scenarios", "list the built-in scenarios, one per line");
@@ -42,8 +44,14 @@ int main(int argc, char** argv) {
   }
 
   if (scenarios->parsed()) {
+    for (const tdxsim::ScenarioInfo& s : tdxsim::builtin_scenarios()) {
+      fmt::print("{}\t{}\n", s.name, s.description);
+    }
     for (const Builtin& b : kBuiltins) fmt::print("{}\t{}\n", b.name, b.description);
     return 0;
+  }
+  if (const tdxsim::ScenarioInfo* s = tdxsim::find_scenario(name)) {
+    return tdxsim::cli::run_scenario(*s, tdxsim::ScenarioOptions{}, stdout);
   }
   for (const Builtin& b : kBuiltins) {
     if (name == b.name) return b.run(stdout) == 0 ? 0 : 1;

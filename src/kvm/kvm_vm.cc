@@ -17,8 +17,7 @@ KvmResult<std::unique_ptr<KvmVm>> KvmVm::create(KvmHost& host, HostMm& mm,
   return vm;
 }
 
-KvmVm::KvmVm(KvmHost& host, HostMm& mm, const KvmVmConfig& config)
-    : host_(host), config_(config) {
+KvmVm::KvmVm(KvmHost& host, HostMm& mm, const KvmVmConfig& config) : host_(host), config_(config) {
   kvm_ = std::make_unique<Kvm>(host.platform().memory(), mm,
                                KvmConfig{.type = config.type, .max_memslots = config.max_memslots});
   kvm_->set_vm(this);

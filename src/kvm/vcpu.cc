@@ -1,6 +1,6 @@
 #include "kvm/vcpu.h"
 
-#include <thread>
+#include <optional>
 
 #include "base/check.h"
 #include "kvm/kvm_vm.h"
@@ -17,29 +17,41 @@ constexpr uint64_t word_of(uint64_t exits, VcpuMode m) {
 
 const char* to_string(VcpuMode m) {
   switch (m) {
-    case VcpuMode::kOutsideGuestMode: return "OUTSIDE_GUEST_MODE";
-    case VcpuMode::kInGuestMode: return "IN_GUEST_MODE";
-    case VcpuMode::kExitingGuestMode: return "EXITING_GUEST_MODE";
+    case VcpuMode::kOutsideGuestMode:
+      return "OUTSIDE_GUEST_MODE";
+    case VcpuMode::kInGuestMode:
+      return "IN_GUEST_MODE";
+    case VcpuMode::kExitingGuestMode:
+      return "EXITING_GUEST_MODE";
   }
   return "?";
 }
 
 const char* to_string(KvmRequest r) {
   switch (r) {
-    case KvmRequest::kTlbFlush: return "KVM_REQ_TLB_FLUSH";
-    case KvmRequest::kVmDead: return "KVM_REQ_VM_DEAD";
-    case KvmRequest::kOutsideGuestMode: return "KVM_REQ_OUTSIDE_GUEST_MODE";
-    case KvmRequest::kMmuFreeObsoleteRoots: return "KVM_REQ_MMU_FREE_OBSOLETE_ROOTS";
-    case KvmRequest::kTlbFlushCurrent: return "KVM_REQ_TLB_FLUSH_CURRENT";
+    case KvmRequest::kTlbFlush:
+      return "KVM_REQ_TLB_FLUSH";
+    case KvmRequest::kVmDead:
+      return "KVM_REQ_VM_DEAD";
+    case KvmRequest::kOutsideGuestMode:
+      return "KVM_REQ_OUTSIDE_GUEST_MODE";
+    case KvmRequest::kMmuFreeObsoleteRoots:
+      return "KVM_REQ_MMU_FREE_OBSOLETE_ROOTS";
+    case KvmRequest::kTlbFlushCurrent:
+      return "KVM_REQ_TLB_FLUSH_CURRENT";
   }
   return "?";
 }
 
-KvmVcpu::KvmVcpu(KvmVm& vm, int id) : vm_(vm), ops_(vm.ops()), id_(id) { mmu_.vcpu_id = id; }
+KvmVcpu::KvmVcpu(KvmVm& vm, int id) : vm_(vm), ops_(vm.ops()), id_(id) {
+  mmu_.vcpu_id = id;
+}
 
 KvmVcpu::~KvmVcpu() = default;
 
-Kvm& KvmVcpu::kvm() const { return vm_.kvm(); }
+Kvm& KvmVcpu::kvm() const {
+  return vm_.kvm();
+}
 
 // --- Requests and kicks ---------------------------------------------------------------------
 
@@ -87,12 +99,14 @@ uint64_t KvmVcpu::request_and_kick(KvmRequest r) {
 
 void KvmVcpu::wait_exited(uint64_t word) const {
   if (mode_of(word) == VcpuMode::kOutsideGuestMode) return;
-  LogicalCpu* self = this_cpu();
-  // smp_call_function waits with interrupts enabled: a CPU waiting here still takes IPIs, so
-  // two CPUs waiting on each other cannot deadlock.
-  while (exits_of(mode_.load(std::memory_order_acquire)) == exits_of(word)) {
-    if (self != nullptr) self->handle_interrupts();
-    std::this_thread::yield();
+  // smp_call_function waits with interrupts enabled: a CPU waiting here still takes IPIs
+  // (while blocked, their senders run them), so two CPUs waiting on each other cannot
+  // deadlock. Blocking rather than spinning leaves the host CPU to the vCPU being waited for.
+  std::optional<LogicalCpu::BlockedScope> blocked;
+  if (LogicalCpu* self = this_cpu(); self != nullptr) blocked.emplace(*self);
+  for (uint64_t w = mode_.load(std::memory_order_acquire); exits_of(w) == exits_of(word);
+       w = mode_.load(std::memory_order_acquire)) {
+    mode_.wait(w, std::memory_order_acquire);
   }
 }
 
@@ -165,6 +179,7 @@ int KvmVcpu::enter_guest(LogicalCpu& cpu) {
   mode_.store(word_of(exits, VcpuMode::kInGuestMode), std::memory_order_seq_cst);
   if (has_requests() || signal_pending()) {
     mode_.store(word_of(exits + 1, VcpuMode::kOutsideGuestMode), std::memory_order_seq_cst);
+    mode_.notify_all();
     stats_.requests_cancelled_entry.add();
     cpu.handle_interrupts();
     return 1;
@@ -175,6 +190,7 @@ int KvmVcpu::enter_guest(LogicalCpu& cpu) {
   // OUTSIDE_GUEST_MODE, then interrupts: a waiting sender sees the exit count move, and a
   // kick's IPI is taken here (local_irq_enable after the exit).
   mode_.store(word_of(exits + 1, VcpuMode::kOutsideGuestMode), std::memory_order_seq_cst);
+  mode_.notify_all();
   cpu.handle_interrupts();
   return ops_.handle_exit(*this, fastpath);
 }

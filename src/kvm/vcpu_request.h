@@ -14,15 +14,17 @@
 namespace tdxsim {
 
 enum class KvmRequest : uint8_t {
-  kTlbFlush = 0,             // KVM_REQ_TLB_FLUSH: flush everything the vCPU cached (flush_tlb_all)
-  kVmDead = 1,               // KVM_REQ_VM_DEAD: KVM_RUN fails with EIO from now on
-  kOutsideGuestMode = 3,     // KVM_REQ_OUTSIDE_GUEST_MODE: nothing to do but leave guest mode
-  kMmuFreeObsoleteRoots = 8, // KVM_REQ_MMU_FREE_OBSOLETE_ROOTS: drop an invalidated root
-  kTlbFlushCurrent = 9,      // KVM_REQ_TLB_FLUSH_CURRENT: flush the loaded root's translations
+  kTlbFlush = 0,              // KVM_REQ_TLB_FLUSH: flush everything the vCPU cached (flush_tlb_all)
+  kVmDead = 1,                // KVM_REQ_VM_DEAD: KVM_RUN fails with EIO from now on
+  kOutsideGuestMode = 3,      // KVM_REQ_OUTSIDE_GUEST_MODE: nothing to do but leave guest mode
+  kMmuFreeObsoleteRoots = 8,  // KVM_REQ_MMU_FREE_OBSOLETE_ROOTS: drop an invalidated root
+  kTlbFlushCurrent = 9,       // KVM_REQ_TLB_FLUSH_CURRENT: flush the loaded root's translations
 };
 const char* to_string(KvmRequest r);
 
-constexpr uint64_t request_bit(KvmRequest r) { return uint64_t{1} << static_cast<unsigned>(r); }
+constexpr uint64_t request_bit(KvmRequest r) {
+  return uint64_t{1} << static_cast<unsigned>(r);
+}
 
 // KVM_REQUEST_WAIT: the requests whose senders wait for the vCPUs to acknowledge.
 constexpr bool request_waits(KvmRequest r) {

@@ -49,7 +49,10 @@ class KvmX86Ops : public MmuVendorOps {
   // one: a vendor whose state is tied to a CPU moves it here.
   virtual void vcpu_load(KvmVcpu& vcpu, LogicalCpu& cpu) = 0;
   // vcpu_pre_run: can KVM_RUN go on at all (TDX: EINVAL before the TD is runnable)?
-  virtual KvmResult<> vcpu_pre_run(KvmVcpu& vcpu) { (void)vcpu; return {}; }
+  virtual KvmResult<> vcpu_pre_run(KvmVcpu& vcpu) {
+    (void)vcpu;
+    return {};
+  }
   // vcpu_run: enter the guest once, with the vCPU's mode IN_GUEST_MODE; returns after the
   // exit with the exit recorded in the vendor's vCPU state.
   virtual ExitFastpath vcpu_run(KvmVcpu& vcpu) = 0;
@@ -59,7 +62,10 @@ class KvmX86Ops : public MmuVendorOps {
   // complete_userspace_io: the exit userspace just handled needs finishing before entry (an
   // MMIO read's data into the guest's register, a MapGPA chunk's next step). Same return
   // convention as handle_exit; the default has nothing pending.
-  virtual int complete_userspace_io(KvmVcpu& vcpu) { (void)vcpu; return 1; }
+  virtual int complete_userspace_io(KvmVcpu& vcpu) {
+    (void)vcpu;
+    return 1;
+  }
 
   // KVM_REQ_TLB_FLUSH / KVM_REQ_TLB_FLUSH_CURRENT on the vCPU's own logical CPU.
   virtual void flush_tlb_all(KvmVcpu& vcpu) = 0;

@@ -21,7 +21,9 @@ constexpr uint64_t kKvmEinval = static_cast<uint64_t>(-22);
 // Page-size field of KVM_HC_MAP_GPA_RANGE's attributes (bits 3:0): only 4K is defined.
 constexpr uint64_t kMapGpaRangePageSzMask = 0xF;
 
-VmxVcpu& vmx(KvmVcpu& vcpu) { return vcpu.vendor_as<VmxVcpu>(); }
+VmxVcpu& vmx(KvmVcpu& vcpu) {
+  return vcpu.vendor_as<VmxVcpu>();
+}
 
 }  // namespace
 

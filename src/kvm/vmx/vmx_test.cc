@@ -66,9 +66,9 @@ TEST_F(VmxTest, MapGpaHypercallExitsOnlyForAVmWithPrivateMemory) {
     make_vm(type);
     add_ram(0, 0, 1 << 20);
     KvmVcpu* vcpu = add_vcpu(0);
-    G guest({G::mov(Gpr::kRax, kKvmHcMapGpaRange), G::mov(Gpr::kRbx, 0x4000),
-             G::mov(Gpr::kRcx, 3), G::mov(Gpr::kRdx, kKvmMapGpaRangeEncrypted),
-             G::op(GuestInsnKind::kVmcall), G::op(GuestInsnKind::kHlt)});
+    G guest({G::mov(Gpr::kRax, kKvmHcMapGpaRange), G::mov(Gpr::kRbx, 0x4000), G::mov(Gpr::kRcx, 3),
+             G::mov(Gpr::kRdx, kKvmMapGpaRangeEncrypted), G::op(GuestInsnKind::kVmcall),
+             G::op(GuestInsnKind::kHlt)});
     vt.set_guest(*vcpu, &guest, 4096);
     ASSERT_TRUE(run_on(*vcpu, 2).has_value());
     KvmRun& run = vcpu->run_state();

@@ -32,9 +32,7 @@ class VtOps final : public KvmX86Ops {
   int handle_exit(KvmVcpu& vcpu, ExitFastpath fp) override {
     return of(vcpu).handle_exit(vcpu, fp);
   }
-  int complete_userspace_io(KvmVcpu& vcpu) override {
-    return of(vcpu).complete_userspace_io(vcpu);
-  }
+  int complete_userspace_io(KvmVcpu& vcpu) override { return of(vcpu).complete_userspace_io(vcpu); }
   void flush_tlb_all(KvmVcpu& vcpu) override { of(vcpu).flush_tlb_all(vcpu); }
   void flush_tlb_current(KvmVcpu& vcpu) override { of(vcpu).flush_tlb_current(vcpu); }
   using KvmX86Ops::flush_tlb_current;
@@ -68,9 +66,7 @@ class VtOps final : public KvmX86Ops {
 
  private:
   // is_td(kvm): vm_init refused TDs without TDX, so tdx_ is set whenever one exists.
-  KvmX86Ops& of(const Kvm* kvm) const {
-    return kvm->type() == VmType::kTdx ? *tdx_ : vmx_;
-  }
+  KvmX86Ops& of(const Kvm* kvm) const { return kvm->type() == VmType::kTdx ? *tdx_ : vmx_; }
   KvmX86Ops& of(const KvmVm& vm) const { return of(&vm.kvm()); }
   KvmX86Ops& of(const KvmVcpu& vcpu) const { return of(&vcpu.kvm()); }
 

@@ -1,0 +1,62 @@
+// The table of built-in scenarios.
+#include <algorithm>
+
+#include "scenarios/scenario.h"
+
+namespace tdxsim {
+
+void run_td_lifecycle(const ScenarioOptions&, Report&);
+void run_private_mem_conversions(const ScenarioOptions&, Report&);
+void run_tdx_upm_explicit(const ScenarioOptions&, Report&);
+void run_tdx_upm_implicit(const ScenarioOptions&, Report&);
+void run_memslot_delete_private(const ScenarioOptions&, Report&);
+void run_memslot_move(const ScenarioOptions&, Report&);
+void run_removal_under_contention(const ScenarioOptions&, Report&);
+
+namespace {
+
+constexpr ScenarioInfo kScenarios[] = {
+    {"td_lifecycle",
+     "a TD built with a measured image (PAGE.ADD, MR.EXTEND, MR.FINALIZE), 4 vCPUs accept and "
+     "fill all private memory, then teardown returns every frame and leaves the PAMT clean",
+     run_td_lifecycle},
+    {"private_mem_conversions",
+     "KVM's private_mem_conversions_test on a software-protected VM and a TD: 1 and 4 vCPUs, 1 "
+     "and 2 memslots over one guest_memfd, with and without punch-hole; host and guest views "
+     "checked at every step",
+     run_private_mem_conversions},
+    {"tdx_upm_explicit",
+     "the TDX selftest tdx_upm_test, explicit: a 40 KiB focus area converted to shared and back "
+     "by MapGPA, each side checking the other's writes; private data never reaches the host",
+     run_tdx_upm_explicit},
+    {"tdx_upm_implicit",
+     "tdx_upm_test, implicit: the same conversions made by touching the other alias, which KVM "
+     "turns into memory-fault exits the VMM answers by converting",
+     run_tdx_upm_implicit},
+    {"memslot_delete_private",
+     "private_mem_kvm_exits_test: deleting the memslot under a private access loop gives "
+     "EFAULT with a memory-fault exit (slot GPA, 4096, private), on a software-protected VM "
+     "and a TD",
+     run_memslot_delete_private},
+    {"memslot_move",
+     "set_memory_region_test's move and delete on a plain VMX VM with a THP slot, quirk on and "
+     "off: MMIO exits while the slot is gone, never stale data",
+     run_memslot_move},
+    {"removal_under_contention",
+     "4 vCPUs run while the host converts private memory to shared: every removal is BLOCK, "
+     "TRACK, kick, REMOVE, and forced OPERAND_BUSY on each is retried once with entry blocked",
+     run_removal_under_contention},
+};
+
+}  // namespace
+
+std::span<const ScenarioInfo> builtin_scenarios() {
+  return kScenarios;
+}
+
+const ScenarioInfo* find_scenario(std::string_view name) {
+  auto it = std::ranges::find(kScenarios, name, &ScenarioInfo::name);
+  return it == std::end(kScenarios) ? nullptr : &*it;
+}
+
+}  // namespace tdxsim

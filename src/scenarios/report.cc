@@ -1,0 +1,36 @@
+#include "scenarios/scenario.h"
+
+namespace tdxsim {
+
+void Report::note(bool ok, std::string_view name, std::string evidence) {
+  MutexLock l(mu_);
+  ++checks_;
+  if (!ok) failures_.push_back(fmt::format("{}: {}", name, evidence));
+}
+
+void Report::figure(std::string_view name, uint64_t value) {
+  MutexLock l(mu_);
+  figures_.emplace_back(std::string(name), value);
+}
+
+bool Report::passed() const {
+  MutexLock l(mu_);
+  return failures_.empty();
+}
+
+uint64_t Report::checks() const {
+  MutexLock l(mu_);
+  return checks_;
+}
+
+std::vector<std::string> Report::failures() const {
+  MutexLock l(mu_);
+  return failures_;
+}
+
+std::vector<std::pair<std::string, uint64_t>> Report::figures() const {
+  MutexLock l(mu_);
+  return figures_;
+}
+
+}  // namespace tdxsim

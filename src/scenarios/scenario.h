@@ -1,0 +1,66 @@
+// Scenarios: whole-stack runs with their checks, each named for what it ports (a KVM
+// selftest, a TDX flow), listed by `tdxsim scenarios` and run by `tdxsim run NAME`.
+//
+// A scenario builds a Machine and VMs through the VMM, runs guest programs on vCPU threads,
+// and checks data and state as it goes: every check has a name, and a failed one carries its
+// evidence (GPA, vCPU, values). The verdict is whether every check held.
+//
+// Thread safety: a Report may be written from several threads (vCPU threads check as they
+// go); everything else belongs to the thread running the scenario.
+#pragma once
+
+#include <fmt/format.h>
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/lock.h"
+
+namespace tdxsim {
+
+struct ScenarioOptions {
+  uint64_t seed = 1;
+  bool verbose = false;
+};
+
+class Report {
+ public:
+  // Records a check; returns `ok`. `evidence` is only formatted for a failure.
+  template <class... Args>
+  bool check(bool ok, std::string_view name, fmt::format_string<Args...> evidence, Args&&... args) {
+    note(ok, name, ok ? std::string() : fmt::format(evidence, std::forward<Args>(args)...));
+    return ok;
+  }
+  bool check(bool ok, std::string_view name) { return check(ok, name, "{}", "failed"); }
+  // A figure for the summary (counts, not verdicts).
+  void figure(std::string_view name, uint64_t value) TDXSIM_EXCLUDES(mu_);
+
+  bool passed() const TDXSIM_EXCLUDES(mu_);
+  uint64_t checks() const TDXSIM_EXCLUDES(mu_);
+  // The failed checks, each "name: evidence", in the order they failed.
+  std::vector<std::string> failures() const TDXSIM_EXCLUDES(mu_);
+  std::vector<std::pair<std::string, uint64_t>> figures() const TDXSIM_EXCLUDES(mu_);
+
+ private:
+  void note(bool ok, std::string_view name, std::string evidence) TDXSIM_EXCLUDES(mu_);
+
+  mutable Mutex mu_{"scenario report"};
+  uint64_t checks_ TDXSIM_GUARDED_BY(mu_) = 0;
+  std::vector<std::string> failures_ TDXSIM_GUARDED_BY(mu_);
+  std::vector<std::pair<std::string, uint64_t>> figures_ TDXSIM_GUARDED_BY(mu_);
+};
+
+struct ScenarioInfo {
+  std::string_view name;
+  std::string_view description;
+  void (*run)(const ScenarioOptions& options, Report& report);
+};
+
+// Every built-in scenario, in a fixed order.
+std::span<const ScenarioInfo> builtin_scenarios();
+const ScenarioInfo* find_scenario(std::string_view name);
+
+}  // namespace tdxsim

@@ -1,0 +1,92 @@
+// What the built-in scenarios share: running vCPU threads to their guests' DONE with the
+// checks every run makes (no ASSERT, no unexpected exit), and error names for evidence.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "guest/program.h"
+#include "kvm/kvm_errno.h"
+#include "scenarios/scenario.h"
+#include "vmm/vm.h"
+
+namespace tdxsim {
+
+// Scenarios are written against the VMM.
+using vmm::Machine;
+using vmm::MachineConfig;
+using vmm::MemoryRegion;
+using vmm::VcpuExitStats;
+using vmm::VcpuStop;
+using vmm::Vm;
+using vmm::VmShape;
+
+// What the host does at a guest's GUEST_SYNC, packed into the ucall's 56-bit argument:
+// check that the host's view of a range (offsets from the vCPU's base) holds pattern round
+// `check` (round 0: zeros), then optionally write round `write`; or punch the range out of
+// guest_memfd. Guest and host code build and read it with the same functions.
+enum class HostOp : uint64_t { kCheck = 1, kCheckWrite = 2, kPunch = 3 };
+struct HostStep {
+  HostOp op;
+  uint64_t check, write;  // rounds, < 16
+  uint64_t offset, size;  // page aligned, < 4 GiB
+
+  uint64_t encode() const;
+  static HostStep decode(uint64_t arg);
+};
+inline uint64_t check(uint64_t offset, uint64_t size, uint64_t round) {
+  return HostStep{HostOp::kCheck, round, 0, offset, size}.encode();
+}
+inline uint64_t check_write(uint64_t offset, uint64_t size, uint64_t round, uint64_t next) {
+  return HostStep{HostOp::kCheckWrite, round, next, offset, size}.encode();
+}
+inline uint64_t punch(uint64_t offset, uint64_t size) {
+  return HostStep{HostOp::kPunch, 0, 0, offset, size}.encode();
+}
+// The value of round `round` at `gpa` (round 0 is all zeros).
+inline uint64_t round_value(Gpa gpa, uint64_t round) {
+  return round == 0 ? 0 : guest::pattern(gpa, round);
+}
+inline uint64_t zero_pattern(Gpa, uint64_t) {
+  return 0;
+}
+
+template <class T>
+const char* errno_name(const KvmResult<T>& r) {
+  return r ? "ok" : to_string(r.error());
+}
+
+// Called on the vCPU's thread for each GUEST_SYNC(stage): the host's side of that step.
+// Returns false to stop that vCPU (the check that failed is in the report).
+using SyncHandler = std::function<bool(unsigned vcpu, uint64_t stage)>;
+
+// The host's side of HostSteps for `vm`, with each vCPU's base GPA from `base_of`.
+class HostSync {
+ public:
+  HostSync(Vm& vm, Report& report, std::string tag, std::function<Gpa(unsigned)> base_of)
+      : vm_(vm), report_(report), tag_(std::move(tag)), base_of_(std::move(base_of)) {}
+  bool operator()(unsigned vcpu, uint64_t arg) const;
+  SyncHandler handler() const {
+    return [this](unsigned vcpu, uint64_t arg) { return (*this)(vcpu, arg); };
+  }
+
+ private:
+  Vm& vm_;
+  Report& report_;
+  std::string tag_;
+  std::function<Gpa(unsigned)> base_of_;
+};
+
+// Runs every vCPU of `vm` on its own thread until its guest's DONE. An ASSERT is reported with
+// the guest's record, any other stop with the exit it stopped at.
+// REQUIRES: programs[i] is attached to vCPU i.
+void run_vcpus_to_done(Vm& vm, const std::vector<std::unique_ptr<guest::Program>>& programs,
+                       Report& report, const SyncHandler& on_sync = {});
+
+// The same for one vCPU on the calling thread.
+bool run_vcpu_to_done(Vm& vm, unsigned vcpu, const guest::Program& program, Report& report,
+                      const SyncHandler& on_sync = {});
+
+}  // namespace tdxsim

@@ -1,0 +1,78 @@
+// Machine: one simulated host as a VMM finds it — the platform (logical CPUs in packages,
+// host memory), the TDX module when the host has TDX (brought up as Linux does at boot),
+// and KVM loaded with the Intel vendor table (VMX, plus TDX when present).
+//
+// CPU placement. SEAMCALLs and VM entries are CPU-local, so every thread that reaches them
+// runs bound to a logical CPU. The first `host_cpus` CPUs are for host threads (the VMM's
+// main thread, the memory-pressure thread): each has its own, so none waits for another's
+// CPU while holding a lock. The rest run vCPUs; a vCPU thread stays bound to its CPU while it
+// handles its exits (it runs there, as a real vCPU thread would) and may move between runs.
+//
+// Thread safety: the accessors may be called from any thread; construction and destruction
+// from one, with no VM alive.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "base/fault_injection.h"
+#include "kvm/kvm_vm.h"
+#include "kvm/vmx/vmx.h"
+#include "kvm/vmx/vt_ops.h"
+#include "platform/platform.h"
+
+namespace tdxsim {
+class TdxModule;
+class TdxHost;
+class TdxOps;
+}  // namespace tdxsim
+
+namespace tdxsim::vmm {
+
+struct MachineConfig {
+  unsigned packages = 2;
+  unsigned cpus_per_package = 4;
+  uint64_t memory_bytes = uint64_t{1} << 30;
+  uint64_t huge_2m_pages = 0;  // reserved for THP-backed shared memory
+  bool tdx = true;             // the TDX module is loaded and KVM enables TDX
+  unsigned host_cpus = 2;      // CPUs 0..host_cpus-1 run host threads
+};
+
+class Machine {
+ public:
+  // Aborts (TDXSIM_CHECK) when the TDX bring-up fails: the machine is the simulation's own
+  // assembly, not input.
+  explicit Machine(const MachineConfig& config);
+  ~Machine();
+  Machine(const Machine&) = delete;
+  Machine& operator=(const Machine&) = delete;
+
+  const MachineConfig& config() const { return config_; }
+  FaultInjection& faults() { return faults_; }
+  Platform& platform() { return *platform_; }
+  KvmHost& kvm() { return *kvm_; }
+  VmxOps& vmx() { return vmx_; }
+  // Null when the host has no TDX.
+  TdxModule* tdx_module() { return module_.get(); }
+  TdxHost* tdx_host() { return tdx_host_.get(); }
+  TdxOps* tdx() { return tdx_ops_.get(); }
+
+  // Logical CPU for host thread `i` (0: the VMM's main thread). REQUIRES: i < host_cpus.
+  unsigned host_cpu(unsigned i) const;
+  // How many CPUs run vCPUs, and the n-th of them.
+  unsigned vcpu_cpu_count() const;
+  unsigned vcpu_cpu(unsigned n) const;
+
+ private:
+  MachineConfig config_;
+  FaultInjection faults_;
+  std::unique_ptr<Platform> platform_;
+  std::unique_ptr<TdxModule> module_;
+  std::unique_ptr<TdxHost> tdx_host_;
+  std::unique_ptr<TdxOps> tdx_ops_;
+  VmxOps vmx_;
+  std::unique_ptr<VtOps> vt_;
+  std::unique_ptr<KvmHost> kvm_;
+};
+
+}  // namespace tdxsim::vmm
