@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <future>
 #include <memory>
@@ -222,5 +223,25 @@ inline std::vector<GuestInsn> vmcall(TdVmCall fn, uint64_t r12 = 0, uint64_t r13
 inline void append(std::vector<GuestInsn>& code, const std::vector<GuestInsn>& more) {
   code.insert(code.end(), more.begin(), more.end());
 }
+
+// Runs `code`, then spins on PAUSE forever: with an instruction budget of 0 the vCPU stays in
+// guest mode until something kicks it. spinning() says the code is done.
+class ThenSpin : public GuestProgram {
+ public:
+  explicit ThenSpin(std::vector<GuestInsn> code) : code_(std::move(code)) {
+    for (GuestInsn& i : code_) i.length = 4;
+  }
+  GuestInsn fetch(GuestState& s) override {
+    if (s.rip / 4 < code_.size()) return code_[s.rip / 4];
+    spinning_.store(true, std::memory_order_release);
+    return ScriptedGuest::op(GuestInsnKind::kPause);
+  }
+  uint64_t ve_handler_rip() const override { return ScriptedGuest::kVeHandlerRip; }
+  bool spinning() const { return spinning_.load(std::memory_order_acquire); }
+
+ private:
+  std::vector<GuestInsn> code_;
+  std::atomic<bool> spinning_{false};
+};
 
 }  // namespace tdxsim
