@@ -17,8 +17,9 @@ namespace {
 
 constexpr ScenarioInfo kScenarios[] = {
     {"td_lifecycle",
-     "a TD built with a measured image (PAGE.ADD, MR.EXTEND, MR.FINALIZE), 4 vCPUs accept and "
-     "fill all private memory, then teardown returns every frame and leaves the PAMT clean",
+     "a TD built with a measured image (PAGE.ADD, MR.EXTEND, MR.FINALIZE), 4 vCPUs moving "
+     "between packages accept and fill all private memory, then teardown returns every frame "
+     "and leaves the PAMT clean",
      run_td_lifecycle},
     {"private_mem_conversions",
      "KVM's private_mem_conversions_test on a software-protected VM and a TD: 1 and 4 vCPUs, 1 "

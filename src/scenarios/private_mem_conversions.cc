@@ -1,10 +1,12 @@
 // private_mem_conversions: KVM's x86/private_mem_conversions_test, step for step (see
 // docs/selftest-port.md), on a software-protected VM and on a TD, with 1 and 4 vCPUs, 1 and
 // 2 memslots over one guest_memfd, and conversions with and without punching the retired
-// private copy out of guest_memfd.
+// private copy out of guest_memfd (the selftest's do_fallocate, per VM here: a TD's MapGPA
+// has no room for the selftest's private flags). The host reclaims the shared memory all
+// along (page migration through the MMU notifier), which must never cost a private page.
 //
-// Each vCPU owns a 4 MiB chunk from GPA 4 GiB (the selftest's 2 MiB + 4 KiB rounded up to
-// 2 MiB). The guest's GUEST_SYNC carries what the host must do on that step (HostStep): check
+// Each vCPU owns a 4 MiB chunk from GPA 4 GiB (the selftest's 2 MiB + 4 KiB of data, aligned
+// up to 2 MiB). The guest's GUEST_SYNC carries what the host must do on that step (HostStep): check
 // that its view of a range holds one pattern round, optionally write another, or punch a
 // range out of guest_memfd. Patterns are pattern(gpa, round): the selftest's 0xaa, 0xcc,
 // 0x11… become rounds, so every word differs from its neighbours and from zero.
@@ -24,7 +26,8 @@ namespace tdxsim {
 
 namespace {
 
-constexpr uint64_t kChunk = 4 << 20;  // per vCPU
+constexpr uint64_t kData = (2 << 20) + kPageSize;  // PER_CPU_DATA_SIZE
+constexpr uint64_t kChunk = 4 << 20;               // per vCPU: kData aligned up to 2 MiB
 constexpr Gpa kBase{uint64_t{4} << 30};
 
 // The selftest's byte patterns, as rounds.
@@ -50,14 +53,14 @@ guest::GuestTask map(guest::Guest& g, Gpa gpa, uint64_t size, bool to_shared) {
   }
 }
 
-// guest_test_explicit_conversion.
+// guest_test_explicit_conversion (data: the selftest's PER_CPU_DATA_SIZE, 2 MiB + 4 KiB).
 guest::GuestTask explicit_conversion(guest::Guest& g, Gpa base) {
   const auto sh = [&](Gpa gpa) { return g.flavour().to_shared(gpa); };
   // Memory starts shared: the guest's and the host's writes are visible to each other.
-  co_await g.fill(sh(base), kChunk, kAA);
-  co_await g.verify(sh(base), kChunk, kAA);
-  co_await g.sync(check_write(0, kChunk, kAA, kCC));
-  co_await g.verify(sh(base), kChunk, kCC);
+  co_await g.fill(sh(base), kData, kAA);
+  co_await g.verify(sh(base), kData, kAA);
+  co_await g.sync(check_write(0, kData, kAA, kCC));
+  co_await g.verify(sh(base), kData, kCC);
 
   for (const TestRange& r : kRanges) {
     const Gpa gpa = base + r.offset;
@@ -71,8 +74,8 @@ guest::GuestTask explicit_conversion(guest::Guest& g, Gpa base) {
       co_await g.sync(check(r.offset, r.size, k11));
       co_await g.verify(gpa, r.size, k22);
       if (r.offset > 0) co_await g.verify(sh(base), r.offset, kCC);
-      if (r.offset + r.size < kChunk) {
-        co_await g.verify(sh(gpa + r.size), kChunk - r.offset - r.size, kCC);
+      if (r.offset + r.size < kData) {
+        co_await g.verify(sh(gpa + r.size), kData - r.offset - r.size, kCC);
       }
       // Odd pages back to shared: holes in a private range.
       for (uint64_t j = 0; j < r.size; j += kPageSize) {
@@ -91,21 +94,32 @@ guest::GuestTask explicit_conversion(guest::Guest& g, Gpa base) {
     co_await g.sync(check_write(r.offset, r.size, k33, k44));
     co_await g.verify(sh(gpa), r.size, k44);
     co_await g.fill(sh(gpa), r.size, kCC);
+    // Every private page freed before the next range: a clean slate.
+    co_await map(g, base, kData, /*to_shared=*/true);
+    co_await g.sync(punch(0, kData));
   }
-  co_await map(g, base, kChunk, /*to_shared=*/true);
 }
 
-// guest_test_punch_hole: punched private pages read zero.
-guest::GuestTask punch_hole(guest::Guest& g, Gpa base) {
-  co_await map(g, base, kChunk, /*to_shared=*/false);
+// guest_test_punch_hole: punching frees memory (zaps the private mappings), and the next
+// fault gets a zeroed page. `precise`: fault in only the target range, else all of it.
+guest::GuestTask punch_hole(guest::Guest& g, Gpa base, bool precise) {
+  co_await map(g, base, kData, /*to_shared=*/false);
   for (const TestRange& r : kRanges) {
-    co_await g.sync(punch(0, kChunk));
-    co_await g.fill(base, kChunk, kCC);
-    co_await g.verify(base, kChunk, kCC);
+    const Gpa gpa = base + r.offset;
+    co_await g.sync(punch(0, kData));
+    if (precise) {
+      co_await g.fill(gpa, r.size, kCC);
+      co_await g.verify(gpa, r.size, kCC);
+    } else {
+      co_await g.fill(base, kData, kCC);
+      co_await g.verify(base, kData, kCC);
+    }
     co_await g.sync(punch(r.offset, r.size));
-    co_await g.verify(base + r.offset, r.size, 0, zero_pattern);
+    co_await g.verify(gpa, r.size, 0, zero_pattern);
   }
-  co_await map(g, base, kChunk, /*to_shared=*/true);
+  // Back to shared, memory freed, for whatever runs next.
+  co_await map(g, base, kData, /*to_shared=*/true);
+  co_await g.sync(punch(0, kData));
 }
 
 struct Variant {
@@ -147,12 +161,18 @@ void run_variant(const Variant& v, Report& report) {
     programs.push_back(
         std::make_unique<guest::Program>(vm.flavour(), [base](guest::Guest& g) -> guest::GuestTask {
           co_await explicit_conversion(g, base);
-          co_await punch_hole(g, base);
+          co_await punch_hole(g, base, /*precise=*/false);
+          co_await punch_hole(g, base, /*precise=*/true);
           co_await g.done();
         }));
     vm.vcpu(i).set_guest(programs.back().get());
   }
+  std::vector<uint32_t> slots;
+  for (unsigned s = 0; s < v.memslots; ++s) slots.push_back(10 + s);
+  vmm::MemoryPressure pressure(vm, slots);
   run_vcpus_to_done(vm, programs, report, on_sync.handler());
+  pressure.stop();
+  check_pressure(vm, pressure, report, tag);
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 
 #include <thread>
 
+#include "kvm/mmu_stats.h"
+
 namespace tdxsim {
 
 uint64_t HostStep::encode() const {
@@ -58,6 +60,19 @@ bool run_vcpu_to_done(Vm& vm, unsigned vcpu, const guest::Program& program, Repo
       }
     }
   }
+}
+
+void check_pressure(Vm& vm, const vmm::MemoryPressure& pressure, Report& report,
+                    std::string_view tag) {
+  const MmuStats& st = vm.kvm_vm().mmu().stats();
+  const auto zapped = [&](ZapAlias a) {
+    return st.zapped[static_cast<size_t>(ZapReason::kNotifier)][static_cast<size_t>(a)].value();
+  };
+  report.check(pressure.rounds() > 0, "memory_pressure", "{}: no reclaim pass ran", tag);
+  report.check(zapped(ZapAlias::kPrivate) == 0, "notifier_spares_private",
+               "{}: host reclaim zapped {} private leaves", tag, zapped(ZapAlias::kPrivate));
+  report.figure("reclaim_passes", pressure.rounds());
+  report.figure("notifier_zapped_shared", zapped(ZapAlias::kShared));
 }
 
 void run_vcpus_to_done(Vm& vm, const std::vector<std::unique_ptr<guest::Program>>& programs,

@@ -10,6 +10,7 @@
 #include "guest/program.h"
 #include "kvm/kvm_errno.h"
 #include "scenarios/scenario.h"
+#include "vmm/memory_pressure.h"
 #include "vmm/vm.h"
 
 namespace tdxsim {
@@ -78,6 +79,11 @@ class HostSync {
   std::string tag_;
   std::function<Gpa(unsigned)> base_of_;
 };
+
+// After a run under MemoryPressure: the host did reclaim, its invalidations zapped shared
+// mappings only (seed 001: private memory has no userspace mapping to invalidate).
+void check_pressure(Vm& vm, const vmm::MemoryPressure& pressure, Report& report,
+                    std::string_view tag);
 
 // Runs every vCPU of `vm` on its own thread until its guest's DONE. An ASSERT is reported with
 // the guest's record, any other stop with the exit it stopped at.

@@ -5,7 +5,8 @@
 // must not see it; the focus area is converted to shared and back — explicitly by MapGPA, or
 // implicitly by accessing it through the other alias, which KVM turns into a memory-fault
 // exit the VMM answers by converting — and each side checks what the other wrote; converted
-// back to private, the focus area reads zero.
+// back to private, the focus area reads zero. All along the host reclaims the slot's shared
+// memory (page migration through the MMU notifier).
 #include "guest/program.h"
 #include "scenarios/scenario.h"
 #include "scenarios/scenario_util.h"
@@ -76,7 +77,19 @@ void run_upm(bool explicit_conversion, Report& report) {
   vm.vcpu(0).set_guest(&program);
   const HostSync on_sync(vm, report, explicit_conversion ? "explicit" : "implicit",
                          [](unsigned) { return kSlotGpa; });
-  run_vcpu_to_done(vm, 0, program, report, on_sync.handler());
+  {
+    vmm::MemoryPressure pressure(vm, {0});
+    // Besides the background pressure, one reclaim at a known point: right after the host
+    // wrote the shared focus area the guest has mapped, so the guest's next reads go through
+    // a notifier zap to the migrated pages.
+    run_vcpu_to_done(vm, 0, program, report, [&](unsigned vcpu, uint64_t arg) {
+      const bool ok = on_sync(vcpu, arg);
+      if (HostStep::decode(arg).op == HostOp::kCheckWrite) vm.reclaim(0);
+      return ok;
+    });
+    pressure.stop();
+    check_pressure(vm, pressure, report, explicit_conversion ? "explicit" : "implicit");
+  }
   const VcpuExitStats& s = vm.vcpu(0).exit_stats();
   report.figure("map_gpa_exits", s.map_gpa);
   report.figure("memory_fault_exits", s.memory_faults);

@@ -17,6 +17,7 @@ Machine::Machine(const MachineConfig& config) : config_(config) {
   pc.cpus_per_package = config.cpus_per_package;
   pc.memory.bytes = config.memory_bytes;
   pc.memory.huge_2m_pages = config.huge_2m_pages;
+  pc.tlb.capacity = config.tlb_entries;
   platform_ = std::make_unique<Platform>(pc, faults_);
   if (config.tdx) {
     module_ = std::make_unique<TdxModule>(*platform_);

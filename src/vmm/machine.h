@@ -36,6 +36,9 @@ struct MachineConfig {
   uint64_t huge_2m_pages = 0;  // reserved for THP-backed shared memory
   bool tdx = true;             // the TDX module is loaded and KVM enables TDX
   unsigned host_cpus = 2;      // CPUs 0..host_cpus-1 run host threads
+  // Entries per logical CPU's TLB: a second-level TLB's size (Intel's STLB holds 1536 or
+  // 2048). A finite TLB evicts, as hardware does; 0 would keep every translation forever.
+  uint32_t tlb_entries = 1536;
 };
 
 class Machine {

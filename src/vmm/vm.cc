@@ -69,6 +69,11 @@ std::optional<VcpuStop> Vcpu::handle_exit(const KvmResult<>& r) {
       stats_.memory_faults++;
       const MemoryFaultExit& mf = run.memory_fault;
       const bool to_private = (mf.flags & kMemoryExitFlagPrivate) != 0;
+      // Already what the guest asked for: no conversion can help (a private access where no
+      // guest_memfd backs the gfn, a deleted slot). QEMU gives up here too.
+      if (vm_.kvm().mem_is_private(mf.gpa.gfn()) == to_private) {
+        return VcpuStop{std::nullopt, r.error(), run.exit_reason};
+      }
       const bool discard = vm_.shape().discard_on_conversion;
       const KvmResult<> c = to_private ? vm_.set_private(mf.gpa, mf.size, discard)
                                        : vm_.set_shared(mf.gpa, mf.size, discard);

@@ -18,8 +18,6 @@ constexpr uint64_t kQualPresentMask = uint64_t{7} << 3;
 // -KVM_ENOSYS / -KVM_EINVAL as a hypercall's RAX (include/uapi/linux/kvm_para.h).
 constexpr uint64_t kKvmEnosys = static_cast<uint64_t>(-1000);
 constexpr uint64_t kKvmEinval = static_cast<uint64_t>(-22);
-// Page-size field of KVM_HC_MAP_GPA_RANGE's attributes (bits 3:0): only 4K is defined.
-constexpr uint64_t kMapGpaRangePageSzMask = 0xF;
 
 VmxVcpu& vmx(KvmVcpu& vcpu) {
   return vcpu.vendor_as<VmxVcpu>();
@@ -192,10 +190,10 @@ int VmxOps::handle_vmcall(KvmVcpu& vcpu, VmxVcpu& v) {
     skip_instruction(v);
     return 1;
   }
+  // KVM checks the range only; the attributes are userspace's to interpret.
   const uint64_t gpa = g[Gpr::kRbx], npages = g[Gpr::kRcx], attrs = g[Gpr::kRdx];
-  const uint64_t known = kKvmMapGpaRangeEncrypted | kMapGpaRangePageSzMask;
-  if ((gpa & (kPageSize - 1)) != 0 || npages == 0 || (attrs & ~known) != 0 ||
-      (attrs & kMapGpaRangePageSzMask) != 0 || gpa + (npages << kPageShift) < gpa) {
+  if ((gpa & (kPageSize - 1)) != 0 || npages == 0 ||
+      (gpa >> kPageShift) + npages <= (gpa >> kPageShift)) {
     g[Gpr::kRax] = kKvmEinval;
     skip_instruction(v);
     return 1;
