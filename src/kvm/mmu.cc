@@ -4,6 +4,7 @@
 
 #include "base/check.h"
 #include "base/rcu.h"
+#include "kvm/kvm_vm.h"
 #include "kvm/mirror_private_mem.h"
 
 namespace tdxsim {
@@ -275,8 +276,11 @@ void KvmMmu::zap_all_fast() {
     // the guest accepting again. Only direct roots are invalidated here.
     tdp_->invalidate_direct_roots();
     tdp_->stats().zap_requests[static_cast<size_t>(ZapReason::kRoots)][0].add();
+    // Every vCPU leaves guest mode and drops its obsolete root before it enters again, and
+    // this waits for it, under mmu_lock: once the roots are zapped below, no vCPU still runs
+    // on one (or on what its TLB cached from one) — the reload flushes the new root.
+    if (kvm_.vm() != nullptr) kvm_.vm()->make_all_cpus_request(KvmRequest::kMmuFreeObsoleteRoots);
   }
-  // vCPUs drop their obsolete roots when they next load (KVM_REQ_MMU_FREE_OBSOLETE_ROOTS).
   ReadLock l(kvm_.mmu_lock());
   tdp_->zap_invalidated_roots(/*shared=*/true);
 }

@@ -118,5 +118,32 @@ TEST_F(VcpuRunTest, ARequestSetBeforeEntryIsHandledWithoutAKick) {
   EXPECT_FALSE(vcpu->has_requests());
 }
 
+TEST_F(VcpuRunTest, FastZapReturnsOnlyOnceNoVcpuRunsOnAnObsoleteRoot) {
+  // KVM_X86_QUIRK_SLOT_ZAP_ALL: deleting a slot invalidates every direct root; a vCPU in
+  // guest mode must be out of it (and load a new root before it enters again) by the time
+  // the ioctl returns, else its TLB keeps serving the deleted slot's frames.
+  make_vm();
+  const uint64_t hva = add_ram(0, 0, 1 << 20);
+  KvmVcpu* vcpu = add_vcpu(0);
+  Spinner guest;
+  vt.set_guest(*vcpu, &guest, 0);
+  std::thread t([&] {
+    RcuThread rcu;
+    (void)run_on(*vcpu, 2);
+  });
+  while (vcpu->mode() != VcpuMode::kInGuestMode) std::this_thread::yield();
+  const uint64_t exits = vcpu->stats().exits.value();
+  const uint64_t loads = vcpu->stats().root_loads.value();
+  UserspaceMemoryRegion2 del;
+  del.slot = 0;
+  del.userspace_addr = hva;
+  ASSERT_TRUE(vm->kvm().set_user_memory_region2(del).has_value());
+  EXPECT_GT(vcpu->stats().exits.value(), exits);
+  while (vcpu->mode() != VcpuMode::kInGuestMode) std::this_thread::yield();
+  EXPECT_GT(vcpu->stats().root_loads.value(), loads);
+  vcpu->signal();
+  t.join();
+}
+
 }  // namespace
 }  // namespace tdxsim
