@@ -19,7 +19,8 @@ GuestMemfd::GuestMemfd(HostMemory& mem, uint64_t size, std::weak_ptr<const VmIde
       size_(size),
       owner_(std::move(owner)),
       invalidate_lock_("gmem->invalidate_lock"),
-      pages_mu_("gmem->pages") {
+      pages_mu_("gmem->pages"),
+      pages_(size >> kPageShift) {
   TDXSIM_CHECK(size > 0 && page_aligned(size), "guest_memfd size {:#x}", size);
 }
 
@@ -29,7 +30,28 @@ GuestMemfd::~GuestMemfd() {
     TDXSIM_CHECK(bindings_.empty(), "guest_memfd freed with {} bindings", bindings_.size());
   }
   MutexLock l(pages_mu_);
-  for (const auto& [index, pfn] : pages_) mem_.free_frame(pfn);
+  free_range(0, npages());
+}
+
+uint64_t GuestMemfd::slot_word(uint64_t index) const {
+  return AtomicWordRef(pages_[index]).load(std::memory_order_acquire);
+}
+
+void GuestMemfd::free_range(uint64_t start, uint64_t end) {
+  constexpr uint64_t kStride = LazyWords::kWordsPerPage;
+  for (uint64_t i = start; i < end;) {
+    // Whole pages of the array never written hold no frame: skip them.
+    if (!pages_.is_touched(i)) {
+      i = (i / kStride + 1) * kStride;
+      continue;
+    }
+    if (const uint64_t w = slot_word(i); w != 0) {
+      mem_.free_frame(Pfn{w - 1});
+      AtomicWordRef(pages_[i]).store(0, std::memory_order_release);
+      allocated_.fetch_sub(1, std::memory_order_relaxed);
+    }
+    ++i;
+  }
 }
 
 bool GuestMemfd::owned_by(const std::shared_ptr<const VmIdentity>& id) const {
@@ -70,13 +92,17 @@ KvmResult<Pfn> GuestMemfd::get_pfn(const Kvm& kvm, const Memslot& slot, uint64_t
            index >= b.start && index < b.end;
   });
   if (!bound) return std::unexpected(Errno::kEfault);
+  if (const uint64_t w = slot_word(index); w != 0) return Pfn{w - 1};
   MutexLock p(pages_mu_);
-  if (auto it = pages_.find(index); it != pages_.end()) return it->second;
+  if (const uint64_t w = slot_word(index); w != 0) return Pfn{w - 1};
   const std::optional<Pfn> pfn = mem_.alloc_frame();
   if (!pfn) return std::unexpected(Errno::kEnomem);
   // kvm_gmem_prepare_folio clears a folio that is not yet uptodate.
   mem_.fill(*pfn, kHostKey, 0);
-  pages_.emplace(index, *pfn);
+  pages_.note_touched(index);
+  // Release: the cleared frame is visible before its number is.
+  AtomicWordRef(pages_[index]).store(pfn->raw() + 1, std::memory_order_release);
+  allocated_.fetch_add(1, std::memory_order_relaxed);
   return *pfn;
 }
 
@@ -108,14 +134,7 @@ KvmResult<> GuestMemfd::punch_hole(uint64_t offset, uint64_t len) {
   if (kvm) kvm->gmem_invalidate_begin(ranges);
   {
     MutexLock p(pages_mu_);
-    for (auto it = pages_.begin(); it != pages_.end();) {
-      if (it->first >= start && it->first < end) {
-        mem_.free_frame(it->second);
-        it = pages_.erase(it);
-      } else {
-        ++it;
-      }
-    }
+    free_range(start, end);
   }
   if (kvm) kvm->gmem_invalidate_end();
   return {};
@@ -138,20 +157,18 @@ void GuestMemfd::release(Kvm& kvm) {
 }
 
 uint64_t GuestMemfd::allocated_pages() const {
-  MutexLock p(pages_mu_);
-  return pages_.size();
+  return allocated_.load(std::memory_order_relaxed);
 }
 
 bool GuestMemfd::is_allocated(uint64_t index) const {
-  MutexLock p(pages_mu_);
-  return pages_.contains(index);
+  return index < npages() && slot_word(index) != 0;
 }
 
 std::optional<Pfn> GuestMemfd::page_at(uint64_t index) const {
-  MutexLock l(pages_mu_);
-  auto it = pages_.find(index);
-  if (it == pages_.end()) return std::nullopt;
-  return it->second;
+  if (index >= npages()) return std::nullopt;
+  const uint64_t w = slot_word(index);
+  if (w == 0) return std::nullopt;
+  return Pfn{w - 1};
 }
 
 }  // namespace tdxsim

@@ -26,7 +26,6 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
-#include <unordered_map>
 #include <vector>
 
 #include "base/addr.h"
@@ -34,6 +33,7 @@
 #include "base/thread_annotations.h"
 #include "kvm/kvm_errno.h"
 #include "platform/host_memory.h"
+#include "platform/lazy_words.h"
 
 namespace tdxsim {
 
@@ -62,10 +62,10 @@ class GuestMemfd {
   KvmResult<> punch_hole(uint64_t offset, uint64_t len) TDXSIM_EXCLUDES(invalidate_lock_);
 
   // Pages with a frame right now, and whether one index has one.
-  uint64_t allocated_pages() const TDXSIM_EXCLUDES(pages_mu_);
-  bool is_allocated(uint64_t index) const TDXSIM_EXCLUDES(pages_mu_);
+  uint64_t allocated_pages() const;
+  bool is_allocated(uint64_t index) const;
   // The frame at `index`, if one is allocated (checks compare SPTEs with it).
-  std::optional<Pfn> page_at(uint64_t index) const TDXSIM_EXCLUDES(pages_mu_);
+  std::optional<Pfn> page_at(uint64_t index) const;
 
   // --- For Kvm ------------------------------------------------------------------------------
   // kvm_gmem_bind: binds [offset, offset + slot.npages pages) to `slot` of `kvm`. EINVAL for
@@ -85,6 +85,11 @@ class GuestMemfd {
       TDXSIM_EXCLUDES(invalidate_lock_, pages_mu_);
 
  private:
+  // The word of page `index` (pfn + 1, or 0).
+  uint64_t slot_word(uint64_t index) const;
+  // Frees every frame in [start, end). REQUIRES: pages_mu_ held.
+  void free_range(uint64_t start, uint64_t end) TDXSIM_REQUIRES(pages_mu_);
+
   struct Binding {
     Kvm* kvm;
     const Memslot* slot;
@@ -97,8 +102,12 @@ class GuestMemfd {
   const std::weak_ptr<const VmIdentity> owner_;
   mutable SharedMutex invalidate_lock_;
   std::vector<Binding> bindings_ TDXSIM_GUARDED_BY(invalidate_lock_);
+  // The file's pages: page index -> pfn + 1 (0: a hole), read locklessly (acquire), set and
+  // cleared under pages_mu_. A lazily resident array: 8 bytes a page of the file that has
+  // ever held a frame, where a hash map cost five times that and a probe per fault.
   mutable Mutex pages_mu_;
-  std::unordered_map<uint64_t, Pfn> pages_ TDXSIM_GUARDED_BY(pages_mu_);
+  LazyWords pages_;
+  AtomicWord allocated_;
 };
 
 }  // namespace tdxsim
