@@ -15,15 +15,19 @@ size_t Tlb::KeyHash::operator()(const Key& k) const {
   uint64_t h = k.page ^ (uint64_t{level_num(k.level)} << 60);
   h = mix64(h ^ k.tag.ep4ta);
   h = mix64(h ^ (uint64_t{k.tag.vpid_or_asid} << 16) ^ k.tag.pcid ^
-          (uint64_t{static_cast<uint8_t>(k.tag.kind)} << 40));
+            (uint64_t{static_cast<uint8_t>(k.tag.kind)} << 40));
   return static_cast<size_t>(h);
 }
 
-Tlb::Tlb(const TlbConfig& config) : config_(config), rng_(config.seed) {}
+Tlb::Tlb(const TlbConfig& config) : config_(config), rng_(config.seed) {
+  // A bounded TLB never grows past its capacity: no rehash on the fill path.
+  if (config.capacity != 0) map_.reserve(config.capacity + 1);
+}
 
 std::optional<TlbEntry> Tlb::lookup(const TlbTag& tag, uint64_t addr) {
   MutexLock lock(mu_);
   for (Level l : kTlbLevels) {
+    if (per_level_[level_num(l) - 1] == 0) continue;
     const uint64_t page = addr & ~(level_bytes(l) - 1);
     if (auto it = map_.find(Key{tag, page, l}); it != map_.end()) {
       stats_.hits.add();
@@ -35,6 +39,7 @@ std::optional<TlbEntry> Tlb::lookup(const TlbTag& tag, uint64_t addr) {
 }
 
 void Tlb::insert(const TlbEntry& entry) {
+  TDXSIM_CHECK(entry.level <= Level::k1G, "a TLB entry of {}", level_name(entry.level));
   TDXSIM_CHECK((entry.page & (level_bytes(entry.level) - 1)) == 0,
                "TLB entry page {:#x} not aligned to {}", entry.page, level_name(entry.level));
   MutexLock lock(mu_);
@@ -51,6 +56,7 @@ void Tlb::insert(const TlbEntry& entry) {
   }
   map_.emplace(key, Slot{entry, order_.size()});
   order_.push_back(key);
+  ++per_level_[level_num(entry.level) - 1];
   stats_.fills.add();
 }
 
@@ -58,6 +64,7 @@ void Tlb::erase_locked(const Key& key) {
   auto it = map_.find(key);
   TDXSIM_CHECK(it != map_.end(), "TLB erase of a missing key");
   const size_t idx = it->second.order;
+  --per_level_[level_num(key.level) - 1];
   map_.erase(it);
   // Swap-remove keeps order_ dense; fix the moved key's back-pointer.
   if (idx != order_.size() - 1) {

@@ -24,6 +24,7 @@
 // own mutex. Lookups return copies.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <random>
@@ -138,6 +139,9 @@ class Tlb {
   Mutex mu_{"tlb"};
   std::unordered_map<Key, Slot, KeyHash> map_ TDXSIM_GUARDED_BY(mu_);
   std::vector<Key> order_ TDXSIM_GUARDED_BY(mu_);
+  // Entries per page size: a lookup skips the sizes the TLB holds none of (most guests map
+  // only 4K pages, and a probe is a hash lookup).
+  std::array<uint64_t, 3> per_level_ TDXSIM_GUARDED_BY(mu_){};
   std::mt19937_64 rng_ TDXSIM_GUARDED_BY(mu_);
   TlbStats stats_;
 };
