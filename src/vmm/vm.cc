@@ -325,28 +325,24 @@ KvmResult<> Vm::punch_hole(Gpa gpa, uint64_t size) {
   return {};
 }
 
-KvmResult<uint64_t> Vm::host_read(Gpa gpa) {
+KvmResult<uint64_t> Vm::gpa_to_hva(Gpa gpa) {
   gpa = flavour_.to_private(gpa);
-  uint64_t hva;
-  {
-    MutexLock l(regions_mu_);
-    const Region* r = region_of(gpa);
-    if (r == nullptr) return std::unexpected(Errno::kEfault);
-    hva = r->hva + (gpa.raw() - r->gpa.raw());
-  }
-  return mm_.read(hva);
+  MutexLock l(regions_mu_);
+  const Region* r = region_of(gpa);
+  if (r == nullptr) return std::unexpected(Errno::kEfault);
+  return r->hva + (gpa.raw() - r->gpa.raw());
+}
+
+KvmResult<uint64_t> Vm::host_read(Gpa gpa) {
+  const KvmResult<uint64_t> hva = gpa_to_hva(gpa);
+  if (!hva) return hva;
+  return mm_.read(*hva);
 }
 
 KvmResult<> Vm::host_write(Gpa gpa, uint64_t value) {
-  gpa = flavour_.to_private(gpa);
-  uint64_t hva;
-  {
-    MutexLock l(regions_mu_);
-    const Region* r = region_of(gpa);
-    if (r == nullptr) return std::unexpected(Errno::kEfault);
-    hva = r->hva + (gpa.raw() - r->gpa.raw());
-  }
-  return mm_.write(hva, value);
+  const KvmResult<uint64_t> hva = gpa_to_hva(gpa);
+  if (!hva) return std::unexpected(hva.error());
+  return mm_.write(*hva, value);
 }
 
 void Vm::reclaim(uint32_t slot) {

@@ -160,6 +160,8 @@ class Vm {
   KvmResult<> set_shared(Gpa gpa, uint64_t size, bool discard = true);
   // fallocate(PUNCH_HOLE) on the guest_memfd behind [gpa, gpa + size).
   KvmResult<> punch_hole(Gpa gpa, uint64_t size);
+  // addr_gpa2hva: where the VMM maps `gpa` (a TD's shared bit ignored). EFAULT: no region.
+  KvmResult<uint64_t> gpa_to_hva(Gpa gpa);
   // The VMM's own view of guest memory: the shared (userspace) mapping.
   KvmResult<uint64_t> host_read(Gpa gpa);
   KvmResult<> host_write(Gpa gpa, uint64_t value);
