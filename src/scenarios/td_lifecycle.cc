@@ -22,6 +22,9 @@ constexpr uint64_t kImageRound = 0x1A6E;
 constexpr uint64_t kFillRound = 1;
 constexpr uint64_t kImageBytes = 64 << 10;
 constexpr uint64_t kMigrateEvery = 1 << 20;
+constexpr unsigned kVcpus = 4;
+constexpr uint64_t kPrivateBytes = 32 << 20;
+constexpr uint64_t kChunk = kPrivateBytes / kVcpus;  // each vCPU's
 
 uint64_t image_word(uint64_t offset) {
   return guest::pattern(Gpa{offset}, kImageRound);
@@ -30,8 +33,6 @@ uint64_t image_word(uint64_t offset) {
 }  // namespace
 
 void run_td_lifecycle(const ScenarioOptions&, Report& report) {
-  constexpr unsigned kVcpus = 4;
-  constexpr uint64_t kPrivateBytes = 32 << 20;
   // Two packages of 6 CPUs: host threads on 0-1, vCPU i on 2 + i (package 0) and 6 + i
   // (package 1) in turn.
   MachineConfig mc;
@@ -54,20 +55,19 @@ void run_td_lifecycle(const ScenarioOptions&, Report& report) {
                  "init_mem_region");
     report.check(vm.td_finalize().has_value(), "finalize");
 
-    const uint64_t chunk = kPrivateBytes / kVcpus;
     std::vector<std::unique_ptr<guest::Program>> programs;
     for (unsigned i = 0; i < kVcpus; ++i) {
-      const Gpa base{i * chunk};
+      const Gpa base{i * kChunk};
       programs.push_back(std::make_unique<guest::Program>(
-          vm.flavour(), [base, chunk, i](guest::Guest& g) -> guest::GuestTask {
-            for (uint64_t off = 0; off < chunk; off += kPageSize) {
+          vm.flavour(), [base, i](guest::Guest& g) -> guest::GuestTask {
+            for (uint64_t off = 0; off < kChunk; off += kPageSize) {
               co_await g.accept(base + off, Level::k4K);
               if ((off + kPageSize) % kMigrateEvery == 0) co_await g.sync(off);
             }
             // The measured image is what PAGE.ADD copied in.
             if (i == 0) co_await g.verify(Gpa{0}, kImageBytes, kImageRound);
-            co_await g.fill(base, chunk, kFillRound);
-            co_await g.verify(base, chunk, kFillRound);
+            co_await g.fill(base, kChunk, kFillRound);
+            co_await g.verify(base, kChunk, kFillRound);
             co_await g.done();
           }));
       vm.vcpu(i).set_guest(programs.back().get());
