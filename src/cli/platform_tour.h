@@ -1,7 +1,6 @@
-// The platform tour: what `tdxsim run` shows until the default TD scenario exists. It
-// exercises the simulated silicon the way the later layers will — EPT tables in host
-// memory, a guest on a logical CPU, the TLB, INVEPT, exits, #VE and SEAMCALL — and checks
-// every claim it prints.
+// The platform tour (`tdxsim run platform_tour`): the simulated silicon alone — EPT tables
+// in host memory, a guest on a logical CPU, the TLB, INVEPT, exits, #VE and SEAMCALL — with
+// every claim it prints checked.
 #pragma once
 
 #include <cstdio>
