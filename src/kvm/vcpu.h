@@ -107,9 +107,8 @@ class KvmVcpu {
   // Waits until the vCPU left the guest-mode run seen in `word` (no wait if it was outside).
   void wait_exited(uint64_t word) const;
 
-  // --- For the vendor's vcpu_run ------------------------------------------------------------
-  // A vendor's entry path that gives up before entering (TDX while removals block entry)
-  // still ran with the mode IN_GUEST_MODE; the loop sets it back.
+  // A vendor's vcpu_run may give up before entering (TDX while removals block entry); it
+  // ran with the mode IN_GUEST_MODE all the same, and the loop sets it back.
 
  private:
   static VcpuMode mode_of(uint64_t word) { return static_cast<VcpuMode>(word & 3); }

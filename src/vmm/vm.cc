@@ -135,7 +135,7 @@ KvmResult<std::unique_ptr<Vm>> Vm::create(Machine& machine, const VmShape& shape
   std::unique_ptr<Vm> vm(new Vm(machine, shape));
   KvmVmConfig cfg;
   cfg.type = shape.type;
-  cfg.max_vcpus = std::max(shape.nr_vcpus, 1u);
+  cfg.max_vcpus = shape.nr_vcpus;
   cfg.mmu.quirk_slot_zap_all = shape.quirk_slot_zap_all;
   return on_host_cpu(machine, [&]() -> KvmResult<std::unique_ptr<Vm>> {
     auto kvm_vm = KvmVm::create(machine.kvm(), vm->mm_, cfg);
