@@ -463,14 +463,17 @@ void HostMemory::free_frame(Pfn pfn) {
   AtomicWordRef w = m.info_word(pfn.raw());
   // Allocator bookkeeping only: contents, word storage, key and dirty lines stay with the
   // frame, which the module may still be using.
-  MutexLock l(m.alloc_mu);
-  uint64_t old = w.load(std::memory_order_acquire);
-  for (;;) {
-    TDXSIM_CHECK(info_allocated(old), "HostMemory::free_frame: {} is not allocated (double free?)",
-                 pfn);
-    if (w.compare_exchange(old, InfoAllocated::set(old, 0), std::memory_order_acq_rel)) break;
+  {
+    MutexLock l(m.alloc_mu);
+    uint64_t old = w.load(std::memory_order_acquire);
+    for (;;) {
+      TDXSIM_CHECK(info_allocated(old),
+                   "HostMemory::free_frame: {} is not allocated (double free?)", pfn);
+      if (w.compare_exchange(old, InfoAllocated::set(old, 0), std::memory_order_acq_rel)) break;
+    }
+    m.allocator.give(pfn.raw());
   }
-  m.allocator.give(pfn.raw());
+  if (frames_freed.enabled()) frames_freed.emit(FramesFreed{pfn, 1});
 }
 
 std::optional<Pfn> HostMemory::alloc_huge_2m() {
@@ -505,16 +508,22 @@ void HostMemory::free_huge_2m(Pfn head) {
   m.check_frame(head, "free_huge_2m");
   TDXSIM_CHECK(m.in_huge_pool(head.raw()) && head.is_aligned(Level::k2M),
                "HostMemory::free_huge_2m: {} is not a 2M page of the pool", head);
-  MutexLock l(m.alloc_mu);
-  for (uint64_t p = head.raw(); p < head.raw() + Impl::kHugeFrames; ++p) {
-    AtomicWordRef w = m.info_word(p);
-    uint64_t old = w.load(std::memory_order_acquire);
-    for (;;) {
-      TDXSIM_CHECK(info_allocated(old), "HostMemory::free_huge_2m: {} is not allocated", head);
-      if (w.compare_exchange(old, InfoAllocated::set(old, 0), std::memory_order_acq_rel)) break;
+  {
+    MutexLock l(m.alloc_mu);
+    for (uint64_t p = head.raw(); p < head.raw() + Impl::kHugeFrames; ++p) {
+      AtomicWordRef w = m.info_word(p);
+      uint64_t old = w.load(std::memory_order_acquire);
+      for (;;) {
+        TDXSIM_CHECK(info_allocated(old), "HostMemory::free_huge_2m: {} is not allocated",
+                     head);
+        if (w.compare_exchange(old, InfoAllocated::set(old, 0), std::memory_order_acq_rel)) {
+          break;
+        }
+      }
     }
+    m.huge_free.push_back(head.raw());
   }
-  m.huge_free.push_back(head.raw());
+  if (frames_freed.enabled()) frames_freed.emit(FramesFreed{head, Impl::kHugeFrames});
 }
 
 uint64_t HostMemory::free_huge_2m_count() const {

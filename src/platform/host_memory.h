@@ -62,6 +62,7 @@
 #include <vector>
 
 #include "base/addr.h"
+#include "base/trace.h"
 #include "platform/key_id.h"
 
 namespace tdxsim {
@@ -129,6 +130,13 @@ class HostMemory {
   std::optional<Pfn> alloc_frame();
   // REQUIRES: `pfn` is allocated. The frame keeps its contents, key and dirty lines.
   void free_frame(Pfn pfn);
+  // Every frame handed back to the allocator (after it is free: a translation still used
+  // after this point names memory that may already be someone else's).
+  struct FramesFreed {
+    Pfn first;
+    uint64_t count;
+  };
+  Tracepoint<FramesFreed> frames_freed;
   uint64_t free_frame_count() const;
   bool is_allocated(Pfn pfn) const;
   // A 2M-aligned run of 512 frames from the reserved pool, each zero-filled like a 4K

@@ -31,8 +31,14 @@ std::optional<L0Translation> HyperVL0::lookup(Hpa root, Gpa gpa) {
   return std::nullopt;
 }
 
-void HyperVL0::insert(const L0Translation& t) {
+uint64_t HyperVL0::generation() {
   MutexLock lock(mu_);
+  return drops_;
+}
+
+void HyperVL0::insert(const L0Translation& t, uint64_t generation) {
+  MutexLock lock(mu_);
+  if (drops_ != generation) return;
   cache_.insert_or_assign(Key{t.root.raw(), t.gpa.raw(), t.level}, t);
 }
 
@@ -45,6 +51,7 @@ void HyperVL0::drop(Hpa root, Gpa gpa) {
 
 template <typename Pred>
 size_t HyperVL0::drop_if_locked(Pred pred) {
+  ++drops_;
   size_t n = 0;
   for (auto it = cache_.begin(); it != cache_.end();) {
     if (pred(it->second)) {

@@ -105,7 +105,11 @@ class HyperVL0 {
 
   // --- The L0's shadow of L1's tables (used by the CPUs' translation path) ---------------
   std::optional<L0Translation> lookup(Hpa root, Gpa gpa);
-  void insert(const L0Translation& t);
+  // A CPU's fill races with drops from other threads (a hypercall, another CPU's INVEPT):
+  // the fill is made with the generation read before its walk and is dropped when any drop
+  // came between, as the L0's own shadow-table synchronisation would ensure.
+  uint64_t generation();
+  void insert(const L0Translation& t, uint64_t generation);
   void drop(Hpa root, Gpa gpa);  // the L0 re-syncs one shadow entry after a fault
 
   // --- Hypercalls from L1 ------------------------------------------------------------------
@@ -139,6 +143,7 @@ class HyperVL0 {
   std::vector<Tlb*> tlbs_;
   Mutex mu_{"hyperv_l0"};
   std::unordered_map<Key, L0Translation, KeyHash> cache_ TDXSIM_GUARDED_BY(mu_);
+  uint64_t drops_ TDXSIM_GUARDED_BY(mu_) = 0;
   HyperVStats stats_;
 };
 

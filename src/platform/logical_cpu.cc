@@ -285,9 +285,10 @@ TranslationFault fault_from_cached(const GuestContext& ctx, Gpa gpa, const Acces
   return EptViolation{gpa, q, level, true};
 }
 
-ServedTranslation served_from(const TlbEntry& e, Gpa gpa, TranslationSource src) {
-  return ServedTranslation{e.hpa_of(gpa.raw()), e.key, e.level, e.perms, src, Staleness::kFresh,
-                           e.source_root};
+ServedTranslation served_from(const TlbEntry& e, Gpa gpa, TranslationSource src,
+                              uint64_t seen_at) {
+  return ServedTranslation{e.hpa_of(gpa.raw()), e.key,         e.level, e.perms, src,
+                           Staleness::kFresh,   e.source_root, seen_at};
 }
 
 }  // namespace
@@ -307,9 +308,22 @@ std::expected<ServedTranslation, TranslationFault> LogicalCpu::translate(
       !access.final_translation)
     needed.type = AccessType::kWrite;
 
+  // The checkers' clock before the lookup: whatever a checker stamped earlier (a flush
+  // returning) happened before this access.
+  const uint64_t seen_at = platform_.config().probe_tlb_hits ? platform_.check_clock().now() : 0;
+  // Fills race with the L0's flushes from other threads (see Tlb::insert_unless_flushed).
+  const uint64_t tlb_gen = l0 != nullptr ? tlb_.remote_flush_generation() : 0;
+  auto fill = [&](const TlbEntry& e) {
+    if (l0 != nullptr) {
+      tlb_.insert_unless_flushed(e, tlb_gen);
+    } else {
+      tlb_.insert(e);
+    }
+  };
+
   if (auto e = tlb_.lookup(tag, gpa.raw())) {
     if (e->perms.allows(needed)) {
-      ServedTranslation served = served_from(*e, gpa, TranslationSource::kTlb);
+      ServedTranslation served = served_from(*e, gpa, TranslationSource::kTlb, seen_at);
       report_stale(ctx, gpa, access, served);
       return served;
     }
@@ -337,8 +351,8 @@ std::expected<ServedTranslation, TranslationFault> LogicalCpu::translate(
     if (auto t = l0->lookup(wc.root, gpa)) {
       if (t->perms.allows(needed)) {
         TlbEntry entry{tag, t->gpa.raw(), t->level, t->hpa, t->key, t->perms, t->root, t->gpa};
-        tlb_.insert(entry);
-        ServedTranslation served = served_from(entry, gpa, TranslationSource::kL0);
+        fill(entry);
+        ServedTranslation served = served_from(entry, gpa, TranslationSource::kL0, seen_at);
         report_stale(ctx, gpa, access, served);
         return served;
       }
@@ -347,16 +361,18 @@ std::expected<ServedTranslation, TranslationFault> LogicalCpu::translate(
   }
 
   stats_.tlb_walks.add();
+  const uint64_t l0_gen = l0 != nullptr ? l0->generation() : 0;
   auto r = walk(platform_.memory(), platform_.memory().layout(), wc, gpa, access,
                 WalkMode::kHardware);
   if (!r) return std::unexpected(r.error());
   const Translation& t = *r;
   TlbEntry entry{tag, t.gpa.raw(), t.level, t.hpa, t.key, t.perms, wc.root, t.gpa};
-  tlb_.insert(entry);
+  fill(entry);
   if (l0 != nullptr)
     l0->insert(L0Translation{wc.root, ctx.mode == GuestMode::kSvm ? ctx.asid : uint16_t{0},
-                             t.gpa, t.level, t.hpa, t.key, t.perms});
-  return served_from(entry, gpa, TranslationSource::kWalk);
+                             t.gpa, t.level, t.hpa, t.key, t.perms},
+               l0_gen);
+  return served_from(entry, gpa, TranslationSource::kWalk, seen_at);
 }
 
 Staleness LogicalCpu::probe(const GuestContext& ctx, Gpa gpa, const AccessRequest& access,
@@ -388,7 +404,7 @@ void LogicalCpu::report_stale(const GuestContext& ctx, Gpa gpa, const AccessRequ
   served.staleness = probe(ctx, gpa, access, served, &fresh);
   if (served.staleness == Staleness::kFresh) return;
   stats_.stale_uses.add();
-  stale_use.emit(StaleUse{id_, gpa, access.type, served, fresh});
+  stale_use.emit(StaleUse{id_, gpa, access.type, served, fresh, walk_context(ctx, gpa).root});
 }
 
 // --- Guest mode ---------------------------------------------------------------------------------

@@ -78,6 +78,9 @@ struct ServedTranslation {
   TranslationSource source = TranslationSource::kWalk;
   Staleness staleness = Staleness::kFresh;
   Hpa root;  // the table root it belongs to
+  // The platform's check clock read before the TLB lookup (0 when not probing): events a
+  // checker stamped at or before it happened before this access.
+  uint64_t seen_at = 0;
 };
 
 // One stale translation that was used, with its evidence.
@@ -87,6 +90,7 @@ struct StaleUse {
   AccessType access = AccessType::kRead;
   ServedTranslation served;
   std::optional<Translation> fresh;  // what a walk gives now (nullopt: a fault)
+  Hpa ctx_root;  // the root the context walks now (the vCPU's loaded root for this GPA)
 };
 
 // The CPU's own events are counted by the thread running on it; IPIs and NMIs received are

@@ -12,6 +12,7 @@
 
 #include "base/fault_injection.h"
 #include "platform/host_memory.h"
+#include "base/check_clock.h"
 #include "platform/hyperv_l0.h"
 #include "platform/logical_cpu.h"
 #include "platform/seamcall.h"
@@ -52,6 +53,8 @@ class Platform {
   unsigned package_count() const { return config_.packages; }
   LogicalCpu& cpu(unsigned id);
   HyperVL0* hyperv() { return hyperv_.get(); }
+  // The clock checkers stamp their events with (the CPUs read it when they probe hits).
+  CheckClock& check_clock() { return check_clock_; }
 
   void install_seam_module(SeamModule* module) { seam_module_ = module; }
   SeamModule* seam_module() { return seam_module_; }
@@ -66,6 +69,7 @@ class Platform {
   HostMemory memory_;
   std::vector<std::unique_ptr<LogicalCpu>> cpus_;
   std::unique_ptr<HyperVL0> hyperv_;
+  CheckClock check_clock_;
   SeamModule* seam_module_ = nullptr;
 };
 

@@ -39,10 +39,25 @@ std::optional<TlbEntry> Tlb::lookup(const TlbTag& tag, uint64_t addr) {
 }
 
 void Tlb::insert(const TlbEntry& entry) {
+  MutexLock lock(mu_);
+  insert_locked(entry);
+}
+
+uint64_t Tlb::remote_flush_generation() {
+  MutexLock lock(mu_);
+  return remote_flushes_;
+}
+
+void Tlb::insert_unless_flushed(const TlbEntry& entry, uint64_t generation) {
+  MutexLock lock(mu_);
+  if (remote_flushes_ != generation) return;
+  insert_locked(entry);
+}
+
+void Tlb::insert_locked(const TlbEntry& entry) {
   TDXSIM_CHECK(entry.level <= Level::k1G, "a TLB entry of {}", level_name(entry.level));
   TDXSIM_CHECK((entry.page & (level_bytes(entry.level) - 1)) == 0,
                "TLB entry page {:#x} not aligned to {}", entry.page, level_name(entry.level));
-  MutexLock lock(mu_);
   const Key key{entry.tag, entry.page, entry.level};
   if (auto it = map_.find(key); it != map_.end()) {
     it->second.entry = entry;
@@ -146,6 +161,7 @@ size_t Tlb::invlpga(uint16_t asid, uint64_t addr) {
 
 size_t Tlb::flush_source_root(Hpa root, Gpa gpa, uint64_t bytes) {
   MutexLock lock(mu_);
+  ++remote_flushes_;
   return erase_if_locked([&](const TlbEntry& e) {
     if (e.source_root != root) return false;
     if (bytes == 0) return true;

@@ -111,6 +111,12 @@ class Tlb {
   // Drops entries walked from `root` whose guest-physical page overlaps [gpa, gpa+bytes);
   // bytes == 0 means the whole address space.
   size_t flush_source_root(Hpa root, Gpa gpa, uint64_t bytes);
+  // The L0's flushes come from another thread, possibly between this CPU's walk and its
+  // fill; hardware finishes the instruction's fill before the flush takes effect. A fill
+  // made with the generation read before the walk is dropped when such a flush came
+  // between (the access itself still completes: it happened before the flush).
+  uint64_t remote_flush_generation();
+  void insert_unless_flushed(const TlbEntry& entry, uint64_t generation);
 
   size_t size();
   std::vector<TlbEntry> entries();  // for tests and the stale-use checker
@@ -133,6 +139,7 @@ class Tlb {
 
   template <typename Pred>
   size_t erase_if_locked(Pred pred) TDXSIM_REQUIRES(mu_);
+  void insert_locked(const TlbEntry& entry) TDXSIM_REQUIRES(mu_);
   void erase_locked(const Key& key) TDXSIM_REQUIRES(mu_);
 
   TlbConfig config_;
@@ -142,6 +149,7 @@ class Tlb {
   // Entries per page size: a lookup skips the sizes the TLB holds none of (most guests map
   // only 4K pages, and a probe is a hash lookup).
   std::array<uint64_t, 3> per_level_ TDXSIM_GUARDED_BY(mu_){};
+  uint64_t remote_flushes_ TDXSIM_GUARDED_BY(mu_) = 0;
   std::mt19937_64 rng_ TDXSIM_GUARDED_BY(mu_);
   TlbStats stats_;
 };

@@ -151,7 +151,7 @@ TEST(TlbFlushVectors, EveryFlushHasItsExactReach) {
     const bool enlightened = fl.op[0].starts_with("l0-enlightened");
     HyperVL0 l0(HyperVConfig{enlightened}, tlbs);
     for (const auto& [label, e] : v.entries) tlb.insert(e);
-    for (const auto& [label, t] : v.l0) l0.insert(t);
+    for (const auto& [label, t] : v.l0) l0.insert(t, l0.generation());
     ASSERT_TRUE(apply(fl.op, tlb, l0)) << "unknown flush op";
 
     std::set<std::string> tlb_left, l0_left;
