@@ -36,6 +36,7 @@
 #include "kvm/guest_memfd.h"
 #include "kvm/host_mm.h"
 #include "kvm/kvm_errno.h"
+#include "kvm/kvm_events.h"
 #include "kvm/mem_attributes.h"
 #include "kvm/memslot.h"
 #include "kvm/vm_type.h"
@@ -178,6 +179,8 @@ class Kvm {
   bool vm_bugged() const { return bugged_.load(std::memory_order_acquire) != 0; }
   std::string bug_message() const;
   uint64_t remote_tlb_flushes() const { return remote_tlb_flushes_.value(); }
+  // Tracepoints for checkers and tracers (kvm_events.h).
+  KvmEvents& events() { return events_; }
 
  private:
   class Notifier;
@@ -234,6 +237,7 @@ class Kvm {
 
   MemAttributes attrs_;
   Counter remote_tlb_flushes_;
+  KvmEvents events_;
 
   std::unique_ptr<Notifier> notifier_;
 

@@ -37,6 +37,21 @@ class VendorVm {
   virtual ~VendorVm() = default;
 };
 
+// INVALID_PAGE: no root.
+inline constexpr Hpa kInvalidPage{~uint64_t{0}};
+
+// kvm->arch.hv_root_tdp with its lock (upstream under CONFIG_HYPERV, present in every VM):
+// the TDP root all vCPUs share when they do, else kInvalidPage; each vCPU's own is
+// KvmVcpu::hv_root_tdp, also under this lock. Only KVM-on-Hyper-V code (kvm/hyperv/) may
+// touch it, and only on a Hyper-V host (seed 000).
+struct HvRootTdp {
+  Mutex lock{"kvm->arch.hv_root_tdp_lock"};
+  Hpa root TDXSIM_GUARDED_BY(lock) = kInvalidPage;
+  // Every update of the tracking (vCPU roots recorded): an invariant says this stays 0 on
+  // a host that is not Hyper-V.
+  Counter updates;
+};
+
 struct KvmVmConfig {
   VmType type = VmType::kDefault;
   uint32_t max_vcpus = 64;  // KVM_CAP_MAX_VCPUS
@@ -91,6 +106,8 @@ class KvmVm {
     return static_cast<uint32_t>(online_.load(std::memory_order_acquire));
   }
 
+  HvRootTdp& hv_root_tdp() { return hv_root_tdp_; }
+
   // kvm_make_all_cpus_request: `r` on every vCPU, kicking those in guest mode, and for a
   // waiting request returning only when each of them has left guest mode.
   void make_all_cpus_request(KvmRequest r);
@@ -107,6 +124,7 @@ class KvmVm {
   std::unique_ptr<VendorVm> vendor_;
   bool vendor_initialised_ = false;
 
+  HvRootTdp hv_root_tdp_;
   Mutex lock_{"kvm->lock"};
   // Slots fixed at creation (max_vcpus), filled in creation order and published by online_:
   // readers never lock.

@@ -299,7 +299,8 @@ void KvmMmu::flush_shadow_memslot(const Memslot& slot) {
                        .attr_filter = kFilterShared | kFilterPrivate,
                        .may_block = true};
   const bool flush = zap_range(range, range.attr_filter, ZapReason::kMemslot, false);
-  if (flush) flush_remote_tlbs();
+  // kvm_flush_remote_tlbs_memslot.
+  if (flush) tdp_->flush_remote_tlbs_range(slot.base_gfn, slot.npages);
 }
 
 void KvmMmu::flush_shadow_all() {
@@ -360,7 +361,8 @@ void KvmMmu::commit_memory_region(const Memslot* old, const Memslot* new_slot,
     ReadLock l(kvm_.mmu_lock());
     flush = tdp_->wrprot_range(new_slot->base_gfn, new_slot->end(), Level::k4K);
   }
-  if (flush) flush_remote_tlbs();
+  // kvm_flush_remote_tlbs_memslot.
+  if (flush) tdp_->flush_remote_tlbs_range(new_slot->base_gfn, new_slot->npages);
 }
 
 void KvmMmu::enable_log_dirty_pt_masked(const Memslot& slot, Gfn base, uint64_t mask) {
@@ -383,7 +385,7 @@ KvmResult<> KvmMmu::zap_gfn_range(Gfn start, Gfn end, GfnZapCause cause) {
   // Private mappings are always write-back whatever DMA does, so only the direct roots
   // (which for a TD map the shared alias) are affected.
   if (tdp_->zap_direct_leafs(start, end, ZapReason::kRoots, /*can_yield=*/true, false)) {
-    flush_remote_tlbs();
+    tdp_->flush_remote_tlbs_range(start, end.raw() - start.raw());
   }
   return {};
 }

@@ -44,7 +44,9 @@ struct MmuStats {
   std::array<std::array<Counter, static_cast<size_t>(ZapAlias::kCount)>,
              static_cast<size_t>(ZapReason::kCount)>
       zap_requests;
-  Counter remote_tlb_flushes;  // kvm_flush_remote_tlbs calls
+  Counter remote_tlb_flushes;        // kvm_flush_remote_tlbs calls
+  Counter remote_tlb_flushes_range;  // kvm_flush_remote_tlbs_range calls (a full flush follows
+                                     // when the vendor has no ranged hook)
   Counter memory_fault_exits;
 
   int64_t pages_mapped(bool mirror, Level level) const {

@@ -92,10 +92,25 @@ bool TdpMmu::bug_on(bool cond, const char* what) {
 
 void TdpMmu::flush_remote_tlbs() {
   stats_.remote_tlb_flushes.add();
+  if (kvm_ != nullptr) kvm_->events().remote_flush.emit(RemoteFlushEvent{EventPhase::kBegin, Gfn{0}, 0});
   // Without a vendor hook KVM requests KVM_REQ_TLB_FLUSH on every vCPU and kicks them.
   if (!ops_.flush_remote_tlbs(kvm_) && kvm_ != nullptr && kvm_->vm() != nullptr) {
     kvm_->vm()->make_all_cpus_request(KvmRequest::kTlbFlush);
   }
+  if (kvm_ != nullptr) kvm_->events().remote_flush.emit(RemoteFlushEvent{EventPhase::kEnd, Gfn{0}, 0});
+}
+
+void TdpMmu::flush_remote_tlbs_range(Gfn start, uint64_t pages) {
+  if (pages == 0) return;
+  stats_.remote_tlb_flushes_range.add();
+  if (kvm_ != nullptr) {
+    kvm_->events().remote_flush.emit(RemoteFlushEvent{EventPhase::kBegin, start, pages});
+  }
+  const bool done = ops_.flush_remote_tlbs_range(kvm_, start, pages);
+  if (kvm_ != nullptr) {
+    kvm_->events().remote_flush.emit(RemoteFlushEvent{EventPhase::kEnd, start, pages});
+  }
+  if (!done) flush_remote_tlbs();
 }
 
 // --- Tables ----------------------------------------------------------------------------------
@@ -330,6 +345,10 @@ void TdpMmu::remove_external_spte(Gfn gfn, Spte old_spte, Level level) {
 
 void TdpMmu::handle_changed_spte(bool mirror, Gfn gfn, Spte old_spte, Spte new_spte, Level level,
                                  bool shared) {
+  if (kvm_ != nullptr && kvm_->events().spte_changed.enabled()) {
+    const Gfn seen = mirror ? gfn : Gfn{gfn.raw() | config_.gfn_direct_bits.raw()};
+    kvm_->events().spte_changed.emit(SpteChangeEvent{seen, level, old_spte, new_spte, mirror});
+  }
   const bool was_present = old_spte.is_shadow_present();
   const bool is_present = new_spte.is_shadow_present();
   const bool was_leaf = was_present && old_spte.is_last(level);

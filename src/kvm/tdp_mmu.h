@@ -155,6 +155,10 @@ class TdpMmu {
   bool bug_on(bool cond, const char* what);
   // kvm_flush_remote_tlbs through the vendor hook (counted).
   void flush_remote_tlbs();
+  // kvm_flush_remote_tlbs_range: [start, start + pages) through the vendor's ranged hook
+  // when it has one (only Hyper-V's); a full flush otherwise (on bare metal a range
+  // flush is a full INVEPT anyway).
+  void flush_remote_tlbs_range(Gfn start, uint64_t pages);
   // The gfns a root spans (tdp_mmu_max_gfn_exclusive).
   Gfn max_gfn_exclusive() const;
   // The root's direct bits: 0 for a mirror root (kvm_gfn_root_bits).

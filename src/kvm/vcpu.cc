@@ -165,7 +165,10 @@ int KvmVcpu::enter_guest(LogicalCpu& cpu) {
   // kvm_mmu_reload: a valid direct root, loaded and flushed when it is new.
   if (mmu_.root == nullptr || TdpMmu::is_obsolete_root(mmu_.root)) {
     stats_.root_loads.add();
+    Tracepoint<RootLoadEvent>& tp = kvm().events().root_loaded;
+    tp.emit(RootLoadEvent{EventPhase::kBegin, id_, cpu.id(), Hpa{0}});
     if (KvmResult<> l = vm_.mmu().load(mmu_); !l) return -static_cast<int>(l.error());
+    if (tp.enabled()) tp.emit(RootLoadEvent{EventPhase::kEnd, id_, cpu.id(), mmu_.root->spt()});
   }
   if (signal_pending()) {
     signal_.store(0, std::memory_order_relaxed);

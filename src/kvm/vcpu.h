@@ -107,6 +107,11 @@ class KvmVcpu {
   // Waits until the vCPU left the guest-mode run seen in `word` (no wait if it was outside).
   void wait_exited(uint64_t word) const;
 
+  // vcpu->arch.hv_root_tdp: the root this vCPU last loaded, as KVM-on-Hyper-V tracks it.
+  // REQUIRES: the VM's HvRootTdp lock held (kvm/hyperv/ is the only user).
+  Hpa hv_root_tdp() const { return hv_root_tdp_; }
+  void set_hv_root_tdp(Hpa root) { hv_root_tdp_ = root; }
+
   // A vendor's vcpu_run may give up before entering (TDX while removals block entry); it
   // ran with the mode IN_GUEST_MODE all the same, and the loop sets it back.
 
@@ -127,6 +132,7 @@ class KvmVcpu {
   VcpuStats stats_;
   std::unique_ptr<VendorVcpu> vendor_;
   LogicalCpu* cpu_ = nullptr;  // written by run()'s thread only
+  Hpa hv_root_tdp_{~uint64_t{0}};  // under the VM's HvRootTdp lock
   // exits << 2 | VcpuMode: the mode and how many times the vCPU has left guest mode.
   AtomicWord mode_;
   AtomicWord requests_;

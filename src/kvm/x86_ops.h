@@ -28,8 +28,21 @@ enum class ExitFastpath : uint8_t {
   kExitHandled,   // nothing left to do for this exit (TDX: entry skipped, or BUSY)
 };
 
+// Which function the table's optional flush_remote_tlbs op holds. Upstream code asks by
+// comparing the function pointer (`kvm_x86_ops.flush_remote_tlbs == hv_flush_remote_tlbs`);
+// here the table names it. kNone: the op is absent and KVM falls back to requests.
+enum class RemoteFlushHook : uint8_t {
+  kNone,
+  kHyperV,  // hv_flush_remote_tlbs: KVM runs nested on Hyper-V (kvm/hyperv/)
+  kVt,      // vt_flush_remote_tlbs: the Intel table of a TDX host, dispatching per VM
+};
+const char* to_string(RemoteFlushHook h);
+
 class KvmX86Ops : public MmuVendorOps {
  public:
+  // What this table's flush_remote_tlbs op is (see RemoteFlushHook).
+  virtual RemoteFlushHook remote_flush_hook() const { return RemoteFlushHook::kNone; }
+
   // --- VM -------------------------------------------------------------------------------
   // vm_init: per-VM vendor state (Kvm::set_vendor). EINVAL for a VM type the vendor does
   // not run.

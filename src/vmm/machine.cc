@@ -18,7 +18,14 @@ Machine::Machine(const MachineConfig& config) : config_(config) {
   pc.memory.bytes = config.memory_bytes;
   pc.memory.huge_2m_pages = config.huge_2m_pages;
   pc.tlb.capacity = config.tlb_entries;
+  pc.hyperv = config.hyperv;
+  TDXSIM_CHECK(!(config.tdx && config.hyperv),
+               "a TDX host runs on bare metal: TDX and Hyper-V exclude each other");
   platform_ = std::make_unique<Platform>(pc, faults_);
+  if (platform_->hyperv() != nullptr) {
+    kvm_on_hyperv_ = std::make_unique<KvmOnHyperV>(*platform_->hyperv());
+    vmx_.enable_hyperv_flush(kvm_on_hyperv_.get());
+  }
   if (config.tdx) {
     module_ = std::make_unique<TdxModule>(*platform_);
     platform_->install_seam_module(module_.get());

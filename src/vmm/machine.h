@@ -14,8 +14,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 
 #include "base/fault_injection.h"
+#include "kvm/hyperv/kvm_onhyperv.h"
 #include "kvm/kvm_vm.h"
 #include "kvm/vmx/vmx.h"
 #include "kvm/vmx/vt_ops.h"
@@ -39,6 +41,9 @@ struct MachineConfig {
   // Entries per logical CPU's TLB: a second-level TLB's size (Intel's STLB holds 1536 or
   // 2048). A finite TLB evicts, as hardware does; 0 would keep every translation forever.
   uint32_t tlb_entries = 1536;
+  // KVM runs nested on Hyper-V (the L0), with the GPA-flush enlightenment KVM then uses for
+  // its remote flushes. A TDX host is bare metal: the two exclude each other.
+  std::optional<HyperVConfig> hyperv;
 };
 
 class Machine {
@@ -59,6 +64,8 @@ class Machine {
   TdxModule* tdx_module() { return module_.get(); }
   TdxHost* tdx_host() { return tdx_host_.get(); }
   TdxOps* tdx() { return tdx_ops_.get(); }
+  // Null unless KVM runs on Hyper-V.
+  KvmOnHyperV* kvm_on_hyperv() { return kvm_on_hyperv_.get(); }
 
   // Logical CPU for host thread `i` (0: the VMM's main thread). REQUIRES: i < host_cpus.
   unsigned host_cpu(unsigned i) const;
@@ -73,6 +80,7 @@ class Machine {
   std::unique_ptr<TdxModule> module_;
   std::unique_ptr<TdxHost> tdx_host_;
   std::unique_ptr<TdxOps> tdx_ops_;
+  std::unique_ptr<KvmOnHyperV> kvm_on_hyperv_;
   VmxOps vmx_;
   std::unique_ptr<VtOps> vt_;
   std::unique_ptr<KvmHost> kvm_;

@@ -1,10 +1,12 @@
 #include "kvm/vmx/vmx.h"
 
 #include "base/check.h"
+#include "base/fault_injection.h"
 #include "kvm/kvm_vm.h"
 #include "kvm/vcpu.h"
 #include "platform/eptp.h"
 #include "platform/logical_cpu.h"
+#include "platform/platform.h"
 
 namespace tdxsim {
 
@@ -62,6 +64,22 @@ void VmxOps::load_mmu_pgd(Kvm* kvm, int vcpu_id, Hpa root, Level level) {
   KvmVcpu* vcpu = kvm->vm()->vcpu(vcpu_id);
   TDXSIM_CHECK(vcpu != nullptr, "load_mmu_pgd for vCPU {} that does not exist", vcpu_id);
   vmx(*vcpu).vmcs.eptp = Eptp::make(root, level_num(level), /*ad_enabled=*/true);
+  // hv_load_mmu_eptp. The host's table is shared with TDX on a TDX host, where its flush op
+  // is TDX's: only Hyper-V's op means the L0 needs the root (seed 000). S0 restores the
+  // check that took any op for Hyper-V's.
+  const RemoteFlushHook hook = vcpu->vm().ops().remote_flush_hook();
+  const bool on_hyperv = vcpu->vm().platform().faults().bug(BugId::S0)
+                             ? hook != RemoteFlushHook::kNone
+                             : hook == RemoteFlushHook::kHyperV;
+  if (on_hyperv) KvmOnHyperV::track_root_tdp(*vcpu, root);
+}
+
+bool VmxOps::flush_remote_tlbs(Kvm* kvm) {
+  return hv_ != nullptr && hv_->flush_remote_tlbs(*kvm);
+}
+
+bool VmxOps::flush_remote_tlbs_range(Kvm* kvm, Gfn gfn, uint64_t pages) {
+  return hv_ != nullptr && hv_->flush_remote_tlbs_range(*kvm, gfn, pages);
 }
 
 void VmxOps::flush_tlb_all(KvmVcpu& vcpu) {

@@ -8,6 +8,10 @@
 // flush. On bare metal there is no remote-flush hook: the MMU falls back to
 // KVM_REQ_TLB_FLUSH on every vCPU. A vCPU loaded on a CPU it did not last run on requests a
 // full flush first (the new CPU may hold entries from an earlier stay under this VPID).
+// Nested on Hyper-V with HV_X64_NESTED_GUEST_MAPPING_FLUSH (enable_hyperv_flush), the
+// remote flushes are the L0's GPA-flush hypercalls, ranged ones included, and every loaded
+// root is tracked for them (hv_load_mmu_eptp). Whether to track is decided by the host
+// table's flush op being Hyper-V's — not by it being present (seed 000, bug S0).
 //
 // Thread safety: the vCPU state belongs to the vCPU's thread; the VPID pool is locked.
 #pragma once
@@ -17,6 +21,7 @@
 
 #include "base/atomic.h"
 #include "base/lock.h"
+#include "kvm/hyperv/kvm_onhyperv.h"
 #include "kvm/vcpu.h"
 #include "kvm/x86_ops.h"
 #include "platform/guest_context.h"
@@ -46,6 +51,15 @@ class VmxOps final : public KvmX86Ops {
 
   const VmxStats& stats() const { return stats_; }
 
+  // hardware_setup on Hyper-V with EPT and the guest-mapping-flush enlightenment: installs
+  // hv_flush_remote_tlbs(_range). REQUIRES: before any VM exists; `hv` outlives the ops.
+  void enable_hyperv_flush(KvmOnHyperV* hv) { hv_ = hv; }
+  RemoteFlushHook remote_flush_hook() const override {
+    return hv_ != nullptr ? RemoteFlushHook::kHyperV : RemoteFlushHook::kNone;
+  }
+  bool flush_remote_tlbs(Kvm* kvm) override;
+  bool flush_remote_tlbs_range(Kvm* kvm, Gfn gfn, uint64_t pages) override;
+
   KvmResult<> vm_init(KvmVm& vm) override;
   void vm_destroy(KvmVm& vm) override;
   KvmResult<> vcpu_create(KvmVcpu& vcpu) override;
@@ -73,6 +87,7 @@ class VmxOps final : public KvmX86Ops {
   void free_vpid(uint16_t vpid);
 
   VmxStats stats_;
+  KvmOnHyperV* hv_ = nullptr;
   Mutex vpid_mu_{"vmx_vpid_lock"};
   std::vector<bool> vpid_used_ TDXSIM_GUARDED_BY(vpid_mu_) = std::vector<bool>(1u << 16);
 };

@@ -20,6 +20,12 @@ class VtOps final : public KvmX86Ops {
 
   bool has_tdx() const { return tdx_ != nullptr; }
 
+  // With TDX the table's flush op is vt_flush_remote_tlbs, whatever VMX would install: the
+  // op seed 000 is about.
+  RemoteFlushHook remote_flush_hook() const override {
+    return tdx_ != nullptr ? RemoteFlushHook::kVt : vmx_.remote_flush_hook();
+  }
+
   // --- KvmX86Ops ----------------------------------------------------------------------------
   KvmResult<> vm_init(KvmVm& vm) override;
   void vm_pre_destroy(KvmVm& vm) override { of(vm).vm_pre_destroy(vm); }

@@ -1,0 +1,56 @@
+// KvmEvents: the tracepoints of one VM that checkers and tracers attach to — KVM's own
+// trace_kvm_* points where a checker needs to know *when* something happened relative to a
+// vCPU's use of a translation: a remote TLB flush starting and returning, an SPTE changing,
+// a vCPU loading a root.
+//
+// Emitting costs one relaxed load when nobody listens. Listeners run on the emitting thread,
+// inside whatever locks it holds (mmu_lock for SPTE changes): they must not call back into
+// the MMU.
+#pragma once
+
+#include <cstdint>
+
+#include "base/addr.h"
+#include "base/trace.h"
+#include "kvm/spte.h"
+
+namespace tdxsim {
+
+enum class EventPhase : uint8_t { kBegin, kEnd };
+
+// kvm_flush_remote_tlbs (pages == 0) or kvm_flush_remote_tlbs_range: kBegin before the
+// vendor hook or the request fallback, kEnd once it returned (every vCPU flushed or out of
+// guest mode with the flush pending).
+struct RemoteFlushEvent {
+  EventPhase phase = EventPhase::kBegin;
+  Gfn start{0};
+  uint64_t pages = 0;
+};
+
+// An SPTE changed (handle_changed_spte). `gfn` as the CPU sees it: a direct root's entry
+// carries the VM's direct bits (a TD's shared bit), a mirror root's does not.
+struct SpteChangeEvent {
+  Gfn gfn{0};
+  Level level = Level::k4K;
+  Spte old_spte;
+  Spte new_spte;
+  bool mirror = false;
+};
+
+// kvm_mmu_load on vCPU `vcpu_id` running on logical CPU `cpu`: kBegin before the root is
+// chosen (root invalid), kEnd after load_mmu_pgd and the flush of the new root were asked
+// for (the flush may take effect at the next VM entry, as SVM's TLB_CONTROL does).
+struct RootLoadEvent {
+  EventPhase phase = EventPhase::kBegin;
+  int vcpu_id = 0;
+  unsigned cpu = 0;
+  Hpa root;
+};
+
+struct KvmEvents {
+  Tracepoint<RemoteFlushEvent> remote_flush;
+  Tracepoint<SpteChangeEvent> spte_changed;
+  Tracepoint<RootLoadEvent> root_loaded;
+};
+
+}  // namespace tdxsim
