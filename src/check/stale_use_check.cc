@@ -1,7 +1,8 @@
 #include "check/stale_use_check.h"
 
-#include <algorithm>
 #include <fmt/format.h>
+
+#include <algorithm>
 
 #include "base/check_clock.h"
 #include "kvm/kvm.h"
@@ -13,9 +14,12 @@ namespace {
 
 const char* access_name(AccessType a) {
   switch (a) {
-    case AccessType::kRead: return "read";
-    case AccessType::kWrite: return "write";
-    case AccessType::kFetch: return "fetch";
+    case AccessType::kRead:
+      return "read";
+    case AccessType::kWrite:
+      return "write";
+    case AccessType::kFetch:
+      return "fetch";
   }
   return "?";
 }
@@ -33,9 +37,12 @@ uint64_t load_key(unsigned cpu, Hpa root) {
 
 const char* to_string(StalePoint p) {
   switch (p) {
-    case StalePoint::kRemoteFlushReturned: return "after a remote TLB flush returned";
-    case StalePoint::kRootLoaded: return "after the root was loaded (and flushed) on this CPU";
-    case StalePoint::kFrameFreed: return "after its frame went back to the allocator";
+    case StalePoint::kRemoteFlushReturned:
+      return "after a remote TLB flush returned";
+    case StalePoint::kRootLoaded:
+      return "after the root was loaded (and flushed) on this CPU";
+    case StalePoint::kFrameFreed:
+      return "after its frame went back to the allocator";
   }
   return "?";
 }

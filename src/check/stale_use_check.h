@@ -98,12 +98,12 @@ class StaleUseCheck {
     Kvm* kvm;
     // (gfn aligned to its level) << 2 | level index → the change's stamp.
     std::unordered_map<uint64_t, uint64_t> changed;
-    std::vector<Flush> whole;        // completed whole flushes, in completion order
-    std::vector<uint64_t> max_begin; // prefix maxima of whole[i].begin
+    std::vector<Flush> whole;         // completed whole flushes, in completion order
+    std::vector<uint64_t> max_begin;  // prefix maxima of whole[i].begin
     std::vector<Flush> ranged;
     std::unordered_map<std::thread::id, uint64_t> flush_begun;
-    std::unordered_map<unsigned, uint64_t> load_begun;              // by CPU
-    std::unordered_map<uint64_t, uint64_t> loaded;                  // (cpu, root) → begin
+    std::unordered_map<unsigned, uint64_t> load_begun;  // by CPU
+    std::unordered_map<uint64_t, uint64_t> loaded;      // (cpu, root) → begin
     std::vector<Tracepoint<RemoteFlushEvent>::Subscription> flush_sub;
     std::vector<Tracepoint<SpteChangeEvent>::Subscription> spte_sub;
     std::vector<Tracepoint<RootLoadEvent>::Subscription> load_sub;

@@ -2,8 +2,11 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "cli/platform_tour.h"
 #include "cli/run_scenario.h"
@@ -31,9 +34,15 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
 
   std::string name = "td_lifecycle";
+  std::vector<std::string> inject;
   auto* run = app.add_subcommand("run", "run a built-in scenario (default: " + name + ")");
   run->add_option("scenario", name, "the scenario's name (see `tdxsim scenarios`)");
+  run->add_option("--inject", inject,
+                  "turn on a bug-catalogue switch for the run (see `tdxsim bugs`); repeatable")
+      ->type_name("ID");
   auto* scenarios = app.add_subcommand("scenarios", "list the built-in scenarios, one per line");
+  auto* bugs = app.add_subcommand(
+      "bugs", "list the bug-catalogue rows that exist as switches: ID, scenario, description");
 
   try {
     app.parse(argc, argv);
@@ -50,8 +59,30 @@ int main(int argc, char** argv) {
     for (const Builtin& b : kBuiltins) fmt::print("{}\t{}\n", b.name, b.description);
     return 0;
   }
+  if (bugs->parsed()) {
+    for (const tdxsim::BugRow& b : tdxsim::bug_rows()) {
+      fmt::print("{}\t{}\t{}\n", tdxsim::to_string(b.id), b.scenario, b.description);
+    }
+    return 0;
+  }
+  tdxsim::ScenarioOptions options;
+  for (const std::string& id : inject) {
+    const std::optional<tdxsim::BugId> bug = tdxsim::parse_bug_id(id);
+    const bool exists =
+        bug && std::ranges::any_of(tdxsim::bug_rows(),
+                                   [&](const tdxsim::BugRow& r) { return r.id == *bug; });
+    if (!exists) {
+      fmt::print(stderr, "tdxsim: --inject {}: no such bug switch (try `tdxsim bugs`)\n", id);
+      return 2;
+    }
+    options.inject.push_back(*bug);
+  }
   if (const tdxsim::ScenarioInfo* s = tdxsim::find_scenario(name)) {
-    return tdxsim::cli::run_scenario(*s, tdxsim::ScenarioOptions{}, stdout);
+    return tdxsim::cli::run_scenario(*s, options, stdout);
+  }
+  if (!options.inject.empty()) {
+    fmt::print(stderr, "tdxsim: --inject applies to scenarios, not to '{}'\n", name);
+    return 2;
   }
   for (const Builtin& b : kBuiltins) {
     if (name == b.name) return b.run(stdout) == 0 ? 0 : 1;

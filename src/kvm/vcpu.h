@@ -131,7 +131,7 @@ class KvmVcpu {
   KvmRun run_;
   VcpuStats stats_;
   std::unique_ptr<VendorVcpu> vendor_;
-  LogicalCpu* cpu_ = nullptr;  // written by run()'s thread only
+  LogicalCpu* cpu_ = nullptr;      // written by run()'s thread only
   Hpa hv_root_tdp_{~uint64_t{0}};  // under the VM's HvRootTdp lock
   // exits << 2 | VcpuMode: the mode and how many times the vCPU has left guest mode.
   AtomicWord mode_;

@@ -8,9 +8,12 @@ namespace tdxsim {
 
 const char* to_string(RemoteFlushHook h) {
   switch (h) {
-    case RemoteFlushHook::kNone: return "none";
-    case RemoteFlushHook::kHyperV: return "hv_flush_remote_tlbs";
-    case RemoteFlushHook::kVt: return "vt_flush_remote_tlbs";
+    case RemoteFlushHook::kNone:
+      return "none";
+    case RemoteFlushHook::kHyperV:
+      return "hv_flush_remote_tlbs";
+    case RemoteFlushHook::kVt:
+      return "vt_flush_remote_tlbs";
   }
   return "?";
 }

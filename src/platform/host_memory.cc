@@ -35,8 +35,8 @@
 #include "base/atomic.h"
 #include "base/bitfield.h"
 #include "base/check.h"
-#include "base/mix.h"
 #include "base/lock.h"
+#include "base/mix.h"
 #include "platform/frame_allocator.h"
 #include "platform/lazy_words.h"
 
@@ -44,10 +44,14 @@ namespace tdxsim {
 
 const char* to_string(MemViolationKind k) {
   switch (k) {
-    case MemViolationKind::kPlaintextLeak: return "plaintext-leak";
-    case MemViolationKind::kIntegrityPoison: return "integrity-poison";
-    case MemViolationKind::kPoisonConsumed: return "poison-consumed";
-    case MemViolationKind::kStaleCacheReuse: return "stale-cache-reuse";
+    case MemViolationKind::kPlaintextLeak:
+      return "plaintext-leak";
+    case MemViolationKind::kIntegrityPoison:
+      return "integrity-poison";
+    case MemViolationKind::kPoisonConsumed:
+      return "poison-consumed";
+    case MemViolationKind::kStaleCacheReuse:
+      return "stale-cache-reuse";
   }
   return "?";
 }
@@ -67,12 +71,21 @@ using InfoAllocated = Bit<32>;
 using InfoPoisoned = Bit<33>;
 using InfoStorage = BitField<63, 34>;
 
-KeyId info_key(uint64_t info) { return KeyId{static_cast<uint16_t>(InfoKey::get(info))}; }
-KeyId info_dirty(uint64_t info) { return KeyId{static_cast<uint16_t>(InfoDirtyKey::get(info))}; }
-bool info_allocated(uint64_t info) { return InfoAllocated::get(info) != 0; }
-bool info_poisoned(uint64_t info) { return InfoPoisoned::get(info) != 0; }
-uint64_t info_storage(uint64_t info) { return InfoStorage::get(info); }
-
+KeyId info_key(uint64_t info) {
+  return KeyId{static_cast<uint16_t>(InfoKey::get(info))};
+}
+KeyId info_dirty(uint64_t info) {
+  return KeyId{static_cast<uint16_t>(InfoDirtyKey::get(info))};
+}
+bool info_allocated(uint64_t info) {
+  return InfoAllocated::get(info) != 0;
+}
+bool info_poisoned(uint64_t info) {
+  return InfoPoisoned::get(info) != 0;
+}
+uint64_t info_storage(uint64_t info) {
+  return InfoStorage::get(info);
+}
 
 // Domain tweaks keep ciphertext, poison garbage and the page hash unrelated to each other.
 constexpr uint64_t kCipherDomain = 0x4b45'5949'4443'4950ull;
@@ -97,7 +110,9 @@ uint64_t poison_garbage(uint64_t value, Hpa addr, KeyId owner) {
   return scramble(value, addr.raw(), kPoisonDomain ^ (uint64_t{owner.raw()} << 32));
 }
 
-uint64_t* as_chunk(uint64_t word) { return reinterpret_cast<uint64_t*>(word); }
+uint64_t* as_chunk(uint64_t word) {
+  return reinterpret_cast<uint64_t*>(word);
+}
 
 }  // namespace
 
@@ -142,8 +157,8 @@ struct HostMemory::Impl {
   unsigned check_word(Hpa hpa, KeyId key, const char* op) const {
     TDXSIM_CHECK(hpa.pfn().raw() < frames, "HostMemory::{}: {} is outside host memory ({} frames)",
                  op, hpa, frames);
-    TDXSIM_CHECK(hpa.raw() % sizeof(uint64_t) == 0, "HostMemory::{}: {} is not 8-byte aligned",
-                 op, hpa);
+    TDXSIM_CHECK(hpa.raw() % sizeof(uint64_t) == 0, "HostMemory::{}: {} is not 8-byte aligned", op,
+                 hpa);
     check_key(key, op);
     return static_cast<unsigned>(hpa.page_offset() / sizeof(uint64_t));
   }
@@ -154,9 +169,7 @@ struct HostMemory::Impl {
     return AtomicWordRef(slots[(handle - 1) * kChunksPerFrame + chunk]);
   }
 
-  uint64_t frame_info(uint64_t pfn) const {
-    return info_word(pfn).load(std::memory_order_acquire);
-  }
+  uint64_t frame_info(uint64_t pfn) const { return info_word(pfn).load(std::memory_order_acquire); }
 
   // Before the first write of a frame's metadata (a no-op but for one load after that).
   void touch(uint64_t pfn) { meta.note_touched(pfn * 2); }
@@ -326,8 +339,8 @@ struct HostMemory::Impl {
   // One CAS loop over info for a write with `key`. Returns false, leaving info unchanged,
   // when the write would poison the frame and !may_poison; with may_poison it returns false
   // after storing the poisoning update (the caller logs it) and true otherwise.
-  static bool update_info(AtomicWordRef w, uint64_t& old, uint64_t& now, KeyId key,
-                          bool whole_page, bool may_poison) {
+  static bool update_info(AtomicWordRef w, uint64_t& old, uint64_t& now, KeyId key, bool whole_page,
+                          bool may_poison) {
     for (;;) {
       const KeyId owner = info_key(old);
       now = old;
@@ -458,8 +471,7 @@ std::optional<Pfn> HostMemory::alloc_frame() {
 void HostMemory::free_frame(Pfn pfn) {
   Impl& m = *impl_;
   m.check_frame(pfn, "free_frame");
-  TDXSIM_CHECK(!m.in_huge_pool(pfn.raw()), "HostMemory::free_frame: {} belongs to a 2M page",
-               pfn);
+  TDXSIM_CHECK(!m.in_huge_pool(pfn.raw()), "HostMemory::free_frame: {} belongs to a 2M page", pfn);
   AtomicWordRef w = m.info_word(pfn.raw());
   // Allocator bookkeeping only: contents, word storage, key and dirty lines stay with the
   // frame, which the module may still be using.
@@ -514,8 +526,7 @@ void HostMemory::free_huge_2m(Pfn head) {
       AtomicWordRef w = m.info_word(p);
       uint64_t old = w.load(std::memory_order_acquire);
       for (;;) {
-        TDXSIM_CHECK(info_allocated(old), "HostMemory::free_huge_2m: {} is not allocated",
-                     head);
+        TDXSIM_CHECK(info_allocated(old), "HostMemory::free_huge_2m: {} is not allocated", head);
         if (w.compare_exchange(old, InfoAllocated::set(old, 0), std::memory_order_acq_rel)) {
           break;
         }
@@ -654,13 +665,14 @@ void HostMemory::copy_page(Pfn dst, KeyId dst_key, Pfn src, KeyId src_key) {
                                   : m.config.foreign_read == ForeignReadResult::kZeros);
   std::array<uint64_t, kWordsPerPage> words;
   if (uniform) {
-    words[0] = m.view(m.fill_word(src.raw()).load(std::memory_order_acquire), sbase, src_key,
-                      sinfo).value;
+    words[0] =
+        m.view(m.fill_word(src.raw()).load(std::memory_order_acquire), sbase, src_key, sinfo).value;
   } else {
     for (unsigned i = 0; i < kWordsPerPage; ++i) {
       const Hpa at = sbase + uint64_t{i} * sizeof(uint64_t);
-      words[i] = m.view(m.load_raw(src.raw(), sinfo, i, std::memory_order_acquire), at, src_key,
-                        sinfo).value;
+      words[i] =
+          m.view(m.load_raw(src.raw(), sinfo, i, std::memory_order_acquire), at, src_key, sinfo)
+              .value;
     }
   }
   const uint64_t dinfo = m.note_write(dst.raw(), dst.hpa(), dst_key, /*whole_page=*/true);
@@ -686,8 +698,8 @@ uint64_t HostMemory::page_hash(Pfn pfn, KeyId key) const {
   uint64_t h = kHashSeed;
   for (unsigned i = 0; i < kWordsPerPage; ++i) {
     const Hpa at = base + uint64_t{i} * sizeof(uint64_t);
-    const uint64_t v = m.view(m.load_raw(pfn.raw(), info, i, std::memory_order_acquire), at, key,
-                              info).value;
+    const uint64_t v =
+        m.view(m.load_raw(pfn.raw(), info, i, std::memory_order_acquire), at, key, info).value;
     h = mix64(h ^ mix64(v + i));
   }
   return h;

@@ -7,10 +7,14 @@ namespace tdxsim {
 
 const char* to_string(HvStatus s) {
   switch (s) {
-    case HvStatus::kSuccess: return "HV_STATUS_SUCCESS";
-    case HvStatus::kInvalidHypercallCode: return "HV_STATUS_INVALID_HYPERCALL_CODE";
-    case HvStatus::kInvalidHypercallInput: return "HV_STATUS_INVALID_HYPERCALL_INPUT";
-    case HvStatus::kInvalidParameter: return "HV_STATUS_INVALID_PARAMETER";
+    case HvStatus::kSuccess:
+      return "HV_STATUS_SUCCESS";
+    case HvStatus::kInvalidHypercallCode:
+      return "HV_STATUS_INVALID_HYPERCALL_CODE";
+    case HvStatus::kInvalidHypercallInput:
+      return "HV_STATUS_INVALID_HYPERCALL_INPUT";
+    case HvStatus::kInvalidParameter:
+      return "HV_STATUS_INVALID_PARAMETER";
   }
   return "HV_STATUS_?";
 }
@@ -83,6 +87,9 @@ size_t HyperVL0::flush_range(Hpa root, Gpa gpa, uint64_t bytes) {
 
 HvStatus HyperVL0::flush_guest_physical_address_space(Hpa root) {
   stats_.flush_space_calls.add();
+  hypercalls.emit_lazy([&] {
+    return HvFlushHypercall{HvCallCode::kFlushGuestPhysicalAddressSpace, root, {}};
+  });
   flush_range(root, Gpa{0}, 0);
   return HvStatus::kSuccess;
 }
@@ -90,6 +97,10 @@ HvStatus HyperVL0::flush_guest_physical_address_space(Hpa root) {
 HvStatus HyperVL0::flush_guest_physical_address_list(Hpa root,
                                                      std::span<const HvGpaPageRange> list) {
   stats_.flush_list_calls.add();
+  hypercalls.emit_lazy([&] {
+    return HvFlushHypercall{HvCallCode::kFlushGuestPhysicalAddressList, root,
+                            std::vector<HvGpaPageRange>(list.begin(), list.end())};
+  });
   if (list.empty() || list.size() > kHvMaxFlushRepCount) return HvStatus::kInvalidHypercallInput;
   stats_.list_entries.add(list.size());
   for (const HvGpaPageRange& r : list) flush_range(root, r.start(), r.bytes());
@@ -99,8 +110,7 @@ HvStatus HyperVL0::flush_guest_physical_address_list(Hpa root,
 void HyperVL0::on_invept(bool all_context, uint64_t ep4ta) {
   stats_.trapped_invept.add();
   MutexLock lock(mu_);
-  drop_if_locked(
-      [&](const L0Translation& t) { return all_context || t.root.raw() == ep4ta; });
+  drop_if_locked([&](const L0Translation& t) { return all_context || t.root.raw() == ep4ta; });
 }
 
 void HyperVL0::on_asid_flush(uint16_t asid, bool all_asids) {

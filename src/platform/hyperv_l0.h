@@ -28,6 +28,7 @@
 #include "base/bitfield.h"
 #include "base/lock.h"
 #include "base/thread_annotations.h"
+#include "base/trace.h"
 #include "platform/translation.h"
 
 namespace tdxsim {
@@ -86,6 +87,13 @@ struct HyperVStats {
   Counter trapped_invept, asid_flushes_seen;
 };
 
+// One GPA-flush hypercall as the L0 received it (for checkers and the run's statistics).
+struct HvFlushHypercall {
+  HvCallCode code = HvCallCode::kFlushGuestPhysicalAddressSpace;
+  Hpa root;
+  std::vector<HvGpaPageRange> list;  // the list flush's ranges; empty for the space flush
+};
+
 // One cached GPA translation of the L0.
 struct L0Translation {
   Hpa root;  // the L1 second-level root it was derived from
@@ -124,6 +132,9 @@ class HyperVL0 {
 
   size_t cached();
   const HyperVStats& stats() const { return stats_; }
+
+  // Every flush hypercall, before the L0 acts on it.
+  Tracepoint<HvFlushHypercall> hypercalls;
 
  private:
   struct Key {

@@ -12,10 +12,14 @@ namespace tdxsim {
 
 const char* to_string(Staleness s) {
   switch (s) {
-    case Staleness::kFresh: return "fresh";
-    case Staleness::kMorePermissive: return "more-permissive";
-    case Staleness::kDifferentFrame: return "different-frame";
-    case Staleness::kNotMapped: return "not-mapped";
+    case Staleness::kFresh:
+      return "fresh";
+    case Staleness::kMorePermissive:
+      return "more-permissive";
+    case Staleness::kDifferentFrame:
+      return "different-frame";
+    case Staleness::kNotMapped:
+      return "not-mapped";
   }
   return "?";
 }
@@ -33,7 +37,9 @@ struct LogicalCpu::Ipi {
 LogicalCpu::LogicalCpu(Platform& platform, unsigned id, unsigned package, const TlbConfig& tlb)
     : platform_(platform), id_(id), package_(package), tlb_(tlb) {}
 
-bool LogicalCpu::in_guest_mode() const { return in_guest_.load(std::memory_order_acquire) != 0; }
+bool LogicalCpu::in_guest_mode() const {
+  return in_guest_.load(std::memory_order_acquire) != 0;
+}
 
 void LogicalCpu::assert_current() const {
   // Every SEAMCALL and CPU-local instruction asks: the occupant answers itself without the
@@ -64,8 +70,7 @@ void LogicalCpu::unbind_current_thread() {
   for (;;) {
     handle_interrupts();
     MutexLock lock(mu_);
-    TDXSIM_CHECK(occupant_ == std::this_thread::get_id(), "CPU {}: unbind by a non-occupant",
-                 id_);
+    TDXSIM_CHECK(occupant_ == std::this_thread::get_id(), "CPU {}: unbind by a non-occupant", id_);
     if (!ipis_.empty()) continue;
     occupant_.reset();
     running_.store(std::thread::id{}, std::memory_order_relaxed);
@@ -285,8 +290,7 @@ TranslationFault fault_from_cached(const GuestContext& ctx, Gpa gpa, const Acces
   return EptViolation{gpa, q, level, true};
 }
 
-ServedTranslation served_from(const TlbEntry& e, Gpa gpa, TranslationSource src,
-                              uint64_t seen_at) {
+ServedTranslation served_from(const TlbEntry& e, Gpa gpa, TranslationSource src, uint64_t seen_at) {
   return ServedTranslation{e.hpa_of(gpa.raw()), e.key,         e.level, e.perms, src,
                            Staleness::kFresh,   e.source_root, seen_at};
 }
@@ -336,8 +340,8 @@ std::expected<ServedTranslation, TranslationFault> LogicalCpu::translate(
       // and only reflects the fault to L1 if those deny the access too.
       l0->drop(wc.root, gpa);
     } else {
-      auto fresh = walk(platform_.memory(), platform_.memory().layout(), wc, gpa, access,
-                        WalkMode::kProbe);
+      auto fresh =
+          walk(platform_.memory(), platform_.memory().layout(), wc, gpa, access, WalkMode::kProbe);
       if (fresh) stats_.spurious_faults.add();
       TranslationFault f = fault_from_cached(ctx, gpa, needed, e->perms, e->level);
       // A promoted paging-structure access reports both read and write (bits 0 and 1).
@@ -362,15 +366,15 @@ std::expected<ServedTranslation, TranslationFault> LogicalCpu::translate(
 
   stats_.tlb_walks.add();
   const uint64_t l0_gen = l0 != nullptr ? l0->generation() : 0;
-  auto r = walk(platform_.memory(), platform_.memory().layout(), wc, gpa, access,
-                WalkMode::kHardware);
+  auto r =
+      walk(platform_.memory(), platform_.memory().layout(), wc, gpa, access, WalkMode::kHardware);
   if (!r) return std::unexpected(r.error());
   const Translation& t = *r;
   TlbEntry entry{tag, t.gpa.raw(), t.level, t.hpa, t.key, t.perms, wc.root, t.gpa};
   fill(entry);
   if (l0 != nullptr)
-    l0->insert(L0Translation{wc.root, ctx.mode == GuestMode::kSvm ? ctx.asid : uint16_t{0},
-                             t.gpa, t.level, t.hpa, t.key, t.perms},
+    l0->insert(L0Translation{wc.root, ctx.mode == GuestMode::kSvm ? ctx.asid : uint16_t{0}, t.gpa,
+                             t.level, t.hpa, t.key, t.perms},
                l0_gen);
   return served_from(entry, gpa, TranslationSource::kWalk, seen_at);
 }
@@ -378,8 +382,7 @@ std::expected<ServedTranslation, TranslationFault> LogicalCpu::translate(
 Staleness LogicalCpu::probe(const GuestContext& ctx, Gpa gpa, const AccessRequest& access,
                             const ServedTranslation& served, std::optional<Translation>* fresh) {
   const WalkContext wc = walk_context(ctx, gpa);
-  auto r = walk(platform_.memory(), platform_.memory().layout(), wc, gpa, access,
-                WalkMode::kProbe);
+  auto r = walk(platform_.memory(), platform_.memory().layout(), wc, gpa, access, WalkMode::kProbe);
   if (fresh != nullptr) *fresh = r ? std::optional<Translation>(*r) : std::nullopt;
   if (!r) {
     // Present but denying this access → the served translation is more permissive;
@@ -387,8 +390,8 @@ Staleness LogicalCpu::probe(const GuestContext& ctx, Gpa gpa, const AccessReques
     const TranslationFault& f = r.error();
     if (const auto* v = std::get_if<EptViolation>(&f); v && (v->qualification & 0x38) != 0)
       return Staleness::kMorePermissive;
-    if (const auto* n = std::get_if<NptFault>(&f); n && (n->error_code & 1) != 0 &&
-                                                   (n->error_code & 8) == 0)
+    if (const auto* n = std::get_if<NptFault>(&f);
+        n && (n->error_code & 1) != 0 && (n->error_code & 8) == 0)
       return Staleness::kMorePermissive;
     return Staleness::kNotMapped;
   }
@@ -420,8 +423,7 @@ VmExit LogicalCpu::make_exit(const GuestContext& ctx, const GuestState& state,
 }
 
 std::optional<VmExit> LogicalCpu::translation_fault(GuestContext& ctx, GuestState& state,
-                                                    GuestProgram& program,
-                                                    const GuestInsn& insn,
+                                                    GuestProgram& program, const GuestInsn& insn,
                                                     const TranslationFault& fault) {
   if (const auto* v = std::get_if<EptViolation>(&fault)) {
     stats_.ept_violations.add();

@@ -129,8 +129,7 @@ class LogicalCpu {
                                                                const AccessRequest& access);
   // Classifies a translation against a fresh, side-effect-free walk of ctx's tables.
   Staleness probe(const GuestContext& ctx, Gpa gpa, const AccessRequest& access,
-                  const ServedTranslation& served,
-                  std::optional<Translation>* fresh = nullptr);
+                  const ServedTranslation& served, std::optional<Translation>* fresh = nullptr);
 
   // --- CPU-local instructions (REQUIRES: bound) -------------------------------------------
   // INVEPT with the EPTP operand (single-context uses its EP4TA). Under the Hyper-V L0 it

@@ -10,9 +10,9 @@
 #include <utility>
 #include <vector>
 
+#include "base/check_clock.h"
 #include "base/fault_injection.h"
 #include "platform/host_memory.h"
-#include "base/check_clock.h"
 #include "platform/hyperv_l0.h"
 #include "platform/logical_cpu.h"
 #include "platform/seamcall.h"
@@ -76,8 +76,7 @@ class Platform {
 // RAII: the calling thread runs on one logical CPU for the binding's lifetime.
 class CpuBinding {
  public:
-  CpuBinding(CpuBinding&& o) noexcept
-      : cpu_(std::exchange(o.cpu_, nullptr)), outer_(o.outer_) {}
+  CpuBinding(CpuBinding&& o) noexcept : cpu_(std::exchange(o.cpu_, nullptr)), outer_(o.outer_) {}
   CpuBinding& operator=(CpuBinding&&) = delete;
   ~CpuBinding();
   LogicalCpu& cpu() const { return *cpu_; }

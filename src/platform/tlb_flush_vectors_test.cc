@@ -1,5 +1,7 @@
 // The flush-reach vectors of testdata/tlb_flush_vectors.txt, checked against the TLB and
 // the Hyper-V L0 that the logical CPUs use.
+#include <gtest/gtest.h>
+
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -7,8 +9,6 @@
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "platform/hyperv_l0.h"
 #include "platform/tlb.h"
@@ -24,7 +24,9 @@ Level parse_level(const std::string& s) {
   return Level::k4K;
 }
 
-uint64_t num(const std::string& s) { return std::stoull(s, nullptr, 0); }
+uint64_t num(const std::string& s) {
+  return std::stoull(s, nullptr, 0);
+}
 
 struct Vectors {
   std::vector<std::pair<std::string, TlbEntry>> entries;
@@ -57,7 +59,7 @@ Vectors load() {
       std::string label, k, vpid, pcid, ep4ta, page, level, root;
       in >> label >> k >> vpid >> pcid >> ep4ta >> page >> level >> root;
       TlbEntry e;
-      e.tag.kind = k == "comb" ? TlbEntryKind::kCombined
+      e.tag.kind = k == "comb"  ? TlbEntryKind::kCombined
                    : k == "gpa" ? TlbEntryKind::kGuestPhysical
                                 : TlbEntryKind::kAsid;
       e.tag.vpid_or_asid = static_cast<uint16_t>(num(vpid));
@@ -105,13 +107,18 @@ bool apply(const std::vector<std::string>& op, Tlb& tlb, HyperVL0& l0) {
   const std::string& o = op[0];
   auto arg = [&](size_t i) { return num(op.at(i)); };
   auto u16 = [&](size_t i) { return static_cast<uint16_t>(arg(i)); };
-  if (o == "invept-single") tlb.invept(InveptType::kSingleContext, arg(1));
-  else if (o == "invept-all") tlb.invept(InveptType::kAllContext, 0);
-  else if (o == "invvpid-addr") tlb.invvpid(InvvpidType::kIndividualAddress, u16(1), arg(2));
-  else if (o == "invvpid-single") tlb.invvpid(InvvpidType::kSingleContext, u16(1), 0);
+  if (o == "invept-single")
+    tlb.invept(InveptType::kSingleContext, arg(1));
+  else if (o == "invept-all")
+    tlb.invept(InveptType::kAllContext, 0);
+  else if (o == "invvpid-addr")
+    tlb.invvpid(InvvpidType::kIndividualAddress, u16(1), arg(2));
+  else if (o == "invvpid-single")
+    tlb.invvpid(InvvpidType::kSingleContext, u16(1), 0);
   else if (o == "invvpid-single-globals")
     tlb.invvpid(InvvpidType::kSingleContextRetainingGlobals, u16(1), 0);
-  else if (o == "invvpid-all") tlb.invvpid(InvvpidType::kAllContext, 0, 0);
+  else if (o == "invvpid-all")
+    tlb.invvpid(InvvpidType::kAllContext, 0, 0);
   else if (o == "fault-ept")
     tlb.invalidate_on_fault(TlbTag{TlbEntryKind::kCombined, 0, 0, arg(1)}, arg(2));
   else if (o == "asid" || o == "l0-asid" || o == "l0-enlightened-asid") {
@@ -120,7 +127,8 @@ bool apply(const std::vector<std::string>& op, Tlb& tlb, HyperVL0& l0) {
   } else if (o == "asid-all" || o == "l0-asid-all" || o == "l0-enlightened-asid-all") {
     tlb.flush_all_asids();
     if (o != "asid-all") l0.on_asid_flush(0, true);
-  } else if (o == "invlpga") tlb.invlpga(u16(1), arg(2));
+  } else if (o == "invlpga")
+    tlb.invlpga(u16(1), arg(2));
   else if (o == "fault-npt")
     tlb.invalidate_on_fault(TlbTag{TlbEntryKind::kAsid, u16(1), 0, 0}, arg(2));
   else if (o == "l0-invept-single") {

@@ -12,6 +12,8 @@ void run_tdx_upm_implicit(const ScenarioOptions&, Report&);
 void run_memslot_delete_private(const ScenarioOptions&, Report&);
 void run_memslot_move(const ScenarioOptions&, Report&);
 void run_removal_under_contention(const ScenarioOptions&, Report&);
+void run_hyperv_vmx_root_tracking(const ScenarioOptions&, Report&);
+void run_vmx_on_tdx_host(const ScenarioOptions&, Report&);
 
 namespace {
 
@@ -47,12 +49,31 @@ constexpr ScenarioInfo kScenarios[] = {
      "4 vCPUs run while the host converts private memory to shared: every removal is BLOCK, "
      "TRACK, kick, REMOVE, and forced OPERAND_BUSY on each is retried once with entry blocked",
      run_removal_under_contention},
+    {"hyperv_vmx_root_tracking",
+     "a VMX VM on Hyper-V: remote flushes are GPA-flush hypercalls, one per distinct vCPU root "
+     "(one when all share a root, each after a fast zap leaves them diverged); a ranged flush "
+     "names exactly the zapped range; no stale translation used",
+     run_hyperv_vmx_root_tracking},
+    {"vmx_on_tdx_host",
+     "a TD and a plain VMX VM on a bare-metal TDX host sharing one vendor table: no Hyper-V "
+     "root tracking or hypercall ever happens (seed 000)",
+     run_vmx_on_tdx_host},
+};
+
+constexpr BugRow kBugRows[] = {
+    {BugId::S0, "vmx_on_tdx_host",
+     "VMX takes a non-null remote-flush op for Hyper-V's: on a TDX host a plain VMX VM does "
+     "Hyper-V root tracking (seed 000)"},
 };
 
 }  // namespace
 
 std::span<const ScenarioInfo> builtin_scenarios() {
   return kScenarios;
+}
+
+std::span<const BugRow> bug_rows() {
+  return kBugRows;
 }
 
 const ScenarioInfo* find_scenario(std::string_view name) {

@@ -2,7 +2,9 @@
 // a test of its own so a failure names the scenario and prints its failed checks.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
+#include <vector>
 
 #include "scenarios/scenario.h"
 
@@ -28,6 +30,45 @@ std::vector<std::string> names() {
 
 INSTANTIATE_TEST_SUITE_P(All, BuiltinScenario, ::testing::ValuesIn(names()),
                          [](const auto& p) { return p.param; });
+
+// Every bug row: its scenario passes without the switch (above) and fails with it, on a
+// check that names an invariant, not the bug.
+class BugRowScenario : public ::testing::TestWithParam<BugId> {};
+
+TEST_P(BugRowScenario, TheSwitchBreaksACheck) {
+  const BugId id = GetParam();
+  auto row = std::ranges::find(bug_rows(), id, &BugRow::id);
+  ASSERT_NE(row, bug_rows().end());
+  const ScenarioInfo* s = find_scenario(row->scenario);
+  ASSERT_NE(s, nullptr) << row->scenario;
+  ScenarioOptions options;
+  options.inject = {id};
+  Report report;
+  s->run(options, report);
+  EXPECT_FALSE(report.passed()) << to_string(id) << " went unnoticed by " << row->scenario;
+  for (const std::string& f : report.failures()) {
+    EXPECT_EQ(f.find(to_string(id)), std::string::npos) << "a check that names the bug: " << f;
+  }
+}
+
+std::vector<BugId> bug_ids() {
+  std::vector<BugId> out;
+  for (const BugRow& r : bug_rows()) out.push_back(r.id);
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(All, BugRowScenario, ::testing::ValuesIn(bug_ids()),
+                         [](const auto& p) { return std::string(to_string(p.param)); });
+
+TEST(BuiltinScenarios, VmxOnTdxHostWithS0FailsHyperVUsage) {
+  ScenarioOptions options;
+  options.inject = {BugId::S0};
+  Report report;
+  find_scenario("vmx_on_tdx_host")->run(options, report);
+  const std::vector<std::string> f = report.failures();
+  ASSERT_FALSE(f.empty());
+  EXPECT_EQ(f.front().rfind("hyperv_only_on_hyperv", 0), 0u) << f.front();
+}
 
 TEST(BuiltinScenarios, NamesAreUniqueAndDescribed) {
   std::vector<std::string> seen;

@@ -24,8 +24,8 @@ namespace {
 
 constexpr Gpa kPrivateGpa{0xC000'0000};
 
-void delete_private(VmType type, Report& report) {
-  MachineConfig mc;
+void delete_private(VmType type, const ScenarioOptions& options, Report& report) {
+  MachineConfig mc = machine_config(options);
   mc.memory_bytes = uint64_t{64} << 20;
   mc.tdx = type == VmType::kTdx;
   Machine machine(mc);
@@ -86,8 +86,8 @@ guest::GuestTask move_guest(guest::Guest& g) {
   co_await g.done();
 }
 
-void move_and_delete(bool quirk, Report& report) {
-  MachineConfig mc;
+void move_and_delete(bool quirk, const ScenarioOptions& options, Report& report) {
+  MachineConfig mc = machine_config(options);
   mc.memory_bytes = uint64_t{64} << 20;
   mc.huge_2m_pages = 4;
   mc.tdx = false;
@@ -154,14 +154,14 @@ void move_and_delete(bool quirk, Report& report) {
 
 }  // namespace
 
-void run_memslot_delete_private(const ScenarioOptions&, Report& report) {
-  delete_private(VmType::kSwProtected, report);
-  delete_private(VmType::kTdx, report);
+void run_memslot_delete_private(const ScenarioOptions& options, Report& report) {
+  delete_private(VmType::kSwProtected, options, report);
+  delete_private(VmType::kTdx, options, report);
 }
 
-void run_memslot_move(const ScenarioOptions&, Report& report) {
-  move_and_delete(/*quirk=*/true, report);
-  move_and_delete(/*quirk=*/false, report);
+void run_memslot_move(const ScenarioOptions& options, Report& report) {
+  move_and_delete(/*quirk=*/true, options, report);
+  move_and_delete(/*quirk=*/false, options, report);
 }
 
 }  // namespace tdxsim

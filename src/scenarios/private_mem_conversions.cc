@@ -128,8 +128,8 @@ struct Variant {
   bool discard;
 };
 
-void run_variant(const Variant& v, Report& report) {
-  MachineConfig mc;
+void run_variant(const Variant& v, const ScenarioOptions& options, Report& report) {
+  MachineConfig mc = machine_config(options);
   mc.memory_bytes = uint64_t{256} << 20;
   mc.tdx = v.type == VmType::kTdx;
   Machine machine(mc);
@@ -177,11 +177,12 @@ void run_variant(const Variant& v, Report& report) {
 
 }  // namespace
 
-void run_private_mem_conversions(const ScenarioOptions&, Report& report) {
+void run_private_mem_conversions(const ScenarioOptions& options, Report& report) {
   for (VmType type : {VmType::kSwProtected, VmType::kTdx}) {
     for (unsigned vcpus : {1u, 4u}) {
       for (unsigned memslots : {1u, 2u}) {
-        for (bool discard : {false, true}) run_variant({type, vcpus, memslots, discard}, report);
+        for (bool discard : {false, true})
+          run_variant({type, vcpus, memslots, discard}, options, report);
       }
     }
   }

@@ -93,8 +93,8 @@ class RemovalOrder {
 
 }  // namespace
 
-void run_removal_under_contention(const ScenarioOptions&, Report& report) {
-  MachineConfig mc;
+void run_removal_under_contention(const ScenarioOptions& options, Report& report) {
+  MachineConfig mc = machine_config(options);
   mc.memory_bytes = uint64_t{256} << 20;
   Machine machine(mc);
   auto vm_or = Vm::create(machine, VmShape::of(VmType::kTdx, kVcpus));

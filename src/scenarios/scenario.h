@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/fault_injection.h"
 #include "base/lock.h"
 
 namespace tdxsim {
@@ -24,6 +25,8 @@ namespace tdxsim {
 struct ScenarioOptions {
   uint64_t seed = 1;
   bool verbose = false;
+  // Bug switches (bug-catalogue rows) turned on for the run's machines.
+  std::vector<BugId> inject;
 };
 
 class Report {
@@ -62,5 +65,14 @@ struct ScenarioInfo {
 // Every built-in scenario, in a fixed order.
 std::span<const ScenarioInfo> builtin_scenarios();
 const ScenarioInfo* find_scenario(std::string_view name);
+
+// A bug-catalogue row that exists as a bug switch, with the built-in scenario that shows it:
+// `tdxsim run SCENARIO` passes, `tdxsim run SCENARIO --inject ID` fails a check.
+struct BugRow {
+  BugId id;
+  std::string_view scenario;
+  std::string_view description;
+};
+std::span<const BugRow> bug_rows();
 
 }  // namespace tdxsim

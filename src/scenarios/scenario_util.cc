@@ -2,9 +2,76 @@
 
 #include <thread>
 
+#include "check/hyperv_usage.h"
 #include "kvm/mmu_stats.h"
+#include "platform/logical_cpu.h"
 
 namespace tdxsim {
+
+MachineConfig machine_config(const ScenarioOptions& options) {
+  MachineConfig mc;
+  mc.bugs = options.inject;
+  return mc;
+}
+
+RunChecks::RunChecks(Machine& machine)
+    : machine_(machine), stale_(std::make_unique<StaleUseCheck>(machine.platform())) {}
+
+RunChecks::~RunChecks() = default;
+
+void RunChecks::watch(Vm& vm) {
+  stale_->watch(vm.kvm());
+}
+
+void RunChecks::unwatch(Vm& vm) {
+  stale_->unwatch(vm.kvm());
+}
+
+void RunChecks::finish_vm(Vm& vm, Report& report, std::string_view tag) {
+  const std::optional<std::string> hv = hyperv_usage_violation(machine_.platform(), vm.kvm_vm());
+  report.check(!hv, "hyperv_only_on_hyperv", "{}: {}", tag, hv.value_or(""));
+  const MmuStats& mmu = vm.kvm_vm().mmu().stats();
+  uint64_t flush_all = 0, flush_current = 0, root_loads = 0;
+  for (unsigned i = 0; i < vm.nr_vcpus(); ++i) {
+    const VcpuStats& st = vm.vcpu(i).kvm_vcpu().stats();
+    flush_all += st.tlb_flushes.value();
+    flush_current += st.tlb_flushes_current.value();
+    root_loads += st.root_loads.value();
+  }
+  const std::string p = tag.empty() ? std::string() : fmt::format("{}.", tag);
+  report.figure(p + "remote_flushes", mmu.remote_tlb_flushes.value());
+  report.figure(p + "remote_flushes_ranged", mmu.remote_tlb_flushes_range.value());
+  report.figure(p + "vcpu_flushes_all", flush_all);
+  report.figure(p + "vcpu_flushes_current", flush_current);
+  report.figure(p + "root_loads", root_loads);
+  report.figure(p + "hv_root_tracking_updates", vm.kvm_vm().hv_root_tdp().updates.value());
+}
+
+void RunChecks::finish(Report& report) {
+  Platform& platform = machine_.platform();
+  uint64_t invept_single = 0, invept_all = 0, asid_flushes = 0;
+  for (unsigned i = 0; i < platform.cpu_count(); ++i) {
+    const CpuStats& st = platform.cpu(i).stats();
+    invept_single += st.invept_single.value();
+    invept_all += st.invept_all.value();
+    asid_flushes += st.asid_flushes.value();
+  }
+  report.figure("invept_single_context", invept_single);
+  report.figure("invept_all_context", invept_all);
+  report.figure("asid_flushes", asid_flushes);
+  if (const HyperVL0* l0 = platform.hyperv()) {
+    report.figure("hypercall_flush_space", l0->stats().flush_space_calls.value());
+    report.figure("hypercall_flush_list", l0->stats().flush_list_calls.value());
+  } else {
+    report.figure("hypercalls", 0);
+  }
+  const StaleUseCounts c = stale_->counts();
+  report.figure("stale_uses_in_window", c.stale_uses - c.violations);
+  report.figure("stale_uses_unjudged", c.unattributed);
+  const std::vector<StaleUseViolation> v = stale_->violations();
+  report.check(c.violations == 0, "no_stale_translation_used", "{} violation(s); first: {}",
+               c.violations, v.empty() ? std::string() : v.front().describe());
+}
 
 uint64_t HostStep::encode() const {
   return static_cast<uint64_t>(op) | check << 4 | write << 8 | (offset >> kPageShift) << 12 |

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "check/stale_use_check.h"
 #include "guest/program.h"
 #include "kvm/kvm_errno.h"
 #include "scenarios/scenario.h"
@@ -58,6 +59,30 @@ template <class T>
 const char* errno_name(const KvmResult<T>& r) {
   return r ? "ok" : to_string(r.error());
 }
+
+// The machine every scenario starts from: the defaults, with the run's bug switches on.
+MachineConfig machine_config(const ScenarioOptions& options);
+
+// Checks a scenario keeps running while it works: the stale-use check over every CPU and the
+// VMs it watches, and Hyper-V's use only on a Hyper-V host. finish() reports them.
+class RunChecks {
+ public:
+  explicit RunChecks(Machine& machine);
+  ~RunChecks();
+  RunChecks(const RunChecks&) = delete;
+  RunChecks& operator=(const RunChecks&) = delete;
+  // REQUIRES: the VM outlives the checks, or unwatch() first.
+  void watch(Vm& vm);
+  void unwatch(Vm& vm);
+  // Reports the checks for `vm` (tagged) and the stale-use verdict; also the run's TLB
+  // figures for `vm`: flushes by kind, root loads, hypercalls.
+  void finish_vm(Vm& vm, Report& report, std::string_view tag);
+  void finish(Report& report);
+
+ private:
+  Machine& machine_;
+  std::unique_ptr<StaleUseCheck> stale_;
+};
 
 // Called on the vCPU's thread for each GUEST_SYNC(stage): the host's side of that step.
 // Returns false to stop that vCPU (the check that failed is in the report).

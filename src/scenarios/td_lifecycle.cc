@@ -32,10 +32,10 @@ uint64_t image_word(uint64_t offset) {
 
 }  // namespace
 
-void run_td_lifecycle(const ScenarioOptions&, Report& report) {
+void run_td_lifecycle(const ScenarioOptions& options, Report& report) {
   // Two packages of 6 CPUs: host threads on 0-1, vCPU i on 2 + i (package 0) and 6 + i
   // (package 1) in turn.
-  MachineConfig mc;
+  MachineConfig mc = machine_config(options);
   mc.cpus_per_package = 6;
   mc.memory_bytes = uint64_t{256} << 20;
   Machine machine(mc);

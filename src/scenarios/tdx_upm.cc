@@ -53,8 +53,8 @@ guest::GuestTask upm_guest(guest::Guest& g, bool explicit_conversion) {
   co_await g.done();
 }
 
-void run_upm(bool explicit_conversion, Report& report) {
-  MachineConfig mc;
+void run_upm(bool explicit_conversion, const ScenarioOptions& options, Report& report) {
+  MachineConfig mc = machine_config(options);
   mc.memory_bytes = uint64_t{128} << 20;
   Machine machine(mc);
   auto vm_or = Vm::create(machine, VmShape::of(VmType::kTdx));
@@ -105,11 +105,11 @@ void run_upm(bool explicit_conversion, Report& report) {
 
 }  // namespace
 
-void run_tdx_upm_explicit(const ScenarioOptions&, Report& report) {
-  run_upm(true, report);
+void run_tdx_upm_explicit(const ScenarioOptions& options, Report& report) {
+  run_upm(true, options, report);
 }
-void run_tdx_upm_implicit(const ScenarioOptions&, Report& report) {
-  run_upm(false, report);
+void run_tdx_upm_implicit(const ScenarioOptions& options, Report& report) {
+  run_upm(false, options, report);
 }
 
 }  // namespace tdxsim

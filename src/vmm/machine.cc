@@ -21,6 +21,7 @@ Machine::Machine(const MachineConfig& config) : config_(config) {
   pc.hyperv = config.hyperv;
   TDXSIM_CHECK(!(config.tdx && config.hyperv),
                "a TDX host runs on bare metal: TDX and Hyper-V exclude each other");
+  for (BugId id : config.bugs) faults_.enable(id);
   platform_ = std::make_unique<Platform>(pc, faults_);
   if (platform_->hyperv() != nullptr) {
     kvm_on_hyperv_ = std::make_unique<KvmOnHyperV>(*platform_->hyperv());

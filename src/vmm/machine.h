@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "base/fault_injection.h"
 #include "kvm/hyperv/kvm_onhyperv.h"
@@ -44,6 +45,8 @@ struct MachineConfig {
   // KVM runs nested on Hyper-V (the L0), with the GPA-flush enlightenment KVM then uses for
   // its remote flushes. A TDX host is bare metal: the two exclude each other.
   std::optional<HyperVConfig> hyperv;
+  // Bug switches turned on before anything runs (the run's --inject).
+  std::vector<BugId> bugs;
 };
 
 class Machine {

@@ -345,6 +345,18 @@ KvmResult<> Vm::host_write(Gpa gpa, uint64_t value) {
   return mm_.write(*hva, value);
 }
 
+KvmResult<> Vm::zap_gfn_range(Gpa gpa, uint64_t size, GfnZapCause cause) {
+  return on_host_cpu(
+      machine_, [&] { return vm_->mmu().zap_gfn_range(gpa.gfn(), (gpa + size).gfn(), cause); });
+}
+
+void Vm::flush_remote_tlbs() {
+  on_host_cpu(machine_, [&] {
+    vm_->kvm().flush_remote_tlbs();
+    return 0;
+  });
+}
+
 void Vm::reclaim(uint32_t slot) {
   uint64_t hva = 0, size = 0;
   {

@@ -160,6 +160,13 @@ class Vm {
   KvmResult<> set_shared(Gpa gpa, uint64_t size, bool discard = true);
   // fallocate(PUNCH_HOLE) on the guest_memfd behind [gpa, gpa + size).
   KvmResult<> punch_hole(Gpa gpa, uint64_t size);
+  // kvm_zap_gfn_range, as KVM runs it when the guest's MTRRs or CR0.CD change or
+  // non-coherent DMA starts: the direct mappings of [gpa, gpa + size) go, with a ranged
+  // remote flush; the next accesses fault them back in. EOPNOTSUPP for a TD (its MTRRs are
+  // the guest's own) except for non-coherent DMA.
+  KvmResult<> zap_gfn_range(Gpa gpa, uint64_t size, GfnZapCause cause = GfnZapCause::kMtrr);
+  // kvm_flush_remote_tlbs on the whole VM.
+  void flush_remote_tlbs();
   // addr_gpa2hva: where the VMM maps `gpa` (a TD's shared bit ignored). EFAULT: no region.
   KvmResult<uint64_t> gpa_to_hva(Gpa gpa);
   // The VMM's own view of guest memory: the shared (userspace) mapping.

@@ -34,12 +34,12 @@ class Kvm;
 class KvmVcpu;
 
 struct HvFlushStats {
-  Counter remote_flushes;   // hv_flush_remote_tlbs (whole address spaces)
-  Counter range_flushes;    // hv_flush_remote_tlbs_range
-  Counter roots_flushed;    // hypercalls issued, one per root flushed
-  Counter shared_root_hits; // flushes that used the VM's shared root (one hypercall)
-  Counter failures;         // flushes that failed (KVM falls back)
-  Counter list_overflows;   // ranges that did not fit one list hypercall
+  Counter remote_flushes;    // hv_flush_remote_tlbs (whole address spaces)
+  Counter range_flushes;     // hv_flush_remote_tlbs_range
+  Counter roots_flushed;     // hypercalls issued, one per root flushed
+  Counter shared_root_hits;  // flushes that used the VM's shared root (one hypercall)
+  Counter failures;          // flushes that failed (KVM falls back)
+  Counter list_overflows;    // ranges that did not fit one list hypercall
 };
 
 class KvmOnHyperV {
