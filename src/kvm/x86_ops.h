@@ -13,6 +13,7 @@
 
 #include "kvm/kvm_errno.h"
 #include "kvm/mmu_vendor_ops.h"
+#include "kvm/spte.h"
 
 namespace tdxsim {
 
@@ -30,6 +31,11 @@ enum class ExitFastpath : uint8_t {
 
 class KvmX86Ops : public MmuVendorOps {
  public:
+  // --- Host ------------------------------------------------------------------------------
+  // The TDP entries' format for every VM of this host: what the vendor's hardware walks
+  // (upstream: vmx's kvm_mmu_set_ept_masks() at module load; SVM keeps the defaults).
+  virtual SpteFormat spte_format() const { return SpteFormat::kEpt; }
+
   // --- VM -------------------------------------------------------------------------------
   // vm_init: per-VM vendor state (Kvm::set_vendor). EINVAL for a VM type the vendor does
   // not run.
