@@ -22,6 +22,8 @@ constexpr uint64_t kPferrSyntheticMask = kPferrPrivateAccess;
 
 SvmOps::SvmOps(Platform& platform, const SvmConfig& config) {
   TDXSIM_CHECK(config.nr_asids >= 2, "{} ASIDs leave none for guests", config.nr_asids);
+  // The VMCB's ASID field is 32 bits, the platform's TLB tags 16.
+  TDXSIM_CHECK(config.nr_asids <= 65536, "{} ASIDs beyond the TLB's 16-bit tags", config.nr_asids);
   // svm_cpu_init / svm_hardware_setup: max_asid from CPUID, next_asid past it so that the
   // first new_asid starts generation 2 with a full flush.
   SvmCpuData sd;

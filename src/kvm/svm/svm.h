@@ -61,7 +61,7 @@ struct SvmStats : X86ExitStats {
 
 class SvmOps final : public KvmX86Ops {
  public:
-  // One svm_cpu_data per logical CPU of `platform`. REQUIRES: config.nr_asids >= 2.
+  // One svm_cpu_data per logical CPU of `platform`. REQUIRES: 2 <= config.nr_asids <= 65536.
   explicit SvmOps(Platform& platform, const SvmConfig& config = {});
 
   const SvmStats& stats() const { return stats_; }
