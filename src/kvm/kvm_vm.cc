@@ -11,7 +11,10 @@ namespace tdxsim {
 KvmResult<std::unique_ptr<KvmVm>> KvmVm::create(KvmHost& host, HostMm& mm,
                                                 const KvmVmConfig& config) {
   if (config.max_vcpus == 0) return std::unexpected(Errno::kEinval);
-  std::unique_ptr<KvmVm> vm(new KvmVm(host, mm, config));
+  // The vendor decides the SPTE format for the whole host, whatever the caller asked.
+  KvmVmConfig c = config;
+  c.mmu.spte_format = host.ops().spte_format();
+  std::unique_ptr<KvmVm> vm(new KvmVm(host, mm, c));
   if (KvmResult<> r = host.ops().vm_init(*vm); !r) return std::unexpected(r.error());
   vm->vendor_initialised_ = true;
   return vm;
@@ -21,7 +24,7 @@ KvmVm::KvmVm(KvmHost& host, HostMm& mm, const KvmVmConfig& config) : host_(host)
   kvm_ = std::make_unique<Kvm>(host.platform().memory(), mm,
                                KvmConfig{.type = config.type, .max_memslots = config.max_memslots});
   kvm_->set_vm(this);
-  mmu_ = std::make_unique<KvmMmu>(*kvm_, host.ops(), config.mmu);
+  mmu_ = std::make_unique<KvmMmu>(*kvm_, host.ops(), config_.mmu);
   vcpus_.resize(config.max_vcpus);
 }
 

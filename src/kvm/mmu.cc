@@ -1,6 +1,7 @@
 #include "kvm/mmu.h"
 
 #include <algorithm>
+#include <array>
 
 #include "base/check.h"
 #include "base/rcu.h"
@@ -15,6 +16,13 @@ Gfn direct_bits_for(VmType type, Level root_level) {
   // TDX_SHARED_BIT_PWL_4 / _5: the GPA's top bit below the guest's physical-address width.
   const unsigned shared_bit = root_level == Level::k256T ? 51 : 47;
   return Gfn{(uint64_t{1} << shared_bit) >> kPageShift};
+}
+
+// The MMIO SPTE shape of a VM (kvm->arch.shadow_mmio_value with the host's masks).
+MmioSpteMasks mmio_masks_for(Kvm& kvm, SpteFormat format) {
+  if (format == SpteFormat::kNpt) return MmioSpteMasks::npt(kvm.mem().layout().maxphyaddr);
+  return MmioSpteMasks::ept(has_mirrored_tdp(kvm.type()) ? MmioValue::kTdVe
+                                                         : MmioValue::kEptMisconfig);
 }
 
 FaultResult outcome(RetPf ret, std::optional<Errno> error = std::nullopt) {
@@ -39,8 +47,8 @@ KvmMmu::KvmMmu(Kvm& kvm, MmuVendorOps& ops, const KvmMmuConfig& config)
           kvm.mem(), kvm.mmu_lock(), ops, &kvm,
           TdpMmuConfig{.root_level = config.root_level,
                        .gfn_direct_bits = gfn_direct_bits_,
-                       .mmio_value = has_mirrored_tdp(kvm.type()) ? MmioValue::kTdVe
-                                                                  : MmioValue::kEptMisconfig,
+                       .format = config.spte_format,
+                       .mmio = mmio_masks_for(kvm, config.spte_format),
                        .yield_every = config.yield_every})) {
   if (has_mirrored_tdp(kvm.type())) private_ = std::make_unique<MirrorPrivateMem>(*tdp_);
   kvm_.set_arch(this);
@@ -180,8 +188,29 @@ bool KvmMmu::is_page_fault_stale(const VcpuMmu& vcpu, const KvmPageFault& fault)
                                              first + level_pages(fault.goal_level));
 }
 
+std::optional<RetPf> KvmMmu::handle_mmio_page_fault(const VcpuMmu& vcpu, Gpa gpa) const {
+  // A lockless walk (walk_shadow_page_lockless_begin: RCU only) to the entry that faulted.
+  std::array<Spte, 5> sptes{};
+  const Level last = tdp_->get_walk(vcpu.root, gpa, sptes);
+  const Spte spte = sptes[level_num(last) - 1];
+  const MmioSpteMasks& m = tdp_->config().mmio;
+  // Zapped or replaced since the CPU read it: let the vCPU fault again.
+  if (!spte.is_mmio(m)) return RetPf::kRetry;
+  // check_mmio_spte: a memslot update since made it stale without a zap.
+  if (spte.mmio_generation() != (kvm_.memslots_generation() & Spte::kMmioGenMax)) {
+    return std::nullopt;
+  }
+  return RetPf::kEmulate;
+}
+
 FaultResult KvmMmu::page_fault(VcpuMmu& vcpu, Gpa gpa, uint64_t error_code) {
   TDXSIM_CHECK(vcpu.root != nullptr, "a page fault on a vCPU without a root");
+  if ((error_code & kPferrRsvd) != 0) {
+    if (const std::optional<RetPf> mmio = handle_mmio_page_fault(vcpu, gpa)) {
+      tdp_->stats().faults[static_cast<size_t>(*mmio)].add();
+      return outcome(*mmio);
+    }
+  }
   KvmPageFault fault{};
   fault.addr = gpa;
   fault.gfn = Gfn{gpa.gfn().raw() & ~gfn_direct_bits_.raw()};

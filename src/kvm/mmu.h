@@ -39,6 +39,8 @@ struct KvmMmuConfig {
   // KVM_X86_QUIRK_SLOT_ZAP_ALL (default VMs only; on by default as in KVM).
   bool quirk_slot_zap_all = true;
   unsigned yield_every = 512;
+  // The SPTE format; KvmVm::create sets the vendor's (KvmX86Ops::spte_format).
+  SpteFormat spte_format = SpteFormat::kEpt;
 };
 
 // What kvm_mmu_page_fault ends in.
@@ -87,7 +89,10 @@ class KvmMmu final : public KvmArchHooks {
   // kvm_mmu_unload: drop the vCPU's root.
   void unload(VcpuMmu& vcpu);
 
-  // kvm_mmu_page_fault for a TDP (EPT-violation) fault at `gpa`, direct bits included.
+  // kvm_mmu_page_fault for a TDP (EPT-violation or #NPF) fault at `gpa`, direct bits
+  // included. With kPferrRsvd (an NPT walk found one of KVM's MMIO SPTEs) the SPTE alone
+  // decides first (handle_mmio_page_fault): emulate if it is an MMIO SPTE of the current
+  // memslot generation, retry if it is gone, else the ordinary fault rebuilds it.
   // The private-access bit is what the vendor's EPT-violation handler adds (TDX: the GPA
   // lacks the shared bit; software-protected VMs: the gfn's attribute is private); a caller
   // need not pass it. kRetry: the vCPU re-enters and faults again (after load() if its root
@@ -127,6 +132,9 @@ class KvmMmu final : public KvmArchHooks {
  private:
   // kvm_mmu_faultin_pfn: slot, pfn and max level, or an outcome that ends the fault here.
   std::optional<FaultResult> faultin_pfn(KvmPageFault& fault);
+  // handle_mmio_page_fault: kEmulate or kRetry, or nullopt for an MMIO SPTE of an older
+  // memslot generation (upstream's RET_PF_INVALID: take the ordinary fault path).
+  std::optional<RetPf> handle_mmio_page_fault(const VcpuMmu& vcpu, Gpa gpa) const;
   std::optional<FaultResult> faultin_pfn_private(KvmPageFault& fault);
   FaultResult memory_fault_exit(const KvmPageFault& fault);
   // kvm_mmu_max_mapping_level: the largest level at most `backing` whose aligned range lies

@@ -115,7 +115,7 @@ TEST_F(KvmMmuTest, TdSharedMmioSpteIsZeroSoTheGuestTakesVe) {
   std::array<Spte, 5> sptes{};
   mmu_->tdp_mmu().get_walk(vcpu_.root, gpa, sptes);
   EXPECT_TRUE(sptes[0].is_mmio(MmioValue::kTdVe));
-  EXPECT_FALSE(sptes[0].is_suppress_ve());
+  EXPECT_FALSE(sptes[0].is_suppress_ve(SpteFormat::kEpt));
 }
 
 TEST_F(KvmMmuTest, WriteToReadOnlySlotIsEmulated) {
@@ -214,7 +214,7 @@ TEST_F(KvmMmuTest, EnablingDirtyLoggingWriteProtectsAndEachHarvestReprotects) {
   ASSERT_TRUE(kvm_->set_user_memory_region2(r));
   for (uint64_t g = 0x100; g < 0x180; ++g) {
     ASSERT_FALSE(leaf(g).is_writable()) << g;
-    ASSERT_TRUE(leaf(g).is_mmu_writable()) << g;
+    ASSERT_TRUE(leaf(g).is_mmu_writable(SpteFormat::kEpt)) << g;
   }
   EXPECT_EQ(kvm_->get_dirty_log(0)->at(0), 0u);  // nothing written yet
   // Two writes: they fault, are logged, and get W back.

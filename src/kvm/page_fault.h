@@ -16,6 +16,9 @@ struct Memslot;
 inline constexpr uint64_t kPferrPresent = uint64_t{1} << 0;
 inline constexpr uint64_t kPferrWrite = uint64_t{1} << 1;
 inline constexpr uint64_t kPferrUser = uint64_t{1} << 2;
+// PFERR_RSVD_MASK: a reserved bit was set in a present entry. An NPT walk reports it for
+// KVM's MMIO SPTEs (spte.h), so KVM takes it as MMIO (handle_mmio_page_fault).
+inline constexpr uint64_t kPferrRsvd = uint64_t{1} << 3;
 inline constexpr uint64_t kPferrFetch = uint64_t{1} << 4;
 // PFERR_PRIVATE_ACCESS: KVM-defined, set by the vendor (TDX: the GPA lacks the shared bit;
 // software-protected VMs: the gfn's attribute is private).

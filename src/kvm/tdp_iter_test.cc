@@ -103,7 +103,7 @@ TEST_F(TdpIterTest, FullRangeVisitsEveryEntryOfEveryTableInPreOrder) {
   EXPECT_EQ((std::tuple{visits[1].gfn, visits[1].level}), (std::tuple{0ull, 3u}));
   EXPECT_EQ((std::tuple{visits[2].gfn, visits[2].level}), (std::tuple{0ull, 2u}));
   EXPECT_EQ((std::tuple{visits[3].gfn, visits[3].level}), (std::tuple{0ull, 1u}));
-  EXPECT_EQ(visits[3].spte, Spte::make_leaf(Pfn{0x100}, Level::k4K, {}).raw());
+  EXPECT_EQ(visits[3].spte, Spte::make_leaf(SpteFormat::kEpt, Pfn{0x100}, Level::k4K, {}).raw());
   EXPECT_EQ(visits[3].sptep, t.entry(Gfn{0}, Level::k4K).raw());
   // The 4K table is done after 512 entries; the walk goes on at the next 2M entry.
   EXPECT_EQ((std::tuple{visits[3 + 512].gfn, visits[3 + 512].level}), (std::tuple{0x200ull, 2u}));

@@ -26,9 +26,9 @@ SpteLeafAttrs mirror_leaf_attrs() {
 }
 
 bool is_private_leaf_shape(Spte spte) {
-  const uint64_t rwx = spte.raw() & Spte::kRwxMask;
-  return rwx == Spte::kRwxMask && Spte::MemType::get(spte.raw()) == 0 &&
-         !Spte::IgnorePat::get(spte.raw());
+  const uint64_t rwx = spte.raw() & Spte::kEptRwxMask;
+  return rwx == Spte::kEptRwxMask && Spte::EptMemType::get(spte.raw()) == 0 &&
+         !Spte::EptIgnorePat::get(spte.raw());
 }
 
 }  // namespace
@@ -158,6 +158,9 @@ MmuPage* TdpMmu::get_direct_root() {
   return get_root(/*mirror=*/false);
 }
 MmuPage* TdpMmu::get_mirror_root() {
+  // A mirror mirrors a TD's Secure EPT: only an EPT-format VM can have one.
+  TDXSIM_CHECK(config_.format == SpteFormat::kEpt, "a mirror root in an {} VM",
+               to_string(config_.format));
   return get_root(/*mirror=*/true);
 }
 
@@ -420,7 +423,7 @@ void TdpMmu::handle_removed_pt(MmuPage* pt, bool shared) {
 // --- Faults ------------------------------------------------------------------------------
 
 KvmResult<> TdpMmu::link_sp(const MmuPage* root, TdpIter& iter, MmuPage* sp) {
-  return set_spte_atomic(root, iter, Spte::make_nonleaf(sp->spt()));
+  return set_spte_atomic(root, iter, Spte::make_nonleaf(config_.format, sp->spt()));
 }
 
 KvmResult<> TdpMmu::split_huge_page(const MmuPage* root, TdpIter& iter, MmuPage* sp) {
@@ -484,13 +487,18 @@ RetPf TdpMmu::map_handle_target_level(const MmuPage* root, KvmPageFault& fault, 
   Spte new_spte;
   RetPf ret = RetPf::kFixed;
   if (fault.slot == nullptr) {
-    new_spte = Spte::make_mmio(fault.gfn, fault.memslot_generation & Spte::kMmioGenMax,
-                               config_.mmio_value);
+    // kvm_handle_noslot_fault: without MMIO caching, or for a gfn an MMIO SPTE cannot hold
+    // (beyond kvm_mmu_max_gfn), emulate without building anything; every access faults.
+    if (!config_.mmio.caching || (fault.gfn.raw() >> (config_.mmio.gpa_bits - kPageShift)) != 0) {
+      return RetPf::kEmulate;
+    }
+    new_spte = Spte::make_mmio(config_.mmio, fault.gfn,
+                               fault.memslot_generation & Spte::kMmioGenMax);
     ret = RetPf::kEmulate;
   } else {
     if (old_spte.is_shadow_present() && old_spte.is_last(level) &&
         old_spte.pfn() == fault.pfn.align_down(level) && (!fault.write || old_spte.is_writable()) &&
-        (!fault.exec || old_spte.is_executable())) {
+        (!fault.exec || old_spte.is_executable(config_.format))) {
       return RetPf::kSpurious;
     }
     SpteLeafAttrs attrs;
@@ -498,10 +506,11 @@ RetPf TdpMmu::map_handle_target_level(const MmuPage* root, KvmPageFault& fault, 
       attrs = mirror_leaf_attrs();
     } else {
       attrs.host_writable = fault.map_writable;
-      // KVM maps guest RAM write-back and ignores the guest's PAT (no non-coherent DMA).
-      attrs.ignore_pat = true;
+      // EPT: KVM maps guest RAM write-back and ignores the guest's PAT (no non-coherent
+      // DMA). NPT leaves carry no memory type (SVM has no get_mt_mask).
+      attrs.ignore_pat = config_.format == SpteFormat::kEpt;
     }
-    new_spte = Spte::make_leaf(fault.pfn.align_down(level), level, attrs);
+    new_spte = Spte::make_leaf(config_.format, fault.pfn.align_down(level), level, attrs);
   }
   // An MMIO SPTE of the current generation: the access is emulated again
   // (handle_mmio_page_fault's RET_PF_EMULATE), not a spurious fault.
@@ -635,16 +644,16 @@ bool TdpMmu::update_direct_leafs(Gfn start, Gfn end, Level min_level, Update&& u
 bool TdpMmu::age_gfn_range(Gfn start, Gfn end, bool test_only) {
   if (test_only) {
     bool young = false;
-    update_direct_leafs(start, end, Level::k4K, [&young](Spte s) -> std::optional<Spte> {
-      young |= s.is_accessed();
+    update_direct_leafs(start, end, Level::k4K, [&young, f = config_.format](Spte s) -> std::optional<Spte> {
+      young |= s.is_accessed(f);
       return std::nullopt;
     });
     return young;
   }
   // With A/D on, aging clears A and the mapping stays (mark_spte_for_access_track).
-  return update_direct_leafs(start, end, Level::k4K, [](Spte s) -> std::optional<Spte> {
-    if (!s.is_accessed()) return std::nullopt;
-    return s.with_accessed(false);
+  return update_direct_leafs(start, end, Level::k4K, [f = config_.format](Spte s) -> std::optional<Spte> {
+    if (!s.is_accessed(f)) return std::nullopt;
+    return s.with_accessed(f, false);
   });
 }
 

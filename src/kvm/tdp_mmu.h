@@ -69,8 +69,12 @@ struct TdpMmuConfig {
   Level root_level = Level::k512G;
   // kvm->arch.gfn_direct_bits: where direct roots map (a TD's shared bit as a gfn bit).
   Gfn gfn_direct_bits{0};
-  // The value of this VM's MMIO SPTEs (a TD's is 0, for #VE).
-  MmioValue mmio_value = MmioValue::kEptMisconfig;
+  // The hardware format of every SPTE (the vendor's, KvmX86Ops::spte_format). Mirror roots
+  // are EPT only: a TD's S-EPT is an EPT.
+  SpteFormat format = SpteFormat::kEpt;
+  // What this VM's MMIO SPTEs look like (a TD's value is 0, for #VE; an NPT VM's sets
+  // reserved bits). With caching off, an MMIO fault emulates without building an SPTE.
+  MmioSpteMasks mmio = MmioSpteMasks::ept(MmioValue::kEptMisconfig);
   // How many entries a zap walks under the write lock before it lets waiters in
   // (tdp_mmu_iter_cond_resched; KVM yields on need_resched or a contended lock, which a
   // user-space rwlock cannot tell, so a budget stands in for it).

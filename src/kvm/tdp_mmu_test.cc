@@ -86,8 +86,8 @@ TEST_F(TdpMmuTest, FaultMaps4KThroughFreshTables) {
   const std::optional<Spte> leaf = mmu_->leaf_for(root, Gfn{0x12345});
   ASSERT_TRUE(leaf);
   EXPECT_EQ(leaf->pfn(), pfn);
-  EXPECT_TRUE(leaf->is_writable() && leaf->is_executable() && leaf->is_suppress_ve());
-  EXPECT_EQ(Spte::MemType::get(leaf->raw()), static_cast<uint64_t>(EptMemType::kWB));
+  EXPECT_TRUE(leaf->is_writable() && leaf->is_executable(SpteFormat::kEpt) && leaf->is_suppress_ve(SpteFormat::kEpt));
+  EXPECT_EQ(Spte::EptMemType::get(leaf->raw()), static_cast<uint64_t>(EptMemType::kWB));
   EXPECT_EQ(mmu_->stats().pages_mapped(false, Level::k4K), 1);
   EXPECT_EQ(mmu_->live_table_pages(), 4u);  // root + 1G + 2M + 4K tables
   EXPECT_EQ(map(root, fault(Gfn{0x12345}, pfn)), RetPf::kSpurious);
@@ -103,7 +103,7 @@ TEST_F(TdpMmuTest, ReadOnlyHostPageMapsWithoutWrite) {
   EXPECT_EQ(map(root, f), RetPf::kFixed);
   const Spte leaf = *mmu_->leaf_for(root, Gfn{7});
   EXPECT_FALSE(leaf.is_writable());
-  EXPECT_FALSE(leaf.is_host_writable());
+  EXPECT_FALSE(leaf.is_host_writable(SpteFormat::kEpt));
   teardown({root});
 }
 
@@ -133,7 +133,7 @@ TEST_F(TdpMmuTest, NoSlotMakesAnMmioSpteWithTheGeneration) {
   std::array<Spte, 5> sptes{};
   EXPECT_EQ(mmu_->get_walk(root, Gfn{0xfee00}.gpa(), sptes), Level::k4K);
   EXPECT_TRUE(sptes[0].is_mmio(MmioValue::kEptMisconfig));
-  EXPECT_EQ(sptes[0].mmio_gfn(), Gfn{0xfee00});
+  EXPECT_EQ(sptes[0].mmio_gfn(MmioSpteMasks::ept(MmioValue::kEptMisconfig)), Gfn{0xfee00});
   EXPECT_EQ(sptes[0].mmio_generation(), 0x1234u);
   EXPECT_FALSE(mmu_->leaf_for(root, Gfn{0xfee00}));
   teardown({root});
@@ -242,7 +242,7 @@ TEST_F(TdpMmuTest, WriteProtectKeepsMmuWritableSoTheNextWriteFaultRestoresW) {
   }
   Spte leaf = *mmu_->leaf_for(root, Gfn{5});
   EXPECT_FALSE(leaf.is_writable());
-  EXPECT_TRUE(leaf.is_mmu_writable());
+  EXPECT_TRUE(leaf.is_mmu_writable(SpteFormat::kEpt));
   // The next write faults (the leaf lacks W), and the fault rebuilds the same leaf with W.
   EXPECT_EQ(map(root, fault(Gfn{5}, pfn)), RetPf::kFixed);
   EXPECT_TRUE(mmu_->leaf_for(root, Gfn{5})->is_writable());
@@ -282,8 +282,8 @@ TEST_F(MirrorTest, PrivateFaultLinksEachExternalTableThenSetsTheLeaf) {
     return private_.walk(Gfn{0x12345});
   }();
   // Private leaves are RWX with no memory type: the module owns the S-EPT entry's.
-  EXPECT_EQ(leaf.raw() & Spte::kRwxMask, Spte::kRwxMask);
-  EXPECT_EQ(Spte::MemType::get(leaf.raw()), 0u);
+  EXPECT_EQ(leaf.raw() & Spte::kEptRwxMask, Spte::kEptRwxMask);
+  EXPECT_EQ(Spte::EptMemType::get(leaf.raw()), 0u);
   EXPECT_EQ(mmu_->stats().pages_mapped(true, Level::k4K), 1);
   expect_mirror_matches_external();
 }
@@ -370,7 +370,7 @@ TEST_F(MirrorTest, PrivateLeafThatIsNotRwxIsAVmBug) {
     RcuReadGuard g;
     TdpIter it(mem_, *private_.root(), Level::k4K, Gfn{0x11}, Gfn{0x12}, Gfn{0});
     while (it.level() != Level::k4K) it.next();
-    const Spte ro = Spte::make_leaf(page(), Level::k4K, {.write = false});
+    const Spte ro = Spte::make_leaf(SpteFormat::kEpt, page(), Level::k4K, {.write = false});
     EXPECT_FALSE(TdpMmuTestPeer::set_spte_atomic(*mmu_, private_.root(), it, ro));
   }
   EXPECT_TRUE(mmu_->vm_bugged());

@@ -18,8 +18,9 @@ namespace tdxsim::testing {
 class TestTdpTables {
  public:
   // `gfn_bits`: where this root maps gfns (a TD's shared bit for its direct root, else 0).
-  TestTdpTables(HostMemory& mem, Level root_level, bool mirror = false, Gfn gfn_bits = Gfn{0})
-      : mem_(mem), mirror_(mirror), gfn_bits_(gfn_bits) {
+  TestTdpTables(HostMemory& mem, Level root_level, bool mirror = false, Gfn gfn_bits = Gfn{0},
+                SpteFormat format = SpteFormat::kEpt)
+      : mem_(mem), mirror_(mirror), gfn_bits_(gfn_bits), format_(format) {
     pages_.push_back(MmuPage::create_root(mem, MmuPageRole{root_level, mirror, false}, 2));
     TDXSIM_CHECK(pages_.back() != nullptr, "out of memory for a root");
   }
@@ -32,7 +33,7 @@ class TestTdpTables {
   // Returns the leaf's address.
   Hpa map(Gfn gfn, Pfn pfn, Level level, const SpteLeafAttrs& attrs = {}) {
     const Hpa sptep = entry(gfn, level);
-    set_at(sptep, Spte::make_leaf(pfn, level, attrs));
+    set_at(sptep, Spte::make_leaf(format_, pfn, level, attrs));
     return sptep;
   }
 
@@ -54,7 +55,7 @@ class TestTdpTables {
                                        /*with_external_spt=*/mirror_));
       TDXSIM_CHECK(pages_.back() != nullptr, "out of memory for a table");
       table = pages_.back().get();
-      set_at(sptep, Spte::make_nonleaf(table->spt()));
+      set_at(sptep, Spte::make_nonleaf(format_, table->spt()));
     }
     return slot(*table, gfn, level);
   }
@@ -85,6 +86,7 @@ class TestTdpTables {
   HostMemory& mem_;
   bool mirror_;
   Gfn gfn_bits_;
+  SpteFormat format_;
   std::vector<std::unique_ptr<MmuPage>> pages_;
 };
 

@@ -13,6 +13,7 @@
 
 #include "kvm/kvm_errno.h"
 #include "kvm/mmu_vendor_ops.h"
+#include "kvm/spte.h"
 
 namespace tdxsim {
 
@@ -40,6 +41,10 @@ const char* to_string(RemoteFlushHook h);
 
 class KvmX86Ops : public MmuVendorOps {
  public:
+  // --- Host ------------------------------------------------------------------------------
+  // The TDP entries' format for every VM of this host: what the vendor's hardware walks
+  // (upstream: vmx's kvm_mmu_set_ept_masks() at module load; SVM keeps the defaults).
+  virtual SpteFormat spte_format() const { return SpteFormat::kEpt; }
   // What this table's flush_remote_tlbs op is (see RemoteFlushHook).
   virtual RemoteFlushHook remote_flush_hook() const { return RemoteFlushHook::kNone; }
 

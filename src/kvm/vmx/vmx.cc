@@ -17,9 +17,6 @@ namespace {
 constexpr uint64_t kQualWrite = uint64_t{1} << 1;
 constexpr uint64_t kQualFetch = uint64_t{1} << 2;
 constexpr uint64_t kQualPresentMask = uint64_t{7} << 3;
-// -KVM_ENOSYS / -KVM_EINVAL as a hypercall's RAX (include/uapi/linux/kvm_para.h).
-constexpr uint64_t kKvmEnosys = static_cast<uint64_t>(-1000);
-constexpr uint64_t kKvmEinval = static_cast<uint64_t>(-22);
 
 VmxVcpu& vmx(KvmVcpu& vcpu) {
   return vcpu.vendor_as<VmxVcpu>();
@@ -113,7 +110,6 @@ ExitFastpath VmxOps::vcpu_run(KvmVcpu& vcpu) {
 
 int VmxOps::handle_exit(KvmVcpu& vcpu, ExitFastpath) {
   VmxVcpu& v = vmx(vcpu);
-  KvmRun& run = vcpu.run_state();
   switch (static_cast<VmxExitReason>(v.exit.reason)) {
     case VmxExitReason::kExceptionNmi:
     case VmxExitReason::kExternalInterrupt:
@@ -129,21 +125,11 @@ int VmxOps::handle_exit(KvmVcpu& vcpu, ExitFastpath) {
     }
     case VmxExitReason::kVmcall:
       stats_.hypercalls.add();
-      return handle_vmcall(vcpu, v);
+      return x86_emulate_hypercall(vcpu, v);
     case VmxExitReason::kHlt:
-      // No in-kernel local APIC: the halt goes to userspace, past the HLT.
-      stats_.hlt_exits.add();
-      skip_instruction(v);
-      run.exit_reason = KvmExitReason::kHlt;
-      return 0;
+      return x86_emulate_halt(vcpu, v, stats_);
     default:
-      stats_.unhandled_exits.add();
-      run.exit_reason = KvmExitReason::kInternalError;
-      run.internal.suberror = kKvmInternalErrorUnexpectedExitReason;
-      run.internal.ndata = 2;
-      run.internal.data[0] = v.exit.reason;
-      run.internal.data[1] = vcpu.cpu()->id();
-      return 0;
+      return x86_unexpected_exit(vcpu, v.exit.reason, stats_);
   }
 }
 
@@ -154,95 +140,12 @@ int VmxOps::handle_ept_violation(KvmVcpu& vcpu, VmxVcpu& v) {
     if (v.exit.qualification & kQualFetch) error_code |= kPferrFetch;
     if (v.exit.qualification & kQualPresentMask) error_code |= kPferrPresent;
   }
-  const FaultResult r = vcpu.vm().mmu().page_fault(vcpu.mmu(), v.exit.gpa, error_code);
-  switch (r.ret) {
-    case RetPf::kFixed:
-    case RetPf::kSpurious:
-    case RetPf::kRetry:
-      return 1;
-    case RetPf::kEmulate:
-      return emulate_mmio(vcpu, v);
-    default:
-      break;
-  }
-  if (r.memory_fault) {
-    vcpu.run_state().exit_reason = KvmExitReason::kMemoryFault;
-    vcpu.run_state().memory_fault = *r.memory_fault;
-  }
-  return -static_cast<int>(r.error.value_or(Errno::kEfault));
-}
-
-int VmxOps::emulate_mmio(KvmVcpu& vcpu, VmxVcpu& v) {
-  const GuestInsn& insn = v.exit.insn;
-  KvmRun& run = vcpu.run_state();
-  if (insn.kind != GuestInsnKind::kLoad && insn.kind != GuestInsnKind::kStore) {
-    // An instruction fetch from MMIO (or a walk of guest tables there): the emulator fails.
-    stats_.unhandled_exits.add();
-    run.exit_reason = KvmExitReason::kInternalError;
-    run.internal.suberror = 1;  // KVM_INTERNAL_ERROR_EMULATION
-    run.internal.ndata = 1;
-    run.internal.data[0] = v.exit.gpa.raw();
-    return 0;
-  }
-  stats_.mmio_exits.add();
-  run.exit_reason = KvmExitReason::kMmio;
-  run.mmio = KvmRun::Mmio{.phys_addr = v.exit.gpa,
-                          .data = insn.kind == GuestInsnKind::kStore ? insn.value : 0,
-                          .len = 8,
-                          .is_write = insn.kind == GuestInsnKind::kStore};
-  if (insn.kind == GuestInsnKind::kLoad) {
-    v.pending = VmxVcpu::Pending::kMmioRead;
-    v.mmio_dest = insn.dest;
-  } else {
-    skip_instruction(v);
-  }
-  return 0;
-}
-
-int VmxOps::handle_vmcall(KvmVcpu& vcpu, VmxVcpu& v) {
-  GuestRegs& g = v.regs.regs;
-  const uint64_t nr = g[Gpr::kRax];
-  if (nr != kKvmHcMapGpaRange || !has_private_mem(vcpu.kvm().type())) {
-    // kvm_emulate_hypercall: unknown to this VM.
-    g[Gpr::kRax] = kKvmEnosys;
-    skip_instruction(v);
-    return 1;
-  }
-  // KVM checks the range only; the attributes are userspace's to interpret.
-  const uint64_t gpa = g[Gpr::kRbx], npages = g[Gpr::kRcx], attrs = g[Gpr::kRdx];
-  if ((gpa & (kPageSize - 1)) != 0 || npages == 0 ||
-      (gpa >> kPageShift) + npages <= (gpa >> kPageShift)) {
-    g[Gpr::kRax] = kKvmEinval;
-    skip_instruction(v);
-    return 1;
-  }
-  KvmRun& run = vcpu.run_state();
-  run.exit_reason = KvmExitReason::kHypercall;
-  run.hypercall = KvmRun::Hypercall{.nr = nr,
-                                    .args = {gpa, npages, attrs, 0, 0, 0},
-                                    .ret = 0,
-                                    .flags = kKvmExitHypercallLongMode};
-  v.pending = VmxVcpu::Pending::kHypercall;
-  return 0;
+  return x86_tdp_page_fault(vcpu, v, stats_, v.exit.gpa, error_code);
 }
 
 int VmxOps::complete_userspace_io(KvmVcpu& vcpu) {
   if (vcpu.vendor() == nullptr) return 1;
-  VmxVcpu& v = vmx(vcpu);
-  const KvmRun& run = vcpu.run_state();
-  switch (std::exchange(v.pending, VmxVcpu::Pending::kNone)) {
-    case VmxVcpu::Pending::kNone:
-      return 1;
-    case VmxVcpu::Pending::kMmioRead:
-      v.regs.regs[v.mmio_dest] = run.mmio.data;
-      skip_instruction(v);
-      return 1;
-    case VmxVcpu::Pending::kHypercall:
-      v.regs.regs[Gpr::kRax] = run.hypercall.ret;
-      skip_instruction(v);
-      return 1;
-  }
-  return 1;
+  return x86_complete_userspace_io(vcpu, vmx(vcpu));
 }
 
 uint16_t VmxOps::alloc_vpid() {

@@ -2,7 +2,7 @@
 // VMs on the TDP MMU: the VMCS (a GuestContext: EPTP, VPID), VM entry through the logical
 // CPU, and the exits a VM without private-memory hardware has — EPT violations into the
 // MMU, MMIO (no memslot) emulated out to userspace, VMCALL hypercalls (KVM_HC_MAP_GPA_RANGE
-// becomes a userspace exit), HLT.
+// becomes a userspace exit), HLT — the last three shared with SVM (x86_emulate.h).
 //
 // TLB: INVEPT single-context for the loaded root (flush current), global INVEPT for a full
 // flush. On bare metal there is no remote-flush hook: the MMU falls back to
@@ -23,6 +23,7 @@
 #include "base/lock.h"
 #include "kvm/hyperv/kvm_onhyperv.h"
 #include "kvm/vcpu.h"
+#include "kvm/x86_emulate.h"
 #include "kvm/x86_ops.h"
 #include "platform/guest_context.h"
 #include "platform/guest_program.h"
@@ -30,19 +31,14 @@
 
 namespace tdxsim {
 
-struct VmxVcpu : VendorVcpu {
+// The registers, program, last exit and pending completion are X86Vcpu's (x86_emulate.h).
+struct VmxVcpu : X86Vcpu {
   GuestContext vmcs;
-  GuestState regs;
-  GuestProgram* program = nullptr;
-  VmExit exit;
-  // What the next KVM_RUN must finish first: an MMIO read's value for a register, or a
-  // hypercall's return value.
-  enum class Pending : uint8_t { kNone, kMmioRead, kHypercall } pending = Pending::kNone;
-  Gpr mmio_dest = Gpr::kRax;
 };
 
-struct VmxStats {
-  Counter ept_violations, ept_misconfigs, mmio_exits, hypercalls, hlt_exits, unhandled_exits;
+// mmio_exits, hypercalls, hlt_exits, unhandled_exits: X86ExitStats.
+struct VmxStats : X86ExitStats {
+  Counter ept_violations, ept_misconfigs;
 };
 
 class VmxOps final : public KvmX86Ops {
@@ -77,11 +73,6 @@ class VmxOps final : public KvmX86Ops {
 
  private:
   int handle_ept_violation(KvmVcpu& vcpu, VmxVcpu& v);
-  // The access at the exit went to a GPA without RAM: KVM_EXIT_MMIO (x86_emulate_instruction
-  // decodes the instruction; the platform hands it over with the exit).
-  int emulate_mmio(KvmVcpu& vcpu, VmxVcpu& v);
-  int handle_vmcall(KvmVcpu& vcpu, VmxVcpu& v);
-  static void skip_instruction(VmxVcpu& v) { v.regs.rip += v.exit.insn.length; }
 
   uint16_t alloc_vpid();
   void free_vpid(uint16_t vpid);
