@@ -54,7 +54,7 @@ class StaleUseCheckTest : public ::testing::Test {
   }
   // KVM's side of the story, as its tracepoints tell it.
   void remap_without_flush() {
-    const Spte old_spte = Spte::make_leaf(old_page, Level::k4K, {});
+    const Spte old_spte = Spte::make_leaf(SpteFormat::kEpt, old_page, Level::k4K, {});
     ept.map(kGpa, new_page.hpa(), Level::k4K, kRwx);
     kvm.events().spte_changed.emit(
         SpteChangeEvent{kGpa.gfn(), Level::k4K, old_spte, Spte::nonpresent(), false});

@@ -14,6 +14,7 @@ void run_memslot_move(const ScenarioOptions&, Report&);
 void run_removal_under_contention(const ScenarioOptions&, Report&);
 void run_hyperv_vmx_root_tracking(const ScenarioOptions&, Report&);
 void run_vmx_on_tdx_host(const ScenarioOptions&, Report&);
+void run_hyperv_svm_enlightened_tlb(const ScenarioOptions&, Report&);
 
 namespace {
 
@@ -58,12 +59,21 @@ constexpr ScenarioInfo kScenarios[] = {
      "a TD and a plain VMX VM on a bare-metal TDX host sharing one vendor table: no Hyper-V "
      "root tracking or hypercall ever happens (seed 000)",
      run_vmx_on_tdx_host},
+    {"hyperv_svm_enlightened_tlb",
+     "an SVM VM on Hyper-V with the enlightened NPT TLB: memory zapped, a freed root's page "
+     "reused as a new root mapping the same GPAs to other frames; no stale GPA translation is "
+     "used (seed 003)",
+     run_hyperv_svm_enlightened_tlb},
 };
 
 constexpr BugRow kBugRows[] = {
     {BugId::S0, "vmx_on_tdx_host",
      "VMX takes a non-null remote-flush op for Hyper-V's: on a TDX host a plain VMX VM does "
      "Hyper-V root tracking (seed 000)"},
+    {BugId::S3, "hyperv_svm_enlightened_tlb",
+     "with Hyper-V's enlightened NPT TLB, SVM's flush of a newly loaded root is only an ASID "
+     "flush: a freed root reused at the same HPA serves the L0's stale GPA translations "
+     "(seed 003)"},
 };
 
 }  // namespace

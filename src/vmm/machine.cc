@@ -19,14 +19,27 @@ Machine::Machine(const MachineConfig& config) : config_(config) {
   pc.memory.huge_2m_pages = config.huge_2m_pages;
   pc.tlb.capacity = config.tlb_entries;
   pc.hyperv = config.hyperv;
+  pc.vendor = config.vendor;
+  pc.memory.reuse = config.frame_reuse;
   TDXSIM_CHECK(!(config.tdx && config.hyperv),
                "a TDX host runs on bare metal: TDX and Hyper-V exclude each other");
+  TDXSIM_CHECK(!(config.tdx && config.vendor == CpuVendor::kAmd), "TDX is Intel's");
   for (BugId id : config.bugs) faults_.enable(id);
   platform_ = std::make_unique<Platform>(pc, faults_);
   if (platform_->hyperv() != nullptr) {
     kvm_on_hyperv_ = std::make_unique<KvmOnHyperV>(*platform_->hyperv());
-    vmx_.enable_hyperv_flush(kvm_on_hyperv_.get());
   }
+  if (config.vendor == CpuVendor::kAmd) {
+    svm_ = std::make_unique<SvmOps>(*platform_);
+    // svm_hv_hardware_setup: Hyper-V's flush only with the enlightened NPT TLB.
+    if (kvm_on_hyperv_ && config.hyperv->enlightened_tlb) {
+      svm_->enable_hyperv_flush(kvm_on_hyperv_.get());
+    }
+    kvm_ = std::make_unique<KvmHost>(*platform_, *svm_);
+    return;
+  }
+  // hardware_setup with EPT: Hyper-V's GPA-flush enlightenment.
+  if (kvm_on_hyperv_) vmx_.enable_hyperv_flush(kvm_on_hyperv_.get());
   if (config.tdx) {
     module_ = std::make_unique<TdxModule>(*platform_);
     platform_->install_seam_module(module_.get());

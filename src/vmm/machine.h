@@ -20,6 +20,7 @@
 #include "base/fault_injection.h"
 #include "kvm/hyperv/kvm_onhyperv.h"
 #include "kvm/kvm_vm.h"
+#include "kvm/svm/svm.h"
 #include "kvm/vmx/vmx.h"
 #include "kvm/vmx/vt_ops.h"
 #include "platform/platform.h"
@@ -45,6 +46,11 @@ struct MachineConfig {
   // KVM runs nested on Hyper-V (the L0), with the GPA-flush enlightenment KVM then uses for
   // its remote flushes. A TDX host is bare metal: the two exclude each other.
   std::optional<HyperVConfig> hyperv;
+  // AMD: KVM loads the SVM vendor (NPT, ASIDs) and there is no TDX.
+  CpuVendor vendor = CpuVendor::kIntel;
+  // Which free frame the host allocator hands out next (kLowestFirst makes a freed page
+  // table's page the next one allocated: the reuse seed 003 needs).
+  ReusePolicy frame_reuse = ReusePolicy::kLastFreedFirst;
   // Bug switches turned on before anything runs (the run's --inject).
   std::vector<BugId> bugs;
 };
@@ -63,6 +69,8 @@ class Machine {
   Platform& platform() { return *platform_; }
   KvmHost& kvm() { return *kvm_; }
   VmxOps& vmx() { return vmx_; }
+  // Null on an Intel host.
+  SvmOps* svm() { return svm_.get(); }
   // Null when the host has no TDX.
   TdxModule* tdx_module() { return module_.get(); }
   TdxHost* tdx_host() { return tdx_host_.get(); }
@@ -86,6 +94,7 @@ class Machine {
   std::unique_ptr<KvmOnHyperV> kvm_on_hyperv_;
   VmxOps vmx_;
   std::unique_ptr<VtOps> vt_;
+  std::unique_ptr<SvmOps> svm_;
   std::unique_ptr<KvmHost> kvm_;
 };
 

@@ -1,6 +1,7 @@
 #include "kvm/svm/svm.h"
 
 #include "base/check.h"
+#include "base/fault_injection.h"
 #include "kvm/kvm_vm.h"
 #include "kvm/page_fault.h"
 #include "platform/logical_cpu.h"
@@ -20,7 +21,7 @@ constexpr uint64_t kPferrSyntheticMask = kPferrPrivateAccess;
 
 }  // namespace
 
-SvmOps::SvmOps(Platform& platform, const SvmConfig& config) {
+SvmOps::SvmOps(Platform& platform, const SvmConfig& config) : faults_(platform.faults()) {
   TDXSIM_CHECK(config.nr_asids >= 2, "{} ASIDs leave none for guests", config.nr_asids);
   // The VMCB's ASID field is 32 bits, the platform's TLB tags 16.
   TDXSIM_CHECK(config.nr_asids <= 65536, "{} ASIDs beyond the TLB's 16-bit tags", config.nr_asids);
@@ -70,24 +71,45 @@ void SvmOps::load_mmu_pgd(Kvm* kvm, int vcpu_id, Hpa root, Level level) {
   // control.nested_cr3 (no SME C-bit: memory encryption is not modelled).
   v.vmcb.ncr3 = root;
   v.vmcb.npt_levels = level_num(level);
+  hv_track_root_tdp(*vcpu, root);
+}
+
+bool SvmOps::flush_remote_tlbs(Kvm* kvm) {
+  return hv_ != nullptr && hv_->flush_remote_tlbs(*kvm);
+}
+
+bool SvmOps::flush_remote_tlbs_range(Kvm* kvm, Gfn gfn, uint64_t pages) {
+  return hv_ != nullptr && hv_->flush_remote_tlbs_range(*kvm, gfn, pages);
 }
 
 void SvmOps::flush_tlb_asid(SvmVcpu& v) {
   // svm_flush_tlb_asid with FLUSHBYASID: the next VMRUN flushes this ASID. A pending
   // flush of every ASID (new_asid's) already covers it and must not be narrowed.
-  if (v.vmcb.tlb_control != SvmTlbControl::kFlushAll) v.vmcb.tlb_control = SvmTlbControl::kFlushAsid;
+  if (v.vmcb.tlb_control != SvmTlbControl::kFlushAll)
+    v.vmcb.tlb_control = SvmTlbControl::kFlushAsid;
 }
 
 void SvmOps::flush_tlb_current(KvmVcpu& vcpu) {
   // svm_flush_tlb_current: the ASID holds only this VM's translations for the current root.
-  // (Upstream also flushes the root through Hyper-V's enlightened NPT TLB; not here yet.)
-  flush_tlb_asid(svm(vcpu));
+  // With the enlightened NPT TLB the ASID flush leaves the L0's GPA translations of the root
+  // alone, so the root is flushed by hypercall too (seed 003's fix; S3 is the code before it).
+  SvmVcpu& v = svm(vcpu);
+  if (hv_ != nullptr && vcpu.mmu().root != nullptr && !faults_.bug(BugId::S3)) {
+    stats_.hv_root_flushes.add();
+    hv_->flush_guest_mapping(v.vmcb.ncr3);
+  }
+  flush_tlb_asid(v);
 }
 
 void SvmOps::flush_tlb_all(KvmVcpu& vcpu) {
   // svm_flush_tlb_all: an ASID holds one vCPU's translations, so flushing it is a full flush
-  // for the vCPU. Upstream WARNs here when Hyper-V's enlightened NPT TLB is on (remote
-  // flushes should have gone to Hyper-V); the Hyper-V integration adds that later.
+  // for the vCPU. With the enlightened NPT TLB remote flushes go to Hyper-V, never here: a
+  // request-based flush means KVM's own bug or a failed hypercall. Upstream WARNs and flushes
+  // through Hyper-V to recover; so does this (counted).
+  if (hv_ != nullptr) {
+    stats_.hv_flush_all_warnings.add();
+    hv_->flush_remote_tlbs(vcpu.kvm());
+  }
   flush_tlb_asid(svm(vcpu));
 }
 

@@ -16,6 +16,14 @@
 // (flush_tlb_current and flush_tlb_all both). On bare metal there is no remote-flush hook:
 // the MMU falls back to KVM_REQ_TLB_FLUSH on every vCPU.
 //
+// Nested on Hyper-V with the enlightened NPT TLB (svm_hv_hardware_setup; enable_hyperv_flush),
+// remote flushes are the L0's GPA-flush hypercalls and every loaded root is tracked for them.
+// The enlightenment changes what an ASID flush does: the L0 then drops only GVA-derived
+// entries, not the GPA translations it derived from nested_cr3. So flush_tlb_current — which
+// kvm_mmu_load relies on for every newly loaded root, including a freed root's page reused as
+// a new root — must also ask the L0 to flush the root's GPA mappings (seed 003; bug S3 leaves
+// that out).
+//
 // Thread safety: the vCPU state belongs to the vCPU's thread; a CPU's svm_cpu_data belongs to
 // the thread bound to that CPU (pre_svm_run runs bound, before VMRUN).
 #pragma once
@@ -23,6 +31,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "base/fault_injection.h"
+#include "kvm/hyperv/kvm_onhyperv.h"
 #include "kvm/vcpu.h"
 #include "kvm/x86_emulate.h"
 #include "kvm/x86_ops.h"
@@ -57,6 +67,8 @@ struct SvmVcpu : X86Vcpu {
 // mmio_exits, hypercalls, hlt_exits, unhandled_exits: X86ExitStats.
 struct SvmStats : X86ExitStats {
   Counter npf_exits, npf_rsvd, new_asids, asid_rollovers;
+  Counter hv_root_flushes;        // flush_tlb_current's hyperv_flush_guest_mapping (seed 003)
+  Counter hv_flush_all_warnings;  // svm_flush_tlb_all reached with the enlightened TLB on
 };
 
 class SvmOps final : public KvmX86Ops {
@@ -67,6 +79,16 @@ class SvmOps final : public KvmX86Ops {
   const SvmStats& stats() const { return stats_; }
   // The ASID allocator of logical CPU `cpu`. REQUIRES: no vCPU runs there meanwhile.
   const SvmCpuData& cpu_data(unsigned cpu) const { return cpu_data_.at(cpu); }
+
+  // svm_hv_hardware_setup on Hyper-V with HV_X64_NESTED_ENLIGHTENED_TLB (and
+  // svm_hv_init_vmcb's enlightened_npt_tlb in every VMCB): installs hv_flush_remote_tlbs.
+  // REQUIRES: before any VM exists; `hv` outlives the ops.
+  void enable_hyperv_flush(KvmOnHyperV* hv) { hv_ = hv; }
+  RemoteFlushHook remote_flush_hook() const override {
+    return hv_ != nullptr ? RemoteFlushHook::kHyperV : RemoteFlushHook::kNone;
+  }
+  bool flush_remote_tlbs(Kvm* kvm) override;
+  bool flush_remote_tlbs_range(Kvm* kvm, Gfn gfn, uint64_t pages) override;
 
   SpteFormat spte_format() const override { return SpteFormat::kNpt; }
   KvmResult<> vm_init(KvmVm& vm) override;
@@ -96,6 +118,8 @@ class SvmOps final : public KvmX86Ops {
 
   SvmStats stats_;
   std::vector<SvmCpuData> cpu_data_;
+  FaultInjection& faults_;
+  KvmOnHyperV* hv_ = nullptr;
 };
 
 }  // namespace tdxsim
