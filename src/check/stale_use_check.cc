@@ -25,8 +25,11 @@ const char* access_name(AccessType a) {
 }
 
 uint64_t change_key(Gfn gfn, Level level) {
-  return (gfn.align_down(level).raw() << 2) | (level_num(level) - 1);
+  return (gfn.align_down(level).raw() << 3) | (level_num(level) - 1);
 }
+
+// Every level an entry covering a GFN may sit at (5-level tables included).
+constexpr Level kLevels[] = {Level::k4K, Level::k2M, Level::k1G, Level::k512G, Level::k256T};
 
 uint64_t load_key(unsigned cpu, Hpa root) {
   // Roots are page-aligned: the CPU number fits below bit 12.
@@ -141,12 +144,28 @@ void StaleUseCheck::on_flush(VmState& vm, const RemoteFlushEvent& e) {
 }
 
 void StaleUseCheck::on_spte(VmState& vm, const SpteChangeEvent& e) {
-  // Only a present leaf can have been cached; its change is what makes a cached copy stale.
-  if (!e.old_spte.is_shadow_present() || !e.old_spte.is_last(e.level)) return;
-  if (e.new_spte == e.old_spte) return;
-  const uint64_t now = clock_.tick();
+  const uint64_t key = change_key(e.gfn, e.level);
+  if (e.phase == EventPhase::kBegin) {
+    MutexLock l(mu_);
+    ++vm.in_flight[key];
+    return;
+  }
+  // Only what was present can have been cached: its change (a leaf's, or a table's unlinking
+  // for everything below it) is what makes a cached copy stale.
+  const bool changed = e.old_spte.is_shadow_present() && e.new_spte != e.old_spte;
+  const uint64_t now = changed ? clock_.tick() : 0;
   MutexLock l(mu_);
-  vm.changed[change_key(e.gfn, e.level)] = now;
+  if (changed) vm.changed[key] = now;
+  auto it = vm.in_flight.find(key);
+  TDXSIM_CHECK(it != vm.in_flight.end(), "an SPTE change at {} ended without a begin", e.gfn);
+  if (--it->second == 0) vm.in_flight.erase(it);
+}
+
+bool StaleUseCheck::in_flight(const VmState& vm, Gfn gfn) const {
+  for (Level level : kLevels) {
+    if (vm.in_flight.contains(change_key(gfn, level))) return true;
+  }
+  return false;
 }
 
 void StaleUseCheck::on_load(VmState& vm, const RootLoadEvent& e) {
@@ -171,7 +190,7 @@ void StaleUseCheck::on_free(const HostMemory::FramesFreed& e) {
 
 uint64_t StaleUseCheck::last_change(const VmState& vm, Gfn gfn) const {
   uint64_t last = 0;
-  for (Level level : {Level::k4K, Level::k2M, Level::k1G}) {
+  for (Level level : kLevels) {
     auto it = vm.changed.find(change_key(gfn, level));
     if (it != vm.changed.end()) last = std::max(last, it->second);
   }
@@ -194,6 +213,12 @@ void StaleUseCheck::on_stale_use(const StaleUse& use) {
   }
   const VmState& vm = *owner->second;
   const Gfn gfn = use.gpa.gfn();
+  if (in_flight(vm, gfn)) {
+    // A change under way: the walk may have seen it before it was stamped, so the stamps
+    // cannot say which change the use is stale against.
+    ++counts_.in_flight;
+    return;
+  }
   const uint64_t changed = last_change(vm, gfn);
 
   // Remote flushes: the latest whole flush returned by the use; did any of those start

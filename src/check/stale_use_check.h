@@ -17,9 +17,11 @@
 // change of its GFN (a fill reads the tables of its time); so if a required point came after
 // that change and before the use, the translation outlived the point — a violation. Stale
 // uses inside the windows the protocol allows (between a zap and its flush) are counted but
-// are not violations. Every comparison is conservative: an event is stamped after it (a
-// change, a flush's return) or before it (a flush's start, a load's start) as the direction
-// of the comparison needs, so a race can hide a violation but never invent one.
+// are not violations. A change is bracketed by a begin and an end event: while one covering
+// the GFN is under way, a walk may already see it unstamped, so such uses are not judged. Every
+// comparison is conservative: an event is stamped after it (a change, a flush's return) or before
+// it (a flush's start, a load's start) as the direction of the comparison needs, so a race can hide
+// a violation but never invent one.
 //
 // What it cannot see: translations of a TD's private memory come from the TDX module's
 // Secure EPT, whose roots KVM never loads; their uses are counted, not judged (the module's
@@ -64,6 +66,7 @@ struct StaleUseViolation {
 struct StaleUseCounts {
   uint64_t stale_uses = 0;    // every stale use the CPUs reported
   uint64_t unattributed = 0;  // uses through a root no watched VM loaded (a TD's S-EPT)
+  uint64_t in_flight = 0;     // uses while their GFN's mapping was being changed (not judged)
   uint64_t violations = 0;
 };
 
@@ -98,6 +101,8 @@ class StaleUseCheck {
     Kvm* kvm;
     // (gfn aligned to its level) << 2 | level index → the change's stamp.
     std::unordered_map<uint64_t, uint64_t> changed;
+    // Changes begun and not yet ended, by the same key: a walk may see them unstamped.
+    std::unordered_map<uint64_t, uint32_t> in_flight;
     std::vector<Flush> whole;         // completed whole flushes, in completion order
     std::vector<uint64_t> max_begin;  // prefix maxima of whole[i].begin
     std::vector<Flush> ranged;
@@ -115,6 +120,7 @@ class StaleUseCheck {
   void on_load(VmState& vm, const RootLoadEvent& e);
   void on_free(const HostMemory::FramesFreed& e);
   uint64_t last_change(const VmState& vm, Gfn gfn) const TDXSIM_REQUIRES(mu_);
+  bool in_flight(const VmState& vm, Gfn gfn) const TDXSIM_REQUIRES(mu_);
   void record(StalePoint point, const StaleUse& use, uint64_t changed, uint64_t at)
       TDXSIM_REQUIRES(mu_);
 

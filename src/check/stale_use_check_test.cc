@@ -55,9 +55,11 @@ class StaleUseCheckTest : public ::testing::Test {
   // KVM's side of the story, as its tracepoints tell it.
   void remap_without_flush() {
     const Spte old_spte = Spte::make_leaf(SpteFormat::kEpt, old_page, Level::k4K, {});
+    kvm.events().spte_changed.emit(SpteChangeEvent{EventPhase::kBegin, kGpa.gfn(), Level::k4K,
+                                                   old_spte, Spte::nonpresent(), false});
     ept.map(kGpa, new_page.hpa(), Level::k4K, kRwx);
-    kvm.events().spte_changed.emit(
-        SpteChangeEvent{kGpa.gfn(), Level::k4K, old_spte, Spte::nonpresent(), false});
+    kvm.events().spte_changed.emit(SpteChangeEvent{EventPhase::kEnd, kGpa.gfn(), Level::k4K,
+                                                   old_spte, Spte::nonpresent(), false});
   }
   void flush_event(EventPhase phase, Gfn start = Gfn{0}, uint64_t pages = 0) {
     kvm.events().remote_flush.emit(RemoteFlushEvent{phase, start, pages});
@@ -144,6 +146,26 @@ TEST_F(StaleUseCheckTest, StaleUseOfAFreedFrameIsAViolation) {
   const auto v = check.violations();
   ASSERT_EQ(v.size(), 1u);
   EXPECT_EQ(v[0].point, StalePoint::kFrameFreed);
+}
+
+TEST_F(StaleUseCheckTest, AChangeUnderWayIsNotJudged) {
+  EXPECT_EQ(read_once(), 0x1111u);
+  const Spte old_spte = Spte::make_leaf(SpteFormat::kEpt, old_page, Level::k4K, {});
+  kvm.events().spte_changed.emit(SpteChangeEvent{EventPhase::kBegin, kGpa.gfn(), Level::k4K,
+                                                 old_spte, Spte::nonpresent(), false});
+  ept.map(kGpa, new_page.hpa(), Level::k4K, kRwx);
+  // The walk sees the new value before the change is stamped: an older flush must not count.
+  flush_event(EventPhase::kBegin);
+  flush_event(EventPhase::kEnd);
+  EXPECT_EQ(read_once(), 0x1111u);
+  EXPECT_EQ(check.counts().in_flight, 1u);
+  EXPECT_TRUE(check.ok());
+  kvm.events().spte_changed.emit(SpteChangeEvent{EventPhase::kEnd, kGpa.gfn(), Level::k4K, old_spte,
+                                                 Spte::nonpresent(), false});
+  flush_event(EventPhase::kBegin);
+  flush_event(EventPhase::kEnd);
+  EXPECT_EQ(read_once(), 0x1111u);
+  EXPECT_EQ(check.counts().violations, 1u);
 }
 
 TEST_F(StaleUseCheckTest, AProperFlushLeavesNothingToReport) {

@@ -27,9 +27,14 @@ struct RemoteFlushEvent {
   uint64_t pages = 0;
 };
 
-// An SPTE changed (handle_changed_spte). `gfn` as the CPU sees it: a direct root's entry
-// carries the VM's direct bits (a TD's shared bit), a mirror root's does not.
+// An SPTE changes: kBegin just before the write (`new_spte` is what the writer intends),
+// kEnd after it (handle_changed_spte, with the value replaced), every begin matched by one
+// end — a write that lost its race ends with new_spte == old_spte. Between the two a walk may
+// already see the new value: a checker must not judge what it sees then. `gfn` as the CPU
+// sees it: a direct root's entry carries the VM's direct bits (a TD's shared bit), a mirror
+// root's does not.
 struct SpteChangeEvent {
+  EventPhase phase = EventPhase::kEnd;
   Gfn gfn{0};
   Level level = Level::k4K;
   Spte old_spte;

@@ -259,12 +259,27 @@ void TdpMmu::zap_invalidated_roots(bool shared) {
 
 // --- The choke point ----------------------------------------------------------------------
 
+void TdpMmu::trace_change_begin(bool mirror, Gfn gfn, Level level, Spte old_spte, Spte new_spte) {
+  if (kvm_ == nullptr || !kvm_->events().spte_changed.enabled()) return;
+  const Gfn seen = mirror ? gfn : Gfn{gfn.raw() | config_.gfn_direct_bits.raw()};
+  kvm_->events().spte_changed.emit(
+      SpteChangeEvent{EventPhase::kBegin, seen, level, old_spte, new_spte, mirror});
+}
+
+void TdpMmu::trace_change_lost(bool mirror, Gfn gfn, Level level, Spte old_spte) {
+  if (kvm_ == nullptr || !kvm_->events().spte_changed.enabled()) return;
+  const Gfn seen = mirror ? gfn : Gfn{gfn.raw() | config_.gfn_direct_bits.raw()};
+  kvm_->events().spte_changed.emit(
+      SpteChangeEvent{EventPhase::kEnd, seen, level, old_spte, old_spte, mirror});
+}
+
 KvmResult<> TdpMmu::set_spte_atomic(const MmuPage* root, TdpIter& iter, Spte new_spte) {
   mmu_lock_.assert_held();
   TDXSIM_CHECK(!iter.yielded(), "an atomic set through a yielded iterator");
   const Spte old_spte = iter.old_spte();
   TDXSIM_CHECK(!old_spte.is_frozen(), "an atomic set over FROZEN_SPTE at {}", iter.gfn());
   const bool mirror = root->is_mirror();
+  trace_change_begin(mirror, iter.gfn(), iter.level(), old_spte, new_spte);
   if (mirror && !new_spte.is_frozen()) {
     // Atomic zapping never operates on mirror roots: a removal must reach the S-EPT under
     // the write lock, where BLOCK/TRACK/REMOVE cannot be contended.
@@ -274,6 +289,7 @@ KvmResult<> TdpMmu::set_spte_atomic(const MmuPage* root, TdpIter& iter, Spte new
     KvmResult<> r =
         set_external_spte_present(iter.sptep(), iter.gfn(), old_spte, new_spte, iter.level());
     if (!r) {
+      trace_change_lost(mirror, iter.gfn(), iter.level(), old_spte);
       iter.reread();
       return r;
     }
@@ -281,6 +297,7 @@ KvmResult<> TdpMmu::set_spte_atomic(const MmuPage* root, TdpIter& iter, Spte new
     uint64_t expected = old_spte.raw();
     if (!mem_.compare_exchange(iter.sptep(), kHostKey, expected, new_spte.raw(),
                                std::memory_order_acq_rel)) {
+      trace_change_lost(mirror, iter.gfn(), iter.level(), old_spte);
       iter.reread();
       return std::unexpected(Errno::kEbusy);
     }
@@ -331,6 +348,7 @@ Spte TdpMmu::set_spte(bool mirror, Hpa sptep, Spte old_spte, Spte new_spte, Gfn 
   TDXSIM_CHECK(!old_spte.is_frozen() && !new_spte.is_frozen(),
                "a write-locked set involving FROZEN_SPTE at {}", gfn);
   // An exchange, not a store: the CPU may set A/D in a direct leaf meanwhile.
+  trace_change_begin(mirror, gfn, level, old_spte, new_spte);
   old_spte = Spte{mem_.exchange(sptep, kHostKey, new_spte.raw(), std::memory_order_acq_rel)};
   handle_changed_spte(mirror, gfn, old_spte, new_spte, level, /*shared=*/false);
   if (mirror) {
@@ -352,7 +370,8 @@ void TdpMmu::handle_changed_spte(bool mirror, Gfn gfn, Spte old_spte, Spte new_s
                                  bool shared) {
   if (kvm_ != nullptr && kvm_->events().spte_changed.enabled()) {
     const Gfn seen = mirror ? gfn : Gfn{gfn.raw() | config_.gfn_direct_bits.raw()};
-    kvm_->events().spte_changed.emit(SpteChangeEvent{seen, level, old_spte, new_spte, mirror});
+    kvm_->events().spte_changed.emit(
+        SpteChangeEvent{EventPhase::kEnd, seen, level, old_spte, new_spte, mirror});
   }
   const bool was_present = old_spte.is_shadow_present();
   const bool is_present = new_spte.is_shadow_present();
@@ -392,6 +411,7 @@ void TdpMmu::handle_removed_pt(MmuPage* pt, bool shared) {
     const Gfn gfn = pt->gfn() + uint64_t{i} * level_pages(level);
     Spte old_spte;
     if (shared) {
+      trace_change_begin(mirror, gfn, level, read_spte(sptep), Spte::frozen());
       // Another thread that froze this entry before the table was unlinked finishes its
       // change and writes a non-frozen value; wait for that, then take the entry over.
       for (;;) {
@@ -403,6 +423,7 @@ void TdpMmu::handle_removed_pt(MmuPage* pt, bool shared) {
     } else {
       old_spte = read_spte(sptep);
       if (!old_spte.is_shadow_present()) continue;
+      trace_change_begin(mirror, gfn, level, old_spte, Spte::frozen());
       old_spte =
           Spte{mem_.exchange(sptep, kHostKey, Spte::kFrozenValue, std::memory_order_acq_rel)};
     }
@@ -492,8 +513,8 @@ RetPf TdpMmu::map_handle_target_level(const MmuPage* root, KvmPageFault& fault, 
     if (!config_.mmio.caching || (fault.gfn.raw() >> (config_.mmio.gpa_bits - kPageShift)) != 0) {
       return RetPf::kEmulate;
     }
-    new_spte = Spte::make_mmio(config_.mmio, fault.gfn,
-                               fault.memslot_generation & Spte::kMmioGenMax);
+    new_spte =
+        Spte::make_mmio(config_.mmio, fault.gfn, fault.memslot_generation & Spte::kMmioGenMax);
     ret = RetPf::kEmulate;
   } else {
     if (old_spte.is_shadow_present() && old_spte.is_last(level) &&
@@ -644,17 +665,19 @@ bool TdpMmu::update_direct_leafs(Gfn start, Gfn end, Level min_level, Update&& u
 bool TdpMmu::age_gfn_range(Gfn start, Gfn end, bool test_only) {
   if (test_only) {
     bool young = false;
-    update_direct_leafs(start, end, Level::k4K, [&young, f = config_.format](Spte s) -> std::optional<Spte> {
-      young |= s.is_accessed(f);
-      return std::nullopt;
-    });
+    update_direct_leafs(start, end, Level::k4K,
+                        [&young, f = config_.format](Spte s) -> std::optional<Spte> {
+                          young |= s.is_accessed(f);
+                          return std::nullopt;
+                        });
     return young;
   }
   // With A/D on, aging clears A and the mapping stays (mark_spte_for_access_track).
-  return update_direct_leafs(start, end, Level::k4K, [f = config_.format](Spte s) -> std::optional<Spte> {
-    if (!s.is_accessed(f)) return std::nullopt;
-    return s.with_accessed(f, false);
-  });
+  return update_direct_leafs(start, end, Level::k4K,
+                             [f = config_.format](Spte s) -> std::optional<Spte> {
+                               if (!s.is_accessed(f)) return std::nullopt;
+                               return s.with_accessed(f, false);
+                             });
 }
 
 bool TdpMmu::wrprot_range(Gfn start, Gfn end, Level min_level) {

@@ -199,6 +199,10 @@ class TdpMmu {
   // set_external_spte_present.
   KvmResult<> set_external_spte_present(Hpa sptep, Gfn gfn, Spte old_spte, Spte new_spte,
                                         Level level);
+  // The begin (before the write) and lost-race end of an SPTE change's tracepoint pair; the
+  // end of a change that happened is emitted by handle_changed_spte.
+  void trace_change_begin(bool mirror, Gfn gfn, Level level, Spte old_spte, Spte new_spte);
+  void trace_change_lost(bool mirror, Gfn gfn, Level level, Spte old_spte);
   // handle_changed_spte: everything that follows an entry's change.
   void handle_changed_spte(bool mirror, Gfn gfn, Spte old_spte, Spte new_spte, Level level,
                            bool shared);

@@ -100,6 +100,8 @@ void move_and_delete(bool quirk, const ScenarioOptions& options, Report& report)
   report.check(vm.add_memory_region(0, kMoveGpa, kMoveSize, MemoryRegion::with_thp()).has_value(),
                "memslot");
   report.check(vm.host_write(kMoveGpa, 1).has_value(), "host_write");
+  RunChecks checks(machine);
+  checks.watch(vm);
   guest::Program program(vm.flavour(), move_guest);
   vm.vcpu(0).set_guest(&program, 512);
 
@@ -150,6 +152,7 @@ void move_and_delete(bool quirk, const ScenarioOptions& options, Report& report)
   report.check(vm.host_write(kMoveGpa, 3).has_value(), "host_write");
   vcpu.join();
   report.check(done.load(), "guest_done");
+  checks.verdict(report, quirk ? "quirk on" : "quirk off");
 }
 
 }  // namespace

@@ -169,10 +169,13 @@ void run_variant(const Variant& v, const ScenarioOptions& options, Report& repor
   }
   std::vector<uint32_t> slots;
   for (unsigned s = 0; s < v.memslots; ++s) slots.push_back(10 + s);
+  RunChecks checks(machine);
+  checks.watch(vm);
   vmm::MemoryPressure pressure(vm, slots);
   run_vcpus_to_done(vm, programs, report, on_sync.handler());
   pressure.stop();
   check_pressure(vm, pressure, report, tag);
+  checks.verdict(report, tag);
 }
 
 }  // namespace

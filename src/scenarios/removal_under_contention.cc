@@ -105,6 +105,8 @@ void run_removal_under_contention(const ScenarioOptions& options, Report& report
   report.check(vm.set_private(Gpa{0}, kStop.raw()).has_value(), "set_private");
   report.check(vm.td_finalize().has_value(), "finalize");
 
+  RunChecks checks(machine);
+  checks.watch(vm);
   RemovalOrder order;
   auto probe =
       machine.tdx()->seamcall_trace.attach([&](const TdxSeamcallEvent& e) { order.note(e); });
@@ -164,6 +166,8 @@ void run_removal_under_contention(const ScenarioOptions& options, Report& report
   report.figure("page_removes", order.removes());
   report.figure("kicks", kicks);
   report.figure("sept_zap_waits", st.sept_zap_waits.value());
+  checks.finish_vm(vm, report, "");
+  checks.finish(report);
 }
 
 }  // namespace tdxsim

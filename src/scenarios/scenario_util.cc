@@ -47,6 +47,13 @@ void RunChecks::finish_vm(Vm& vm, Report& report, std::string_view tag) {
   report.figure(p + "hv_root_tracking_updates", vm.kvm_vm().hv_root_tdp().updates.value());
 }
 
+void RunChecks::verdict(Report& report, std::string_view tag) {
+  const StaleUseCounts c = stale_->counts();
+  const std::vector<StaleUseViolation> v = stale_->violations();
+  report.check(c.violations == 0, "no_stale_translation_used", "{}: {} violation(s); first: {}",
+               tag, c.violations, v.empty() ? std::string() : v.front().describe());
+}
+
 void RunChecks::finish(Report& report) {
   Platform& platform = machine_.platform();
   uint64_t invept_single = 0, invept_all = 0, asid_flushes = 0;

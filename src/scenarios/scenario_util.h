@@ -78,6 +78,8 @@ class RunChecks {
   // figures for `vm`: flushes by kind, root loads, hypercalls.
   void finish_vm(Vm& vm, Report& report, std::string_view tag);
   void finish(Report& report);
+  // Only the stale-use verdict, tagged (for scenarios that run many variants).
+  void verdict(Report& report, std::string_view tag);
 
  private:
   Machine& machine_;
