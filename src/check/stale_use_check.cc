@@ -135,6 +135,7 @@ void StaleUseCheck::on_flush(VmState& vm, const RemoteFlushEvent& e) {
   if (it == vm.flush_begun.end()) return;
   const Flush f{it->second, now, e.start, e.pages};
   vm.flush_begun.erase(it);
+  if (!e.done) return;  // the vendor had no ranged flush: the full one that follows counts
   if (e.pages != 0) {
     vm.ranged.push_back(f);
     return;

@@ -20,11 +20,13 @@ enum class EventPhase : uint8_t { kBegin, kEnd };
 
 // kvm_flush_remote_tlbs (pages == 0) or kvm_flush_remote_tlbs_range: kBegin before the
 // vendor hook or the request fallback, kEnd once it returned (every vCPU flushed or out of
-// guest mode with the flush pending).
+// guest mode with the flush pending). A ranged flush the vendor could not do ends with
+// `done` false (nothing was flushed; a full flush follows).
 struct RemoteFlushEvent {
   EventPhase phase = EventPhase::kBegin;
   Gfn start{0};
   uint64_t pages = 0;
+  bool done = true;
 };
 
 // An SPTE changes: kBegin just before the write (`new_spte` is what the writer intends),

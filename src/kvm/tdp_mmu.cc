@@ -92,25 +92,27 @@ bool TdpMmu::bug_on(bool cond, const char* what) {
 
 void TdpMmu::flush_remote_tlbs() {
   stats_.remote_tlb_flushes.add();
-  if (kvm_ != nullptr)
-    kvm_->events().remote_flush.emit(RemoteFlushEvent{EventPhase::kBegin, Gfn{0}, 0});
+  if (kvm_ != nullptr) {
+    kvm_->events().remote_flush.emit(RemoteFlushEvent{EventPhase::kBegin, Gfn{0}, 0, true});
+  }
   // Without a vendor hook KVM requests KVM_REQ_TLB_FLUSH on every vCPU and kicks them.
   if (!ops_.flush_remote_tlbs(kvm_) && kvm_ != nullptr && kvm_->vm() != nullptr) {
     kvm_->vm()->make_all_cpus_request(KvmRequest::kTlbFlush);
   }
-  if (kvm_ != nullptr)
-    kvm_->events().remote_flush.emit(RemoteFlushEvent{EventPhase::kEnd, Gfn{0}, 0});
+  if (kvm_ != nullptr) {
+    kvm_->events().remote_flush.emit(RemoteFlushEvent{EventPhase::kEnd, Gfn{0}, 0, true});
+  }
 }
 
 void TdpMmu::flush_remote_tlbs_range(Gfn start, uint64_t pages) {
   if (pages == 0) return;
   stats_.remote_tlb_flushes_range.add();
   if (kvm_ != nullptr) {
-    kvm_->events().remote_flush.emit(RemoteFlushEvent{EventPhase::kBegin, start, pages});
+    kvm_->events().remote_flush.emit(RemoteFlushEvent{EventPhase::kBegin, start, pages, true});
   }
   const bool done = ops_.flush_remote_tlbs_range(kvm_, start, pages);
   if (kvm_ != nullptr) {
-    kvm_->events().remote_flush.emit(RemoteFlushEvent{EventPhase::kEnd, start, pages});
+    kvm_->events().remote_flush.emit(RemoteFlushEvent{EventPhase::kEnd, start, pages, done});
   }
   if (!done) flush_remote_tlbs();
 }
