@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cli/platform_tour.h"
+#include "cli/run_options.h"
 #include "cli/run_scenario.h"
 #include "scenarios/scenario.h"
 
@@ -33,11 +34,19 @@ int main(int argc, char** argv) {
   CLI::App app{"tdxsim: an executable model of KVM's TDX memory virtualisation"};
   app.require_subcommand(1);
 
-  std::string name = "td_lifecycle";
-  std::vector<std::string> inject;
+  std::string name = "default";
+  tdxsim::cli::RunFlags flags;
   auto* run = app.add_subcommand("run", "run a built-in scenario (default: " + name + ")");
   run->add_option("scenario", name, "the scenario's name (see `tdxsim scenarios`)");
-  run->add_option("--inject", inject,
+  run->add_option("--seed", flags.seed, "the run's seed")->type_name("N");
+  run->add_option("--vcpus", flags.vcpus, "vCPUs, for scenarios that take it")->type_name("N");
+  run->add_option("--memory", flags.memory,
+                  "guest memory (4G, 512M, …), for scenarios that take it")
+      ->type_name("SIZE");
+  run->add_option("--vm-type", flags.vm_type,
+                  "default, sw_protected or tdx, if the scenario runs it")
+      ->type_name("TYPE");
+  run->add_option("--inject", flags.inject,
                   "turn on a bug-catalogue switch for the run (see `tdxsim bugs`); repeatable")
       ->type_name("ID");
   auto* scenarios = app.add_subcommand("scenarios", "list the built-in scenarios, one per line");
@@ -65,23 +74,16 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
-  tdxsim::ScenarioOptions options;
-  for (const std::string& id : inject) {
-    const std::optional<tdxsim::BugId> bug = tdxsim::parse_bug_id(id);
-    const bool exists =
-        bug && std::ranges::any_of(tdxsim::bug_rows(),
-                                   [&](const tdxsim::BugRow& r) { return r.id == *bug; });
-    if (!exists) {
-      fmt::print(stderr, "tdxsim: --inject {}: no such bug switch (try `tdxsim bugs`)\n", id);
+  if (const tdxsim::ScenarioInfo* s = tdxsim::find_scenario(name)) {
+    auto options = tdxsim::cli::make_options(*s, flags);
+    if (!options) {
+      fmt::print(stderr, "tdxsim run: {}\n", options.error());
       return 2;
     }
-    options.inject.push_back(*bug);
+    return tdxsim::cli::run_scenario(*s, *options, stdout);
   }
-  if (const tdxsim::ScenarioInfo* s = tdxsim::find_scenario(name)) {
-    return tdxsim::cli::run_scenario(*s, options, stdout);
-  }
-  if (!options.inject.empty()) {
-    fmt::print(stderr, "tdxsim: --inject applies to scenarios, not to '{}'\n", name);
+  if (!flags.inject.empty() || flags.vcpus || flags.memory || flags.vm_type || flags.seed) {
+    fmt::print(stderr, "tdxsim run: '{}' takes no options\n", name);
     return 2;
   }
   for (const Builtin& b : kBuiltins) {

@@ -5,6 +5,7 @@
 
 namespace tdxsim {
 
+void run_default(const ScenarioOptions&, Report&);
 void run_td_lifecycle(const ScenarioOptions&, Report&);
 void run_private_mem_conversions(const ScenarioOptions&, Report&);
 void run_tdx_upm_explicit(const ScenarioOptions&, Report&);
@@ -19,51 +20,67 @@ void run_hyperv_svm_enlightened_tlb(const ScenarioOptions&, Report&);
 namespace {
 
 constexpr ScenarioInfo kScenarios[] = {
+    {"default",
+     "a TD of 4 vCPUs and 4 GiB built with a measured image; guests accept and fill all of it, "
+     "convert a quarter to shared and back under host memory pressure, a memslot is deleted, "
+     "and teardown returns every frame",
+     run_default,
+     {true, true, "tdx"}},
     {"td_lifecycle",
      "a TD built with a measured image (PAGE.ADD, MR.EXTEND, MR.FINALIZE), 4 vCPUs moving "
      "between packages accept and fill all private memory, then teardown returns every frame "
      "and leaves the PAMT clean",
-     run_td_lifecycle},
+     run_td_lifecycle,
+     {false, false, "tdx"}},
     {"private_mem_conversions",
      "KVM's private_mem_conversions_test on a software-protected VM and a TD: 1 and 4 vCPUs, 1 "
      "and 2 memslots over one guest_memfd, with and without punch-hole; host and guest views "
      "checked at every step",
-     run_private_mem_conversions},
+     run_private_mem_conversions,
+     {false, false, ""}},
     {"tdx_upm_explicit",
      "the TDX selftest tdx_upm_test, explicit: a 40 KiB focus area converted to shared and back "
      "by MapGPA, each side checking the other's writes; private data never reaches the host",
-     run_tdx_upm_explicit},
+     run_tdx_upm_explicit,
+     {false, false, "tdx"}},
     {"tdx_upm_implicit",
      "tdx_upm_test, implicit: the same conversions made by touching the other alias, which KVM "
      "turns into memory-fault exits the VMM answers by converting",
-     run_tdx_upm_implicit},
+     run_tdx_upm_implicit,
+     {false, false, "tdx"}},
     {"memslot_delete_private",
      "private_mem_kvm_exits_test: deleting the memslot under a private access loop gives "
      "EFAULT with a memory-fault exit (slot GPA, 4096, private), on a software-protected VM "
      "and a TD",
-     run_memslot_delete_private},
+     run_memslot_delete_private,
+     {false, false, ""}},
     {"memslot_move",
      "set_memory_region_test's move and delete on a plain VMX VM with a THP slot, quirk on and "
      "off: MMIO exits while the slot is gone, never stale data",
-     run_memslot_move},
+     run_memslot_move,
+     {false, false, "default"}},
     {"removal_under_contention",
      "4 vCPUs run while the host converts private memory to shared: every removal is BLOCK, "
      "TRACK, kick, REMOVE, and forced OPERAND_BUSY on each is retried once with entry blocked",
-     run_removal_under_contention},
+     run_removal_under_contention,
+     {false, false, "tdx"}},
     {"hyperv_vmx_root_tracking",
      "a VMX VM on Hyper-V: remote flushes are GPA-flush hypercalls, one per distinct vCPU root "
      "(one when all share a root, each after a fast zap leaves them diverged); a ranged flush "
      "names exactly the zapped range; no stale translation used",
-     run_hyperv_vmx_root_tracking},
+     run_hyperv_vmx_root_tracking,
+     {false, false, "default"}},
     {"vmx_on_tdx_host",
      "a TD and a plain VMX VM on a bare-metal TDX host sharing one vendor table: no Hyper-V "
      "root tracking or hypercall ever happens (seed 000)",
-     run_vmx_on_tdx_host},
+     run_vmx_on_tdx_host,
+     {false, false, ""}},
     {"hyperv_svm_enlightened_tlb",
      "an SVM VM on Hyper-V with the enlightened NPT TLB: memory zapped, a freed root's page "
      "reused as a new root mapping the same GPAs to other frames; no stale GPA translation is "
      "used (seed 003)",
-     run_hyperv_svm_enlightened_tlb},
+     run_hyperv_svm_enlightened_tlb,
+     {false, false, "default"}},
 };
 
 constexpr BugRow kBugRows[] = {

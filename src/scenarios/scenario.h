@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -27,6 +28,9 @@ struct ScenarioOptions {
   bool verbose = false;
   // Bug switches (bug-catalogue rows) turned on for the run's machines.
   std::vector<BugId> inject;
+  // Overrides of the scenario's own shape, for scenarios that take them (ScenarioInfo).
+  std::optional<unsigned> vcpus;
+  std::optional<uint64_t> memory_bytes;
 };
 
 class Report {
@@ -56,10 +60,21 @@ class Report {
   std::vector<std::pair<std::string, uint64_t>> figures_ TDXSIM_GUARDED_BY(mu_);
 };
 
+// What a scenario lets `--vcpus`, `--memory` and `--vm-type` change; anything else is a
+// usage error. `vm_type` is the one VM type the scenario runs ("tdx", "default"), so that
+// asking for it is accepted and asking for another is not; "" for a scenario that runs
+// several types and takes no --vm-type.
+struct ScenarioOverrides {
+  bool vcpus = false;
+  bool memory = false;
+  std::string_view vm_type;
+};
+
 struct ScenarioInfo {
   std::string_view name;
   std::string_view description;
   void (*run)(const ScenarioOptions& options, Report& report);
+  ScenarioOverrides overrides;
 };
 
 // Every built-in scenario, in a fixed order.

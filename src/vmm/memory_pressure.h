@@ -19,9 +19,11 @@ namespace tdxsim::vmm {
 
 class MemoryPressure {
  public:
-  // Starts reclaiming `slots` of `vm` in turn, round after round, until stop().
-  // REQUIRES: the machine has at least 2 host CPUs.
-  MemoryPressure(Vm& vm, std::vector<uint32_t> slots);
+  // Starts reclaiming `slots` of `vm` in turn, round after round, until stop(). A non-zero
+  // `window` reclaims that many bytes of each slot a round, moving on through the slot round
+  // after round (kswapd's scan of a part at a time); 0 reclaims whole slots every round.
+  // REQUIRES: the machine has at least 2 host CPUs; window page-aligned.
+  MemoryPressure(Vm& vm, std::vector<uint32_t> slots, uint64_t window = 0);
   ~MemoryPressure() { stop(); }
   MemoryPressure(const MemoryPressure&) = delete;
   MemoryPressure& operator=(const MemoryPressure&) = delete;
@@ -33,6 +35,7 @@ class MemoryPressure {
  private:
   Vm& vm_;
   const std::vector<uint32_t> slots_;
+  const uint64_t window_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> rounds_{0};
   std::thread thread_;

@@ -358,18 +358,28 @@ void Vm::flush_remote_tlbs() {
 }
 
 void Vm::reclaim(uint32_t slot) {
+  reclaim(slot, 0, ~uint64_t{0});
+}
+
+void Vm::reclaim(uint32_t slot, uint64_t offset, uint64_t bytes) {
   uint64_t hva = 0, size = 0;
   {
     MutexLock l(regions_mu_);
     auto it = std::ranges::find(regions_, slot, &Region::slot);
-    if (it == regions_.end()) return;
-    hva = it->hva;
-    size = it->size;
+    if (it == regions_.end() || offset >= it->size) return;
+    hva = it->hva + offset;
+    size = std::min(bytes, it->size - offset);
   }
   on_host_cpu(machine_, [&] {
     mm_.reclaim(hva, size);
     return 0;
   });
+}
+
+uint64_t Vm::region_size(uint32_t slot) {
+  MutexLock l(regions_mu_);
+  auto it = std::ranges::find(regions_, slot, &Region::slot);
+  return it == regions_.end() ? 0 : it->size;
 }
 
 }  // namespace tdxsim::vmm

@@ -172,8 +172,12 @@ class Vm {
   // The VMM's own view of guest memory: the shared (userspace) mapping.
   KvmResult<uint64_t> host_read(Gpa gpa);
   KvmResult<> host_write(Gpa gpa, uint64_t value);
-  // Host memory pressure on the shared memory of `slot`: reclaim (migrate) its pages.
+  // Host memory pressure on the shared memory of `slot`: reclaim (migrate) its pages, all of
+  // them or those of [offset, offset + bytes) within the slot (clipped to it).
   void reclaim(uint32_t slot);
+  void reclaim(uint32_t slot, uint64_t offset, uint64_t bytes);
+  // The size of `slot`'s region, 0 when there is none.
+  uint64_t region_size(uint32_t slot);
 
   // --- TDs -----------------------------------------------------------------------------------
   // KVM_TDX_INIT_MEM_REGION for [gpa, gpa + size) with the contents `word_at(offset)` gives
