@@ -46,6 +46,10 @@ int main(int argc, char** argv) {
   run->add_option("--vm-type", flags.vm_type,
                   "default, sw_protected or tdx, if the scenario runs it")
       ->type_name("TYPE");
+  bool json = false;
+  run->add_flag("--json", json,
+                "print one JSON document and nothing else (host-dependent figures under "
+                "\"host\", schedule-dependent ones under \"schedule\")");
   run->add_option("--inject", flags.inject,
                   "turn on a bug-catalogue switch for the run (see `tdxsim bugs`); repeatable")
       ->type_name("ID");
@@ -80,7 +84,7 @@ int main(int argc, char** argv) {
       fmt::print(stderr, "tdxsim run: {}\n", options.error());
       return 2;
     }
-    return tdxsim::cli::run_scenario(*s, *options, stdout);
+    return tdxsim::cli::run_scenario(*s, *options, stdout, json);
   }
   if (!flags.inject.empty() || flags.vcpus || flags.memory || flags.vm_type || flags.seed) {
     fmt::print(stderr, "tdxsim run: '{}' takes no options\n", name);

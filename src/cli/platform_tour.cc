@@ -71,8 +71,10 @@ int run_platform_tour(std::FILE* out) {
     GuestState state;
     const VmExit exit = run(guest, state);
     const EptEntry leaf{ept.read_entry(Gpa{0x1000}, Level::k4K)};
-    t.say(fmt::format("2. guest on CPU 0 stores 0xfeed at gpa:0x1008 and loads it back: rax={:#x}, "
-                      "exit {}", state.regs[Gpr::kRax], to_string(static_cast<VmxExitReason>(exit.reason))));
+    t.say(
+        fmt::format("2. guest on CPU 0 stores 0xfeed at gpa:0x1008 and loads it back: rax={:#x}, "
+                    "exit {}",
+                    state.regs[Gpr::kRax], to_string(static_cast<VmxExitReason>(exit.reason))));
     t.check(state.regs[Gpr::kRax] == 0xfeed, "the load returned what the store wrote");
     t.check(cpu.tlb().stats().misses.value() == 1 && cpu.tlb().stats().hits.value() == 1,
             "one TLB miss (the walk), then one hit");
@@ -103,12 +105,12 @@ int run_platform_tour(std::FILE* out) {
     SG guest({SG::store(Gpa{0x5000}, 1)});
     GuestState state;
     const VmExit exit = run(guest, state);
-    t.say(fmt::format("5. guest stores to unmapped gpa:0x5000: exit {} ({}), qualification {:#x}, "
-                      "at {}, rip {:#x}",
-                      exit.reason, to_string(static_cast<VmxExitReason>(exit.reason)), exit.qualification,
-                      exit.gpa, exit.rip));
-    t.check(exit.is(VmxExitReason::kEptViolation) && exit.qualification == 0x182 &&
-                exit.rip == 0,
+    t.say(
+        fmt::format("5. guest stores to unmapped gpa:0x5000: exit {} ({}), qualification {:#x}, "
+                    "at {}, rip {:#x}",
+                    exit.reason, to_string(static_cast<VmxExitReason>(exit.reason)),
+                    exit.qualification, exit.gpa, exit.rip));
+    t.check(exit.is(VmxExitReason::kEptViolation) && exit.qualification == 0x182 && exit.rip == 0,
             "EPT violation: write, no permissions, GLA valid, final translation; RIP unchanged");
   }
   {
@@ -118,9 +120,10 @@ int run_platform_tour(std::FILE* out) {
     SG guest({SG::load(Gpa{0x6000})}, {SG::op(GuestInsnKind::kHlt)});
     GuestState state;
     const VmExit exit = run(guest, state);
-    t.say(fmt::format("6. with #VE enabled, a load from gpa:0x6000 (not present, suppress-#VE "
-                      "clear) runs the guest's #VE handler: rip {:#x}, VE info gpa {:#x}",
-                      exit.rip, ve.gpa));
+    t.say(
+        fmt::format("6. with #VE enabled, a load from gpa:0x6000 (not present, suppress-#VE "
+                    "clear) runs the guest's #VE handler: rip {:#x}, VE info gpa {:#x}",
+                    exit.rip, ve.gpa));
     t.check(exit.is(VmxExitReason::kHlt) && exit.rip == SG::kVeHandlerRip && ve.gpa == 0x6000 &&
                 ve.busy == VeInfoArea::kBusy,
             "the violation became a #VE inside the guest, not a VM exit");

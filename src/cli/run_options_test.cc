@@ -3,6 +3,12 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "cli/run_scenario.h"
+
 namespace tdxsim::cli {
 namespace {
 
@@ -82,6 +88,41 @@ TEST(MakeOptions, WhatAScenarioCannotTakeIsAUsageError) {
   RunFlags not_a_switch;
   not_a_switch.inject = {"M2"};  // a catalogue row without a switch (yet)
   refused("default", not_a_switch, "--inject M2");
+}
+
+}  // namespace
+}  // namespace tdxsim::cli
+
+namespace tdxsim::cli {
+namespace {
+
+nlohmann::json run_json(std::string_view name) {
+  std::FILE* f = std::tmpfile();
+  EXPECT_NE(f, nullptr);
+  EXPECT_EQ(run_scenario(*find_scenario(name), ScenarioOptions{}, f, /*json=*/true), 0);
+  std::rewind(f);
+  std::string text;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, n);
+  std::fclose(f);
+  return nlohmann::json::parse(text);  // throws (fails the test) unless it is one document
+}
+
+TEST(JsonOutput, OneDocumentWithHostAndScheduleApart) {
+  const nlohmann::json a = run_json("hyperv_vmx_root_tracking");
+  for (const char* key :
+       {"scenario", "seed", "options", "verdict", "failures", "figures", "schedule", "host"}) {
+    EXPECT_TRUE(a.contains(key)) << key;
+  }
+  EXPECT_EQ(a["verdict"], "pass");
+  EXPECT_TRUE(a["host"].contains("wall_seconds"));
+  EXPECT_TRUE(a["host"].contains("max_rss_bytes"));
+  // This scenario drives its vCPUs one at a time: everything outside "host" repeats.
+  nlohmann::json b = run_json("hyperv_vmx_root_tracking");
+  nlohmann::json a2 = a;
+  a2.erase("host");
+  b.erase("host");
+  EXPECT_EQ(a2, b);
 }
 
 }  // namespace

@@ -1,5 +1,12 @@
-// Runs one built-in scenario and prints what a person reads at a glance: the figures, the
-// checks made, each failed check with its evidence, and the verdict.
+// Runs one built-in scenario and prints what a person reads at a glance — the figures, the
+// checks made, each failed check with its evidence, and the verdict — or, with `json`, one
+// JSON document and nothing else on `out`:
+//
+//   { "scenario", "description", "seed", "options": {...}, "verdict": "pass" | "fail",
+//     "failures": [ {"check", "evidence"} ],
+//     "figures":  { counts that are a function of the scenario and the seed },
+//     "schedule": { counts that depend on how threads were scheduled, the checks made },
+//     "host":     { "wall_seconds", "max_rss_bytes" } }
 #pragma once
 
 #include <cstdio>
@@ -9,6 +16,7 @@
 namespace tdxsim::cli {
 
 // Returns: the exit status, 0 when every check held, 1 otherwise.
-int run_scenario(const ScenarioInfo& scenario, const ScenarioOptions& options, std::FILE* out);
+int run_scenario(const ScenarioInfo& scenario, const ScenarioOptions& options, std::FILE* out,
+                 bool json = false);
 
 }  // namespace tdxsim::cli

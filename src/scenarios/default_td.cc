@@ -144,9 +144,9 @@ void run_default(const ScenarioOptions& options, Report& report) {
     report.figure("vcpus", vcpus);
     report.figure("guest_memory_bytes", main_bytes + kExtraBytes);
     report.figure("tdh_mem_page_add", st.count(SeamcallLeaf::kMemPageAdd));
-    report.figure("tdh_mem_page_aug", st.count(SeamcallLeaf::kMemPageAug));
-    report.figure("tdh_mem_page_remove", st.count(SeamcallLeaf::kMemPageRemove));
-    report.figure("tdh_mem_track", st.count(SeamcallLeaf::kMemTrack));
+    report.schedule_figure("tdh_mem_page_aug", st.count(SeamcallLeaf::kMemPageAug));
+    report.schedule_figure("tdh_mem_page_remove", st.count(SeamcallLeaf::kMemPageRemove));
+    report.schedule_figure("tdh_mem_track", st.count(SeamcallLeaf::kMemTrack));
     checks.finish_vm(vm, report, "");
     checks.unwatch(vm);
     checks.finish(report);

@@ -154,7 +154,7 @@ void run_removal_under_contention(const ScenarioOptions& options, Report& report
     report.check(st.busy_count(leaf) >= 1 && st.retries(leaf) >= 1, "busy_retried",
                  "{}: {} BUSY answers, {} retries", to_string(leaf), st.busy_count(leaf),
                  st.retries(leaf));
-    report.figure(fmt::format("busy_{}", to_string(leaf)), st.busy_count(leaf));
+    report.schedule_figure(fmt::format("busy_{}", to_string(leaf)), st.busy_count(leaf));
   }
   report.check(order.removes() == kVictimSize / kPageSize, "every_page_removed",
                "{} PAGE.REMOVEs for {} pages", order.removes(), kVictimSize / kPageSize);
@@ -164,8 +164,8 @@ void run_removal_under_contention(const ScenarioOptions& options, Report& report
   for (unsigned i = 0; i < kVcpus; ++i) kicks += vm.vcpu(i).kvm_vcpu().stats().kicks.value();
   report.check(kicks > 0, "vcpus_kicked", "no vCPU was kicked out of guest mode");
   report.figure("page_removes", order.removes());
-  report.figure("kicks", kicks);
-  report.figure("sept_zap_waits", st.sept_zap_waits.value());
+  report.schedule_figure("kicks", kicks);
+  report.schedule_figure("sept_zap_waits", st.sept_zap_waits.value());
   checks.finish_vm(vm, report, "");
   checks.finish(report);
 }

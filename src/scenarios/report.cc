@@ -33,4 +33,14 @@ std::vector<std::pair<std::string, uint64_t>> Report::figures() const {
   return figures_;
 }
 
+void Report::schedule_figure(std::string_view name, uint64_t value) {
+  MutexLock l(mu_);
+  schedule_figures_.emplace_back(std::string(name), value);
+}
+
+std::vector<std::pair<std::string, uint64_t>> Report::schedule_figures() const {
+  MutexLock l(mu_);
+  return schedule_figures_;
+}
+
 }  // namespace tdxsim

@@ -42,14 +42,19 @@ class Report {
     return ok;
   }
   bool check(bool ok, std::string_view name) { return check(ok, name, "{}", "failed"); }
-  // A figure for the summary (counts, not verdicts).
+  // A figure for the summary (counts, not verdicts). figure(): a function of the scenario
+  // and its seed alone; schedule_figure(): a count that depends on how the threads were
+  // scheduled (retries, BUSY answers, kicks, flushes of concurrent zaps, reclaim passes).
+  // `tdxsim run --json` keeps the two apart, so that runs can be compared.
   void figure(std::string_view name, uint64_t value) TDXSIM_EXCLUDES(mu_);
+  void schedule_figure(std::string_view name, uint64_t value) TDXSIM_EXCLUDES(mu_);
 
   bool passed() const TDXSIM_EXCLUDES(mu_);
   uint64_t checks() const TDXSIM_EXCLUDES(mu_);
   // The failed checks, each "name: evidence", in the order they failed.
   std::vector<std::string> failures() const TDXSIM_EXCLUDES(mu_);
   std::vector<std::pair<std::string, uint64_t>> figures() const TDXSIM_EXCLUDES(mu_);
+  std::vector<std::pair<std::string, uint64_t>> schedule_figures() const TDXSIM_EXCLUDES(mu_);
 
  private:
   void note(bool ok, std::string_view name, std::string evidence) TDXSIM_EXCLUDES(mu_);
@@ -58,6 +63,7 @@ class Report {
   uint64_t checks_ TDXSIM_GUARDED_BY(mu_) = 0;
   std::vector<std::string> failures_ TDXSIM_GUARDED_BY(mu_);
   std::vector<std::pair<std::string, uint64_t>> figures_ TDXSIM_GUARDED_BY(mu_);
+  std::vector<std::pair<std::string, uint64_t>> schedule_figures_ TDXSIM_GUARDED_BY(mu_);
 };
 
 // What a scenario lets `--vcpus`, `--memory` and `--vm-type` change; anything else is a

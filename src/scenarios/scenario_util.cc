@@ -39,12 +39,12 @@ void RunChecks::finish_vm(Vm& vm, Report& report, std::string_view tag) {
     root_loads += st.root_loads.value();
   }
   const std::string p = tag.empty() ? std::string() : fmt::format("{}.", tag);
-  report.figure(p + "remote_flushes", mmu.remote_tlb_flushes.value());
-  report.figure(p + "remote_flushes_ranged", mmu.remote_tlb_flushes_range.value());
-  report.figure(p + "vcpu_flushes_all", flush_all);
-  report.figure(p + "vcpu_flushes_current", flush_current);
-  report.figure(p + "root_loads", root_loads);
-  report.figure(p + "hv_root_tracking_updates", vm.kvm_vm().hv_root_tdp().updates.value());
+  report.schedule_figure(p + "remote_flushes", mmu.remote_tlb_flushes.value());
+  report.schedule_figure(p + "remote_flushes_ranged", mmu.remote_tlb_flushes_range.value());
+  report.schedule_figure(p + "vcpu_flushes_all", flush_all);
+  report.schedule_figure(p + "vcpu_flushes_current", flush_current);
+  report.schedule_figure(p + "root_loads", root_loads);
+  report.schedule_figure(p + "hv_root_tracking_updates", vm.kvm_vm().hv_root_tdp().updates.value());
 }
 
 void RunChecks::verdict(Report& report, std::string_view tag) {
@@ -63,18 +63,18 @@ void RunChecks::finish(Report& report) {
     invept_all += st.invept_all.value();
     asid_flushes += st.asid_flushes.value();
   }
-  report.figure("invept_single_context", invept_single);
-  report.figure("invept_all_context", invept_all);
-  report.figure("asid_flushes", asid_flushes);
+  report.schedule_figure("invept_single_context", invept_single);
+  report.schedule_figure("invept_all_context", invept_all);
+  report.schedule_figure("asid_flushes", asid_flushes);
   if (const HyperVL0* l0 = platform.hyperv()) {
-    report.figure("hypercall_flush_space", l0->stats().flush_space_calls.value());
-    report.figure("hypercall_flush_list", l0->stats().flush_list_calls.value());
+    report.schedule_figure("hypercall_flush_space", l0->stats().flush_space_calls.value());
+    report.schedule_figure("hypercall_flush_list", l0->stats().flush_list_calls.value());
   } else {
-    report.figure("hypercalls", 0);
+    report.figure("hypercalls", 0);  // none without an L0, whatever the schedule
   }
   const StaleUseCounts c = stale_->counts();
-  report.figure("stale_uses_in_window", c.stale_uses - c.violations);
-  report.figure("stale_uses_unjudged", c.unattributed);
+  report.schedule_figure("stale_uses_in_window", c.stale_uses - c.violations);
+  report.schedule_figure("stale_uses_unjudged", c.unattributed);
   const std::vector<StaleUseViolation> v = stale_->violations();
   report.check(c.violations == 0, "no_stale_translation_used", "{} violation(s); first: {}",
                c.violations, v.empty() ? std::string() : v.front().describe());
@@ -145,8 +145,8 @@ void check_pressure(Vm& vm, const vmm::MemoryPressure& pressure, Report& report,
   report.check(pressure.rounds() > 0, "memory_pressure", "{}: no reclaim pass ran", tag);
   report.check(zapped(ZapAlias::kPrivate) == 0, "notifier_spares_private",
                "{}: host reclaim zapped {} private leaves", tag, zapped(ZapAlias::kPrivate));
-  report.figure("reclaim_passes", pressure.rounds());
-  report.figure("notifier_zapped_shared", zapped(ZapAlias::kShared));
+  report.schedule_figure("reclaim_passes", pressure.rounds());
+  report.schedule_figure("notifier_zapped_shared", zapped(ZapAlias::kShared));
 }
 
 void run_vcpus_to_done(Vm& vm, const std::vector<std::unique_ptr<guest::Program>>& programs,
