@@ -126,7 +126,7 @@ class Table {
   const toml::node* get(std::string_view key) const { return t_.get(key); }
   const toml::node& need(std::string_view key, std::string_view what) const {
     const toml::node* n = t_.get(key);
-    if (n == nullptr) fail(pos(), fmt::format("{}: missing key \"{}\" ({})", where(""), key, what));
+    if (n == nullptr) fail(pos(), fmt::format("{}: missing key \"{}\" ({})", path_.empty() ? "top level" : path_, key, what));
     return *n;
   }
   SourcePos pos(std::string_view key) const {
@@ -297,7 +297,7 @@ class Reader {
     }
     mc.cpus = static_cast<unsigned>(m.integer("cpus", 3, 64).value_or(8));
     if (mc.tdx && mc.vendor == CpuVendor::kAmd) {
-      fail(m.pos("tdx"), "machine.tdx: TDX is Intel's, but machine.vendor is \"amd\"");
+      fail(m.pos(m.has("tdx") ? "tdx" : "vendor"), "machine.tdx: TDX is Intel's, but machine.vendor is \"amd\"");
     }
     if (mc.tdx && mc.hyperv) {
       fail(m.pos("hyperv"), "machine.hyperv: a TDX host runs on bare metal; expected hyperv = false "
