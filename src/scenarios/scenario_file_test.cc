@@ -125,3 +125,48 @@ TEST(ScenarioFileFuzz, MutationsNeverCrash) {
 
 }  // namespace
 }  // namespace tdxsim
+
+namespace tdxsim {
+namespace {
+
+// The checks can fail: a verify of the wrong round is a guest assert with its GPA and vCPU,
+// and a count that did not happen is reported.
+TEST(ScenarioFileRun, WrongVerifyAndCountFail) {
+  auto spec = parse_scenario(
+      "[vm]\ntype = \"tdx\"\n"
+      "[[memslot]]\nslot = 0\ngpa = 0x80000000\nsize = \"64K\"\nguest_memfd = true\nprivate = true\n"
+      "[guest]\nphases = [ { op = \"fill\", slot = 0, round = 1 }, { op = \"verify\", slot = 0, round = 2 } ]\n"
+      "[[expect]]\ncount = \"exits.map_gpa\"\nat_least = 1\n",
+      "wrong.toml");
+  ASSERT_TRUE(spec.has_value()) << spec.error().to_string();
+  Report report;
+  run_scenario_spec(*spec, ScenarioOptions{}, report);
+  EXPECT_FALSE(report.passed());
+  std::string all;
+  for (const std::string& f : report.failures()) all += f + "\n";
+  EXPECT_NE(all.find("guest_assert"), std::string::npos) << all;
+  EXPECT_NE(all.find("vCPU 0"), std::string::npos) << all;
+  EXPECT_NE(all.find("exits.map_gpa is 0"), std::string::npos) << all;
+}
+
+// A memory-fault exit a file expects: the guest reads a private page after the host deleted
+// its memslot (private_mem_kvm_exits_test).
+TEST(ScenarioFileRun, ExpectedMemoryFault) {
+  auto spec = parse_scenario(
+      "[vm]\ntype = \"sw_protected\"\n"
+      "[[memslot]]\nslot = 0\ngpa = 0xC0000000\nsize = \"4K\"\nguest_memfd = true\nprivate = true\n"
+      "[guest]\nphases = [ { op = \"fill\", slot = 0, round = 1 }, { op = \"sync\", stage = 1 },"
+      " { op = \"verify\", slot = 0, round = 1 } ]\n"
+      "[[host]]\nat = 1\naction = \"delete_memslot\"\nslot = 0\n"
+      "[[expect]]\nvcpu = 0\nmemory_fault = { gpa = 0xC0000000, size = \"4K\", private = true }\n",
+      "fault.toml");
+  ASSERT_TRUE(spec.has_value()) << spec.error().to_string();
+  Report report;
+  run_scenario_spec(*spec, ScenarioOptions{}, report);
+  std::string all;
+  for (const std::string& f : report.failures()) all += f + "\n";
+  EXPECT_TRUE(report.passed()) << all;
+}
+
+}  // namespace
+}  // namespace tdxsim
