@@ -523,6 +523,7 @@ class Reader {
       }
       spec_.host.push_back(h);
       host_range_pos_.push_back(t.has("slot") ? t.pos("slot") : t.pos("gpa"));
+      host_at_pos_.push_back(t.pos("at"));
     }
     // Ranges are checked once every move is known (a range may lie where a slot moves to).
     for (size_t i = 0; i < spec_.host.size(); ++i) {
@@ -665,7 +666,7 @@ class Reader {
   void check_host_stages() const {
     for (size_t i = 0; i < spec_.host.size(); ++i) {
       if (stages_.contains(spec_.host[i].at)) continue;
-      fail(spec_.host[i].pos, fmt::format("host[{}].at: no vCPU syncs at stage {}; expected a stage of "
+      fail(host_at_pos_[i], fmt::format("host[{}].at: no vCPU syncs at stage {}; expected a stage of "
                                           "a {{ op = \"sync\" }} phase", i, spec_.host[i].at));
     }
   }
@@ -830,6 +831,7 @@ class Reader {
   ScenarioSpec spec_;
   std::set<uint64_t> stages_;
   std::vector<SourcePos> host_range_pos_;
+  std::vector<SourcePos> host_at_pos_;
 };
 
 }  // namespace
