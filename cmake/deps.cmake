@@ -15,3 +15,5 @@ endif()
 if(TDXSIM_BENCHMARKS AND TDXSIM_SANITIZE STREQUAL "")
   find_package(benchmark REQUIRED)
 endif()
+# Scenario files (libtomlplusplus-dev): target `tomlplusplus::tomlplusplus`.
+find_package(tomlplusplus REQUIRED)
