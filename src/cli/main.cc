@@ -12,6 +12,7 @@
 #include "cli/run_options.h"
 #include "cli/run_scenario.h"
 #include "scenarios/scenario.h"
+#include "scenarios/scenario_file.h"
 
 namespace {
 
@@ -37,7 +38,9 @@ int main(int argc, char** argv) {
   std::string name = "default";
   tdxsim::cli::RunFlags flags;
   auto* run = app.add_subcommand("run", "run a built-in scenario (default: " + name + ")");
-  run->add_option("scenario", name, "the scenario's name (see `tdxsim scenarios`)");
+  run->add_option("scenario", name,
+                  "a built-in scenario's name (see `tdxsim scenarios`) or a scenario file, "
+                  "FILE.toml (see docs/scenarios.md)");
   run->add_option("--seed", flags.seed, "the run's seed")->type_name("N");
   run->add_option("--vcpus", flags.vcpus, "vCPUs, for scenarios that take it")->type_name("N");
   run->add_option("--memory", flags.memory,
@@ -85,6 +88,19 @@ int main(int argc, char** argv) {
       return 2;
     }
     return tdxsim::cli::run_scenario(*s, *options, stdout, json);
+  }
+  if (name.ends_with(".toml")) {
+    auto spec = tdxsim::load_scenario_file(name);
+    if (!spec) {
+      fmt::print(stderr, "{}\n", spec.error().to_string());
+      return 2;
+    }
+    auto options = tdxsim::cli::make_file_options(flags);
+    if (!options) {
+      fmt::print(stderr, "tdxsim run: {}\n", options.error());
+      return 2;
+    }
+    return tdxsim::cli::run_scenario_file(name, *spec, *options, stdout, json);
   }
   if (!flags.inject.empty() || flags.vcpus || flags.memory || flags.vm_type || flags.seed) {
     fmt::print(stderr, "tdxsim run: '{}' takes no options\n", name);

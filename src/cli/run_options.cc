@@ -40,6 +40,15 @@ std::optional<uint64_t> parse_size(std::string_view text) {
   return v << shift;
 }
 
+std::expected<ScenarioOptions, std::string> make_file_options(const RunFlags& flags) {
+  if (flags.vcpus || flags.memory || flags.vm_type) {
+    return std::unexpected(std::string(
+        "--vcpus, --memory and --vm-type do not apply to a scenario file: set them in the file"));
+  }
+  static constexpr ScenarioInfo kFile{"scenario file", "", nullptr, {false, false, ""}};
+  return make_options(kFile, flags);
+}
+
 std::expected<ScenarioOptions, std::string> make_options(const ScenarioInfo& scenario,
                                                          const RunFlags& flags) {
   ScenarioOptions o;

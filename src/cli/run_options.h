@@ -28,5 +28,7 @@ std::optional<uint64_t> parse_size(std::string_view text);
 // The scenario's options, or the usage error's message.
 std::expected<ScenarioOptions, std::string> make_options(const ScenarioInfo& scenario,
                                                          const RunFlags& flags);
+// A scenario file's: its shape is the file's own, so only --seed and --inject apply.
+std::expected<ScenarioOptions, std::string> make_file_options(const RunFlags& flags);
 
 }  // namespace tdxsim::cli

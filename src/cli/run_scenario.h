@@ -10,13 +10,18 @@
 #pragma once
 
 #include <cstdio>
+#include <string>
 
 #include "scenarios/scenario.h"
+#include "scenarios/scenario_spec.h"
 
 namespace tdxsim::cli {
 
 // Returns: the exit status, 0 when every check held, 1 otherwise.
 int run_scenario(const ScenarioInfo& scenario, const ScenarioOptions& options, std::FILE* out,
                  bool json = false);
+// The same for a scenario file's spec, named by its path.
+int run_scenario_file(const std::string& path, const ScenarioSpec& spec,
+                      const ScenarioOptions& options, std::FILE* out, bool json = false);
 
 }  // namespace tdxsim::cli
