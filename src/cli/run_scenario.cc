@@ -64,13 +64,13 @@ int run_and_print(std::string_view name, std::string_view description,
     return failures.empty() ? 0 : 1;
   }
   fmt::print(out, "scenario {}: {}\n", name, description);
-  for (const auto& [fig, value] : report.figures()) fmt::print(out, "  {:<28} {}\n", fig, value);
+  for (const auto& [fig, value] : report.figures()) fmt::print(out, "  {:<34} {}\n", fig, value);
   for (const auto& [fig, value] : report.schedule_figures()) {
-    fmt::print(out, "  {:<28} {}\n", fig, value);
+    fmt::print(out, "  {:<34} {}\n", fig, value);
   }
-  fmt::print(out, "  {:<28} {}\n", "checks", report.checks());
-  fmt::print(out, "  {:<28} {:.2f} s\n", "wall time", secs);
-  fmt::print(out, "  {:<28} {} MiB\n", "peak resident memory", max_rss_bytes() >> 20);
+  fmt::print(out, "  {:<34} {}\n", "checks", report.checks());
+  fmt::print(out, "  {:<34} {:.2f} s\n", "wall time", secs);
+  fmt::print(out, "  {:<34} {} MiB\n", "peak resident memory", max_rss_bytes() >> 20);
   for (const std::string& f : failures) fmt::print(out, "FAILED {}\n", f);
   fmt::print(out, "{}\n", failures.empty() ? "PASS" : "FAIL");
   return failures.empty() ? 0 : 1;

@@ -4,6 +4,7 @@
 
 #include "check/hyperv_usage.h"
 #include "kvm/mmu_stats.h"
+#include "kvm/vmx/tdx.h"
 #include "platform/logical_cpu.h"
 
 namespace tdxsim {
@@ -45,6 +46,75 @@ void RunChecks::finish_vm(Vm& vm, Report& report, std::string_view tag) {
   report.schedule_figure(p + "vcpu_flushes_current", flush_current);
   report.schedule_figure(p + "root_loads", root_loads);
   report.schedule_figure(p + "hv_root_tracking_updates", vm.kvm_vm().hv_root_tdp().updates.value());
+  report_vm_summary(vm, report, tag);
+}
+
+void report_vm_summary(Vm& vm, Report& report, std::string_view tag) {
+  const std::string p = tag.empty() ? std::string() : fmt::format("{}.", tag);
+  const MmuStats& mmu = vm.kvm_vm().mmu().stats();
+  for (RetPf r :
+       {RetPf::kFixed, RetPf::kSpurious, RetPf::kRetry, RetPf::kEmulate, RetPf::kInvalid}) {
+    if (const uint64_t n = mmu.fault_count(r); n != 0) {
+      report.schedule_figure(fmt::format("{}faults.{}", p, to_string(r)), n);
+    }
+  }
+  for (size_t reason = 0; reason < static_cast<size_t>(ZapReason::kCount); ++reason) {
+    for (ZapAlias alias : {ZapAlias::kShared, ZapAlias::kPrivate}) {
+      const uint64_t n = mmu.zapped[reason][static_cast<size_t>(alias)].value();
+      if (n == 0) continue;
+      report.schedule_figure(
+          fmt::format("{}zapped.{}.{}", p, to_string(static_cast<ZapReason>(reason)),
+                      alias == ZapAlias::kShared ? "shared" : "private"),
+          n);
+    }
+  }
+  // What is mapped now (the run's end, before teardown), and what its tables cost.
+  uint64_t mapped_bytes = 0;
+  for (bool mirror : {false, true}) {
+    for (Level l : {Level::k4K, Level::k2M, Level::k1G}) {
+      const int64_t n = mmu.pages_mapped(mirror, l);
+      if (n <= 0) continue;
+      mapped_bytes += static_cast<uint64_t>(n) * level_bytes(l);
+      report.schedule_figure(
+          fmt::format("{}mapped.{}.{}", p, mirror ? "mirror" : "direct", level_name(l)),
+          static_cast<uint64_t>(n));
+    }
+  }
+  const uint64_t table_bytes = vm.kvm_vm().mmu().tdp_mmu().live_table_pages() * kPageSize;
+  report.schedule_figure(p + "page_table_bytes", table_bytes);
+  if (mapped_bytes >= (uint64_t{1} << 30)) {
+    report.schedule_figure(p + "page_table_bytes_per_gib_mapped",
+                           table_bytes / (mapped_bytes >> 30));
+  }
+  vmm::VcpuExitStats exits;
+  for (unsigned i = 0; i < vm.nr_vcpus(); ++i) {
+    const vmm::VcpuExitStats& e = vm.vcpu(i).exit_stats();
+    exits.runs += e.runs;
+    exits.memory_faults += e.memory_faults;
+    exits.map_gpa += e.map_gpa;
+    exits.mmio += e.mmio;
+    exits.ucalls += e.ucalls;
+    exits.hlt += e.hlt;
+    exits.eintr += e.eintr;
+  }
+  report.schedule_figure(p + "kvm_runs", exits.runs);
+  report.schedule_figure(p + "exits.memory_fault", exits.memory_faults);
+  report.schedule_figure(p + "exits.map_gpa", exits.map_gpa);
+  report.schedule_figure(p + "exits.mmio", exits.mmio);
+  report.schedule_figure(p + "exits.ucall", exits.ucalls);
+  report.schedule_figure(p + "exits.hlt", exits.hlt);
+  if (vm.kvm().type() == VmType::kTdx) {
+    const TdxStats& st = TdxOps::to_tdx(vm.kvm_vm()).stats();
+    for (size_t i = 0; i < kNumSeamcallLeaves; ++i) {
+      const auto leaf = static_cast<SeamcallLeaf>(i);
+      if (const uint64_t n = st.count(leaf); n != 0) {
+        report.schedule_figure(fmt::format("{}seamcall.{}", p, to_string(leaf)), n);
+      }
+      if (const uint64_t n = st.busy_count(leaf); n != 0) {
+        report.schedule_figure(fmt::format("{}seamcall_busy.{}", p, to_string(leaf)), n);
+      }
+    }
+  }
 }
 
 void RunChecks::verdict(Report& report, std::string_view tag) {

@@ -86,6 +86,12 @@ class RunChecks {
   std::unique_ptr<StaleUseCheck> stale_;
 };
 
+// The run at a glance for `vm`, as schedule figures (prefixed `tag.` when tag is set):
+// faults by outcome, leaves zapped by reason and alias, pages mapped per level in the mirror
+// and direct tables now, page-table memory (per GiB mapped), KVM_RUN exits by reason, and a
+// TD's SEAMCALLs and BUSY answers by leaf. REQUIRES: the vCPUs are stopped.
+void report_vm_summary(Vm& vm, Report& report, std::string_view tag);
+
 // Called on the vCPU's thread for each GUEST_SYNC(stage): the host's side of that step.
 // Returns false to stop that vCPU (the check that failed is in the report).
 using SyncHandler = std::function<bool(unsigned vcpu, uint64_t stage)>;
