@@ -151,16 +151,7 @@ void run_default(const ScenarioOptions& options, Report& report) {
     checks.unwatch(vm);
     checks.finish(report);
   }
-  report.check(mem.free_frame_count() == free_before, "frames_returned",
-               "{} frames free after teardown, {} before", mem.free_frame_count(), free_before);
-  const Pamt& pamt = machine.tdx_module()->pamt();
-  for (PamtPageType t : {PamtPageType::kReg, PamtPageType::kTdr, PamtPageType::kTdcx,
-                         PamtPageType::kTdvpr, PamtPageType::kEpt}) {
-    report.check(pamt.count(t) == 0, "pamt_clean", "{} PAMT entries still of type {}",
-                 pamt.count(t), to_string(t));
-  }
-  report.check(mem.violation_count() == 0, "no_plaintext_leak", "{} host-memory violations",
-               mem.violation_count());
+  check_td_teardown(machine, free_before, report);
 }
 
 }  // namespace tdxsim

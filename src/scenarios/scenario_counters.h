@@ -19,7 +19,7 @@ enum class CounterKind : uint8_t {
   kBusyRetries,  // KVM's retries of one leaf with vCPU entry blocked (TD)
   kVeHandled,    // #VEs the guests' handlers returned from (TD)
   kRemoteFlushes,
-  kHypercalls,   // Hyper-V GPA-flush hypercalls (space and list)
+  kHypercalls,  // Hyper-V GPA-flush hypercalls (space and list)
   kNotifierZappedShared,
   kNotifierZappedPrivate,
 };

@@ -6,13 +6,13 @@
 #include "scenarios/scenario_file.h"
 
 #include <fmt/format.h>
+#include <toml++/toml.h>
 
 #include <algorithm>
 #include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
-#include <toml++/toml.h>
 
 #include "guest/vm_flavour.h"
 #include "scenarios/scenario.h"
@@ -26,18 +26,30 @@ std::string ScenarioFileError::to_string() const {
 
 const char* to_string(HostActionKind kind) {
   switch (kind) {
-    case HostActionKind::kDeleteMemslot: return "delete_memslot";
-    case HostActionKind::kMoveMemslot: return "move_memslot";
-    case HostActionKind::kRecreateMemslot: return "recreate_memslot";
-    case HostActionKind::kSetPrivate: return "set_private";
-    case HostActionKind::kSetShared: return "set_shared";
-    case HostActionKind::kPunchHole: return "punch_hole";
-    case HostActionKind::kReclaim: return "reclaim";
-    case HostActionKind::kZapGfnRange: return "zap_gfn_range";
-    case HostActionKind::kFlushRemoteTlbs: return "flush_remote_tlbs";
-    case HostActionKind::kPressureOn: return "pressure_on";
-    case HostActionKind::kPressureOff: return "pressure_off";
-    case HostActionKind::kCheck: return "check";
+    case HostActionKind::kDeleteMemslot:
+      return "delete_memslot";
+    case HostActionKind::kMoveMemslot:
+      return "move_memslot";
+    case HostActionKind::kRecreateMemslot:
+      return "recreate_memslot";
+    case HostActionKind::kSetPrivate:
+      return "set_private";
+    case HostActionKind::kSetShared:
+      return "set_shared";
+    case HostActionKind::kPunchHole:
+      return "punch_hole";
+    case HostActionKind::kReclaim:
+      return "reclaim";
+    case HostActionKind::kZapGfnRange:
+      return "zap_gfn_range";
+    case HostActionKind::kFlushRemoteTlbs:
+      return "flush_remote_tlbs";
+    case HostActionKind::kPressureOn:
+      return "pressure_on";
+    case HostActionKind::kPressureOff:
+      return "pressure_off";
+    case HostActionKind::kCheck:
+      return "check";
   }
   return "?";
 }
@@ -64,13 +76,20 @@ SourcePos pos_of(const toml::node& n) {
 
 std::string got(const toml::node& n) {
   switch (n.type()) {
-    case toml::node_type::string: return fmt::format("the string \"{}\"", *n.value<std::string>());
-    case toml::node_type::integer: return fmt::format("the integer {}", *n.value<int64_t>());
-    case toml::node_type::floating_point: return "a float";
-    case toml::node_type::boolean: return "a boolean";
-    case toml::node_type::table: return "a table";
-    case toml::node_type::array: return "an array";
-    default: return "a date or time";
+    case toml::node_type::string:
+      return fmt::format("the string \"{}\"", *n.value<std::string>());
+    case toml::node_type::integer:
+      return fmt::format("the integer {}", *n.value<int64_t>());
+    case toml::node_type::floating_point:
+      return "a float";
+    case toml::node_type::boolean:
+      return "a boolean";
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array";
+    default:
+      return "a date or time";
   }
 }
 
@@ -91,11 +110,24 @@ std::optional<uint64_t> parse_size_text(std::string_view s) {
   if (unit.empty()) return v;
   unsigned shift = 0;
   switch (unit[0]) {
-    case 'K': case 'k': shift = 10; break;
-    case 'M': case 'm': shift = 20; break;
-    case 'G': case 'g': shift = 30; break;
-    case 'T': case 't': shift = 40; break;
-    default: return std::nullopt;
+    case 'K':
+    case 'k':
+      shift = 10;
+      break;
+    case 'M':
+    case 'm':
+      shift = 20;
+      break;
+    case 'G':
+    case 'g':
+      shift = 30;
+      break;
+    case 'T':
+    case 't':
+      shift = 40;
+      break;
+    default:
+      return std::nullopt;
   }
   unit.remove_prefix(1);
   if (!unit.empty() && unit != "B" && unit != "iB") return std::nullopt;
@@ -126,7 +158,9 @@ class Table {
   const toml::node* get(std::string_view key) const { return t_.get(key); }
   const toml::node& need(std::string_view key, std::string_view what) const {
     const toml::node* n = t_.get(key);
-    if (n == nullptr) fail(pos(), fmt::format("{}: missing key \"{}\" ({})", path_.empty() ? "top level" : path_, key, what));
+    if (n == nullptr)
+      fail(pos(), fmt::format("{}: missing key \"{}\" ({})", path_.empty() ? "top level" : path_,
+                              key, what));
     return *n;
   }
   SourcePos pos(std::string_view key) const {
@@ -137,7 +171,8 @@ class Table {
   std::optional<bool> boolean(std::string_view key) const {
     const toml::node* n = get(key);
     if (n == nullptr) return std::nullopt;
-    if (!n->is_boolean()) fail(pos_of(*n), fmt::format("{}: expected true or false, got {}", where(key), got(*n)));
+    if (!n->is_boolean())
+      fail(pos_of(*n), fmt::format("{}: expected true or false, got {}", where(key), got(*n)));
     return *n->value<bool>();
   }
   std::optional<uint64_t> integer(std::string_view key, uint64_t min, uint64_t max) const {
@@ -154,23 +189,27 @@ class Table {
     const toml::node* n = get(key);
     if (n == nullptr) return std::nullopt;
     if (!n->is_integer() || *n->value<int64_t>() < 0) {
-      fail(pos_of(*n), fmt::format("{}: expected a guest physical address such as 0x80000000, got {}",
-                                   where(key), got(*n)));
+      fail(pos_of(*n),
+           fmt::format("{}: expected a guest physical address such as 0x80000000, got {}",
+                       where(key), got(*n)));
     }
     const uint64_t v = static_cast<uint64_t>(*n->value<int64_t>());
     if (v % kPageSize != 0) {
-      fail(pos_of(*n), fmt::format("{}: expected a 4K-aligned address, got {}", where(key), hex(v)));
+      fail(pos_of(*n),
+           fmt::format("{}: expected a 4K-aligned address, got {}", where(key), hex(v)));
     }
     return Gpa{v};
   }
   std::optional<std::string> string(std::string_view key) const {
     const toml::node* n = get(key);
     if (n == nullptr) return std::nullopt;
-    if (!n->is_string()) fail(pos_of(*n), fmt::format("{}: expected a string, got {}", where(key), got(*n)));
+    if (!n->is_string())
+      fail(pos_of(*n), fmt::format("{}: expected a string, got {}", where(key), got(*n)));
     return *n->value<std::string>();
   }
   // One of `names` (its index).
-  std::optional<size_t> choice(std::string_view key, std::initializer_list<std::string_view> names) const {
+  std::optional<size_t> choice(std::string_view key,
+                               std::initializer_list<std::string_view> names) const {
     const toml::node* n = get(key);
     if (n == nullptr) return std::nullopt;
     std::string list;
@@ -188,21 +227,26 @@ class Table {
   const toml::table* table(std::string_view key) const {
     const toml::node* n = get(key);
     if (n == nullptr) return nullptr;
-    if (!n->is_table()) fail(pos_of(*n), fmt::format("{}: expected a table, got {}", where(key), got(*n)));
+    if (!n->is_table())
+      fail(pos_of(*n), fmt::format("{}: expected a table, got {}", where(key), got(*n)));
     return n->as_table();
   }
   const toml::array* array(std::string_view key) const {
     const toml::node* n = get(key);
     if (n == nullptr) return nullptr;
-    if (!n->is_array()) fail(pos_of(*n), fmt::format("{}: expected an array, got {}", where(key), got(*n)));
+    if (!n->is_array())
+      fail(pos_of(*n), fmt::format("{}: expected an array, got {}", where(key), got(*n)));
     return n->as_array();
   }
 
-  static uint64_t integer_of(const toml::node& n, const std::string& where, uint64_t min, uint64_t max) {
-    if (!n.is_integer()) fail(pos_of(n), fmt::format("{}: expected an integer, got {}", where, got(n)));
+  static uint64_t integer_of(const toml::node& n, const std::string& where, uint64_t min,
+                             uint64_t max) {
+    if (!n.is_integer())
+      fail(pos_of(n), fmt::format("{}: expected an integer, got {}", where, got(n)));
     const int64_t v = *n.value<int64_t>();
     if (v < 0 || static_cast<uint64_t>(v) < min || static_cast<uint64_t>(v) > max) {
-      fail(pos_of(n), fmt::format("{}: expected an integer from {} to {}, got {}", where, min, max, v));
+      fail(pos_of(n),
+           fmt::format("{}: expected an integer from {} to {}, got {}", where, min, max, v));
     }
     return static_cast<uint64_t>(v);
   }
@@ -211,7 +255,8 @@ class Table {
     if (n.is_integer() && *n.value<int64_t>() >= 0) v = static_cast<uint64_t>(*n.value<int64_t>());
     if (n.is_string()) v = parse_size_text(*n.value<std::string>());
     if (!v) {
-      fail(pos_of(n), fmt::format("{}: expected a size such as 4096 or \"2M\", got {}", where, got(n)));
+      fail(pos_of(n),
+           fmt::format("{}: expected a size such as 4096 or \"2M\", got {}", where, got(n)));
     }
     if (*v == 0) fail(pos_of(n), fmt::format("{}: expected a size above 0", where));
     if (*v % kPageSize != 0) {
@@ -233,7 +278,8 @@ std::vector<const toml::table*> tables_of(const Table& parent, std::string_view 
   size_t i = 0;
   for (const toml::node& n : *a) {
     if (!n.is_table()) {
-      fail(pos_of(n), fmt::format("{}[{}]: expected a table, got {}", parent.where(key), i, got(n)));
+      fail(pos_of(n),
+           fmt::format("{}[{}]: expected a table, got {}", parent.where(key), i, got(n)));
     }
     out.push_back(n.as_table());
     ++i;
@@ -252,8 +298,9 @@ class Reader {
   explicit Reader(std::string source) { spec_.source = std::move(source); }
 
   ScenarioSpec read(const toml::table& root) {
-    const Table top(root, "", {"description", "machine", "vm", "memslot", "guest", "vcpu", "host",
-                                "fault", "inject", "expect"});
+    const Table top(root, "",
+                    {"description", "machine", "vm", "memslot", "guest", "vcpu", "host", "fault",
+                     "inject", "expect"});
     spec_.description = top.string("description").value_or("");
     read_machine_and_vm(top);
     read_memslots(top);
@@ -276,8 +323,9 @@ class Reader {
   void read_machine_and_vm(const Table& top) {
     const toml::table empty;
     const toml::table* vt = top.table("vm");
-    const Table v(vt != nullptr ? *vt : empty, "vm",
-                  {"type", "vcpus", "sept_ve_disable", "quirk_slot_zap_all", "discard_on_conversion"});
+    const Table v(
+        vt != nullptr ? *vt : empty, "vm",
+        {"type", "vcpus", "sept_ve_disable", "quirk_slot_zap_all", "discard_on_conversion"});
     VmSpec& vm = spec_.vm;
     if (auto t = v.choice("type", {"default", "sw_protected", "tdx"})) {
       vm.type = *t == 0 ? VmType::kDefault : *t == 1 ? VmType::kSwProtected : VmType::kTdx;
@@ -286,36 +334,44 @@ class Reader {
     const Table m(mt != nullptr ? *mt : empty, "machine",
                   {"vendor", "tdx", "hyperv", "enlightened_tlb", "memory", "cpus"});
     MachineSpec& mc = spec_.machine;
-    if (auto vd = m.choice("vendor", {"intel", "amd"})) mc.vendor = *vd == 0 ? CpuVendor::kIntel : CpuVendor::kAmd;
+    if (auto vd = m.choice("vendor", {"intel", "amd"}))
+      mc.vendor = *vd == 0 ? CpuVendor::kIntel : CpuVendor::kAmd;
     mc.tdx = m.boolean("tdx").value_or(td());
     mc.hyperv = m.boolean("hyperv").value_or(false);
     mc.enlightened_tlb = m.boolean("enlightened_tlb").value_or(false);
     if (auto mem = m.size("memory")) mc.memory = *mem;
-    if (mc.memory < (32u << 20) || mc.memory > (uint64_t{16} << 30) || mc.memory % (2u << 20) != 0) {
-      fail(m.pos("memory"), fmt::format("machine.memory: expected a multiple of 2M from 32M to 16G, got {}",
-                                        hex(mc.memory)));
+    if (mc.memory < (32u << 20) || mc.memory > (uint64_t{16} << 30) ||
+        mc.memory % (2u << 20) != 0) {
+      fail(m.pos("memory"),
+           fmt::format("machine.memory: expected a multiple of 2M from 32M to 16G, got {}",
+                       hex(mc.memory)));
     }
     mc.cpus = static_cast<unsigned>(m.integer("cpus", 3, 64).value_or(8));
     if (mc.tdx && mc.vendor == CpuVendor::kAmd) {
-      fail(m.pos(m.has("tdx") ? "tdx" : "vendor"), "machine.tdx: TDX is Intel's, but machine.vendor is \"amd\"");
+      fail(m.pos(m.has("tdx") ? "tdx" : "vendor"),
+           "machine.tdx: TDX is Intel's, but machine.vendor is \"amd\"");
     }
     if (mc.tdx && mc.hyperv) {
-      fail(m.pos("hyperv"), "machine.hyperv: a TDX host runs on bare metal; expected hyperv = false "
-                            "with tdx = true");
+      fail(m.pos("hyperv"),
+           "machine.hyperv: a TDX host runs on bare metal; expected hyperv = false "
+           "with tdx = true");
     }
     if (mc.enlightened_tlb && !mc.hyperv) {
       fail(m.pos("enlightened_tlb"), "machine.enlightened_tlb: needs machine.hyperv = true");
     }
     if (td() && !mc.tdx) fail(v.pos("type"), "vm.type: \"tdx\" needs machine.tdx = true");
-    if (td() && mc.vendor == CpuVendor::kAmd) fail(v.pos("type"), "vm.type: \"tdx\" needs an Intel machine");
+    if (td() && mc.vendor == CpuVendor::kAmd)
+      fail(v.pos("type"), "vm.type: \"tdx\" needs an Intel machine");
     const unsigned max_vcpus = mc.cpus - 2;
     vm.vcpus = static_cast<unsigned>(v.integer("vcpus", 1, 1024).value_or(1));
     if (vm.vcpus > max_vcpus) {
       fail(v.pos("vcpus"), fmt::format("vm.vcpus: {} vCPUs need {} CPUs (2 run host threads), but "
-                                       "machine.cpus is {}", vm.vcpus, vm.vcpus + 2, mc.cpus));
+                                       "machine.cpus is {}",
+                                       vm.vcpus, vm.vcpus + 2, mc.cpus));
     }
     vm.sept_ve_disable = v.boolean("sept_ve_disable").value_or(false);
-    if (vm.sept_ve_disable && !td()) fail(v.pos("sept_ve_disable"), "vm.sept_ve_disable: only a TD has it");
+    if (vm.sept_ve_disable && !td())
+      fail(v.pos("sept_ve_disable"), "vm.sept_ve_disable: only a TD has it");
     vm.quirk_slot_zap_all = v.boolean("quirk_slot_zap_all").value_or(true);
     vm.discard_on_conversion = v.boolean("discard_on_conversion").value_or(true);
   }
@@ -340,8 +396,9 @@ class Reader {
       s.initially_private = t.boolean("private").value_or(false);
       if (s.range.end() > (uint64_t{1} << address_bits()) || s.range.end() < s.range.size) {
         fail(t.pos("size"), fmt::format("{}: [{}, {}) goes beyond the VM's {}-bit guest physical "
-                                        "address space", t.where("size"), hex(s.range.gpa.raw()),
-                                        hex(s.range.end()), address_bits()));
+                                        "address space",
+                                        t.where("size"), hex(s.range.gpa.raw()), hex(s.range.end()),
+                                        address_bits()));
       }
       const uint64_t ucall = guest::kDefaultUcallGpa.raw();
       if (s.range.gpa.raw() <= ucall && ucall < s.range.end()) {
@@ -352,28 +409,32 @@ class Reader {
       for (size_t j = 0; j < spec_.memslots.size(); ++j) {
         const MemslotSpec& o = spec_.memslots[j];
         if (o.slot == s.slot) {
-          fail(t.pos("slot"), fmt::format("{}: slot id {} is memslot[{}]'s already; expected a new id",
-                                          t.where("slot"), s.slot, j));
+          fail(t.pos("slot"),
+               fmt::format("{}: slot id {} is memslot[{}]'s already; expected a new id",
+                           t.where("slot"), s.slot, j));
         }
         if (s.range.gpa.raw() < o.range.end() && o.range.gpa.raw() < s.range.end()) {
           fail(t.pos("gpa"), fmt::format("{}: [{}, {}) overlaps memslot[{}] (slot {}, [{}, {}))",
-                                         t.where("gpa"), hex(s.range.gpa.raw()), hex(s.range.end()), j,
-                                         o.slot, hex(o.range.gpa.raw()), hex(o.range.end())));
+                                         t.where("gpa"), hex(s.range.gpa.raw()), hex(s.range.end()),
+                                         j, o.slot, hex(o.range.gpa.raw()), hex(o.range.end())));
         }
       }
       if (s.guest_memfd && !has_private_memory()) {
         fail(t.pos("guest_memfd"), fmt::format("{}: a default VM has no private memory; expected "
-                                               "vm.type = \"sw_protected\" or \"tdx\"", t.where("guest_memfd")));
+                                               "vm.type = \"sw_protected\" or \"tdx\"",
+                                               t.where("guest_memfd")));
       }
       if (s.initially_private && !s.guest_memfd) {
         fail(t.pos("private"), fmt::format("{}: private memory comes from guest_memfd; expected "
-                                           "guest_memfd = true", t.where("private")));
+                                           "guest_memfd = true",
+                                           t.where("private")));
       }
       total += s.range.size;
       if (total > spec_.machine.memory / 2) {
-        fail(t.pos("size"), fmt::format("{}: the memslots map {} bytes; machine.memory ({}) must be "
-                                        "at least twice that", t.where("size"), hex(total),
-                                        hex(spec_.machine.memory)));
+        fail(t.pos("size"),
+             fmt::format("{}: the memslots map {} bytes; machine.memory ({}) must be "
+                         "at least twice that",
+                         t.where("size"), hex(total), hex(spec_.machine.memory)));
       }
       spec_.memslots.push_back(s);
     }
@@ -389,14 +450,16 @@ class Reader {
     t.need(key, "a memslot id");
     const uint32_t id = static_cast<uint32_t>(t.integer(key, 0, 32767).value());
     const MemslotSpec* s = slot_named(id);
-    if (s == nullptr) fail(t.pos(key), fmt::format("{}: no [[memslot]] has slot = {}", t.where(key), id));
+    if (s == nullptr)
+      fail(t.pos(key), fmt::format("{}: no [[memslot]] has slot = {}", t.where(key), id));
     return *s;
   }
 
   RangeAt read_range(const Table& t) const {
     if (t.has("slot")) {
       if (t.has("gpa") || t.has("size")) {
-        fail(t.pos("slot"), fmt::format("{}: expected either slot or gpa and size, not both", t.where("slot")));
+        fail(t.pos("slot"),
+             fmt::format("{}: expected either slot or gpa and size, not both", t.where("slot")));
       }
       return RangeAt{need_slot(t, "slot").range, t.pos("slot")};
     }
@@ -414,7 +477,8 @@ class Reader {
         if (h.kind == HostActionKind::kMoveMemslot && h.slot == s.slot) places.push_back(h.to);
       }
       for (Gpa p : places) {
-        if (r.range.gpa >= p && r.range.end() <= p.raw() + s.range.size && r.range.end() > r.range.gpa.raw()) {
+        if (r.range.gpa >= p && r.range.end() <= p.raw() + s.range.size &&
+            r.range.end() > r.range.gpa.raw()) {
           return s;
         }
       }
@@ -427,13 +491,15 @@ class Reader {
     const std::vector<const toml::table*> hs = tables_of(top, "host");
     for (size_t i = 0; i < hs.size(); ++i) {
       const std::string path = fmt::format("host[{}]", i);
-      const Table head(*hs[i], path, {"at", "action", "slot", "gpa", "size", "to", "discard", "round",
-                                      "write", "slots"});
+      const Table head(
+          *hs[i], path,
+          {"at", "action", "slot", "gpa", "size", "to", "discard", "round", "write", "slots"});
       head.need("action", "what the host does");
       const size_t a = head.choice("action", {"delete_memslot", "move_memslot", "recreate_memslot",
                                               "set_private", "set_shared", "punch_hole", "reclaim",
                                               "zap_gfn_range", "flush_remote_tlbs", "pressure_on",
-                                              "pressure_off", "check"}).value();
+                                              "pressure_off", "check"})
+                           .value();
       HostActionSpec h;
       h.kind = static_cast<HostActionKind>(a);
       h.pos = head.pos();
@@ -446,7 +512,9 @@ class Reader {
         case HostActionKind::kReclaim:
           keys = {"at", "action", "slot"};
           break;
-        case HostActionKind::kMoveMemslot: keys = {"at", "action", "slot", "to"}; break;
+        case HostActionKind::kMoveMemslot:
+          keys = {"at", "action", "slot", "to"};
+          break;
         case HostActionKind::kSetPrivate:
         case HostActionKind::kSetShared:
           keys = {"at", "action", "slot", "gpa", "size", "discard"};
@@ -455,8 +523,12 @@ class Reader {
         case HostActionKind::kZapGfnRange:
           keys = {"at", "action", "slot", "gpa", "size"};
           break;
-        case HostActionKind::kCheck: keys = {"at", "action", "slot", "gpa", "size", "round", "write"}; break;
-        case HostActionKind::kPressureOn: keys = {"at", "action", "slots"}; break;
+        case HostActionKind::kCheck:
+          keys = {"at", "action", "slot", "gpa", "size", "round", "write"};
+          break;
+        case HostActionKind::kPressureOn:
+          keys = {"at", "action", "slots"};
+          break;
         case HostActionKind::kFlushRemoteTlbs:
         case HostActionKind::kPressureOff:
           keys = {"at", "action"};
@@ -477,15 +549,17 @@ class Reader {
           t.need("to", "the GPA it moves to");
           h.to = t.gpa("to").value();
           if (h.to.raw() + s.range.size > (uint64_t{1} << address_bits())) {
-            fail(t.pos("to"), fmt::format("{}: the slot would end beyond the VM's {}-bit address space",
-                                          t.where("to"), address_bits()));
+            fail(t.pos("to"),
+                 fmt::format("{}: the slot would end beyond the VM's {}-bit address space",
+                             t.where("to"), address_bits()));
           }
           break;
         }
         case HostActionKind::kSetPrivate:
         case HostActionKind::kSetShared:
           if (!has_private_memory()) {
-            fail(t.pos("action"), fmt::format("{}: a default VM has no private memory", t.where("action")));
+            fail(t.pos("action"),
+                 fmt::format("{}: a default VM has no private memory", t.where("action")));
           }
           h.range = read_range(t).range;
           h.discard = t.boolean("discard").value_or(true);
@@ -493,7 +567,8 @@ class Reader {
         case HostActionKind::kZapGfnRange:
           if (td()) {
             fail(t.pos("action"), fmt::format("{}: KVM does not zap a TD's GFN ranges for MTRR "
-                                              "changes (EOPNOTSUPP); expected a non-TD VM", t.where("action")));
+                                              "changes (EOPNOTSUPP); expected a non-TD VM",
+                                              t.where("action")));
           }
           h.range = read_range(t).range;
           break;
@@ -509,8 +584,11 @@ class Reader {
         case HostActionKind::kPressureOn:
           if (const toml::array* arr = t.array("slots")) {
             for (const toml::node& n : *arr) {
-              const uint32_t id = static_cast<uint32_t>(Table::integer_of(n, t.where("slots"), 0, 32767));
-              if (slot_named(id) == nullptr) fail(pos_of(n), fmt::format("{}: no [[memslot]] has slot = {}", t.where("slots"), id));
+              const uint32_t id =
+                  static_cast<uint32_t>(Table::integer_of(n, t.where("slots"), 0, 32767));
+              if (slot_named(id) == nullptr)
+                fail(pos_of(n),
+                     fmt::format("{}: no [[memslot]] has slot = {}", t.where("slots"), id));
               h.slots.push_back(id);
             }
           } else {
@@ -529,26 +607,31 @@ class Reader {
     for (size_t i = 0; i < spec_.host.size(); ++i) {
       const HostActionSpec& h = spec_.host[i];
       if (h.range.size == 0) continue;
-      const MemslotSpec& s = slot_holding(RangeAt{h.range, host_range_pos_[i]}, fmt::format("host[{}]", i));
+      const MemslotSpec& s =
+          slot_holding(RangeAt{h.range, host_range_pos_[i]}, fmt::format("host[{}]", i));
       if (h.kind == HostActionKind::kPunchHole && !s.guest_memfd) {
-        fail(host_range_pos_[i], fmt::format("host[{}]: slot {} has no guest_memfd to punch", i, s.slot));
+        fail(host_range_pos_[i],
+             fmt::format("host[{}]: slot {} has no guest_memfd to punch", i, s.slot));
       }
     }
   }
 
   // A guest program, with shared phases split into vCPU `index`'s share of `of` vCPUs.
-  std::vector<PhaseSpec> read_phases(const toml::array& arr, const std::string& path, unsigned index,
-                                     unsigned of) {
+  std::vector<PhaseSpec> read_phases(const toml::array& arr, const std::string& path,
+                                     unsigned index, unsigned of) {
     std::vector<PhaseSpec> out;
     uint64_t last_stage = 0;
     size_t i = 0;
     for (const toml::node& n : arr) {
       const std::string where = fmt::format("{}[{}]", path, i++);
-      if (!n.is_table()) fail(pos_of(n), fmt::format("{}: expected a phase table such as "
-                                                     "{{ op = \"fill\", slot = 0, round = 1 }}, got {}", where, got(n)));
+      if (!n.is_table())
+        fail(pos_of(n), fmt::format("{}: expected a phase table such as "
+                                    "{{ op = \"fill\", slot = 0, round = 1 }}, got {}",
+                                    where, got(n)));
       const toml::table& pt = *n.as_table();
-      const Table head(pt, where, {"op", "slot", "gpa", "size", "round", "repeat", "written_at", "to",
-                                   "how", "level", "stage"});
+      const Table head(pt, where,
+                       {"op", "slot", "gpa", "size", "round", "repeat", "written_at", "to", "how",
+                        "level", "stage"});
       head.need("op", "accept, fill, verify, convert, punch or sync");
       PhaseSpec p;
       p.op = static_cast<PhaseOp>(
@@ -556,20 +639,34 @@ class Reader {
       p.pos = head.pos();
       std::vector<std::string_view> keys;
       switch (p.op) {
-        case PhaseOp::kAccept: keys = {"op", "slot", "gpa", "size", "level"}; break;
-        case PhaseOp::kFill: keys = {"op", "slot", "gpa", "size", "round"}; break;
-        case PhaseOp::kVerify: keys = {"op", "slot", "gpa", "size", "round", "repeat", "written_at"}; break;
-        case PhaseOp::kConvert: keys = {"op", "slot", "gpa", "size", "to", "how"}; break;
-        case PhaseOp::kPunch: keys = {"op", "slot", "gpa", "size"}; break;
-        case PhaseOp::kSync: keys = {"op", "stage"}; break;
+        case PhaseOp::kAccept:
+          keys = {"op", "slot", "gpa", "size", "level"};
+          break;
+        case PhaseOp::kFill:
+          keys = {"op", "slot", "gpa", "size", "round"};
+          break;
+        case PhaseOp::kVerify:
+          keys = {"op", "slot", "gpa", "size", "round", "repeat", "written_at"};
+          break;
+        case PhaseOp::kConvert:
+          keys = {"op", "slot", "gpa", "size", "to", "how"};
+          break;
+        case PhaseOp::kPunch:
+          keys = {"op", "slot", "gpa", "size"};
+          break;
+        case PhaseOp::kSync:
+          keys = {"op", "stage"};
+          break;
       }
       const Table t(pt, where, keys);
       if (p.op == PhaseOp::kSync) {
         t.need("stage", "the stage number the host's actions are keyed to");
         p.stage = t.integer("stage", 1, kMaxStage).value();
         if (p.stage <= last_stage) {
-          fail(t.pos("stage"), fmt::format("{}.stage: expected a stage above {} (stages rise within "
-                                           "each vCPU's program), got {}", where, last_stage, p.stage));
+          fail(t.pos("stage"),
+               fmt::format("{}.stage: expected a stage above {} (stages rise within "
+                           "each vCPU's program), got {}",
+                           where, last_stage, p.stage));
         }
         last_stage = p.stage;
         stages_.insert(p.stage);
@@ -581,18 +678,24 @@ class Reader {
       const uint64_t share = r.range.size / of;
       if (of > 1) {
         if (r.range.size % (of * kPageSize) != 0) {
-          fail(r.pos, fmt::format("{}: {} vCPUs cannot share [{}, {}) in whole pages; expected a size "
-                                  "that is a multiple of {}", where, of, hex(r.range.gpa.raw()),
-                                  hex(r.range.end()), hex(of * kPageSize)));
+          fail(r.pos,
+               fmt::format("{}: {} vCPUs cannot share [{}, {}) in whole pages; expected a size "
+                           "that is a multiple of {}",
+                           where, of, hex(r.range.gpa.raw()), hex(r.range.end()),
+                           hex(of * kPageSize)));
         }
         r.range = GpaRange{r.range.gpa + index * share, share};
       }
       switch (p.op) {
         case PhaseOp::kAccept:
-          if (!td()) fail(t.pos("op"), fmt::format("{}.op: only a TD accepts memory (vm.type = \"tdx\")", where));
+          if (!td())
+            fail(t.pos("op"),
+                 fmt::format("{}.op: only a TD accepts memory (vm.type = \"tdx\")", where));
           if (auto l = t.choice("level", {"4K", "2M"})) p.level = *l == 0 ? Level::k4K : Level::k2M;
-          if (p.level == Level::k2M && (!r.range.gpa.is_aligned(Level::k2M) || r.range.size % (2u << 20) != 0)) {
-            fail(t.pos("level"), fmt::format("{}.level: a 2M accept needs a 2M-aligned range", where));
+          if (p.level == Level::k2M &&
+              (!r.range.gpa.is_aligned(Level::k2M) || r.range.size % (2u << 20) != 0)) {
+            fail(t.pos("level"),
+                 fmt::format("{}.level: a 2M accept needs a 2M-aligned range", where));
           }
           break;
         case PhaseOp::kFill:
@@ -607,22 +710,27 @@ class Reader {
           break;
         case PhaseOp::kConvert: {
           if (!has_private_memory()) {
-            fail(t.pos("op"), fmt::format("{}.op: a default VM has no private memory to convert", where));
+            fail(t.pos("op"),
+                 fmt::format("{}.op: a default VM has no private memory to convert", where));
           }
           if (!slot.guest_memfd) {
-            fail(r.pos, fmt::format("{}: slot {} has no guest_memfd: nothing to convert", where, slot.slot));
+            fail(r.pos, fmt::format("{}: slot {} has no guest_memfd: nothing to convert", where,
+                                    slot.slot));
           }
           t.need("to", "\"shared\" or \"private\"");
           p.to_private = t.choice("to", {"shared", "private"}).value() == 1;
           p.implicit = t.choice("how", {"explicit", "implicit"}).value_or(0) == 1;
           if (p.implicit && !td()) {
-            fail(t.pos("how"), fmt::format("{}.how: implicit conversion (touching the other alias) needs "
-                                           "a TD; expected how = \"explicit\"", where));
+            fail(t.pos("how"),
+                 fmt::format("{}.how: implicit conversion (touching the other alias) needs "
+                             "a TD; expected how = \"explicit\"",
+                             where));
           }
           break;
         }
         case PhaseOp::kPunch:
-          if (!slot.guest_memfd) fail(r.pos, fmt::format("{}: slot {} has no guest_memfd to punch", where, slot.slot));
+          if (!slot.guest_memfd)
+            fail(r.pos, fmt::format("{}: slot {} has no guest_memfd to punch", where, slot.slot));
           break;
         case PhaseOp::kSync:
           break;
@@ -643,8 +751,11 @@ class Reader {
       const Table t(*vs[i], path, {"id", "phases"});
       t.need("id", "the vCPU's index");
       const uint64_t id = t.integer("id", 0, 1023).value();
-      if (id >= n) fail(t.pos("id"), fmt::format("{}.id: vCPU {} does not exist: vm.vcpus is {}", path, id, n));
-      if (own[id]) fail(t.pos("id"), fmt::format("{}.id: vCPU {} already has its own phases", path, id));
+      if (id >= n)
+        fail(t.pos("id"),
+             fmt::format("{}.id: vCPU {} does not exist: vm.vcpus is {}", path, id, n));
+      if (own[id])
+        fail(t.pos("id"), fmt::format("{}.id: vCPU {} already has its own phases", path, id));
       own[id] = true;
       t.need("phases", "the vCPU's program");
       spec_.guests[id].phases = read_phases(*t.array("phases"), path + ".phases", 0, 1);
@@ -666,8 +777,10 @@ class Reader {
   void check_host_stages() const {
     for (size_t i = 0; i < spec_.host.size(); ++i) {
       if (stages_.contains(spec_.host[i].at)) continue;
-      fail(host_at_pos_[i], fmt::format("host[{}].at: no vCPU syncs at stage {}; expected a stage of "
-                                          "a {{ op = \"sync\" }} phase", i, spec_.host[i].at));
+      fail(host_at_pos_[i],
+           fmt::format("host[{}].at: no vCPU syncs at stage {}; expected a stage of "
+                       "a {{ op = \"sync\" }} phase",
+                       i, spec_.host[i].at));
     }
   }
 
@@ -679,28 +792,33 @@ class Reader {
       head.need("kind", "an environment fault kind");
       FaultSpec f;
       f.pos = head.pos();
-      f.kind = static_cast<EnvFaultKind>(head.choice("kind", {"force_operand_busy", "fail_seamcall_insn",
-                                                              "arm_zero_step", "force_previous_epoch_busy",
-                                                              "delay_td_exit"}).value());
+      f.kind = static_cast<EnvFaultKind>(
+          head.choice("kind", {"force_operand_busy", "fail_seamcall_insn", "arm_zero_step",
+                               "force_previous_epoch_busy", "delay_td_exit"})
+              .value());
       const bool by_leaf = f.kind == EnvFaultKind::kForceOperandBusy ||
                            f.kind == EnvFaultKind::kFailSeamcallInsn ||
                            f.kind == EnvFaultKind::kForcePreviousEpochBusy;
       const Table t = by_leaf ? Table(*fs[i], path, {"kind", "leaf", "count", "param", "at"})
                               : Table(*fs[i], path, {"kind", "vcpu", "count", "param", "at"});
-      if (!td()) fail(t.pos("kind"), fmt::format("{}.kind: TDX faults need a TD (vm.type = \"tdx\")", path));
+      if (!td())
+        fail(t.pos("kind"), fmt::format("{}.kind: TDX faults need a TD (vm.type = \"tdx\")", path));
       f.key = FaultInjection::kAnyKey;
       if (by_leaf) {
         if (auto name = t.string("leaf")) {
           const std::optional<SeamcallLeaf> leaf = seamcall_leaf_from_name(*name);
           if (!leaf) {
-            fail(t.pos("leaf"), fmt::format("{}.leaf: unknown SEAMCALL leaf \"{}\"; expected a name such "
-                                            "as \"TDH.MEM.RANGE.BLOCK\"", path, *name));
+            fail(t.pos("leaf"),
+                 fmt::format("{}.leaf: unknown SEAMCALL leaf \"{}\"; expected a name such "
+                             "as \"TDH.MEM.RANGE.BLOCK\"",
+                             path, *name));
           }
           f.key = static_cast<uint64_t>(*leaf);
         }
       } else if (auto v = t.integer("vcpu", 0, 1023)) {
         if (*v >= spec_.vm.vcpus) {
-          fail(t.pos("vcpu"), fmt::format("{}.vcpu: vCPU {} does not exist: vm.vcpus is {}", path, *v, spec_.vm.vcpus));
+          fail(t.pos("vcpu"), fmt::format("{}.vcpu: vCPU {} does not exist: vm.vcpus is {}", path,
+                                          *v, spec_.vm.vcpus));
         }
         f.key = *v;
       }
@@ -708,7 +826,8 @@ class Reader {
         if (c->is_string() && *c->value<std::string>() == "forever") {
           f.count = FaultInjection::kForever;
         } else if (!c->is_integer()) {
-          fail(pos_of(*c), fmt::format("{}.count: expected an integer or \"forever\", got {}", path, got(*c)));
+          fail(pos_of(*c),
+               fmt::format("{}.count: expected an integer or \"forever\", got {}", path, got(*c)));
         } else {
           f.count = static_cast<uint32_t>(Table::integer_of(*c, path + ".count", 1, 1000000));
         }
@@ -740,22 +859,28 @@ class Reader {
     for (const auto& [name, id] : kOperands) {
       if (name == s) return id;
     }
-    fail(pos_of(n), fmt::format("{}.param: unknown operand \"{}\"; expected an operand ID or one of "
-                                "sept_entry, sept_tree, td_epoch, tdr, tdcs, tdvpr, op_state, rcx", path, s));
+    fail(pos_of(n),
+         fmt::format("{}.param: unknown operand \"{}\"; expected an operand ID or one of "
+                     "sept_entry, sept_tree, td_epoch, tdr, tdcs, tdvpr, op_state, rcx",
+                     path, s));
   }
 
   void read_inject(const Table& top) {
     const toml::array* arr = top.array("inject");
     if (arr == nullptr) return;
     std::string listed;
-    for (const BugRow& r : bug_rows()) listed += fmt::format("{}{}", listed.empty() ? "" : ", ", to_string(r.id));
+    for (const BugRow& r : bug_rows())
+      listed += fmt::format("{}{}", listed.empty() ? "" : ", ", to_string(r.id));
     for (const toml::node& n : *arr) {
-      if (!n.is_string()) fail(pos_of(n), fmt::format("inject: expected a bug ID such as \"S0\", got {}", got(n)));
+      if (!n.is_string())
+        fail(pos_of(n), fmt::format("inject: expected a bug ID such as \"S0\", got {}", got(n)));
       const std::string s = *n.value<std::string>();
       const std::optional<BugId> id = parse_bug_id(s);
-      const bool is_row = id && std::ranges::any_of(bug_rows(), [&](const BugRow& r) { return r.id == *id; });
+      const bool is_row =
+          id && std::ranges::any_of(bug_rows(), [&](const BugRow& r) { return r.id == *id; });
       if (!is_row) {
-        fail(pos_of(n), fmt::format("inject: \"{}\" is not a bug switch; expected one of {}", s, listed));
+        fail(pos_of(n),
+             fmt::format("inject: \"{}\" is not a bug switch; expected one of {}", s, listed));
       }
       spec_.inject.push_back(*id);
     }
@@ -773,44 +898,54 @@ class Reader {
         fail(t.pos(), fmt::format("{}: expected exactly one of done, memory_fault or count", path));
       }
       if (t.has("count")) {
-        if (t.has("vcpu")) fail(t.pos("vcpu"), fmt::format("{}.vcpu: a count is the whole VM's", path));
+        if (t.has("vcpu"))
+          fail(t.pos("vcpu"), fmt::format("{}.vcpu: a count is the whole VM's", path));
         e.kind = ExpectKind::kCount;
         e.counter = t.string("count").value();
         const std::optional<CounterRef> c = parse_counter(e.counter);
         if (!c) {
-          fail(t.pos("count"), fmt::format("{}.count: unknown counter \"{}\"; expected one of {} (LEAF: a "
-                                           "SEAMCALL leaf name such as TDH.MEM.PAGE.AUG)", path, e.counter,
-                                           kCounterNames));
+          fail(t.pos("count"),
+               fmt::format("{}.count: unknown counter \"{}\"; expected one of {} (LEAF: a "
+                           "SEAMCALL leaf name such as TDH.MEM.PAGE.AUG)",
+                           path, e.counter, kCounterNames));
         }
-        if (c->needs_td() && !td()) fail(t.pos("count"), fmt::format("{}.count: \"{}\" counts a TD's events", path, e.counter));
+        if (c->needs_td() && !td())
+          fail(t.pos("count"),
+               fmt::format("{}.count: \"{}\" counts a TD's events", path, e.counter));
         if (!t.has("at_least") && !t.has("at_most")) {
           fail(t.pos(), fmt::format("{}: expected at_least, at_most or both", path));
         }
         e.at_least = t.integer("at_least", 0, ~uint64_t{0} >> 1).value_or(0);
         e.at_most = t.integer("at_most", 0, ~uint64_t{0} >> 1);
         if (e.at_most && *e.at_most < e.at_least) {
-          fail(t.pos("at_most"), fmt::format("{}.at_most: {} is below at_least ({})", path, *e.at_most, e.at_least));
+          fail(t.pos("at_most"),
+               fmt::format("{}.at_most: {} is below at_least ({})", path, *e.at_most, e.at_least));
         }
         spec_.expects.push_back(e);
         continue;
       }
       if (t.has("at_least") || t.has("at_most")) {
-        fail(t.pos(t.has("at_least") ? "at_least" : "at_most"), fmt::format("{}: at_least and at_most go with count", path));
+        fail(t.pos(t.has("at_least") ? "at_least" : "at_most"),
+             fmt::format("{}: at_least and at_most go with count", path));
       }
       t.need("vcpu", "the vCPU it is about");
       e.vcpu = static_cast<unsigned>(t.integer("vcpu", 0, 1023).value());
       if (e.vcpu >= spec_.vm.vcpus) {
-        fail(t.pos("vcpu"), fmt::format("{}.vcpu: vCPU {} does not exist: vm.vcpus is {}", path, e.vcpu, spec_.vm.vcpus));
+        fail(t.pos("vcpu"), fmt::format("{}.vcpu: vCPU {} does not exist: vm.vcpus is {}", path,
+                                        e.vcpu, spec_.vm.vcpus));
       }
       if (t.has("done")) {
         if (!t.boolean("done").value()) {
-          fail(t.pos("done"), fmt::format("{}.done: expected true (a vCPU that must stop early expects "
-                                          "a memory_fault)", path));
+          fail(t.pos("done"),
+               fmt::format("{}.done: expected true (a vCPU that must stop early expects "
+                           "a memory_fault)",
+                           path));
         }
         e.kind = ExpectKind::kDone;
       } else {
         e.kind = ExpectKind::kMemoryFault;
-        const Table mf(*t.table("memory_fault"), path + ".memory_fault", {"gpa", "size", "private"});
+        const Table mf(*t.table("memory_fault"), path + ".memory_fault",
+                       {"gpa", "size", "private"});
         mf.need("gpa", "the faulting GPA");
         e.fault.gpa = mf.gpa("gpa").value();
         e.fault.size = mf.size("size").value_or(kPageSize);
@@ -818,7 +953,8 @@ class Reader {
       }
       for (const ExpectSpec& o : spec_.expects) {
         if (o.kind != ExpectKind::kCount && o.vcpu == e.vcpu) {
-          fail(t.pos("vcpu"), fmt::format("{}.vcpu: vCPU {} has an expectation already", path, e.vcpu));
+          fail(t.pos("vcpu"),
+               fmt::format("{}.vcpu: vCPU {} has an expectation already", path, e.vcpu));
         }
       }
       spec_.expects.push_back(e);
@@ -837,15 +973,15 @@ class Reader {
 }  // namespace
 
 std::expected<ScenarioSpec, ScenarioFileError> parse_scenario(std::string_view text,
-                                                             std::string_view source_name) {
+                                                              std::string_view source_name) {
   const std::string file(source_name);
   try {
     const toml::table root = toml::parse(text, source_name);
     return Reader(file).read(root);
   } catch (const toml::parse_error& e) {
     const SourcePos p = pos_of(e.source());
-    return std::unexpected(ScenarioFileError{file, p.line, p.column,
-                                             fmt::format("TOML syntax: {}", e.description())});
+    return std::unexpected(
+        ScenarioFileError{file, p.line, p.column, fmt::format("TOML syntax: {}", e.description())});
   } catch (const BadInput& e) {
     return std::unexpected(ScenarioFileError{file, e.pos.line, e.pos.column, e.message});
   } catch (const std::exception& e) {

@@ -24,7 +24,7 @@ struct ScenarioFileError {
 };
 
 std::expected<ScenarioSpec, ScenarioFileError> parse_scenario(std::string_view text,
-                                                             std::string_view source_name);
+                                                              std::string_view source_name);
 std::expected<ScenarioSpec, ScenarioFileError> load_scenario_file(const std::string& path);
 
 }  // namespace tdxsim

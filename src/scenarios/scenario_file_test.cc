@@ -53,8 +53,8 @@ std::string file_name(const testing::TestParamInfo<std::string>& info) {
   return n;
 }
 
-INSTANTIATE_TEST_SUITE_P(Examples, ScenarioFileExample, testing::ValuesIn(files_in(TDXSIM_SCENARIO_DIR)),
-                         file_name);
+INSTANTIATE_TEST_SUITE_P(Examples, ScenarioFileExample,
+                         testing::ValuesIn(files_in(TDXSIM_SCENARIO_DIR)), file_name);
 
 // Each malformed file starts "# expect: LINE:COLUMN: SUBSTRING".
 class ScenarioFileMalformed : public testing::TestWithParam<std::string> {};
@@ -109,10 +109,18 @@ TEST(ScenarioFileFuzz, MutationsNeverCrash) {
       for (int k = 0; k < edits && !t.empty(); ++k) {
         const size_t at = rng() % t.size();
         switch (rng() % 4) {
-          case 0: t.resize(at); break;
-          case 1: t[at] = noise[rng() % noise.size()]; break;
-          case 2: t.erase(at, 1 + rng() % 8); break;
-          default: t.insert(at, 1, noise[rng() % noise.size()]); break;
+          case 0:
+            t.resize(at);
+            break;
+          case 1:
+            t[at] = noise[rng() % noise.size()];
+            break;
+          case 2:
+            t.erase(at, 1 + rng() % 8);
+            break;
+          default:
+            t.insert(at, 1, noise[rng() % noise.size()]);
+            break;
         }
       }
       auto spec = parse_scenario(t, "mutated.toml");
@@ -134,8 +142,10 @@ namespace {
 TEST(ScenarioFileRun, WrongVerifyAndCountFail) {
   auto spec = parse_scenario(
       "[vm]\ntype = \"tdx\"\n"
-      "[[memslot]]\nslot = 0\ngpa = 0x80000000\nsize = \"64K\"\nguest_memfd = true\nprivate = true\n"
-      "[guest]\nphases = [ { op = \"fill\", slot = 0, round = 1 }, { op = \"verify\", slot = 0, round = 2 } ]\n"
+      "[[memslot]]\nslot = 0\ngpa = 0x80000000\nsize = \"64K\"\nguest_memfd = true\nprivate = "
+      "true\n"
+      "[guest]\nphases = [ { op = \"fill\", slot = 0, round = 1 }, { op = \"verify\", slot = 0, "
+      "round = 2 } ]\n"
       "[[expect]]\ncount = \"exits.map_gpa\"\nat_least = 1\n",
       "wrong.toml");
   ASSERT_TRUE(spec.has_value()) << spec.error().to_string();

@@ -39,7 +39,8 @@ struct Step {
 guest::GuestTask run_steps(guest::Guest& g, const std::vector<Step>& steps) {
   for (const Step& s : steps) {
     if (s.kind == StepKind::kAccept) {
-      for (uint64_t off = 0; off < s.size; off += level_bytes(s.level)) co_await g.accept(s.gpa + off, s.level);
+      for (uint64_t off = 0; off < s.size; off += level_bytes(s.level))
+        co_await g.accept(s.gpa + off, s.level);
     } else if (s.kind == StepKind::kFill) {
       co_await g.fill(s.gpa, s.size, s.round, s.round == 0 ? zero_pattern : guest::pattern);
     } else if (s.kind == StepKind::kVerify) {
@@ -274,39 +275,59 @@ class Run {
   void host_action(const HostActionSpec& h) {
     const std::string name = fmt::format("host.{}", to_string(h.kind));
     const auto done = [&](const KvmResult<>& r) {
-      report_.check(r.has_value(), name, "stage {} (line {}): slot {} [{}, +{:#x}): {}", h.at, h.pos.line,
-                    h.slot, h.range.gpa, h.range.size, errno_name(r));
+      report_.check(r.has_value(), name, "stage {} (line {}): slot {} [{}, +{:#x}): {}", h.at,
+                    h.pos.line, h.slot, h.range.gpa, h.range.size, errno_name(r));
     };
     switch (h.kind) {
-      case HostActionKind::kDeleteMemslot: done(vm_.delete_memslot(h.slot)); break;
-      case HostActionKind::kMoveMemslot: done(vm_.move_memslot(h.slot, h.to)); break;
+      case HostActionKind::kDeleteMemslot:
+        done(vm_.delete_memslot(h.slot));
+        break;
+      case HostActionKind::kMoveMemslot:
+        done(vm_.move_memslot(h.slot, h.to));
+        break;
       case HostActionKind::kRecreateMemslot:
         for (const MemslotSpec& s : spec_.memslots) {
-          if (s.slot == h.slot) done(vm_.add_memory_region(s.slot, s.range.gpa, s.range.size, region_of(s)));
+          if (s.slot == h.slot)
+            done(vm_.add_memory_region(s.slot, s.range.gpa, s.range.size, region_of(s)));
         }
         break;
-      case HostActionKind::kSetPrivate: done(vm_.set_private(h.range.gpa, h.range.size, h.discard)); break;
-      case HostActionKind::kSetShared: done(vm_.set_shared(h.range.gpa, h.range.size, h.discard)); break;
-      case HostActionKind::kPunchHole: done(vm_.punch_hole(h.range.gpa, h.range.size)); break;
-      case HostActionKind::kZapGfnRange: done(vm_.zap_gfn_range(h.range.gpa, h.range.size)); break;
-      case HostActionKind::kReclaim: vm_.reclaim(h.slot); break;
-      case HostActionKind::kFlushRemoteTlbs: vm_.flush_remote_tlbs(); break;
+      case HostActionKind::kSetPrivate:
+        done(vm_.set_private(h.range.gpa, h.range.size, h.discard));
+        break;
+      case HostActionKind::kSetShared:
+        done(vm_.set_shared(h.range.gpa, h.range.size, h.discard));
+        break;
+      case HostActionKind::kPunchHole:
+        done(vm_.punch_hole(h.range.gpa, h.range.size));
+        break;
+      case HostActionKind::kZapGfnRange:
+        done(vm_.zap_gfn_range(h.range.gpa, h.range.size));
+        break;
+      case HostActionKind::kReclaim:
+        vm_.reclaim(h.slot);
+        break;
+      case HostActionKind::kFlushRemoteTlbs:
+        vm_.flush_remote_tlbs();
+        break;
       case HostActionKind::kPressureOn:
         if (!pressure_) pressure_ = std::make_unique<vmm::MemoryPressure>(vm_, h.slots);
         break;
-      case HostActionKind::kPressureOff: stop_pressure(); break;
+      case HostActionKind::kPressureOff:
+        stop_pressure();
+        break;
       case HostActionKind::kCheck: {
         bool ok = true;
         guest::for_each_sample(h.range.gpa, h.range.size, [&](Gpa gpa) {
           if (!ok) return;
           const KvmResult<uint64_t> seen = vm_.host_read(gpa);
           const uint64_t want = round_value(gpa, h.round);
-          ok = report_.check(seen.has_value() && *seen == want, "host_view",
-                             "stage {} (line {}): the host reads {:#x} at {}, expected round {} ({:#x})",
-                             h.at, h.pos.line, seen.value_or(0), gpa, h.round, want);
+          ok = report_.check(
+              seen.has_value() && *seen == want, "host_view",
+              "stage {} (line {}): the host reads {:#x} at {}, expected round {} ({:#x})", h.at,
+              h.pos.line, seen.value_or(0), gpa, h.round, want);
           if (ok && h.write) {
-            ok = report_.check(vm_.host_write(gpa, round_value(gpa, *h.write)).has_value(), "host_write",
-                               "stage {}: at {}", h.at, gpa);
+            ok = report_.check(vm_.host_write(gpa, round_value(gpa, *h.write)).has_value(),
+                               "host_write", "stage {}: at {}", h.at, gpa);
           }
         });
         break;
@@ -338,8 +359,8 @@ class Run {
   uint64_t reclaim_passes_ = 0;
 };
 
-VcpuEnd run_vcpu(Vm& vm, unsigned i, const guest::Program& program, const VcpuPlan& plan, Stages& stages,
-                 Run& run, Report& report) {
+VcpuEnd run_vcpu(Vm& vm, unsigned i, const guest::Program& program, const VcpuPlan& plan,
+                 Stages& stages, Run& run, Report& report) {
   VcpuEnd end;
   for (;;) {
     end.stop = vm.vcpu(i).run_to_ucall();
@@ -351,14 +372,15 @@ VcpuEnd run_vcpu(Vm& vm, unsigned i, const guest::Program& program, const VcpuPl
     }
     if (uc.cmd == guest::UcallCmd::kAssert) {
       const guest::GuestFailure* f = program.failure(uc.arg);
-      report.check(false, "guest_assert", "vCPU {}: {}", i, f ? guest::to_string(*f) : std::string("(no record)"));
+      report.check(false, "guest_assert", "vCPU {}: {}", i,
+                   f ? guest::to_string(*f) : std::string("(no record)"));
       end.asserted = true;
       break;
     }
     if ((uc.arg & kPunchSync) != 0) {
       const GpaRange& r = plan.punches.at(uc.arg & ~kPunchSync);
-      report.check(vm.punch_hole(r.gpa, r.size).has_value(), "punch_hole", "vCPU {}: [{}, +{:#x})", i,
-                   r.gpa, r.size);
+      report.check(vm.punch_hole(r.gpa, r.size).has_value(), "punch_hole", "vCPU {}: [{}, +{:#x})",
+                   i, r.gpa, r.size);
       continue;
     }
     stages.arrive(i, uc.arg, [&] { run.host_actions(uc.arg); });
@@ -379,24 +401,34 @@ uint64_t read_counter(const CounterRef& c, Machine& machine, Vm& vm,
     return mmu.zapped[static_cast<size_t>(ZapReason::kNotifier)][static_cast<size_t>(a)].value();
   };
   switch (c.kind) {
-    case CounterKind::kMemoryFaultExits: return exits(&VcpuExitStats::memory_faults);
-    case CounterKind::kMapGpaExits: return exits(&VcpuExitStats::map_gpa);
-    case CounterKind::kMmioExits: return exits(&VcpuExitStats::mmio);
-    case CounterKind::kHltExits: return exits(&VcpuExitStats::hlt);
-    case CounterKind::kSeamcalls: return TdxOps::to_tdx(vm.kvm_vm()).stats().count(c.leaf);
-    case CounterKind::kBusy: return TdxOps::to_tdx(vm.kvm_vm()).stats().busy_count(c.leaf);
-    case CounterKind::kBusyRetries: return TdxOps::to_tdx(vm.kvm_vm()).stats().retries(c.leaf);
+    case CounterKind::kMemoryFaultExits:
+      return exits(&VcpuExitStats::memory_faults);
+    case CounterKind::kMapGpaExits:
+      return exits(&VcpuExitStats::map_gpa);
+    case CounterKind::kMmioExits:
+      return exits(&VcpuExitStats::mmio);
+    case CounterKind::kHltExits:
+      return exits(&VcpuExitStats::hlt);
+    case CounterKind::kSeamcalls:
+      return TdxOps::to_tdx(vm.kvm_vm()).stats().count(c.leaf);
+    case CounterKind::kBusy:
+      return TdxOps::to_tdx(vm.kvm_vm()).stats().busy_count(c.leaf);
+    case CounterKind::kBusyRetries:
+      return TdxOps::to_tdx(vm.kvm_vm()).stats().retries(c.leaf);
     case CounterKind::kVeHandled:
       for (const auto& p : programs) sum += p->ves_handled();
       return sum;
-    case CounterKind::kRemoteFlushes: return mmu.remote_tlb_flushes.value();
+    case CounterKind::kRemoteFlushes:
+      return mmu.remote_tlb_flushes.value();
     case CounterKind::kHypercalls:
       if (const HyperVL0* l0 = machine.platform().hyperv()) {
         return l0->stats().flush_space_calls.value() + l0->stats().flush_list_calls.value();
       }
       return 0;
-    case CounterKind::kNotifierZappedShared: return zapped(ZapAlias::kShared);
-    case CounterKind::kNotifierZappedPrivate: return zapped(ZapAlias::kPrivate);
+    case CounterKind::kNotifierZappedShared:
+      return zapped(ZapAlias::kShared);
+    case CounterKind::kNotifierZappedPrivate:
+      return zapped(ZapAlias::kPrivate);
   }
   return 0;
 }
@@ -419,15 +451,18 @@ MachineConfig machine_of(const ScenarioSpec& spec, const ScenarioOptions& option
 
 void run_vm(const ScenarioSpec& spec, Machine& machine, Vm& vm, RunChecks& checks, Report& report) {
   for (const MemslotSpec& s : spec.memslots) {
-    if (!report.check(vm.add_memory_region(s.slot, s.range.gpa, s.range.size, Run::region_of(s)).has_value(),
-                      "memslot", "slot {} at {} (line {})", s.slot, s.range.gpa, s.pos.line)) {
+    if (!report.check(
+            vm.add_memory_region(s.slot, s.range.gpa, s.range.size, Run::region_of(s)).has_value(),
+            "memslot", "slot {} at {} (line {})", s.slot, s.range.gpa, s.pos.line)) {
       return;
     }
     if (s.initially_private) {
-      report.check(vm.set_private(s.range.gpa, s.range.size).has_value(), "set_private", "slot {}", s.slot);
+      report.check(vm.set_private(s.range.gpa, s.range.size).has_value(), "set_private", "slot {}",
+                   s.slot);
     }
   }
-  if (spec.vm.type == VmType::kTdx && !report.check(vm.td_finalize().has_value(), "finalize")) return;
+  if (spec.vm.type == VmType::kTdx && !report.check(vm.td_finalize().has_value(), "finalize"))
+    return;
 
   Run run(spec, machine, vm, report);
   for (const FaultSpec& f : spec.faults) {
@@ -438,7 +473,8 @@ void run_vm(const ScenarioSpec& spec, Machine& machine, Vm& vm, RunChecks& check
   for (unsigned i = 0; i < vm.nr_vcpus(); ++i) {
     plans.push_back(plan_vcpu(spec, spec.guests[i], vm.flavour()));
     programs.push_back(std::make_unique<guest::Program>(
-        vm.flavour(), [steps = plans.back().steps](guest::Guest& g) { return run_steps(g, steps); }));
+        vm.flavour(),
+        [steps = plans.back().steps](guest::Guest& g) { return run_steps(g, steps); }));
     vm.vcpu(i).set_guest(programs.back().get());
   }
   Stages stages(plans);
@@ -469,30 +505,33 @@ void run_vm(const ScenarioSpec& spec, Machine& machine, Vm& vm, RunChecks& check
     if (e.asserted) continue;  // reported with the guest's record
     const KvmRun& r = vm.vcpu(i).run_state();
     if (fault == nullptr) {
-      report.check(e.done, "guest_done", "vCPU {} stopped at exit {} ({})", i, to_string(e.stop.exit),
-                   e.stop.error ? to_string(*e.stop.error) : "no error");
+      report.check(e.done, "guest_done", "vCPU {} stopped at exit {} ({})", i,
+                   to_string(e.stop.exit), e.stop.error ? to_string(*e.stop.error) : "no error");
       continue;
     }
-    const bool is_fault = !e.done && e.stop.error == Errno::kEfault && e.stop.exit == KvmExitReason::kMemoryFault;
-    if (!report.check(is_fault, "memory_fault_exit", "vCPU {} (line {}): {}, expected a memory-fault exit", i,
-                      fault->pos.line, e.done ? std::string("the guest reached DONE")
-                                              : fmt::format("exit {}", to_string(e.stop.exit)))) {
+    const bool is_fault =
+        !e.done && e.stop.error == Errno::kEfault && e.stop.exit == KvmExitReason::kMemoryFault;
+    if (!report.check(is_fault, "memory_fault_exit",
+                      "vCPU {} (line {}): {}, expected a memory-fault exit", i, fault->pos.line,
+                      e.done ? std::string("the guest reached DONE")
+                             : fmt::format("exit {}", to_string(e.stop.exit)))) {
       continue;
     }
     const bool is_private = (r.memory_fault.flags & kMemoryExitFlagPrivate) != 0;
-    report.check(r.memory_fault.gpa == fault->fault.gpa && r.memory_fault.size == fault->fault.size &&
-                     is_private == fault->fault_private,
-                 "memory_fault_fields", "vCPU {}: gpa {} size {:#x} private {}, expected gpa {} size {:#x} private {}",
-                 i, r.memory_fault.gpa, r.memory_fault.size, is_private, fault->fault.gpa, fault->fault.size,
-                 fault->fault_private);
+    report.check(r.memory_fault.gpa == fault->fault.gpa &&
+                     r.memory_fault.size == fault->fault.size && is_private == fault->fault_private,
+                 "memory_fault_fields",
+                 "vCPU {}: gpa {} size {:#x} private {}, expected gpa {} size {:#x} private {}", i,
+                 r.memory_fault.gpa, r.memory_fault.size, is_private, fault->fault.gpa,
+                 fault->fault.size, fault->fault_private);
   }
   for (const ExpectSpec& x : spec.expects) {
     if (x.kind != ExpectKind::kCount) continue;
     const uint64_t v = read_counter(*parse_counter(x.counter), machine, vm, programs);
     report.figure(x.counter, v);
-    report.check(v >= x.at_least && (!x.at_most || v <= *x.at_most), "count", "{} is {}, expected {} to {} (line {})",
-                 x.counter, v, x.at_least, x.at_most ? fmt::format("{}", *x.at_most) : std::string("any"),
-                 x.pos.line);
+    report.check(v >= x.at_least && (!x.at_most || v <= *x.at_most), "count",
+                 "{} is {}, expected {} to {} (line {})", x.counter, v, x.at_least,
+                 x.at_most ? fmt::format("{}", *x.at_most) : std::string("any"), x.pos.line);
   }
   report.figure("reclaim_passes", run.reclaim_passes());
   if (spec.vm.type == VmType::kTdx) {
@@ -502,10 +541,11 @@ void run_vm(const ScenarioSpec& spec, Machine& machine, Vm& vm, RunChecks& check
       report.figure(fmt::format("seamcall.{}", to_string(leaf)), st.count(leaf));
     }
     const MmuStats& mmu = vm.kvm_vm().mmu().stats();
-    const uint64_t private_zaps =
-        mmu.zapped[static_cast<size_t>(ZapReason::kNotifier)][static_cast<size_t>(ZapAlias::kPrivate)].value();
-    report.check(private_zaps == 0, "notifier_spares_private", "host reclaim zapped {} private leaves",
-                 private_zaps);
+    const uint64_t private_zaps = mmu.zapped[static_cast<size_t>(ZapReason::kNotifier)]
+                                            [static_cast<size_t>(ZapAlias::kPrivate)]
+                                                .value();
+    report.check(private_zaps == 0, "notifier_spares_private",
+                 "host reclaim zapped {} private leaves", private_zaps);
   }
   checks.finish_vm(vm, report, "");
 }

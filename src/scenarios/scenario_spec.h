@@ -65,13 +65,13 @@ enum class PhaseOp : uint8_t { kAccept, kFill, kVerify, kConvert, kPunch, kSync 
 struct PhaseSpec {
   PhaseOp op = PhaseOp::kSync;
   GpaRange range;
-  uint64_t round = 0;         // fill / verify (verify of round 0: zeros)
-  unsigned repeat = 1;        // verify: how many passes
+  uint64_t round = 0;             // fill / verify (verify of round 0: zeros)
+  unsigned repeat = 1;            // verify: how many passes
   std::optional<Gpa> written_at;  // verify: the GPA the round was filled at (a moved slot)
-  bool to_private = false;    // convert
-  bool implicit = false;      // convert: by touching the other alias (TD) instead of MapGPA
-  Level level = Level::k4K;   // accept
-  uint64_t stage = 0;         // sync
+  bool to_private = false;        // convert
+  bool implicit = false;          // convert: by touching the other alias (TD) instead of MapGPA
+  Level level = Level::k4K;       // accept
+  uint64_t stage = 0;             // sync
   SourcePos pos;
 };
 
@@ -98,13 +98,13 @@ const char* to_string(HostActionKind kind);
 struct HostActionSpec {
   uint64_t at = 0;  // the sync stage
   HostActionKind kind = HostActionKind::kCheck;
-  uint32_t slot = 0;             // memslot actions, reclaim
-  Gpa to;                        // move_memslot: the new GPA
-  GpaRange range;                // conversions, punch, zap, check
-  bool discard = true;           // conversions
-  uint64_t round = 0;            // check: what the host must read
+  uint32_t slot = 0;              // memslot actions, reclaim
+  Gpa to;                         // move_memslot: the new GPA
+  GpaRange range;                 // conversions, punch, zap, check
+  bool discard = true;            // conversions
+  uint64_t round = 0;             // check: what the host must read
   std::optional<uint64_t> write;  // check: what it then writes
-  std::vector<uint32_t> slots;   // pressure_on
+  std::vector<uint32_t> slots;    // pressure_on
   SourcePos pos;
 };
 
@@ -121,10 +121,10 @@ enum class ExpectKind : uint8_t { kDone, kMemoryFault, kCount };
 
 struct ExpectSpec {
   ExpectKind kind = ExpectKind::kDone;
-  unsigned vcpu = 0;       // kDone, kMemoryFault
-  GpaRange fault;          // kMemoryFault
+  unsigned vcpu = 0;  // kDone, kMemoryFault
+  GpaRange fault;     // kMemoryFault
   bool fault_private = false;
-  std::string counter;     // kCount: a counter name (docs/scenarios.md)
+  std::string counter;  // kCount: a counter name (docs/scenarios.md)
   uint64_t at_least = 0;
   std::optional<uint64_t> at_most;
   SourcePos pos;

@@ -6,6 +6,7 @@
 #include "kvm/mmu_stats.h"
 #include "kvm/vmx/tdx.h"
 #include "platform/logical_cpu.h"
+#include "tdx_module/tdx_module.h"
 
 namespace tdxsim {
 
@@ -47,6 +48,20 @@ void RunChecks::finish_vm(Vm& vm, Report& report, std::string_view tag) {
   report.schedule_figure(p + "root_loads", root_loads);
   report.schedule_figure(p + "hv_root_tracking_updates", vm.kvm_vm().hv_root_tdp().updates.value());
   report_vm_summary(vm, report, tag);
+}
+
+void check_td_teardown(Machine& machine, uint64_t free_before, Report& report) {
+  HostMemory& mem = machine.platform().memory();
+  report.check(mem.free_frame_count() == free_before, "frames_returned",
+               "{} frames free after teardown, {} before", mem.free_frame_count(), free_before);
+  const Pamt& pamt = machine.tdx_module()->pamt();
+  for (PamtPageType t : {PamtPageType::kReg, PamtPageType::kTdr, PamtPageType::kTdcx,
+                         PamtPageType::kTdvpr, PamtPageType::kEpt}) {
+    report.check(pamt.count(t) == 0, "pamt_clean", "{} PAMT entries still of type {}",
+                 pamt.count(t), to_string(t));
+  }
+  report.check(mem.violation_count() == 0, "no_plaintext_leak", "{} host-memory violations",
+               mem.violation_count());
 }
 
 void report_vm_summary(Vm& vm, Report& report, std::string_view tag) {

@@ -86,6 +86,10 @@ class RunChecks {
   std::unique_ptr<StaleUseCheck> stale_;
 };
 
+// After a TD machine's VMs are gone: every frame back (`free_before`: the free count before
+// the first VM), the PAMT clean, no plaintext seen by the host.
+void check_td_teardown(Machine& machine, uint64_t free_before, Report& report);
+
 // The run at a glance for `vm`, as schedule figures (prefixed `tag.` when tag is set):
 // faults by outcome, leaves zapped by reason and alias, pages mapped per level in the mirror
 // and direct tables now, page-table memory (per GiB mapped), KVM_RUN exits by reason, and a

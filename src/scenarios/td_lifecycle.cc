@@ -89,16 +89,7 @@ void run_td_lifecycle(const ScenarioOptions& options, Report& report) {
     report.schedule_figure("tdh_mem_page_aug",
                            TdxOps::to_tdx(vm.kvm_vm()).stats().count(SeamcallLeaf::kMemPageAug));
   }
-  report.check(mem.free_frame_count() == free_before, "frames_returned",
-               "{} frames free after teardown, {} before", mem.free_frame_count(), free_before);
-  const Pamt& pamt = machine.tdx_module()->pamt();
-  for (PamtPageType t : {PamtPageType::kReg, PamtPageType::kTdr, PamtPageType::kTdcx,
-                         PamtPageType::kTdvpr, PamtPageType::kEpt}) {
-    report.check(pamt.count(t) == 0, "pamt_clean", "{} PAMT entries still of type {}",
-                 pamt.count(t), to_string(t));
-  }
-  report.check(mem.violation_count() == 0, "no_plaintext_leak", "{} host-memory violations",
-               mem.violation_count());
+  check_td_teardown(machine, free_before, report);
 }
 
 }  // namespace tdxsim
