@@ -12,7 +12,9 @@
 
 #include "base/addr.h"
 #include "base/trace.h"
+#include "kvm/page_fault.h"
 #include "kvm/spte.h"
+#include "kvm/x86_ops.h"
 
 namespace tdxsim {
 
@@ -54,7 +56,30 @@ struct RootLoadEvent {
   Hpa root;
 };
 
+// One guest entry of vCPU `vcpu_id` on logical CPU `cpu`, around the vendor's vcpu_run in
+// vcpu_enter_guest: kBegin just before it (after VcpuStats::entries counted it), kEnd once it
+// returned, with the fastpath verdict the vendor gave (kExitHandled: TDX skipped the entry).
+// The exit reason proper is decided later, in handle_exit.
+struct VcpuRunEvent {
+  EventPhase phase = EventPhase::kBegin;
+  int vcpu_id = 0;
+  unsigned cpu = 0;
+  ExitFastpath fastpath = ExitFastpath::kNone;
+};
+
+// kvm_mmu_page_fault's outcome, once per fault MmuStats::faults counts (a fault the VM's
+// bug check refused is in neither), on the faulting vCPU's thread. `gpa` with the direct
+// bits the CPU reported.
+struct PageFaultEvent {
+  int vcpu_id = 0;
+  Gpa gpa;
+  uint64_t error_code = 0;
+  RetPf ret = RetPf::kInvalid;
+};
+
 struct KvmEvents {
+  Tracepoint<VcpuRunEvent> vcpu_run;
+  Tracepoint<PageFaultEvent> page_fault;
   Tracepoint<RemoteFlushEvent> remote_flush;
   Tracepoint<SpteChangeEvent> spte_changed;
   Tracepoint<RootLoadEvent> root_loaded;

@@ -208,6 +208,8 @@ FaultResult KvmMmu::page_fault(VcpuMmu& vcpu, Gpa gpa, uint64_t error_code) {
   if ((error_code & kPferrRsvd) != 0) {
     if (const std::optional<RetPf> mmio = handle_mmio_page_fault(vcpu, gpa)) {
       tdp_->stats().faults[static_cast<size_t>(*mmio)].add();
+      kvm_.events().page_fault.emit_lazy(
+          [&] { return PageFaultEvent{vcpu.vcpu_id, gpa, error_code, *mmio}; });
       return outcome(*mmio);
     }
   }
@@ -258,6 +260,8 @@ FaultResult KvmMmu::page_fault(VcpuMmu& vcpu, Gpa gpa, uint64_t error_code) {
     }
   }
   tdp_->stats().faults[static_cast<size_t>(result.ret)].add();
+  kvm_.events().page_fault.emit_lazy(
+      [&] { return PageFaultEvent{vcpu.vcpu_id, gpa, error_code, result.ret}; });
   return result;
 }
 

@@ -188,7 +188,12 @@ int KvmVcpu::enter_guest(LogicalCpu& cpu) {
     return 1;
   }
   stats_.entries.add();
+  // One relaxed load when nobody traces; begin and end then both go out or neither does.
+  const Tracepoint<VcpuRunEvent>& run_tp = kvm().events().vcpu_run;
+  const bool traced = run_tp.enabled();
+  if (traced) run_tp.emit(VcpuRunEvent{EventPhase::kBegin, id_, cpu.id(), ExitFastpath::kNone});
   const ExitFastpath fastpath = ops_.vcpu_run(*this);
+  if (traced) run_tp.emit(VcpuRunEvent{EventPhase::kEnd, id_, cpu.id(), fastpath});
   stats_.exits.add();
   // OUTSIDE_GUEST_MODE, then interrupts: a waiting sender sees the exit count move, and a
   // kick's IPI is taken here (local_irq_enable after the exit).
