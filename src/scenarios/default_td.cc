@@ -13,6 +13,7 @@
 #include "kvm/vmx/tdx.h"
 #include "scenarios/scenario.h"
 #include "scenarios/scenario_util.h"
+#include "scenarios/tracer.h"
 #include "tdx_module/tdx_module.h"
 #include "vmm/vm.h"
 
@@ -94,6 +95,10 @@ void run_default(const ScenarioOptions& options, Report& report) {
     auto vm_or = Vm::create(machine, VmShape::of(VmType::kTdx, vcpus));
     if (!report.check(vm_or.has_value(), "td_create", "{}", errno_name(vm_or))) return;
     Vm& vm = **vm_or;
+    // Traced from its creation on (RunChecks would start at the run), so that the trace shows
+    // the image being built; detached before the VM goes.
+    const std::unique_ptr<Tracer::Attachment> traced =
+        options.tracer != nullptr ? options.tracer->attach(vm) : nullptr;
     const uint64_t main_bytes = chunk * vcpus;
     const KvmResult<> main_slot =
         vm.add_memory_region(kMainSlot, kMainBase, main_bytes, MemoryRegion::with_gmem());

@@ -100,7 +100,7 @@ void move_and_delete(bool quirk, const ScenarioOptions& options, Report& report)
   report.check(vm.add_memory_region(0, kMoveGpa, kMoveSize, MemoryRegion::with_thp()).has_value(),
                "memslot");
   report.check(vm.host_write(kMoveGpa, 1).has_value(), "host_write");
-  RunChecks checks(machine);
+  RunChecks checks(machine, options.tracer);
   checks.watch(vm);
   guest::Program program(vm.flavour(), move_guest);
   vm.vcpu(0).set_guest(&program, 512);

@@ -105,7 +105,7 @@ void run_removal_under_contention(const ScenarioOptions& options, Report& report
   report.check(vm.set_private(Gpa{0}, kStop.raw()).has_value(), "set_private");
   report.check(vm.td_finalize().has_value(), "finalize");
 
-  RunChecks checks(machine);
+  RunChecks checks(machine, options.tracer);
   checks.watch(vm);
   RemovalOrder order;
   auto probe =

@@ -23,6 +23,8 @@
 
 namespace tdxsim {
 
+class Tracer;
+
 struct ScenarioOptions {
   uint64_t seed = 1;
   bool verbose = false;
@@ -31,6 +33,8 @@ struct ScenarioOptions {
   // Overrides of the scenario's own shape, for scenarios that take them (ScenarioInfo).
   std::optional<unsigned> vcpus;
   std::optional<uint64_t> memory_bytes;
+  // When set, the run's VMs are traced into it (tracer.h; `tdxsim run --trace`). Not owned.
+  Tracer* tracer = nullptr;
 };
 
 class Report {

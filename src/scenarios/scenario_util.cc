@@ -16,17 +16,21 @@ MachineConfig machine_config(const ScenarioOptions& options) {
   return mc;
 }
 
-RunChecks::RunChecks(Machine& machine)
-    : machine_(machine), stale_(std::make_unique<StaleUseCheck>(machine.platform())) {}
+RunChecks::RunChecks(Machine& machine, Tracer* tracer)
+    : machine_(machine),
+      stale_(std::make_unique<StaleUseCheck>(machine.platform())),
+      tracer_(tracer) {}
 
 RunChecks::~RunChecks() = default;
 
 void RunChecks::watch(Vm& vm) {
   stale_->watch(vm.kvm());
+  if (tracer_ != nullptr) traced_.emplace_back(&vm, tracer_->attach(vm));
 }
 
 void RunChecks::unwatch(Vm& vm) {
   stale_->unwatch(vm.kvm());
+  std::erase_if(traced_, [&](const auto& t) { return t.first == &vm; });
 }
 
 void RunChecks::finish_vm(Vm& vm, Report& report, std::string_view tag) {

@@ -11,6 +11,7 @@
 #include "guest/program.h"
 #include "kvm/kvm_errno.h"
 #include "scenarios/scenario.h"
+#include "scenarios/tracer.h"
 #include "vmm/memory_pressure.h"
 #include "vmm/vm.h"
 
@@ -64,10 +65,12 @@ const char* errno_name(const KvmResult<T>& r) {
 MachineConfig machine_config(const ScenarioOptions& options);
 
 // Checks a scenario keeps running while it works: the stale-use check over every CPU and the
-// VMs it watches, and Hyper-V's use only on a Hyper-V host. finish() reports them.
+// VMs it watches, and Hyper-V's use only on a Hyper-V host. finish() reports them. With a
+// tracer (ScenarioOptions::tracer), the VMs it watches are traced too, from watch() to
+// unwatch() (or the checks' end).
 class RunChecks {
  public:
-  explicit RunChecks(Machine& machine);
+  explicit RunChecks(Machine& machine, Tracer* tracer = nullptr);
   ~RunChecks();
   RunChecks(const RunChecks&) = delete;
   RunChecks& operator=(const RunChecks&) = delete;
@@ -84,6 +87,8 @@ class RunChecks {
  private:
   Machine& machine_;
   std::unique_ptr<StaleUseCheck> stale_;
+  Tracer* tracer_;
+  std::vector<std::pair<Vm*, std::unique_ptr<Tracer::Attachment>>> traced_;
 };
 
 // After a TD machine's VMs are gone: every frame back (`free_before`: the free count before
