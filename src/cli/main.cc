@@ -3,7 +3,9 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <vector>
@@ -13,6 +15,7 @@
 #include "cli/run_scenario.h"
 #include "scenarios/scenario.h"
 #include "scenarios/scenario_file.h"
+#include "scenarios/tracer.h"
 
 namespace {
 
@@ -56,6 +59,12 @@ int main(int argc, char** argv) {
   run->add_option("--inject", flags.inject,
                   "turn on a bug-catalogue switch for the run (see `tdxsim bugs`); repeatable")
       ->type_name("ID");
+  std::optional<std::string> trace_path;
+  run->add_option("--trace", trace_path,
+                  "write the run's timeline to FILE as Chrome/Perfetto trace-event JSON (open it "
+                  "in ui.perfetto.dev or chrome://tracing): vCPU entries, faults, SEAMCALLs, "
+                  "zaps, remote flushes; the most recent 400,000 events, with the count dropped")
+      ->type_name("FILE");
   auto* scenarios = app.add_subcommand("scenarios", "list the built-in scenarios, one per line");
   auto* bugs = app.add_subcommand(
       "bugs", "list the bug-catalogue rows that exist as switches: ID, scenario, description");
@@ -81,13 +90,36 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
+  // Runs `body` with the options, traced into trace_path when asked.
+  auto traced = [&](tdxsim::ScenarioOptions options, auto&& body) -> int {
+    if (!trace_path) return body(options);
+    // Checked before the run: a long run whose timeline cannot be kept is wasted.
+    std::FILE* f = std::fopen(trace_path->c_str(), "w");
+    if (f == nullptr) {
+      fmt::print(stderr, "tdxsim run: cannot write {}: {}\n", *trace_path, std::strerror(errno));
+      return 2;
+    }
+    std::fclose(f);
+    tdxsim::Tracer tracer;
+    options.tracer = &tracer;
+    const int rc = body(options);
+    if (auto written = tracer.write(*trace_path); !written) {
+      fmt::print(stderr, "tdxsim run: {}\n", written.error());
+      return 2;
+    }
+    // stdout stays one JSON document with --json.
+    if (!json) fmt::print("trace: {} ({} events dropped)\n", *trace_path, tracer.dropped());
+    return rc;
+  };
   if (const tdxsim::ScenarioInfo* s = tdxsim::find_scenario(name)) {
     auto options = tdxsim::cli::make_options(*s, flags);
     if (!options) {
       fmt::print(stderr, "tdxsim run: {}\n", options.error());
       return 2;
     }
-    return tdxsim::cli::run_scenario(*s, *options, stdout, json);
+    return traced(*options, [&](const tdxsim::ScenarioOptions& o) {
+      return tdxsim::cli::run_scenario(*s, o, stdout, json);
+    });
   }
   if (name.ends_with(".toml")) {
     auto spec = tdxsim::load_scenario_file(name);
@@ -100,9 +132,12 @@ int main(int argc, char** argv) {
       fmt::print(stderr, "tdxsim run: {}\n", options.error());
       return 2;
     }
-    return tdxsim::cli::run_scenario_file(name, *spec, *options, stdout, json);
+    return traced(*options, [&](const tdxsim::ScenarioOptions& o) {
+      return tdxsim::cli::run_scenario_file(name, *spec, o, stdout, json);
+    });
   }
-  if (!flags.inject.empty() || flags.vcpus || flags.memory || flags.vm_type || flags.seed) {
+  if (!flags.inject.empty() || flags.vcpus || flags.memory || flags.vm_type || flags.seed ||
+      trace_path) {
     fmt::print(stderr, "tdxsim run: '{}' takes no options\n", name);
     return 2;
   }
