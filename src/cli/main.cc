@@ -63,7 +63,8 @@ int main(int argc, char** argv) {
   run->add_option("--trace", trace_path,
                   "write the run's timeline to FILE as Chrome/Perfetto trace-event JSON (open it "
                   "in ui.perfetto.dev or chrome://tracing): vCPU entries, faults, SEAMCALLs, "
-                  "zaps, remote flushes; the most recent 400,000 events, with the count dropped")
+                  "zaps, remote flushes; at most 400,000 events, each kind's most recent, with the "
+                  "count dropped")
       ->type_name("FILE");
   auto* scenarios = app.add_subcommand("scenarios", "list the built-in scenarios, one per line");
   auto* bugs = app.add_subcommand(

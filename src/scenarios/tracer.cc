@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -99,6 +100,7 @@ Tracer::Attachment::~Attachment() {
 
 Tracer::Tracer(size_t capacity)
     : capacity_(capacity),
+      per_kind_(std::max<size_t>(1, capacity / kKinds)),
       serial_(next_serial.fetch_add(1, std::memory_order_relaxed)),
       start_(std::chrono::steady_clock::now()) {
   TDXSIM_CHECK(capacity > 0, "a Tracer with no room for events");
@@ -142,15 +144,16 @@ void Tracer::push(const Record& r) {
   const size_t kind = static_cast<size_t>(r.kind);
   MutexLock l(mu_);
   ++recorded_[kind];
-  if (ring_.size() < capacity_) {
-    ring_.push_back(r);
+  std::vector<Record>& ring = rings_[kind];
+  if (ring.size() < per_kind_) {
+    ring.push_back(r);
     return;
   }
-  Record& oldest = ring_[head_];
-  ++dropped_[static_cast<size_t>(oldest.kind)];
+  Record& oldest = ring[heads_[kind]];
+  ++dropped_[kind];
   if (oldest.kind == Kind::kSeamcall) ++dropped_seamcalls_[oldest.sub];
   oldest = r;
-  head_ = (head_ + 1) % capacity_;
+  heads_[kind] = (heads_[kind] + 1) % per_kind_;
 }
 
 void Tracer::on_vcpu_run(const VcpuRunEvent& e) {
@@ -347,8 +350,10 @@ void Tracer::write(std::ostream& out) const {
   Counted counted;
   {
     MutexLock l(mu_);
-    events.reserve(ring_.size());
-    for (size_t n = 0; n < ring_.size(); ++n) events.push_back(ring_[(head_ + n) % ring_.size()]);
+    for (size_t k = 0; k < kKinds; ++k) {
+      const std::vector<Record>& ring = rings_[k];
+      for (size_t n = 0; n < ring.size(); ++n) events.push_back(ring[(heads_[k] + n) % ring.size()]);
+    }
     for (const Track& t : tracks_) tracks.emplace_back(t.tid, t.vcpu_id);
     recorded = recorded_;
     dropped = dropped_;
@@ -394,7 +399,8 @@ void Tracer::write(std::ostream& out) const {
   }
   const nlohmann::json other = {
       {"capacity", capacity_},
-      {"kept", "the most recent events"},
+      {"kept", "the most recent events of each kind"},
+      {"capacity_per_kind", per_kind_},
       {"dropped_events", dropped_total},
       {"dropped_by_kind", dropped_by},
       {"dropped_seamcalls_by_leaf", dropped_by_leaf},

@@ -11,9 +11,10 @@
 //   root_load      X  kvm_mmu_load choosing a new root, args: cpu, root
 // Timestamps are microseconds of a steady clock since the tracer was built.
 //
-// Bounded: a ring of `capacity` events keeps the most recent (the end of a run, where it
-// failed, matters more than its start); each event pushed out counts as dropped, per kind and
-// (SEAMCALLs) per leaf. write() puts the counts in "otherData" with the VMs' own counters over
+// Bounded: each kind has a ring of capacity / 6 events that keeps its most recent (the end of
+// a run, where it failed, matters more than its start; and the millions of entries and faults
+// of a long run must not push out its few flushes and root loads). Each event pushed out
+// counts as dropped, per kind and (SEAMCALLs) per leaf. write() puts the counts in "otherData" with the VMs' own counters over
 // the traced window, so that for every kind  events in the file + dropped == counted.
 //
 // Thread safety: listeners run on the emitting threads; the ring is behind one mutex held for
@@ -80,7 +81,7 @@ class Tracer {
     Tracepoint<TdxSeamcallEvent>::Subscription seamcall_;
   };
 
-  // REQUIRES: capacity > 0.
+  // REQUIRES: capacity > 0. Each kind keeps max(1, capacity / 6) events.
   explicit Tracer(size_t capacity = kDefaultCapacity);
   ~Tracer();
   Tracer(const Tracer&) = delete;
@@ -137,11 +138,13 @@ class Tracer {
   void add_counted(const Counted& c) TDXSIM_EXCLUDES(mu_);
 
   const size_t capacity_;
+  const size_t per_kind_;  // each ring's capacity
   const uint64_t serial_;  // tells a thread's cached track from another tracer's
   const std::chrono::steady_clock::time_point start_;
   mutable Mutex mu_{"tracer"};
-  std::vector<Record> ring_ TDXSIM_GUARDED_BY(mu_);
-  size_t head_ TDXSIM_GUARDED_BY(mu_) = 0;  // the oldest event once the ring is full
+  std::array<std::vector<Record>, kKinds> rings_ TDXSIM_GUARDED_BY(mu_);
+  // The oldest event of each ring once it is full.
+  std::array<size_t, kKinds> heads_ TDXSIM_GUARDED_BY(mu_){};
   std::array<uint64_t, kKinds> recorded_ TDXSIM_GUARDED_BY(mu_){};
   std::array<uint64_t, kKinds> dropped_ TDXSIM_GUARDED_BY(mu_){};
   std::array<uint64_t, kNumSeamcallLeaves> dropped_seamcalls_ TDXSIM_GUARDED_BY(mu_){};
