@@ -188,7 +188,7 @@ int KvmVcpu::enter_guest(LogicalCpu& cpu) {
     return 1;
   }
   stats_.entries.add();
-  // One relaxed load when nobody traces; begin and end then both go out or neither does.
+  // One relaxed load when nobody traces; a listener attached after it waits for the next entry.
   const Tracepoint<VcpuRunEvent>& run_tp = kvm().events().vcpu_run;
   const bool traced = run_tp.enabled();
   if (traced) run_tp.emit(VcpuRunEvent{EventPhase::kBegin, id_, cpu.id(), ExitFastpath::kNone});
