@@ -413,7 +413,10 @@ void TdpMmu::handle_removed_pt(MmuPage* pt, bool shared) {
     const Gfn gfn = pt->gfn() + uint64_t{i} * level_pages(level);
     Spte old_spte;
     if (shared) {
-      trace_change_begin(mirror, gfn, level, read_spte(sptep), Spte::frozen());
+      // The old value only for a listener: no extra load of the entry when nobody traces.
+      if (kvm_ != nullptr && kvm_->events().spte_changed.enabled()) {
+        trace_change_begin(mirror, gfn, level, read_spte(sptep), Spte::frozen());
+      }
       // Another thread that froze this entry before the table was unlinked finishes its
       // change and writes a non-frozen value; wait for that, then take the entry over.
       for (;;) {
