@@ -1,5 +1,6 @@
 // tdxsim: the command.
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include "cli/platform_tour.h"
 #include "cli/run_options.h"
 #include "cli/run_scenario.h"
+#include "cli/tty_progress.h"
 #include "scenarios/scenario.h"
 #include "scenarios/scenario_file.h"
 #include "scenarios/tracer.h"
@@ -91,8 +93,11 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
-  // Runs `body` with the options, traced into trace_path when asked.
+  // Runs `body` with the options, traced into trace_path when asked, with progress on stderr
+  // when a person watches it.
   auto traced = [&](tdxsim::ScenarioOptions options, auto&& body) -> int {
+    std::optional<tdxsim::cli::TtyProgress> progress;
+    if (isatty(STDERR_FILENO) == 1) options.progress = &progress.emplace(stderr);
     if (!trace_path) return body(options);
     // Checked before the run: a long run whose timeline cannot be kept is wasted.
     std::FILE* f = std::fopen(trace_path->c_str(), "w");

@@ -18,8 +18,43 @@ uint64_t max_rss_bytes() {
   return static_cast<uint64_t>(u.ru_maxrss) * 1024;  // Linux reports KiB
 }
 
+using Figures = std::vector<std::pair<std::string, uint64_t>>;
+
+// Figures one per line, except runs of figures that share a first dotted component
+// ("faults.fixed", "faults.retry"): those share one line (wrapped), so that a summary of a
+// few dozen counts reads at a glance.
+void print_figures(const Figures& figures, std::FILE* out) {
+  constexpr size_t kName = 24, kWidth = 100;
+  for (size_t i = 0; i < figures.size();) {
+    const std::string& name = figures[i].first;
+    const size_t dot = name.find('.');
+    if (dot == std::string::npos) {
+      fmt::print(out, "  {:<{}} {}\n", name, kName, figures[i].second);
+      ++i;
+      continue;
+    }
+    const std::string_view group(name.data(), dot + 1);
+    std::string line = fmt::format("  {:<{}} ", name.substr(0, dot), kName);
+    const size_t indent = line.size();
+    bool first = true;
+    for (; i < figures.size() && figures[i].first.starts_with(group); ++i) {
+      std::string item =
+          fmt::format("{} {}", figures[i].first.substr(group.size()), figures[i].second);
+      if (!first && line.size() + 2 + item.size() > kWidth) {
+        fmt::print(out, "{},\n", line);
+        line = std::string(indent, ' ');
+        first = true;
+      }
+      line += first ? item : ", " + item;
+      first = false;
+    }
+    fmt::print(out, "{}\n", line);
+  }
+}
+
 void print_json(std::string_view name, std::string_view description, const ScenarioOptions& options,
                 const Report& report, double secs, std::FILE* out) {
+  const uint64_t ops = report.operations();
   nlohmann::ordered_json doc;
   doc["scenario"] = name;
   doc["description"] = description;
@@ -46,8 +81,11 @@ void print_json(std::string_view name, std::string_view description, const Scena
   nlohmann::ordered_json schedule = nlohmann::ordered_json::object();
   for (const auto& [fig, value] : report.schedule_figures()) schedule[fig] = value;
   schedule["checks"] = report.checks();
+  schedule["simulated_operations"] = ops;
   doc["schedule"] = schedule;
-  doc["host"] = {{"wall_seconds", secs}, {"max_rss_bytes", max_rss_bytes()}};
+  doc["host"] = {{"wall_seconds", secs},
+                 {"simulated_operations_per_second", secs > 0 ? ops / secs : 0.0},
+                 {"max_rss_bytes", max_rss_bytes()}};
   fmt::print(out, "{}\n", doc.dump(2));
 }
 
@@ -64,13 +102,13 @@ int run_and_print(std::string_view name, std::string_view description,
     return failures.empty() ? 0 : 1;
   }
   fmt::print(out, "scenario {}: {}\n", name, description);
-  for (const auto& [fig, value] : report.figures()) fmt::print(out, "  {:<34} {}\n", fig, value);
-  for (const auto& [fig, value] : report.schedule_figures()) {
-    fmt::print(out, "  {:<34} {}\n", fig, value);
-  }
-  fmt::print(out, "  {:<34} {}\n", "checks", report.checks());
-  fmt::print(out, "  {:<34} {:.2f} s\n", "wall time", secs);
-  fmt::print(out, "  {:<34} {} MiB\n", "peak resident memory", max_rss_bytes() >> 20);
+  print_figures(report.figures(), out);
+  print_figures(report.schedule_figures(), out);
+  const uint64_t ops = report.operations();
+  fmt::print(out, "  {:<24} {}\n", "checks", report.checks());
+  fmt::print(out, "  {:<24} {:.2f} s, {} simulated operations ({:.1f} M/s)\n", "wall time", secs,
+             ops, secs > 0 ? ops / secs / 1e6 : 0.0);
+  fmt::print(out, "  {:<24} {} MiB\n", "peak resident memory", max_rss_bytes() >> 20);
   for (const std::string& f : failures) fmt::print(out, "FAILED {}\n", f);
   fmt::print(out, "{}\n", failures.empty() ? "PASS" : "FAIL");
   return failures.empty() ? 0 : 1;

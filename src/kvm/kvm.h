@@ -179,6 +179,10 @@ class Kvm {
   bool vm_bugged() const { return bugged_.load(std::memory_order_acquire) != 0; }
   std::string bug_message() const;
   uint64_t remote_tlb_flushes() const { return remote_tlb_flushes_.value(); }
+  // Pages KVM_SET_MEMORY_ATTRIBUTES converted (requested ranges not already in the target
+  // state), by direction.
+  uint64_t pages_converted_to_private() const { return converted_to_private_.value(); }
+  uint64_t pages_converted_to_shared() const { return converted_to_shared_.value(); }
   // Tracepoints for checkers and tracers (kvm_events.h).
   KvmEvents& events() { return events_; }
 
@@ -237,6 +241,7 @@ class Kvm {
 
   MemAttributes attrs_;
   Counter remote_tlb_flushes_;
+  Counter converted_to_private_, converted_to_shared_;
   KvmEvents events_;
 
   std::unique_ptr<Notifier> notifier_;

@@ -32,6 +32,7 @@ KvmResult<> Kvm::set_memory_attributes(Gfn start, Gfn end, uint64_t attrs) {
   }
   MutexLock l(slots_lock_);
   if (range_has_memory_attributes(start, end, ~uint64_t{0}, attrs)) return {};
+  (attrs & kMemAttrPrivate ? converted_to_private_ : converted_to_shared_).add(end - start);
 
   // kvm_handle_gfn_range over every address space: the slot-clipped pieces of the range.
   // Gfns no slot covers have no mapping to retire; they only get the attributes stored.

@@ -92,6 +92,7 @@ void run_default(const ScenarioOptions& options, Report& report) {
   HostMemory& mem = machine.platform().memory();
   const uint64_t free_before = mem.free_frame_count();
   {
+    options.phase("building the TD (TDH.MEM.PAGE.ADD, TDH.MR.EXTEND, TDH.MR.FINALIZE)");
     auto vm_or = Vm::create(machine, VmShape::of(VmType::kTdx, vcpus));
     if (!report.check(vm_or.has_value(), "td_create", "{}", errno_name(vm_or))) return;
     Vm& vm = **vm_or;
@@ -129,7 +130,13 @@ void run_default(const ScenarioOptions& options, Report& report) {
     const HostSync host_sync(vm, report, "default",
                              [chunk](unsigned i) { return kMainBase + i * chunk; });
     std::atomic<bool> extra_deleted{false};
+    const TdxStats& st = TdxOps::to_tdx(vm.kvm_vm()).stats();
     {
+      // Every page is accepted (AUG) once, the converted quarter twice.
+      options.phase(
+          "guests accept, fill and convert (pages AUGed)",
+          [&st] { return st.count(SeamcallLeaf::kMemPageAug); },
+          (main_bytes + main_bytes / 4 + kExtraBytes) / kPageSize);
       // kswapd-like: 8 MiB of the main slot a pass (shared pages there migrate; private
       // memory has no userspace mapping to reclaim).
       vmm::MemoryPressure pressure(vm, {kMainSlot}, 8 << 20);
@@ -143,9 +150,9 @@ void run_default(const ScenarioOptions& options, Report& report) {
       });
       pressure.stop();
       check_pressure(vm, pressure, report, "default");
+      options.phase("checking and tearing down");
     }
     report.check(extra_deleted.load(), "memslot_deleted");
-    const TdxStats& st = TdxOps::to_tdx(vm.kvm_vm()).stats();
     report.figure("vcpus", vcpus);
     report.figure("guest_memory_bytes", main_bytes + kExtraBytes);
     report.figure("tdh_mem_page_add", st.count(SeamcallLeaf::kMemPageAdd));

@@ -1,6 +1,12 @@
+#include "scenarios/progress.h"
 #include "scenarios/scenario.h"
 
 namespace tdxsim {
+
+void ScenarioOptions::phase(std::string_view what, std::function<uint64_t()> done,
+                            uint64_t total) const {
+  if (progress != nullptr) progress->phase(what, std::move(done), total);
+}
 
 void Report::note(bool ok, std::string_view name, std::string evidence) {
   MutexLock l(mu_);
@@ -11,6 +17,16 @@ void Report::note(bool ok, std::string_view name, std::string evidence) {
 void Report::figure(std::string_view name, uint64_t value) {
   MutexLock l(mu_);
   figures_.emplace_back(std::string(name), value);
+}
+
+void Report::add_operations(uint64_t n) {
+  MutexLock l(mu_);
+  operations_ += n;
+}
+
+uint64_t Report::operations() const {
+  MutexLock l(mu_);
+  return operations_;
 }
 
 bool Report::passed() const {

@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -23,6 +24,7 @@
 
 namespace tdxsim {
 
+class Progress;
 class Tracer;
 
 struct ScenarioOptions {
@@ -35,6 +37,11 @@ struct ScenarioOptions {
   std::optional<uint64_t> memory_bytes;
   // When set, the run's VMs are traced into it (tracer.h; `tdxsim run --trace`). Not owned.
   Tracer* tracer = nullptr;
+  // When set, long scenarios name their phases to it (progress.h). Not owned.
+  Progress* progress = nullptr;
+
+  // Names a phase to `progress`, if any.
+  void phase(std::string_view what, std::function<uint64_t()> done = {}, uint64_t total = 0) const;
 };
 
 class Report {
@@ -53,6 +60,11 @@ class Report {
   void figure(std::string_view name, uint64_t value) TDXSIM_EXCLUDES(mu_);
   void schedule_figure(std::string_view name, uint64_t value) TDXSIM_EXCLUDES(mu_);
 
+  // Simulated operations the run performed — guest instructions retired, VM exits, KVM page
+  // faults, SEAMCALLs — summed by whoever counts them; the CLI divides by wall time.
+  void add_operations(uint64_t n) TDXSIM_EXCLUDES(mu_);
+  uint64_t operations() const TDXSIM_EXCLUDES(mu_);
+
   bool passed() const TDXSIM_EXCLUDES(mu_);
   uint64_t checks() const TDXSIM_EXCLUDES(mu_);
   // The failed checks, each "name: evidence", in the order they failed.
@@ -65,6 +77,7 @@ class Report {
 
   mutable Mutex mu_{"scenario report"};
   uint64_t checks_ TDXSIM_GUARDED_BY(mu_) = 0;
+  uint64_t operations_ TDXSIM_GUARDED_BY(mu_) = 0;
   std::vector<std::string> failures_ TDXSIM_GUARDED_BY(mu_);
   std::vector<std::pair<std::string, uint64_t>> figures_ TDXSIM_GUARDED_BY(mu_);
   std::vector<std::pair<std::string, uint64_t>> schedule_figures_ TDXSIM_GUARDED_BY(mu_);

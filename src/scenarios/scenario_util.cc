@@ -45,10 +45,10 @@ void RunChecks::finish_vm(Vm& vm, Report& report, std::string_view tag) {
     root_loads += st.root_loads.value();
   }
   const std::string p = tag.empty() ? std::string() : fmt::format("{}.", tag);
-  report.schedule_figure(p + "remote_flushes", mmu.remote_tlb_flushes.value());
-  report.schedule_figure(p + "remote_flushes_ranged", mmu.remote_tlb_flushes_range.value());
-  report.schedule_figure(p + "vcpu_flushes_all", flush_all);
-  report.schedule_figure(p + "vcpu_flushes_current", flush_current);
+  report.schedule_figure(p + "flushes.remote", mmu.remote_tlb_flushes.value());
+  report.schedule_figure(p + "flushes.remote_ranged", mmu.remote_tlb_flushes_range.value());
+  report.schedule_figure(p + "flushes.vcpu_all", flush_all);
+  report.schedule_figure(p + "flushes.vcpu_current", flush_current);
   report.schedule_figure(p + "root_loads", root_loads);
   report.schedule_figure(p + "hv_root_tracking_updates", vm.kvm_vm().hv_root_tdp().updates.value());
   report_vm_summary(vm, report, tag);
@@ -75,7 +75,16 @@ void report_vm_summary(Vm& vm, Report& report, std::string_view tag) {
        {RetPf::kFixed, RetPf::kSpurious, RetPf::kRetry, RetPf::kEmulate, RetPf::kInvalid}) {
     if (const uint64_t n = mmu.fault_count(r); n != 0) {
       report.schedule_figure(fmt::format("{}faults.{}", p, to_string(r)), n);
+      report.add_operations(n);
     }
+  }
+  // Racing converters may each find part of a range already done: the page counts are the
+  // schedule's.
+  if (const uint64_t n = vm.kvm().pages_converted_to_shared(); n != 0) {
+    report.schedule_figure(p + "conversions.to_shared_pages", n);
+  }
+  if (const uint64_t n = vm.kvm().pages_converted_to_private(); n != 0) {
+    report.schedule_figure(p + "conversions.to_private_pages", n);
   }
   for (size_t reason = 0; reason < static_cast<size_t>(ZapReason::kCount); ++reason) {
     for (ZapAlias alias : {ZapAlias::kShared, ZapAlias::kPrivate}) {
@@ -128,9 +137,13 @@ void report_vm_summary(Vm& vm, Report& report, std::string_view tag) {
       const auto leaf = static_cast<SeamcallLeaf>(i);
       if (const uint64_t n = st.count(leaf); n != 0) {
         report.schedule_figure(fmt::format("{}seamcall.{}", p, to_string(leaf)), n);
+        report.add_operations(n);
       }
       if (const uint64_t n = st.busy_count(leaf); n != 0) {
         report.schedule_figure(fmt::format("{}seamcall_busy.{}", p, to_string(leaf)), n);
+      }
+      if (const uint64_t n = st.error_count(leaf); n != 0) {
+        report.schedule_figure(fmt::format("{}seamcall_error.{}", p, to_string(leaf)), n);
       }
     }
   }
@@ -148,22 +161,23 @@ void RunChecks::finish(Report& report) {
   uint64_t invept_single = 0, invept_all = 0, asid_flushes = 0;
   for (unsigned i = 0; i < platform.cpu_count(); ++i) {
     const CpuStats& st = platform.cpu(i).stats();
+    report.add_operations(st.instructions.value() + st.vm_exits.value());
     invept_single += st.invept_single.value();
     invept_all += st.invept_all.value();
     asid_flushes += st.asid_flushes.value();
   }
-  report.schedule_figure("invept_single_context", invept_single);
-  report.schedule_figure("invept_all_context", invept_all);
-  report.schedule_figure("asid_flushes", asid_flushes);
+  report.schedule_figure("cpu_flushes.invept_single", invept_single);
+  report.schedule_figure("cpu_flushes.invept_all", invept_all);
+  report.schedule_figure("cpu_flushes.asid", asid_flushes);
   if (const HyperVL0* l0 = platform.hyperv()) {
-    report.schedule_figure("hypercall_flush_space", l0->stats().flush_space_calls.value());
-    report.schedule_figure("hypercall_flush_list", l0->stats().flush_list_calls.value());
+    report.schedule_figure("hypercalls.flush_space", l0->stats().flush_space_calls.value());
+    report.schedule_figure("hypercalls.flush_list", l0->stats().flush_list_calls.value());
   } else {
     report.figure("hypercalls", 0);  // none without an L0, whatever the schedule
   }
   const StaleUseCounts c = stale_->counts();
-  report.schedule_figure("stale_uses_in_window", c.stale_uses - c.violations);
-  report.schedule_figure("stale_uses_unjudged", c.unattributed);
+  report.schedule_figure("stale_uses.in_window", c.stale_uses - c.violations);
+  report.schedule_figure("stale_uses.unjudged", c.unattributed);
   const std::vector<StaleUseViolation> v = stale_->violations();
   report.check(c.violations == 0, "no_stale_translation_used", "{} violation(s); first: {}",
                c.violations, v.empty() ? std::string() : v.front().describe());

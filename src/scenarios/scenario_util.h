@@ -96,9 +96,10 @@ class RunChecks {
 void check_td_teardown(Machine& machine, uint64_t free_before, Report& report);
 
 // The run at a glance for `vm`, as schedule figures (prefixed `tag.` when tag is set):
-// faults by outcome, leaves zapped by reason and alias, pages mapped per level in the mirror
-// and direct tables now, page-table memory (per GiB mapped), KVM_RUN exits by reason, and a
-// TD's SEAMCALLs and BUSY answers by leaf. REQUIRES: the vCPUs are stopped.
+// faults by outcome, pages converted by direction, leaves zapped by reason and alias, pages
+// mapped per level in the mirror and direct tables now, page-table memory (per GiB mapped),
+// KVM_RUN exits by reason, and a TD's SEAMCALLs by leaf with their BUSY and error answers.
+// Adds the faults and SEAMCALLs to the report's operations. REQUIRES: the vCPUs are stopped.
 void report_vm_summary(Vm& vm, Report& report, std::string_view tag);
 
 // Called on the vCPU's thread for each GUEST_SYNC(stage): the host's side of that step.

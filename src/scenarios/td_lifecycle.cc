@@ -72,6 +72,8 @@ void run_td_lifecycle(const ScenarioOptions& options, Report& report) {
           }));
       vm.vcpu(i).set_guest(programs.back().get());
     }
+    RunChecks checks(machine, options.tracer);
+    checks.watch(vm);
     // Each GUEST_SYNC moves the vCPU to its other CPU for its next KVM_RUN.
     std::atomic<uint64_t> moves{0};
     run_vcpus_to_done(vm, programs, report, [&](unsigned i, uint64_t) {
@@ -86,8 +88,9 @@ void run_td_lifecycle(const ScenarioOptions& options, Report& report) {
                  "{} moves, {} TDH.VP.FLUSH", moves.load(), st.count(SeamcallLeaf::kVpFlush));
     report.figure("vcpu_migrations", moves.load());
     report.figure("private_pages_accepted", kPrivateBytes / kPageSize);
-    report.schedule_figure("tdh_mem_page_aug",
-                           TdxOps::to_tdx(vm.kvm_vm()).stats().count(SeamcallLeaf::kMemPageAug));
+    checks.finish_vm(vm, report, "");
+    checks.unwatch(vm);
+    checks.finish(report);
   }
   check_td_teardown(machine, free_before, report);
 }

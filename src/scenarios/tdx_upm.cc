@@ -75,6 +75,8 @@ void run_upm(bool explicit_conversion, const ScenarioOptions& options, Report& r
     return upm_guest(g, explicit_conversion);
   });
   vm.vcpu(0).set_guest(&program);
+  RunChecks checks(machine, options.tracer);
+  checks.watch(vm);
   const HostSync on_sync(vm, report, explicit_conversion ? "explicit" : "implicit",
                          [](unsigned) { return kSlotGpa; });
   {
@@ -101,6 +103,9 @@ void run_upm(bool explicit_conversion, const ScenarioOptions& options, Report& r
     report.check(s.map_gpa == 0 && s.memory_faults >= 2, "implicit_by_memory_fault",
                  "{} MapGPA exits, {} memory-fault exits", s.map_gpa, s.memory_faults);
   }
+  checks.finish_vm(vm, report, "");
+  checks.unwatch(vm);
+  checks.finish(report);
 }
 
 }  // namespace

@@ -32,9 +32,12 @@ thread_local CachedTrack cached_track;
 
 const char* fastpath_name(uint8_t f) {
   switch (static_cast<ExitFastpath>(f)) {
-    case ExitFastpath::kNone: return "none";
-    case ExitFastpath::kReenterGuest: return "reenter_guest";
-    case ExitFastpath::kExitHandled: return "exit_handled";
+    case ExitFastpath::kNone:
+      return "none";
+    case ExitFastpath::kReenterGuest:
+      return "reenter_guest";
+    case ExitFastpath::kExitHandled:
+      return "exit_handled";
   }
   return "?";
 }
@@ -65,15 +68,16 @@ Tracer::Attachment::Attachment(Tracer& tracer, vmm::Vm& vm)
   KvmEvents& ev = vm.kvm().events();
   run_ = ev.vcpu_run.attach([&t = tracer_](const VcpuRunEvent& e) { t.on_vcpu_run(e); });
   fault_ = ev.page_fault.attach([&t = tracer_](const PageFaultEvent& e) { t.on_page_fault(e); });
-  spte_ = ev.spte_changed.attach([&t = tracer_](const SpteChangeEvent& e) { t.on_spte_changed(e); });
+  spte_ =
+      ev.spte_changed.attach([&t = tracer_](const SpteChangeEvent& e) { t.on_spte_changed(e); });
   flush_ =
       ev.remote_flush.attach([&t = tracer_](const RemoteFlushEvent& e) { t.on_remote_flush(e); });
   root_ = ev.root_loaded.attach([&t = tracer_](const RootLoadEvent& e) { t.on_root_loaded(e); });
   if (vm.kvm().type() == VmType::kTdx) {
     // TdxOps traces every TD's SEAMCALLs: keep this one's (its TDR is fixed once created).
     const Hpa tdr = TdxOps::to_tdx(vm.kvm_vm()).tdr();
-    seamcall_ = vm.machine().tdx()->seamcall_trace.attach(
-        [&t = tracer_, tdr](const TdxSeamcallEvent& e) {
+    seamcall_ =
+        vm.machine().tdx()->seamcall_trace.attach([&t = tracer_, tdr](const TdxSeamcallEvent& e) {
           if (e.tdr == tdr) t.on_seamcall(e);
         });
   }
@@ -114,21 +118,26 @@ std::unique_ptr<Tracer::Attachment> Tracer::attach(vmm::Vm& vm) {
 
 const char* Tracer::to_string(Kind k) {
   switch (k) {
-    case Kind::kVcpuRun: return "vcpu_run";
-    case Kind::kPageFault: return "page_fault";
-    case Kind::kSeamcall: return "seamcall";
-    case Kind::kZap: return "zap";
-    case Kind::kRemoteFlush: return "remote_flush";
-    case Kind::kRootLoad: return "root_load";
+    case Kind::kVcpuRun:
+      return "vcpu_run";
+    case Kind::kPageFault:
+      return "page_fault";
+    case Kind::kSeamcall:
+      return "seamcall";
+    case Kind::kZap:
+      return "zap";
+    case Kind::kRemoteFlush:
+      return "remote_flush";
+    case Kind::kRootLoad:
+      return "root_load";
   }
   return "?";
 }
 
 uint64_t Tracer::now_ns() const {
-  return static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
-                                                           start_)
-          .count());
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now() - start_)
+                                   .count());
 }
 
 Tracer::Track& Tracer::track() {
@@ -352,7 +361,8 @@ void Tracer::write(std::ostream& out) const {
     MutexLock l(mu_);
     for (size_t k = 0; k < kKinds; ++k) {
       const std::vector<Record>& ring = rings_[k];
-      for (size_t n = 0; n < ring.size(); ++n) events.push_back(ring[(heads_[k] + n) % ring.size()]);
+      for (size_t n = 0; n < ring.size(); ++n)
+        events.push_back(ring[(heads_[k] + n) % ring.size()]);
     }
     for (const Track& t : tracks_) tracks.emplace_back(t.tid, t.vcpu_id);
     recorded = recorded_;
@@ -363,21 +373,34 @@ void Tracer::write(std::ostream& out) const {
   // One event at a time: a whole document of 400,000 json objects would cost far more memory
   // than its text.
   out << "{\"traceEvents\":[\n";
-  out << nlohmann::json{{"ph", "M"}, {"ts", 0}, {"pid", 1}, {"tid", 0}, {"name", "process_name"},
+  out << nlohmann::json{{"ph", "M"},
+                        {"ts", 0},
+                        {"pid", 1},
+                        {"tid", 0},
+                        {"name", "process_name"},
                         {"args", {{"name", "tdxsim"}}}}
              .dump();
   unsigned host = 0;
   for (const auto& [tid, vcpu] : tracks) {
-    const std::string name = vcpu >= 0 ? fmt::format("vCPU {}", vcpu) : fmt::format("host {}", host++);
+    const std::string name =
+        vcpu >= 0 ? fmt::format("vCPU {}", vcpu) : fmt::format("host {}", host++);
     out << ",\n"
-        << nlohmann::json{{"ph", "M"}, {"ts", 0}, {"pid", 1}, {"tid", tid}, {"name", "thread_name"},
+        << nlohmann::json{{"ph", "M"},
+                          {"ts", 0},
+                          {"pid", 1},
+                          {"tid", tid},
+                          {"name", "thread_name"},
                           {"args", {{"name", name}}}}
                .dump();
     // The vCPUs' tracks first, in vCPU order, then the host's.
     const int64_t sort = vcpu >= 0 ? vcpu : int64_t{1000} + tid;
     out << ",\n"
-        << nlohmann::json{{"ph", "M"}, {"ts", 0}, {"pid", 1}, {"tid", tid},
-                          {"name", "thread_sort_index"}, {"args", {{"sort_index", sort}}}}
+        << nlohmann::json{{"ph", "M"},
+                          {"ts", 0},
+                          {"pid", 1},
+                          {"tid", tid},
+                          {"name", "thread_sort_index"},
+                          {"args", {{"sort_index", sort}}}}
                .dump();
   }
   for (const Record& r : events) out << ",\n" << event_json(r).dump();
@@ -397,19 +420,18 @@ void Tracer::write(std::ostream& out) const {
     if (dropped_leaves[i] != 0) dropped_by_leaf[leaf] = dropped_leaves[i];
     if (counted.seamcalls[i] != 0) counted_by_leaf[leaf] = counted.seamcalls[i];
   }
-  const nlohmann::json other = {
-      {"capacity", capacity_},
-      {"kept", "the most recent events of each kind"},
-      {"capacity_per_kind", per_kind_},
-      {"dropped_events", dropped_total},
-      {"dropped_by_kind", dropped_by},
-      {"dropped_seamcalls_by_leaf", dropped_by_leaf},
-      {"recorded_by_kind", recorded_by},
-      {"counted",
-       {{"vcpu_entries", counted.vcpu_entries},
-        {"page_faults", counted.page_faults},
-        {"remote_flushes", counted.remote_flushes},
-        {"seamcalls", counted_by_leaf}}}};
+  const nlohmann::json other = {{"capacity", capacity_},
+                                {"kept", "the most recent events of each kind"},
+                                {"capacity_per_kind", per_kind_},
+                                {"dropped_events", dropped_total},
+                                {"dropped_by_kind", dropped_by},
+                                {"dropped_seamcalls_by_leaf", dropped_by_leaf},
+                                {"recorded_by_kind", recorded_by},
+                                {"counted",
+                                 {{"vcpu_entries", counted.vcpu_entries},
+                                  {"page_faults", counted.page_faults},
+                                  {"remote_flushes", counted.remote_flushes},
+                                  {"seamcalls", counted_by_leaf}}}};
   out << "\n],\n\"displayTimeUnit\":\"ns\",\n\"otherData\":" << other.dump() << "}\n";
 }
 

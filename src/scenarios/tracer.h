@@ -14,8 +14,9 @@
 // Bounded: each kind has a ring of capacity / 6 events that keeps its most recent (the end of
 // a run, where it failed, matters more than its start; and the millions of entries and faults
 // of a long run must not push out its few flushes and root loads). Each event pushed out
-// counts as dropped, per kind and (SEAMCALLs) per leaf. write() puts the counts in "otherData" with the VMs' own counters over
-// the traced window, so that for every kind  events in the file + dropped == counted.
+// counts as dropped, per kind and (SEAMCALLs) per leaf. write() puts the counts in "otherData" with
+// the VMs' own counters over the traced window, so that for every kind  events in the file +
+// dropped == counted.
 //
 // Thread safety: listeners run on the emitting threads; the ring is behind one mutex held for
 // a copy of a 48-byte record. attach(), write() and the accessors from any thread.
@@ -28,10 +29,9 @@
 #include <expected>
 #include <iosfwd>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 #include "base/lock.h"
 #include "kvm/kvm_events.h"
@@ -115,7 +115,7 @@ class Tracer {
     uint32_t tid = 0;
     uint32_t cpu = 0;
     Kind kind = Kind::kVcpuRun;
-    uint8_t sub = 0;  // fastpath, RetPf, leaf, level
+    uint8_t sub = 0;    // fastpath, RetPf, leaf, level
     bool flag = false;  // zap: mirror; flush: done
   };
   // One OS thread's track. The begin timestamps belong to that thread alone.

@@ -145,7 +145,8 @@ TEST(TracerTest, EachKindsRingKeepsItsMostRecentAndCountsWhatItDropped) {
   uint64_t after_entries = 0;
   double last_entry = 0;
   for (const nlohmann::json& e : doc["traceEvents"]) {
-    if (e["ph"] != "M" && e["cat"] == "vcpu_run") last_entry = std::max(last_entry, e["ts"].get<double>());
+    if (e["ph"] != "M" && e["cat"] == "vcpu_run")
+      last_entry = std::max(last_entry, e["ts"].get<double>());
   }
   for (const nlohmann::json& e : doc["traceEvents"]) {
     if (e["ph"] != "M" && e["cat"] == "remote_flush" && e["ts"].get<double>() >= last_entry) {
@@ -160,7 +161,7 @@ TEST(TracerTest, OneTrackPerThreadNamedForItsVcpu) {
   Tracer tracer(100);
   {
     const auto attached = tracer.attach(*p.vm);
-    p.entries(1);                                // this thread: "vCPU 0"
+    p.entries(1);                               // this thread: "vCPU 0"
     std::thread([&] { p.flushes(1); }).join();  // another: "host 0"
   }
   TempFile file("tracer_tracks");
@@ -226,8 +227,7 @@ void expect_default_run_balances(size_t capacity, bool expect_drops) {
   for (size_t i = 0; i < kNumSeamcallLeaves; ++i) {
     const auto leaf = static_cast<SeamcallLeaf>(i);
     const std::string name = to_string(leaf);
-    EXPECT_EQ(at(c.seamcalls, name) + tracer.dropped_seamcalls(leaf), counted.seamcalls[i])
-        << name;
+    EXPECT_EQ(at(c.seamcalls, name) + tracer.dropped_seamcalls(leaf), counted.seamcalls[i]) << name;
     seamcalls += counted.seamcalls[i];
   }
   EXPECT_GT(seamcalls, 0u);

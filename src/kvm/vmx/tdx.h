@@ -49,6 +49,9 @@ struct TdxStats {
   // TDX_OPERAND_BUSY answers, and the retries made with vCPU entry blocked.
   std::array<Counter, kNumSeamcallLeaves> busy;
   std::array<Counter, kNumSeamcallLeaves> busy_retries;
+  // Every other status that is not SUCCESS (its class, bits 63:32: VP.ENTER's exits are
+  // SUCCESS with the exit reason below).
+  std::array<Counter, kNumSeamcallLeaves> errors;
   Counter sept_zap_waits;       // times wait_for_sept_zap was raised
   Counter entries_skipped;      // vcpu_run returned without TDH.VP.ENTER (zap in progress)
   Counter local_fault_retries;  // private EPT violations retried inside KVM
@@ -57,6 +60,9 @@ struct TdxStats {
 
   uint64_t count(SeamcallLeaf leaf) const { return calls[static_cast<size_t>(leaf)].value(); }
   uint64_t busy_count(SeamcallLeaf leaf) const { return busy[static_cast<size_t>(leaf)].value(); }
+  uint64_t error_count(SeamcallLeaf leaf) const {
+    return errors[static_cast<size_t>(leaf)].value();
+  }
   uint64_t retries(SeamcallLeaf leaf) const {
     return busy_retries[static_cast<size_t>(leaf)].value();
   }

@@ -38,7 +38,12 @@ uint64_t TdxOps::note(TdxVm& td, SeamcallLeaf leaf, uint64_t status, Gfn gfn,
                       const LogicalCpu* cpu) {
   const size_t i = static_cast<size_t>(leaf) % kNumSeamcallLeaves;
   td.stats_.calls[i].add();
-  if (status_of(status) == TdxStatus::kOperandBusy) td.stats_.busy[i].add();
+  const TdxStatus st = status_of(status);
+  if (st == TdxStatus::kOperandBusy) {
+    td.stats_.busy[i].add();
+  } else if (st != TdxStatus::kSuccess) {
+    td.stats_.errors[i].add();
+  }
   seamcall_trace.emit_lazy([&] {
     const LogicalCpu* on = cpu != nullptr ? cpu : this_cpu();
     return TdxSeamcallEvent{td.tdr_, leaf, status, gfn, on != nullptr ? on->id() : ~0u};
