@@ -5,6 +5,7 @@
 // threads run); each part documents its own rules.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -12,6 +13,7 @@
 
 #include "base/check_clock.h"
 #include "base/fault_injection.h"
+#include "platform/guest_access.h"
 #include "platform/host_memory.h"
 #include "platform/hyperv_l0.h"
 #include "platform/logical_cpu.h"
@@ -55,6 +57,13 @@ class Platform {
   HyperVL0* hyperv() { return hyperv_.get(); }
   // The clock checkers stamp their events with (the CPUs read it when they probe hits).
   CheckClock& check_clock() { return check_clock_; }
+  // guest_access.h. REQUIRES: no vCPU runs a guest while it is installed or removed.
+  void set_guest_access_observer(GuestAccessObserver* o) {
+    access_observer_.store(o, std::memory_order_release);
+  }
+  GuestAccessObserver* guest_access_observer() const {
+    return access_observer_.load(std::memory_order_acquire);
+  }
 
   void install_seam_module(SeamModule* module) { seam_module_ = module; }
   SeamModule* seam_module() { return seam_module_; }
@@ -70,6 +79,7 @@ class Platform {
   std::vector<std::unique_ptr<LogicalCpu>> cpus_;
   std::unique_ptr<HyperVL0> hyperv_;
   CheckClock check_clock_;
+  std::atomic<GuestAccessObserver*> access_observer_{nullptr};
   SeamModule* seam_module_ = nullptr;
 };
 

@@ -60,8 +60,7 @@ bool TdxModule::handle_tdcall(Td& td, Vcpu& vcpu, const VmExit& x, SeamcallRegs&
     case TdcallLeaf::kVpInfo:
       g[Gpr::kRcx] = static_cast<uint64_t>(td.gpaw);
       g[Gpr::kRdx] = td.attributes;
-      g[Gpr::kR8] = td.num_vcpus.load(std::memory_order_relaxed) |
-                    (uint64_t{td.max_vcpus} << 32);
+      g[Gpr::kR8] = td.num_vcpus.load(std::memory_order_relaxed) | (uint64_t{td.max_vcpus} << 32);
       g[Gpr::kR9] = vcpu.vcpu_index;
       g[Gpr::kR10] = 0;  // no optional TDCALLs beyond 1.5.01's base set
       g[Gpr::kR11] = 0;
@@ -122,7 +121,8 @@ std::optional<uint64_t> TdxModule::tdg_mem_page_accept(Td& td, Vcpu& vcpu, Seamc
   }
   SeptEntryLock entry(mem, td.hkid, w.entry_hpa);
   switch (entry.try_lock_guest()) {
-    case SeptEntryLock::Result::kAcquired: break;
+    case SeptEntryLock::Result::kAcquired:
+      break;
     case SeptEntryLock::Result::kBusy:
       return with_operand(TdxStatus::kOperandBusy, TdxOperand::kRcx);
     case SeptEntryLock::Result::kBusyHostPriority:
@@ -141,6 +141,7 @@ std::optional<uint64_t> TdxModule::tdg_mem_page_accept(Td& td, Vcpu& vcpu, Seamc
       const Pfn first = e.hpa(layout()).pfn();
       for (uint64_t i = 0; i < level_pages(level); ++i) mem.fill(first + i, td.hkid, 0);
       entry.commit(e.with_state(SeptState::kMapped));
+      page_accepted.emit_lazy([&] { return PageAccepted{td.tdr.hpa(), gpa, level}; });
       return raw(TdxStatus::kSuccess);
     }
     default: {

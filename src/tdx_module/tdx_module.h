@@ -82,6 +82,14 @@ struct LocksHeld {
   Hpa tdr;
 };
 
+// TDG.MEM.PAGE.ACCEPT succeeded: the page (4K or 2M at `gpa`) is the TD's, all zeros.
+// Emitted on the vCPU's thread before the TDCALL returns to the guest.
+struct PageAccepted {
+  Hpa tdr;
+  Gpa gpa;
+  Level level;
+};
+
 struct TdxModuleConfig {
   // The private HKIDs (IA32_TME_ACTIVATE's TDX key range); the global private HKID that
   // TDH.SYS.CONFIG names is one of them. REQUIRES: 1 <= first <= last <= layout max.
@@ -144,6 +152,7 @@ class TdxModule : public SeamModule {
   // tree locks (mem_begin), by TDH.MEM.TRACK holding the epoch lock exclusively, and by
   // TDH.VP.ENTER holding the zero-step tree lock.
   Tracepoint<LocksHeld> locks_held;
+  Tracepoint<PageAccepted> page_accepted;
 
   KeyId global_hkid() const {
     return KeyId{static_cast<uint16_t>(global_hkid_.load(std::memory_order_acquire))};
@@ -163,8 +172,8 @@ class TdxModule : public SeamModule {
   };
   // Per logical CPU; touched only by SEAMCALLs on that LP, except lp_init (read by CONFIG).
   struct LpState {
-    AtomicWord lp_init;     // TDH.SYS.LP.INIT done
-    Pfn last_vcpu;          // TDVPR of the vCPU last run here (0: none)
+    AtomicWord lp_init;  // TDH.SYS.LP.INIT done
+    Pfn last_vcpu;       // TDVPR of the vCPU last run here (0: none)
   };
   // The SYS phase (module sysinit state), advanced under sys_lock_.
   enum class SysPhase : uint64_t { kInitPending = 0, kLpInit = 1, kConfigured = 2, kReady = 3 };
@@ -340,8 +349,8 @@ class TdxModule : public SeamModule {
   LazyWords control_objects_;  // see set_control_object
 
   TryLock sys_lock_;
-  AtomicWord sys_phase_;       // SysPhase; release-stored under sys_lock_
-  AtomicWord global_hkid_;     // set by TDH.SYS.CONFIG
+  AtomicWord sys_phase_;                // SysPhase; release-stored under sys_lock_
+  AtomicWord global_hkid_;              // set by TDH.SYS.CONFIG
   uint64_t sys_key_config_bitmap_ = 0;  // guarded by sys_lock_
   TryLock tdmr_lock_;
   AtomicWord tdmr_initialized_bytes_;  // release-stored under tdmr_lock_
@@ -363,7 +372,6 @@ class TdxModule : public SeamModule {
   mutable Mutex registry_mu_{"tdx_module.registry"};
   std::unordered_map<uint64_t, std::unique_ptr<Td>> tds_ TDXSIM_GUARDED_BY(registry_mu_);
   std::unordered_map<uint64_t, std::unique_ptr<Vcpu>> vcpus_ TDXSIM_GUARDED_BY(registry_mu_);
-
 };
 
 }  // namespace tdxsim

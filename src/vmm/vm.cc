@@ -24,6 +24,31 @@ auto on_host_cpu(Machine& m, Fn&& fn) {
   return fn();
 }
 
+// A memslot ioctl's effect on guest memory, bracketed for the checker: kSlotChanging before
+// it for each range, kSlotChanged once it returned (either way).
+class SlotChange {
+ public:
+  // `fresh`: kFreshShared | kFreshPrivate, what the ranges hold as zeros after.
+  SlotChange(VmEvents& events, std::initializer_list<std::pair<Gpa, uint64_t>> ranges,
+             uint64_t fresh = 0)
+      : events_(events), ranges_(ranges), fresh_(fresh) {
+    emit(VmMemoryOp::kSlotChanging, 0);
+  }
+  ~SlotChange() { emit(VmMemoryOp::kSlotChanged, fresh_); }
+  SlotChange(const SlotChange&) = delete;
+  SlotChange& operator=(const SlotChange&) = delete;
+
+ private:
+  void emit(VmMemoryOp op, uint64_t value) {
+    for (const auto& [gpa, size] : ranges_) {
+      events_.memory.emit_lazy([&] { return VmMemoryEvent{op, gpa, size, value, 0}; });
+    }
+  }
+  VmEvents& events_;
+  std::vector<std::pair<Gpa, uint64_t>> ranges_;
+  uint64_t fresh_;
+};
+
 }  // namespace
 
 // --- Vcpu ----------------------------------------------------------------------------------
@@ -238,6 +263,10 @@ KvmResult<> Vm::add_memory_region(uint32_t slot, Gpa gpa, uint64_t size, const M
     r.guest_memfd = reg.gmem;
     r.guest_memfd_offset = m.gmem_offset;
   }
+  // A new anonymous mapping reads as zeros; so does a new guest_memfd, except that a TD's
+  // private pages are read only once the module made them the TD's (accept, or the image).
+  const bool fresh_gmem = m.guest_memfd && !m.share_gmem_with && vm_->kvm().type() != VmType::kTdx;
+  const SlotChange change(events_, {{gpa, size}}, kFreshShared | (fresh_gmem ? kFreshPrivate : 0));
   KvmResult<> out = on_host_cpu(machine_, [&] { return kvm().set_user_memory_region2(r); });
   if (!out) return out;
   MutexLock l(regions_mu_);
@@ -247,6 +276,7 @@ KvmResult<> Vm::add_memory_region(uint32_t slot, Gpa gpa, uint64_t size, const M
 
 KvmResult<> Vm::delete_memslot(uint32_t slot) {
   UserspaceMemoryRegion2 r;
+  uint64_t size = 0;
   {
     MutexLock l(regions_mu_);
     auto it = std::ranges::find(regions_, slot, &Region::slot);
@@ -255,7 +285,9 @@ KvmResult<> Vm::delete_memslot(uint32_t slot) {
     r.guest_phys_addr = it->gpa.raw();
     r.userspace_addr = it->hva;
     r.memory_size = 0;
+    size = it->size;
   }
+  const SlotChange change(events_, {{Gpa{r.guest_phys_addr}, size}});
   KvmResult<> out = on_host_cpu(machine_, [&] { return kvm().set_user_memory_region2(r); });
   if (!out) return out;
   MutexLock l(regions_mu_);
@@ -265,6 +297,7 @@ KvmResult<> Vm::delete_memslot(uint32_t slot) {
 
 KvmResult<> Vm::move_memslot(uint32_t slot, Gpa new_gpa) {
   UserspaceMemoryRegion2 r;
+  Gpa old_gpa;
   {
     MutexLock l(regions_mu_);
     auto it = std::ranges::find(regions_, slot, &Region::slot);
@@ -273,7 +306,9 @@ KvmResult<> Vm::move_memslot(uint32_t slot, Gpa new_gpa) {
     r.guest_phys_addr = new_gpa.raw();
     r.userspace_addr = it->hva;
     r.memory_size = it->size;
+    old_gpa = it->gpa;
   }
+  const SlotChange change(events_, {{old_gpa, r.memory_size}, {new_gpa, r.memory_size}});
   KvmResult<> out = on_host_cpu(machine_, [&] { return kvm().set_user_memory_region2(r); });
   if (!out) return out;
   MutexLock l(regions_mu_);
@@ -296,6 +331,10 @@ KvmResult<> Vm::set_attributes(Gpa gpa, uint64_t size, uint64_t attrs, bool disc
     return kvm().set_memory_attributes(start.gfn(), Gpa{start.raw() + size}.gfn(), attrs);
   });
   if (!out) return out;
+  events_.memory.emit_lazy([&] {
+    return VmMemoryEvent{attrs == 0 ? VmMemoryOp::kToShared : VmMemoryOp::kToPrivate, start, size,
+                         0, 0};
+  });
   // Converting to shared retires the private copy: QEMU discards it from guest_memfd. (The
   // shared copy is kept on conversion to private, as the selftests' VMM does: a later
   // conversion back finds the old shared contents.)
@@ -322,6 +361,7 @@ KvmResult<> Vm::punch_hole(Gpa gpa, uint64_t size) {
         on_host_cpu(machine_, [&] { return file->punch_hole(range.first, range.second); });
     if (!p) return p;
   }
+  events_.memory.emit_lazy([&] { return VmMemoryEvent{VmMemoryOp::kPunch, gpa, size, 0, 0}; });
   return {};
 }
 
@@ -336,13 +376,27 @@ KvmResult<uint64_t> Vm::gpa_to_hva(Gpa gpa) {
 KvmResult<uint64_t> Vm::host_read(Gpa gpa) {
   const KvmResult<uint64_t> hva = gpa_to_hva(gpa);
   if (!hva) return hva;
-  return mm_.read(*hva);
+  const bool observed = events_.memory.enabled();
+  const uint64_t started = observed ? machine_.platform().check_clock().tick() : 0;
+  KvmResult<uint64_t> v = mm_.read(*hva);
+  if (observed && v) {
+    events_.memory.emit(
+        VmMemoryEvent{VmMemoryOp::kHostRead, flavour_.to_private(gpa), 8, *v, started});
+  }
+  return v;
 }
 
 KvmResult<> Vm::host_write(Gpa gpa, uint64_t value) {
   const KvmResult<uint64_t> hva = gpa_to_hva(gpa);
   if (!hva) return std::unexpected(hva.error());
-  return mm_.write(*hva, value);
+  events_.memory.emit_lazy([&] {
+    return VmMemoryEvent{VmMemoryOp::kHostWrite, flavour_.to_private(gpa), 8, value, 0};
+  });
+  KvmResult<> out = mm_.write(*hva, value);
+  events_.memory.emit_lazy([&] {
+    return VmMemoryEvent{VmMemoryOp::kHostWritten, flavour_.to_private(gpa), 8, value, 0};
+  });
+  return out;
 }
 
 KvmResult<> Vm::zap_gfn_range(Gpa gpa, uint64_t size, GfnZapCause cause) {

@@ -32,6 +32,7 @@
 #include "kvm/kvm_vm.h"
 #include "platform/guest_program.h"
 #include "vmm/machine.h"
+#include "vmm/vm_events.h"
 
 namespace tdxsim::vmm {
 
@@ -148,6 +149,8 @@ class Vm {
   // What guest code needs to know of this VM (TD or not, the shared bit, the ucall GPA,
   // which no memslot may cover).
   const guest::VmFlavour& flavour() const { return flavour_; }
+  // What the VMM did to guest memory (vm_events.h), for the checker.
+  VmEvents& events() { return events_; }
 
   // --- Memory --------------------------------------------------------------------------------
   KvmResult<> add_memory_region(uint32_t slot, Gpa gpa, uint64_t size, const MemoryRegion& r = {});
@@ -202,6 +205,7 @@ class Vm {
   Machine& machine_;
   const VmShape shape_;
   guest::VmFlavour flavour_;
+  VmEvents events_;
   HostMm mm_;
   std::unique_ptr<KvmVm> vm_;
   std::vector<std::unique_ptr<Vcpu>> vcpus_;
