@@ -19,17 +19,20 @@ MachineConfig machine_config(const ScenarioOptions& options) {
 RunChecks::RunChecks(Machine& machine, Tracer* tracer)
     : machine_(machine),
       stale_(std::make_unique<StaleUseCheck>(machine.platform())),
+      model_(std::make_unique<ReferenceModel>(machine)),
       tracer_(tracer) {}
 
 RunChecks::~RunChecks() = default;
 
 void RunChecks::watch(Vm& vm) {
   stale_->watch(vm.kvm());
+  model_->watch(vm);
   if (tracer_ != nullptr) traced_.emplace_back(&vm, tracer_->attach(vm));
 }
 
 void RunChecks::unwatch(Vm& vm) {
   stale_->unwatch(vm.kvm());
+  model_->unwatch(vm);
   std::erase_if(traced_, [&](const auto& t) { return t.first == &vm; });
 }
 
@@ -150,10 +153,19 @@ void report_vm_summary(Vm& vm, Report& report, std::string_view tag) {
 }
 
 void RunChecks::verdict(Report& report, std::string_view tag) {
+  judge(report, tag);
+}
+
+void RunChecks::judge(Report& report, std::string_view tag) {
+  const std::string where = tag.empty() ? std::string() : fmt::format("{}: ", tag);
   const StaleUseCounts c = stale_->counts();
   const std::vector<StaleUseViolation> v = stale_->violations();
-  report.check(c.violations == 0, "no_stale_translation_used", "{}: {} violation(s); first: {}",
-               tag, c.violations, v.empty() ? std::string() : v.front().describe());
+  report.check(c.violations == 0, "no_stale_translation_used", "{}{} violation(s); first: {}",
+               where, c.violations, v.empty() ? std::string() : v.front().describe());
+  const ReferenceModelCounts m = model_->counts();
+  const std::vector<std::string> mv = model_->violations();
+  report.check(m.violations == 0, "reads_match_reference_model", "{}{} violation(s); first: {}",
+               where, m.violations, mv.empty() ? std::string() : mv.front());
 }
 
 void RunChecks::finish(Report& report) {
@@ -178,9 +190,11 @@ void RunChecks::finish(Report& report) {
   const StaleUseCounts c = stale_->counts();
   report.schedule_figure("stale_uses.in_window", c.stale_uses - c.violations);
   report.schedule_figure("stale_uses.unjudged", c.unattributed);
-  const std::vector<StaleUseViolation> v = stale_->violations();
-  report.check(c.violations == 0, "no_stale_translation_used", "{} violation(s); first: {}",
-               c.violations, v.empty() ? std::string() : v.front().describe());
+  const ReferenceModelCounts m = model_->counts();
+  report.schedule_figure("reference_model.loads_checked", m.loads_checked);
+  report.schedule_figure("reference_model.loads_learned", m.loads_learned);
+  report.schedule_figure("reference_model.stores", m.stores);
+  judge(report, "");
 }
 
 uint64_t HostStep::encode() const {

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "check/reference_model.h"
 #include "check/stale_use_check.h"
 #include "guest/program.h"
 #include "kvm/kvm_errno.h"
@@ -85,8 +86,12 @@ class RunChecks {
   void verdict(Report& report, std::string_view tag);
 
  private:
+  // The verdicts both finish() and verdict() give.
+  void judge(Report& report, std::string_view tag);
+
   Machine& machine_;
   std::unique_ptr<StaleUseCheck> stale_;
+  std::unique_ptr<ReferenceModel> model_;
   Tracer* tracer_;
   std::vector<std::pair<Vm*, std::unique_ptr<Tracer::Attachment>>> traced_;
 };
