@@ -310,57 +310,59 @@ Where where(const vmm::Vm& vm, Gpa raw_gpa) {
 
 }  // namespace
 
-void ReferenceModel::before_store(const GuestAccess& a) {
+uint64_t ReferenceModel::load(const GuestAccess& a, HostMemory& mem) {
   int vcpu = -1;
   VmModel* m = running_on(a.cpu, &vcpu);
-  if (m == nullptr) return;
-  stores_.add();
-  const Where at = where(*m->vm, a.gpa);
-  VmModel::Shard& s = m->shard(at.gfn);
-  MutexLock l(s.mu);
-  Page& page = s.pages[at.gfn];
-  Side& side = m->side_of(page, a.shared);
-  if (side.fill == Fill::kGone && side.find(at.off) == nullptr) {
-    violation(
-        fmt::format("vCPU {} stored {:#x} at {} ({}), a page gone since {} and not accepted "
-                    "again",
-                    vcpu, a.value, at.gpa, &side == &page.shared ? "shared" : "private", side.why));
-  }
-  side.store_begin(at.off, a.value, Origin::kGuestStore, vcpu);
-}
-
-void ReferenceModel::after_store(const GuestAccess& a) {
-  int vcpu = -1;
-  VmModel* m = running_on(a.cpu, &vcpu);
-  if (m == nullptr) return;
-  const Where at = where(*m->vm, a.gpa);
-  const uint64_t stamp = machine_.platform().check_clock().tick();
-  VmModel::Shard& s = m->shard(at.gfn);
-  MutexLock l(s.mu);
-  m->side_of(s.pages[at.gfn], a.shared).store_end(at.off, a.value, stamp);
-}
-
-void ReferenceModel::after_load(const GuestAccess& a) {
-  int vcpu = -1;
-  VmModel* m = running_on(a.cpu, &vcpu);
-  if (m == nullptr) return;
+  if (m == nullptr) return mem.read(a.hpa, a.key).value;
   const Where at = where(*m->vm, a.gpa);
   std::string why;
   const char* alias = "private";
   LoadVerdict v = LoadVerdict::kMatch;
+  uint64_t value = 0;
+  {
+    VmModel::Shard& s = m->shard(at.gfn);
+    MutexLock l(s.mu);
+    const uint64_t started = machine_.platform().check_clock().now();
+    value = mem.read(a.hpa, a.key).value;
+    Page& page = s.pages[at.gfn];
+    Side& side = m->side_of(page, a.shared);
+    if (&side == &page.shared) alias = "shared";
+    v = judge_load(page, side, at.off, value, started, vcpu, &why);
+  }
+  (v == LoadVerdict::kLearned ? loads_learned_ : loads_checked_).add();
+  if (v == LoadVerdict::kMismatch) {
+    violation(fmt::format("vCPU {} loaded {:#x} at {} ({}, {}): {}", vcpu, value, at.gpa, alias,
+                          a.hpa, why));
+  }
+  return value;
+}
+
+void ReferenceModel::store(const GuestAccess& a, HostMemory& mem, uint64_t value) {
+  int vcpu = -1;
+  VmModel* m = running_on(a.cpu, &vcpu);
+  if (m == nullptr) {
+    mem.write(a.hpa, a.key, value);
+    return;
+  }
+  stores_.add();
+  const Where at = where(*m->vm, a.gpa);
+  std::string gone;
   {
     VmModel::Shard& s = m->shard(at.gfn);
     MutexLock l(s.mu);
     Page& page = s.pages[at.gfn];
     Side& side = m->side_of(page, a.shared);
-    if (&side == &page.shared) alias = "shared";
-    v = judge_load(page, side, at.off, a.value, a.started, vcpu, &why);
+    if (side.fill == Fill::kGone && side.find(at.off) == nullptr) {
+      gone = fmt::format(
+          "vCPU {} stored {:#x} at {} ({}), a page gone since {} and not "
+          "accepted again",
+          vcpu, value, at.gpa, &side == &page.shared ? "shared" : "private", side.why);
+    }
+    side.store_begin(at.off, value, Origin::kGuestStore, vcpu);
+    mem.write(a.hpa, a.key, value);
+    side.store_end(at.off, value, machine_.platform().check_clock().tick());
   }
-  (v == LoadVerdict::kLearned ? loads_learned_ : loads_checked_).add();
-  if (v == LoadVerdict::kMismatch) {
-    violation(
-        fmt::format("vCPU {} loaded {:#x} at {} ({}): {}", vcpu, a.value, at.gpa, alias, why));
-  }
+  if (!gone.empty()) violation(std::move(gone));
 }
 
 void ReferenceModel::violation(std::string what) {

@@ -21,9 +21,11 @@
 //
 // (Converting to private keeps the shared side: the selftests' VMM keeps the old copy.)
 //
-// A load must see the side's value — or, if a store to that word was recorded after the load
-// began (the CPUs stamp loads on the check clock first), the value before it: a racing load
-// may see either. Memory migrated under host pressure keeps its contents, so no event.
+// A guest load must see the side's value: the model performs each guest access itself under
+// the lock of its record (GuestAccessObserver), so guest loads and stores are judged exactly
+// however the threads interleave. A host write is bracketed (begin, end) instead: a load
+// between the two may see the value before it; a host read that began before a store ended
+// likewise. Memory migrated under host pressure keeps its contents, so no event.
 //
 // Thread safety: the observer runs on every vCPU thread; records are sharded by GFN under
 // leaf mutexes. watch()/unwatch() and the constructor/destructor REQUIRE that no guest runs.
@@ -74,9 +76,8 @@ class ReferenceModel final : public GuestAccessObserver {
   // model holds and which event put it there.
   std::vector<std::string> violations() const;
 
-  void before_store(const GuestAccess& a) override;
-  void after_store(const GuestAccess& a) override;
-  void after_load(const GuestAccess& a) override;
+  uint64_t load(const GuestAccess& a, HostMemory& mem) override;
+  void store(const GuestAccess& a, HostMemory& mem, uint64_t value) override;
 
  private:
   struct VmModel;

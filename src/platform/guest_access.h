@@ -4,14 +4,15 @@
 //
 // Not a Tracepoint: a Tracepoint's emit takes its listener-list mutex, and guest loads and
 // stores are the simulator's hottest path on every vCPU thread at once. One atomic pointer
-// on the Platform, read relaxed (nullptr: nobody observes, one predictable branch), costs
-// nothing shared. The observer is installed before the vCPUs run and removed after they stop
-// (RunChecks does both), so no access runs against a destroyed observer.
+// on the Platform (nullptr: nobody observes, one predictable branch) costs nothing shared. The
+// observer is installed before the vCPUs run and removed after they stop (RunChecks does both), so
+// no access runs against a destroyed observer.
 #pragma once
 
 #include <cstdint>
 
 #include "base/addr.h"
+#include "platform/host_memory.h"
 
 namespace tdxsim {
 
@@ -19,21 +20,22 @@ struct GuestAccess {
   unsigned cpu = 0;
   Gpa gpa;              // as the guest issued it (a TD's shared bit included)
   bool shared = false;  // a TD's access through the shared EPT
-  bool write = false;
-  uint64_t value = 0;  // stored, or loaded
-  // Loads: the CheckClock's reading taken before the memory read; a store the model recorded
-  // after that stamp may or may not be what the load saw.
-  uint64_t started = 0;
+  Hpa hpa;              // where the translation put it
+  KeyId key;            // with the key it named
 };
 
+// Makes each guest access and its record one step: the observer performs the memory access
+// itself, inside whatever lock keeps its record of that word, so that what a load returns
+// and what the record holds can be compared exactly however the vCPU threads interleave
+// (a thread preempted between the access and its report could otherwise have seen any of
+// the values stored meanwhile).
 class GuestAccessObserver {
  public:
   virtual ~GuestAccessObserver() = default;
-  // Called on the CPU's thread around a store reaching memory (a racing load on another CPU
-  // may see the old value or the new while the store is between the two), and after a load.
-  virtual void before_store(const GuestAccess& a) = 0;
-  virtual void after_store(const GuestAccess& a) = 0;
-  virtual void after_load(const GuestAccess& a) = 0;
+  // Reads the word at a.hpa with a.key from `mem` and returns it.
+  virtual uint64_t load(const GuestAccess& a, HostMemory& mem) = 0;
+  // Writes `value` at a.hpa with a.key into `mem`.
+  virtual void store(const GuestAccess& a, HostMemory& mem, uint64_t value) = 0;
 };
 
 }  // namespace tdxsim

@@ -478,24 +478,17 @@ std::optional<VmExit> LogicalCpu::execute(GuestContext& ctx, GuestState& state,
       auto t = translate(ctx, insn.gpa, access);
       if (!t) return translation_fault(ctx, state, program, insn, t.error());
       HostMemory& mem = platform_.memory();
-      GuestAccessObserver* observer = platform_.guest_access_observer();
-      if (insn.kind == GuestInsnKind::kLoad) {
-        const uint64_t started = observer != nullptr ? platform_.check_clock().tick() : 0;
+      if (GuestAccessObserver* observer = platform_.guest_access_observer()) {
+        const GuestAccess access_at{id_, insn.gpa, ctx.is_shared(insn.gpa), t->hpa, t->key};
+        if (insn.kind == GuestInsnKind::kLoad) {
+          state.regs[insn.dest] = observer->load(access_at, mem);
+        } else if (insn.kind == GuestInsnKind::kStore) {
+          observer->store(access_at, mem, insn.value);
+        }
+      } else if (insn.kind == GuestInsnKind::kLoad) {
         state.regs[insn.dest] = mem.read(t->hpa, t->key).value;
-        if (observer != nullptr) {
-          observer->after_load(GuestAccess{id_, insn.gpa, ctx.is_shared(insn.gpa), false,
-                                           state.regs[insn.dest], started});
-        }
       } else if (insn.kind == GuestInsnKind::kStore) {
-        if (observer != nullptr) {
-          observer->before_store(
-              GuestAccess{id_, insn.gpa, ctx.is_shared(insn.gpa), true, insn.value, 0});
-        }
         mem.write(t->hpa, t->key, insn.value);
-        if (observer != nullptr) {
-          observer->after_store(
-              GuestAccess{id_, insn.gpa, ctx.is_shared(insn.gpa), true, insn.value, 0});
-        }
       }
       break;
     }
