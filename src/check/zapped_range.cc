@@ -2,8 +2,6 @@
 
 #include <fmt/format.h>
 
-#include <algorithm>
-#include <iterator>
 #include <optional>
 
 #include "kvm/kvm.h"
@@ -42,11 +40,16 @@ void ZappedRangeCheck::unwatch(Kvm& kvm) {
   std::vector<Watched> gone;
   {
     MutexLock l(mu_);
-    auto it = std::stable_partition(watched_.begin(), watched_.end(),
-                                    [&](const Watched& w) { return w.kvm != &kvm; });
-    std::move(it, watched_.end(), std::back_inserter(gone));
-    watched_.erase(it, watched_.end());
+    for (auto it = watched_.begin(); it != watched_.end();) {
+      if (it->kvm != &kvm) {
+        ++it;
+        continue;
+      }
+      gone.push_back(std::move(*it));
+      it = watched_.erase(it);
+    }
   }
+  // `gone` detaches here, outside mu_: a detach waits for running listeners, which take mu_.
 }
 
 void ZappedRangeCheck::on_zap(const TdpMmu& mmu, const RangeZapEvent& e) {
