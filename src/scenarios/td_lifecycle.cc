@@ -54,6 +54,8 @@ void run_td_lifecycle(const ScenarioOptions& options, Report& report) {
     report.check(vm.td_init_mem_region(Gpa{0}, kImageBytes, image_word).has_value(),
                  "init_mem_region");
     report.check(vm.td_finalize().has_value(), "finalize");
+    RunChecks checks(machine, options.tracer);
+    checks.watch(vm);
 
     std::vector<std::unique_ptr<guest::Program>> programs;
     for (unsigned i = 0; i < kVcpus; ++i) {
@@ -88,6 +90,8 @@ void run_td_lifecycle(const ScenarioOptions& options, Report& report) {
     report.figure("private_pages_accepted", kPrivateBytes / kPageSize);
     report.schedule_figure("tdh_mem_page_aug",
                            TdxOps::to_tdx(vm.kvm_vm()).stats().count(SeamcallLeaf::kMemPageAug));
+    checks.unwatch(vm);
+    checks.verdict(report, "td");
   }
   check_td_teardown(machine, free_before, report);
 }

@@ -71,6 +71,8 @@ void run_upm(bool explicit_conversion, const ScenarioOptions& options, Report& r
     report.check(vm.host_write(gpa, round_value(gpa, k11)).has_value(), "host_fill");
   });
   report.check(vm.td_finalize().has_value(), "finalize");
+  RunChecks checks(machine, options.tracer);
+  checks.watch(vm);
   guest::Program program(vm.flavour(), [explicit_conversion](guest::Guest& g) {
     return upm_guest(g, explicit_conversion);
   });
@@ -90,6 +92,7 @@ void run_upm(bool explicit_conversion, const ScenarioOptions& options, Report& r
     pressure.stop();
     check_pressure(vm, pressure, report, explicit_conversion ? "explicit" : "implicit");
   }
+  checks.verdict(report, explicit_conversion ? "explicit" : "implicit");
   const VcpuExitStats& s = vm.vcpu(0).exit_stats();
   report.figure("map_gpa_exits", s.map_gpa);
   report.figure("memory_fault_exits", s.memory_faults);
