@@ -237,6 +237,11 @@ unsigned SharedMutex::readers_waiting() const {
   return readers_waiting_;
 }
 
+bool SharedMutex::writer_pending() const {
+  std::lock_guard<std::mutex> l(slow_mu_);
+  return writer_active_ || writers_waiting_ != 0;
+}
+
 unsigned SharedMutex::writers_waiting() const {
   std::lock_guard<std::mutex> l(slow_mu_);
   return writers_waiting_;

@@ -127,6 +127,9 @@ class TDXSIM_CAPABILITY("shared_mutex") SharedMutex {
   // For tests of the fairness rule: how many threads wait in each mode right now.
   unsigned readers_waiting() const;
   unsigned writers_waiting() const;
+  // Whether a writer holds the lock, drains its readers, or waits its turn: for a test or
+  // scenario that holds the lock for read and stages a race with a writer.
+  bool writer_pending() const;
 
  private:
   // The slow paths: whoever waits, waits here.

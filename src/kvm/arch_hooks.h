@@ -38,6 +38,9 @@ class KvmArchHooks {
   // (the slot is already invalid to faults). REQUIRES: slots_lock held, mmu_lock not held
   // (the hook takes it).
   virtual void flush_shadow_memslot(const Memslot& slot) = 0;
+  // kvm_arch_memslots_updated: a new memslot set is published as generation `gen`.
+  // REQUIRES: slots_lock held, mmu_lock not held.
+  virtual void memslots_updated(uint64_t /*gen*/) {}
   // kvm_arch_flush_shadow_all: the host mm is going away (notifier release).
   // REQUIRES: mmu_lock not held.
   virtual void flush_shadow_all() = 0;

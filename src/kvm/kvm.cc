@@ -39,6 +39,7 @@ Kvm::Kvm(HostMemory& mem, HostMm& mm, KvmConfig cfg)
       identity_(std::make_shared<const VmIdentity>()),
       slots_lock_("kvm->slots_lock"),
       mmu_lock_("kvm->mmu_lock"),
+      generation_(cfg.first_generation),
       mn_invalidate_lock_("kvm->mn_invalidate_lock"),
       invalidate_range_start_(kNoGfn),
       invalidate_range_end_(kNoGfn),
@@ -102,6 +103,7 @@ void Kvm::publish_memslots(uint16_t as_id, std::unique_ptr<Memslots> next) {
         std::bit_cast<uint64_t>(next.release()), std::memory_order_acq_rel));
   }
   bump_generation();
+  if (arch_ != nullptr) arch_->memslots_updated(memslots_generation());
   rcu_defer([old] { delete old; });
 }
 

@@ -37,6 +37,7 @@
 #include "kvm/host_mm.h"
 #include "kvm/kvm_errno.h"
 #include "kvm/kvm_events.h"
+#include "kvm/lockdep.h"
 #include "kvm/mem_attributes.h"
 #include "kvm/memslot.h"
 #include "kvm/vm_type.h"
@@ -50,6 +51,10 @@ struct KvmConfig {
   VmType type = VmType::kDefault;
   // KVM_CAP_NR_MEMSLOTS: slot ids are [0, max_memslots). Tests use small numbers.
   uint32_t max_memslots = kDefaultMaxMemslots;
+  // Where the memslots generation starts (KVM: the address space id). Tests and scenarios
+  // start it just below a wrap of the MMIO SPTEs' generation bits, which otherwise takes
+  // 2^19 memslot updates.
+  uint64_t first_generation = 0;
 };
 
 // What kvm_gmem_get_pfn returns: the frame and the largest mapping level the backing allows.
@@ -185,6 +190,9 @@ class Kvm {
   uint64_t pages_converted_to_shared() const { return converted_to_shared_.value(); }
   // Tracepoints for checkers and tracers (kvm_events.h).
   KvmEvents& events() { return events_; }
+  // The lockdep warnings KVM's own lock assertions raised (lockdep.h): logged, not fatal.
+  LockdepWarnings& lockdep() { return lockdep_; }
+  const LockdepWarnings& lockdep() const { return lockdep_; }
 
  private:
   class Notifier;
@@ -243,6 +251,7 @@ class Kvm {
   Counter remote_tlb_flushes_;
   Counter converted_to_private_, converted_to_shared_;
   KvmEvents events_;
+  LockdepWarnings lockdep_;
 
   std::unique_ptr<Notifier> notifier_;
 

@@ -1,7 +1,7 @@
 // KvmEvents: the tracepoints of one VM that checkers and tracers attach to — KVM's own
 // trace_kvm_* points where a checker needs to know *when* something happened relative to a
 // vCPU's use of a translation: a remote TLB flush starting and returning, an SPTE changing,
-// a vCPU loading a root.
+// a vCPU loading a root, a range zap returning.
 //
 // Emitting costs one relaxed load when nobody listens. Listeners run on the emitting thread,
 // inside whatever locks it holds (mmu_lock for SPTE changes): they must not call back into
@@ -77,12 +77,28 @@ struct PageFaultEvent {
   RetPf ret = RetPf::kInvalid;
 };
 
+// A zap of [start, end) returned (kvm_unmap_gfn_range, kvm_zap_gfn_range, a memslot's or an
+// attribute change's zap): emitted by the zapping thread with mmu_lock still held for write,
+// after the last root was walked and before the lock is dropped, so a listener sees exactly
+// what the zap left (no fault can install meanwhile). `shared`/`private_alias`: the aliases
+// the zap targeted (for a VM without mirror roots both live in the direct roots). The one
+// exception to "listeners must not call back into the MMU": a listener may read the tables
+// through TdpMmu::visit_leaves, which takes only the root list's leaf lock.
+struct RangeZapEvent {
+  Gfn start{0};
+  Gfn end{0};
+  bool shared = true;
+  bool private_alias = false;
+  const char* why = "";
+};
+
 struct KvmEvents {
   Tracepoint<VcpuRunEvent> vcpu_run;
   Tracepoint<PageFaultEvent> page_fault;
   Tracepoint<RemoteFlushEvent> remote_flush;
   Tracepoint<SpteChangeEvent> spte_changed;
   Tracepoint<RootLoadEvent> root_loaded;
+  Tracepoint<RangeZapEvent> range_zapped;
 };
 
 }  // namespace tdxsim

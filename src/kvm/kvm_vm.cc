@@ -22,7 +22,9 @@ KvmResult<std::unique_ptr<KvmVm>> KvmVm::create(KvmHost& host, HostMm& mm,
 
 KvmVm::KvmVm(KvmHost& host, HostMm& mm, const KvmVmConfig& config) : host_(host), config_(config) {
   kvm_ = std::make_unique<Kvm>(host.platform().memory(), mm,
-                               KvmConfig{.type = config.type, .max_memslots = config.max_memslots});
+                               KvmConfig{.type = config.type,
+                                         .max_memslots = config.max_memslots,
+                                         .first_generation = config.first_generation});
   kvm_->set_vm(this);
   mmu_ = std::make_unique<KvmMmu>(*kvm_, host.ops(), config_.mmu);
   vcpus_.resize(config.max_vcpus);

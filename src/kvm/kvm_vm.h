@@ -56,6 +56,7 @@ struct KvmVmConfig {
   VmType type = VmType::kDefault;
   uint32_t max_vcpus = 64;  // KVM_CAP_MAX_VCPUS
   uint32_t max_memslots = kDefaultMaxMemslots;
+  uint64_t first_generation = 0;  // KvmConfig::first_generation
   KvmMmuConfig mmu;
 };
 

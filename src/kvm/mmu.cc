@@ -7,6 +7,7 @@
 #include "base/rcu.h"
 #include "kvm/kvm_vm.h"
 #include "kvm/mirror_private_mem.h"
+#include "platform/platform.h"
 
 namespace tdxsim {
 namespace {
@@ -243,6 +244,9 @@ FaultResult KvmMmu::page_fault(VcpuMmu& vcpu, Gpa gpa, uint64_t error_code) {
     fault.goal_level = fault.slot == nullptr ? Level::k4K : fault.max_level;
     if (fault_tracepoint_) fault_tracepoint_(fault);
     ReadLock l(kvm_.mmu_lock());
+    // M2 (CVE-2022-45869): the TDP MMU's fault, under the read lock, still reserved shadow
+    // pages as the write-locked shadow MMU fault does.
+    if (bug(BugId::M2)) make_mmu_pages_available(vcpu.vcpu_id);
     if (is_page_fault_stale(vcpu, fault)) {
       result.ret = RetPf::kRetry;
     } else if (fault.is_private) {
@@ -265,6 +269,13 @@ FaultResult KvmMmu::page_fault(VcpuMmu& vcpu, Gpa gpa, uint64_t error_code) {
   return result;
 }
 
+void KvmMmu::make_mmu_pages_available(int vcpu_id) {
+  // Zapping the oldest shadow pages edits active_mmu_pages, which only the write lock guards.
+  kvm_.lockdep().assert_held_write(kvm_.mmu_lock(), "make_mmu_pages_available", vcpu_id);
+  // The TDP MMU's pages are not shadow pages (n_used_mmu_pages counts none of them), so
+  // there is never anything to reclaim here: the lock rule is the whole contract.
+}
+
 bool KvmMmu::gpa_is_mapped(const VcpuMmu& vcpu, Gpa gpa) const {
   kvm_.mmu_lock().assert_held();
   const Gfn gfn{gpa.gfn().raw() & ~gfn_direct_bits_.raw()};
@@ -275,6 +286,10 @@ bool KvmMmu::gpa_is_mapped(const VcpuMmu& vcpu, Gpa gpa) const {
 
 // --- Zaps ------------------------------------------------------------------------------------
 
+bool KvmMmu::bug(BugId id) const {
+  return kvm_.vm() != nullptr && kvm_.vm()->platform().faults().bug(id);
+}
+
 bool KvmMmu::zap_range(const GfnRange& range, uint8_t filter, ZapReason reason, bool flush) {
   kvm_.mmu_lock().assert_held_write();
   TDXSIM_CHECK(filter != 0, "a zap of {}..{} with no attribute filter", range.start, range.end);
@@ -282,15 +297,26 @@ bool KvmMmu::zap_range(const GfnRange& range, uint8_t filter, ZapReason reason, 
   if (!private_) {
     // kvm_gfn_range_filter_to_root_types: without a mirror both aliases are the direct roots.
     st.zap_requests[static_cast<size_t>(reason)][static_cast<size_t>(alias_of(filter))].add();
-    return tdp_->zap_direct_leafs(range.start, range.end, reason, range.may_block, flush);
+    // M4: the notifier's unmap walked only valid roots; one a fast zap had invalidated (and
+    // was still zapping, yielding) kept mapping the range after the unmap returned.
+    const bool with_invalid = !(reason == ZapReason::kNotifier && bug(BugId::M4));
+    flush = tdp_->zap_direct_leafs(range.start, range.end, reason, range.may_block, flush,
+                                   with_invalid);
+  } else {
+    if ((filter & kFilterShared) != 0) {
+      st.zap_requests[static_cast<size_t>(reason)][static_cast<size_t>(ZapAlias::kShared)].add();
+      // T4: the alias filter chose the direct roots and forgot the invalid ones (M4 again).
+      flush = tdp_->zap_direct_leafs(range.start, range.end, reason, range.may_block, flush,
+                                     /*with_invalid=*/!bug(BugId::T4));
+    }
+    if ((filter & kFilterPrivate) != 0) {
+      flush = private_->zap_range(range.start, range.end, reason, flush);
+    }
   }
-  if ((filter & kFilterShared) != 0) {
-    st.zap_requests[static_cast<size_t>(reason)][static_cast<size_t>(ZapAlias::kShared)].add();
-    flush = tdp_->zap_direct_leafs(range.start, range.end, reason, range.may_block, flush);
-  }
-  if ((filter & kFilterPrivate) != 0) {
-    flush = private_->zap_range(range.start, range.end, reason, flush);
-  }
+  kvm_.events().range_zapped.emit_lazy([&] {
+    return RangeZapEvent{range.start, range.end, (filter & kFilterShared) != 0 || !private_,
+                         (filter & kFilterPrivate) != 0 || !private_, to_string(reason)};
+  });
   return flush;
 }
 
@@ -334,6 +360,10 @@ void KvmMmu::flush_shadow_memslot(const Memslot& slot) {
   const bool flush = zap_range(range, range.attr_filter, ZapReason::kMemslot, false);
   // kvm_flush_remote_tlbs_memslot.
   if (flush) tdp_->flush_remote_tlbs_range(slot.base_gfn, slot.npages);
+}
+
+void KvmMmu::memslots_updated(uint64_t gen) {
+  if ((gen & Spte::kMmioGenMax) == 0) zap_all_fast();
 }
 
 void KvmMmu::flush_shadow_all() {
@@ -415,11 +445,19 @@ KvmResult<> KvmMmu::zap_gfn_range(Gfn start, Gfn end, GfnZapCause cause) {
     return std::unexpected(Errno::kEopnotsupp);
   }
   WriteLock l(kvm_.mmu_lock());
+  // An invalidation over the range while it is zapped: a fault that races with a yield of
+  // the zap retries instead of mapping again what was just zapped.
+  const bool any = start < end;
+  if (any) kvm_.mmu_invalidate_begin(start, end);
   // Private mappings are always write-back whatever DMA does, so only the direct roots
   // (which for a TD map the shared alias) are affected.
   if (tdp_->zap_direct_leafs(start, end, ZapReason::kRoots, /*can_yield=*/true, false)) {
     tdp_->flush_remote_tlbs_range(start, end.raw() - start.raw());
   }
+  kvm_.events().range_zapped.emit_lazy([&] {
+    return RangeZapEvent{start, end, /*shared=*/true, /*private_alias=*/!private_, "zap_gfn_range"};
+  });
+  if (any) kvm_.mmu_invalidate_end();
   return {};
 }
 

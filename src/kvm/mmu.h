@@ -122,6 +122,9 @@ class KvmMmu final : public KvmArchHooks {
   void enable_log_dirty_pt_masked(const Memslot& slot, Gfn base, uint64_t mask) override;
   void flush_shadow_memslot(const Memslot& slot) override;
   void flush_shadow_all() override;
+  // kvm_mmu_invalidate_mmio_sptes: when the generation's MMIO bits wrap, an old MMIO SPTE
+  // could look current again, so every direct root goes (fast zap), for a TD too.
+  void memslots_updated(uint64_t gen) override;
   bool unmap_gfn_range(const GfnRange& range) override;
   bool age_gfn(const GfnRange& range) override;
   bool test_age_gfn(const GfnRange& range) override;
@@ -142,7 +145,12 @@ class KvmMmu final : public KvmArchHooks {
   // VM, has one attribute throughout.
   Level max_mapping_level(const KvmPageFault& fault, Level backing) const;
   bool is_page_fault_stale(const VcpuMmu& vcpu, const KvmPageFault& fault) const;
-  // kvm_unmap_gfn_range's body with the reason counted.
+  // Whether a bug-catalogue switch is on for this VM's platform.
+  bool bug(BugId id) const;
+  // make_mmu_pages_available: the shadow MMU's reserve of page-table pages before a fault
+  // builds any. REQUIRES (lockdep, warned): mmu_lock held for write.
+  void make_mmu_pages_available(int vcpu_id);
+  // kvm_unmap_gfn_range's body with the reason counted; emits range_zapped before returning.
   bool zap_range(const GfnRange& range, uint8_t filter, ZapReason reason, bool flush);
   // kvm_mmu_zap_all_fast: invalidate every direct root, zap them under the read lock.
   void zap_all_fast();

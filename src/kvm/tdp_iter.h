@@ -74,6 +74,10 @@ class TdpIter {
 
   // The caller dropped and re-took mmu_lock at the current entry: the next next() restarts.
   void mark_yielded() { yielded_ = true; }
+  // Only the M8 bug switch calls this: the restart after a yield resumes past the entry the
+  // walk yielded at instead of at it (the historic iterator advanced after restarting), so
+  // that entry, and everything below it, is never visited.
+  void skip_current_on_restart() { next_last_level_gfn_ = gfn_ + level_pages(level_); }
   bool yielded() const { return yielded_; }
   // Whether the walk moved past the gfn it last (re)started at: a yield before that would
   // restart at the same place again and could livelock.

@@ -5,6 +5,7 @@
 
 #include "base/check.h"
 #include "kvm/kvm_vm.h"
+#include "platform/platform.h"
 
 namespace tdxsim {
 namespace {
@@ -67,6 +68,10 @@ Gfn TdpMmu::root_bits(const MmuPage* root) const {
 
 Spte TdpMmu::read_spte(Hpa sptep) const {
   return Spte{mem_.load(sptep, kHostKey, std::memory_order_acquire)};
+}
+
+bool TdpMmu::bug(BugId id) const {
+  return kvm_ != nullptr && kvm_->vm() != nullptr && kvm_->vm()->platform().faults().bug(id);
 }
 
 bool TdpMmu::vm_bugged() const {
@@ -580,6 +585,8 @@ bool TdpMmu::zap_leafs(MmuPage* root, Gfn start, Gfn end, ZapReason reason, bool
   for (TdpIter it(mem_, *root, Level::k4K, start, end, root_bits(root)); it.valid(); it.next()) {
     if (can_yield && cond_resched(it, steps, flush, /*shared=*/false, rcu)) {
       flush = false;
+      // M8: the walk restarted past the entry it yielded at, leaving it mapped.
+      if (bug(BugId::M8)) it.skip_current_on_restart();
       continue;
     }
     const Spte old_spte = it.old_spte();
@@ -599,8 +606,10 @@ bool TdpMmu::zap_leafs_in(uint8_t types, Gfn start, Gfn end, ZapReason reason, b
   return flush;
 }
 
-bool TdpMmu::zap_direct_leafs(Gfn start, Gfn end, ZapReason reason, bool can_yield, bool flush) {
-  return zap_leafs_in(kDirectRoots | kInvalidRoots, start, end, reason, can_yield, flush);
+bool TdpMmu::zap_direct_leafs(Gfn start, Gfn end, ZapReason reason, bool can_yield, bool flush,
+                              bool with_invalid) {
+  const uint8_t types = with_invalid ? kDirectRoots | kInvalidRoots : kDirectRoots;
+  return zap_leafs_in(types, start, end, reason, can_yield, flush);
 }
 
 void TdpMmu::zap_root(MmuPage* root, bool shared) {
@@ -694,6 +703,25 @@ bool TdpMmu::wrprot_range(Gfn start, Gfn end, Level min_level) {
 }
 
 // --- Walks -------------------------------------------------------------------------------
+
+void TdpMmu::visit_leaves(bool direct, bool mirror, Gfn start, Gfn end,
+                          const std::function<void(const RootLeaf&)>& visit) const {
+  mmu_lock_.assert_held();
+  end = std::min(end, max_gfn_exclusive());
+  if (start >= end) return;
+  RcuReadGuard rcu;
+  // Held across the walks: a root leaves the list (and is queued for freeing) only under it.
+  MutexLock l(roots_lock_);
+  for (const MmuPage* root : roots_) {
+    if (!(root->is_mirror() ? mirror : direct)) continue;
+    for (TdpIter it(mem_, *root, Level::k4K, start, end, root_bits(root)); it.valid(); it.next()) {
+      const Spte s = it.old_spte();
+      if (!s.is_shadow_present() || !s.is_last(it.level())) continue;
+      visit(
+          RootLeaf{root->spt(), root->is_mirror(), root->role().invalid, it.gfn(), it.level(), s});
+    }
+  }
+}
 
 Level TdpMmu::get_walk(const MmuPage* root, Gpa gpa, std::array<Spte, 5>& sptes) const {
   // The gfn the MMU knows, without the direct bits the iterator adds back.

@@ -31,6 +31,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -38,6 +39,7 @@
 
 #include "base/addr.h"
 #include "base/atomic.h"
+#include "base/fault_injection.h"
 #include "base/lock.h"
 #include "base/rcu.h"
 #include "kvm/gfn_range.h"
@@ -126,7 +128,10 @@ class TdpMmu {
   // kvm_tdp_mmu_unmap_gfn_range restricted to the shared alias: zaps the leaves of
   // [start, end) in every direct and invalid root. REQUIRES: mmu_lock held for write.
   // Returns: whether a TLB flush is needed (flush is "one is already pending").
-  bool zap_direct_leafs(Gfn start, Gfn end, ZapReason reason, bool can_yield, bool flush);
+  // `with_invalid` false skips the invalid roots (only bug switches M4 and T4 pass it: an
+  // invalid root still maps the range after the unmap returns).
+  bool zap_direct_leafs(Gfn start, Gfn end, ZapReason reason, bool can_yield, bool flush,
+                        bool with_invalid = true);
   // kvm_tdp_mmu_zap_all: every direct and invalid root, whole (MMU-notifier release).
   // REQUIRES: mmu_lock held for write.
   void zap_all_direct();
@@ -146,6 +151,24 @@ class TdpMmu {
   Level get_walk(const MmuPage* root, Gpa gpa, std::array<Spte, 5>& sptes) const;
   // The present leaf that maps `gfn` in `root` (gfn without direct bits), if any.
   std::optional<Spte> leaf_for(const MmuPage* root, Gfn gfn) const;
+
+  // --- For checkers (read-only) -----------------------------------------------------------
+  // A present leaf some root holds.
+  struct RootLeaf {
+    Hpa root;
+    bool mirror = false;
+    bool invalid = false;
+    Gfn gfn{0};  // without direct bits
+    Level level = Level::k4K;
+    Spte spte;
+  };
+  // Calls `visit` for every present leaf mapping any gfn of [start, end) (gfns without direct
+  // bits) in every root of the kinds asked for, valid and invalid alike. Reads only: a
+  // checker's window into the tables, the mirror half included, that cannot change them.
+  // REQUIRES: mmu_lock held (either mode); roots_lock not held; `visit` does not call into
+  // the MMU.
+  void visit_leaves(bool direct, bool mirror, Gfn start, Gfn end,
+                    const std::function<void(const RootLeaf&)>& visit) const;
 
   // --- Bookkeeping -------------------------------------------------------------------------
   const MmuStats& stats() const { return stats_; }
@@ -230,6 +253,8 @@ class TdpMmu {
                     std::optional<RcuReadGuard>& rcu) TDXSIM_NO_THREAD_SAFETY_ANALYSIS;
 
   Spte read_spte(Hpa sptep) const;
+  // Whether a bug-catalogue switch is on for this VM's platform (never without a Kvm).
+  bool bug(BugId id) const;
   // Every present leaf of [start, end) at min_level or above in the valid direct roots:
   // `update(old)` gives the new value or nullopt to leave it; set atomically, re-decided on
   // a lost race. Returns: whether any leaf changed. REQUIRES: mmu_lock held.

@@ -16,6 +16,9 @@ void run_removal_under_contention(const ScenarioOptions&, Report&);
 void run_hyperv_vmx_root_tracking(const ScenarioOptions&, Report&);
 void run_vmx_on_tdx_host(const ScenarioOptions&, Report&);
 void run_hyperv_svm_enlightened_tlb(const ScenarioOptions&, Report&);
+void run_tdp_zap_yield(const ScenarioOptions&, Report&);
+void run_notifier_during_fast_zap(const ScenarioOptions&, Report&);
+void run_td_shared_unmap_during_fast_zap(const ScenarioOptions&, Report&);
 
 namespace {
 
@@ -81,6 +84,26 @@ constexpr ScenarioInfo kScenarios[] = {
      "used (seed 003)",
      run_hyperv_svm_enlightened_tlb,
      {false, false, "default"}},
+    {"tdp_zap_yield",
+     "a VMX VM whose zaps yield mmu_lock every 4 entries: the guest fills 1 MiB of 4K pages, "
+     "kvm_zap_gfn_range and the slot's deletion each leave their range unmapped in every "
+     "root, and no lock assertion warns on the fault path",
+     run_tdp_zap_yield,
+     {false, false, "default"}},
+    {"notifier_during_fast_zap",
+     "a VMX VM deletes a slot (quirk on: every root invalidated, zapped under the read lock, "
+     "yielding after each entry) while the host reclaims another slot: the notifier's unmap "
+     "runs in the zap's yield and, once it returns, no root, the invalid one included, maps "
+     "the reclaimed range",
+     run_notifier_during_fast_zap,
+     {false, false, "default"}},
+    {"td_shared_unmap_during_fast_zap",
+     "a TD fills two shared slots; the memslot generation's MMIO bits wrap, fast-zapping the "
+     "direct roots under the read lock (yielding after each entry), while the host reclaims "
+     "one shared slot: once the alias-filtered unmap returns, no direct root, the invalid one "
+     "included, maps it",
+     run_td_shared_unmap_during_fast_zap,
+     {false, false, "tdx"}},
 };
 
 constexpr BugRow kBugRows[] = {
@@ -91,6 +114,19 @@ constexpr BugRow kBugRows[] = {
      "with Hyper-V's enlightened NPT TLB, SVM's flush of a newly loaded root is only an ASID "
      "flush: a freed root reused at the same HPA serves the L0's stale GPA translations "
      "(seed 003)"},
+    {BugId::M2, "tdp_zap_yield",
+     "CVE-2022-45869: the TDP MMU's page fault, holding mmu_lock for read, called "
+     "make_mmu_pages_available, which needs it for write (the shadow MMU's page list)"},
+    {BugId::M4, "notifier_during_fast_zap",
+     "the MMU notifier's unmap skipped invalid roots while a fast zap yielded: the invalid root "
+     "kept mapping the reclaimed frames after the unmap returned (use-after-free)"},
+    {BugId::M8, "tdp_zap_yield",
+     "after a zap yielded mmu_lock and restarted its walk, the iterator stepped past the entry "
+     "it had yielded at, leaving that entry's mappings in the zapped range"},
+    {BugId::T4, "td_shared_unmap_during_fast_zap",
+     "the alias-filtered unmap (TDX's root types: shared alias = direct roots) forgot invalid "
+     "roots: a direct root being fast-zapped kept mapping the reclaimed shared frames (M4 "
+     "again)"},
 };
 
 }  // namespace

@@ -37,6 +37,8 @@ void delete_private(VmType type, const ScenarioOptions& options, Report& report)
       "memslot");
   report.check(vm.set_private(kPrivateGpa, kPageSize).has_value(), "set_private");
   if (type == VmType::kTdx) report.check(vm.td_finalize().has_value(), "finalize");
+  RunChecks checks(machine, options.tracer);
+  checks.watch(vm);
   std::atomic<uint64_t> reads{0};
   guest::Program program(vm.flavour(), [&reads](guest::Guest& g) -> guest::GuestTask {
     if (g.flavour().td) co_await g.accept(kPrivateGpa, Level::k4K);
@@ -67,6 +69,7 @@ void delete_private(VmType type, const ScenarioOptions& options, Report& report)
                    run.memory_fault.flags == kMemoryExitFlagPrivate,
                "memory_fault_fields", "{}: gpa {} size {} flags {:#x}", t, run.memory_fault.gpa,
                run.memory_fault.size, run.memory_fault.flags);
+  checks.verdict(report, t);
 }
 
 constexpr Gpa kMoveGpa{0x4000'0000};

@@ -3,6 +3,7 @@
 #include <thread>
 
 #include "check/hyperv_usage.h"
+#include "check/vm_health.h"
 #include "kvm/mmu_stats.h"
 #include "kvm/vmx/tdx.h"
 #include "platform/logical_cpu.h"
@@ -19,6 +20,7 @@ MachineConfig machine_config(const ScenarioOptions& options) {
 RunChecks::RunChecks(Machine& machine, Tracer* tracer)
     : machine_(machine),
       stale_(std::make_unique<StaleUseCheck>(machine.platform())),
+      zapped_(std::make_unique<ZappedRangeCheck>()),
       model_(std::make_unique<ReferenceModel>(machine)),
       tracer_(tracer) {}
 
@@ -27,16 +29,64 @@ RunChecks::~RunChecks() = default;
 void RunChecks::watch(Vm& vm) {
   stale_->watch(vm.kvm());
   model_->watch(vm);
+  zapped_->watch(vm.kvm(), vm.kvm_vm().mmu().tdp_mmu());
+  vms_.push_back(WatchedVm{&vm.kvm(), vm.kvm().type() == VmType::kTdx ? "td" : "vm"});
   if (tracer_ != nullptr) traced_.emplace_back(&vm, tracer_->attach(vm));
 }
 
 void RunChecks::unwatch(Vm& vm) {
   stale_->unwatch(vm.kvm());
   model_->unwatch(vm);
+  zapped_->unwatch(vm.kvm());
+  // The VM may go away after this: what its own checks would say is kept for the verdict.
+  for (const WatchedVm& w : vms_) {
+    if (w.kvm != &vm.kvm() || w.reported) continue;
+    ++unwatched_checked_;
+    if (std::optional<std::string> v = vm_bug_violation(*w.kvm)) {
+      unwatched_failures_.emplace_back("no_vm_bug", fmt::format("{}: {}", w.tag, *v));
+    }
+    if (std::optional<std::string> v = lock_assertion_violation(*w.kvm)) {
+      unwatched_failures_.emplace_back("no_lock_assertion", fmt::format("{}: {}", w.tag, *v));
+    }
+  }
+  std::erase_if(vms_, [&](const WatchedVm& w) { return w.kvm == &vm.kvm(); });
   std::erase_if(traced_, [&](const auto& t) { return t.first == &vm; });
 }
 
+void RunChecks::report_vm_health(const Kvm& kvm, Report& report, std::string_view tag) {
+  const std::optional<std::string> bug = vm_bug_violation(kvm);
+  report.check(!bug, "no_vm_bug", "{}: {}", tag, bug.value_or(""));
+  const std::optional<std::string> lock = lock_assertion_violation(kvm);
+  report.check(!lock, "no_lock_assertion", "{}: {}", tag, lock.value_or(""));
+}
+
+void RunChecks::report_pending(Report& report, std::string_view tag) {
+  for (WatchedVm& w : vms_) {
+    if (w.reported) continue;
+    w.reported = true;
+    report_vm_health(*w.kvm, report, tag.empty() ? std::string_view(w.tag) : tag);
+  }
+  for (const auto& [name, evidence] : unwatched_failures_) {
+    report.check(false, name, "{}", evidence);
+  }
+  if (unwatched_checked_ != 0 && unwatched_failures_.empty()) {
+    report.check(true, "no_vm_bug");
+    report.check(true, "no_lock_assertion");
+  }
+  unwatched_failures_.clear();
+  unwatched_checked_ = 0;
+  const std::vector<ZappedRangeViolation> v = zapped_->violations();
+  const uint64_t n = zapped_->violation_count();
+  report.check(n == 0, "zapped_range_unmapped",
+               "{}{}{} of {} range zap(s) left mappings; first: {}", tag, tag.empty() ? "" : ": ",
+               n, zapped_->zaps_checked(), v.empty() ? std::string() : v.front().describe());
+}
+
 void RunChecks::finish_vm(Vm& vm, Report& report, std::string_view tag) {
+  for (WatchedVm& w : vms_) {
+    if (w.kvm == &vm.kvm()) w.reported = true;
+  }
+  report_vm_health(vm.kvm(), report, tag.empty() ? "vm" : tag);
   const std::optional<std::string> hv = hyperv_usage_violation(machine_.platform(), vm.kvm_vm());
   report.check(!hv, "hyperv_only_on_hyperv", "{}: {}", tag, hv.value_or(""));
   const MmuStats& mmu = vm.kvm_vm().mmu().stats();
@@ -157,6 +207,7 @@ void RunChecks::verdict(Report& report, std::string_view tag) {
 }
 
 void RunChecks::judge(Report& report, std::string_view tag) {
+  report_pending(report, tag);
   const std::string where = tag.empty() ? std::string() : fmt::format("{}: ", tag);
   const StaleUseCounts c = stale_->counts();
   const std::vector<StaleUseViolation> v = stale_->violations();
@@ -187,6 +238,7 @@ void RunChecks::finish(Report& report) {
   } else {
     report.figure("hypercalls", 0);  // none without an L0, whatever the schedule
   }
+  report.schedule_figure("range_zaps_checked", zapped_->zaps_checked());
   const StaleUseCounts c = stale_->counts();
   report.schedule_figure("stale_uses.in_window", c.stale_uses - c.violations);
   report.schedule_figure("stale_uses.unjudged", c.unattributed);

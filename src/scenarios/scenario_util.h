@@ -9,6 +9,7 @@
 
 #include "check/reference_model.h"
 #include "check/stale_use_check.h"
+#include "check/zapped_range.h"
 #include "guest/program.h"
 #include "kvm/kvm_errno.h"
 #include "scenarios/scenario.h"
@@ -66,7 +67,9 @@ const char* errno_name(const KvmResult<T>& r) {
 MachineConfig machine_config(const ScenarioOptions& options);
 
 // Checks a scenario keeps running while it works: the stale-use check over every CPU and the
-// VMs it watches, and Hyper-V's use only on a Hyper-V host. finish() reports them. With a
+// VMs it watches, every range zap of a watched VM leaving the range unmapped in every root,
+// no VM bug and no lockdep warning in a watched VM, and Hyper-V's use only on a Hyper-V
+// host. finish() (or verdict()) reports them; finish_vm() reports one VM's. With a
 // tracer (ScenarioOptions::tracer), the VMs it watches are traced too, from watch() to
 // unwatch() (or the checks' end).
 class RunChecks {
@@ -86,12 +89,26 @@ class RunChecks {
   void verdict(Report& report, std::string_view tag);
 
  private:
+  struct WatchedVm {
+    Kvm* kvm;
+    std::string tag;
+    bool reported = false;
+  };
   // The verdicts both finish() and verdict() give.
   void judge(Report& report, std::string_view tag);
+  // no_vm_bug and no_lock_assertion for one VM.
+  static void report_vm_health(const Kvm& kvm, Report& report, std::string_view tag);
+  // The per-VM checks of every VM not reported yet, and the zapped-range verdict.
+  void report_pending(Report& report, std::string_view tag);
 
   Machine& machine_;
   std::unique_ptr<StaleUseCheck> stale_;
+  std::unique_ptr<ZappedRangeCheck> zapped_;
   std::unique_ptr<ReferenceModel> model_;
+  std::vector<WatchedVm> vms_;
+  // Failures of VMs unwatched before they were reported: (check, evidence).
+  std::vector<std::pair<std::string, std::string>> unwatched_failures_;
+  uint64_t unwatched_checked_ = 0;
   Tracer* tracer_;
   std::vector<std::pair<Vm*, std::unique_ptr<Tracer::Attachment>>> traced_;
 };

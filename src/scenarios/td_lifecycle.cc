@@ -54,6 +54,8 @@ void run_td_lifecycle(const ScenarioOptions& options, Report& report) {
     report.check(vm.td_init_mem_region(Gpa{0}, kImageBytes, image_word).has_value(),
                  "init_mem_region");
     report.check(vm.td_finalize().has_value(), "finalize");
+    RunChecks checks(machine, options.tracer);
+    checks.watch(vm);
 
     std::vector<std::unique_ptr<guest::Program>> programs;
     for (unsigned i = 0; i < kVcpus; ++i) {
@@ -72,8 +74,6 @@ void run_td_lifecycle(const ScenarioOptions& options, Report& report) {
           }));
       vm.vcpu(i).set_guest(programs.back().get());
     }
-    RunChecks checks(machine, options.tracer);
-    checks.watch(vm);
     // Each GUEST_SYNC moves the vCPU to its other CPU for its next KVM_RUN.
     std::atomic<uint64_t> moves{0};
     run_vcpus_to_done(vm, programs, report, [&](unsigned i, uint64_t) {

@@ -162,6 +162,8 @@ KvmResult<std::unique_ptr<Vm>> Vm::create(Machine& machine, const VmShape& shape
   cfg.type = shape.type;
   cfg.max_vcpus = shape.nr_vcpus;
   cfg.mmu.quirk_slot_zap_all = shape.quirk_slot_zap_all;
+  cfg.mmu.yield_every = shape.zap_yield_every;
+  cfg.first_generation = shape.first_memslots_generation;
   return on_host_cpu(machine, [&]() -> KvmResult<std::unique_ptr<Vm>> {
     auto kvm_vm = KvmVm::create(machine.kvm(), vm->mm_, cfg);
     if (!kvm_vm) return std::unexpected(kvm_vm.error());

@@ -49,6 +49,11 @@ struct VmShape {
   // Whether a conversion to shared the guest asks for (MapGPA, a memory-fault exit) punches
   // the private copy out of guest_memfd (the selftests' MAP_GPA_DO_FALLOCATE).
   bool discard_on_conversion = true;
+  // How many entries a zap walks under mmu_lock before it yields (TdpMmuConfig::yield_every):
+  // scenarios make it tiny to open the windows a yielding zap leaves.
+  unsigned zap_yield_every = 512;
+  // Where the memslots generation starts (KvmConfig::first_generation).
+  uint64_t first_memslots_generation = 0;
 
   static VmShape of(VmType type, unsigned nr_vcpus = 1) {
     VmShape s;
