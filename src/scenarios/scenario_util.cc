@@ -1,8 +1,14 @@
 #include "scenarios/scenario_util.h"
 
+#include <fmt/ranges.h>
+
 #include <thread>
 
+#include "base/rcu.h"
+#include "check/exit_status_check.h"
 #include "check/hyperv_usage.h"
+#include "check/sept_removal_protocol.h"
+#include "check/vm_bug.h"
 #include "kvm/mmu_stats.h"
 #include "kvm/vmx/tdx.h"
 #include "platform/logical_cpu.h"
@@ -16,6 +22,32 @@ MachineConfig machine_config(const ScenarioOptions& options) {
   return mc;
 }
 
+namespace {
+
+// "tag: evidence; evidence…", or the evidence alone for an untagged run.
+std::string tagged(std::string_view tag, const std::vector<std::string>& lines) {
+  const std::string joined = fmt::format("{}", fmt::join(lines, "; "));
+  return tag.empty() ? joined : fmt::format("{}: {}", tag, joined);
+}
+
+}  // namespace
+
+SeptCensus sept_census(Vm& vm) {
+  if (LogicalCpu* cpu = this_cpu(); cpu != nullptr) return take_sept_census(vm.kvm_vm(), *cpu);
+  Machine& m = vm.machine();
+  CpuBinding b = m.platform().bind(m.host_cpu(0));
+  return take_sept_census(vm.kvm_vm(), b.cpu());
+}
+
+// The continuous checks of one TD.
+struct RunChecks::TdChecks {
+  Vm* vm;
+  SeptRemovalProtocol removal;
+  ExitStatusCheck exits;
+
+  TdChecks(TdxOps& ops, Vm& v) : vm(&v), removal(ops, v.kvm_vm()), exits(ops, v.kvm_vm()) {}
+};
+
 RunChecks::RunChecks(Machine& machine, Tracer* tracer)
     : machine_(machine),
       stale_(std::make_unique<StaleUseCheck>(machine.platform())),
@@ -25,17 +57,44 @@ RunChecks::~RunChecks() = default;
 
 void RunChecks::watch(Vm& vm) {
   stale_->watch(vm.kvm());
+  watched_.push_back(&vm);
+  if (vm.kvm().type() == VmType::kTdx && machine_.tdx() != nullptr &&
+      vm.kvm_vm().vendor() != nullptr) {
+    tds_.push_back(std::make_unique<TdChecks>(*machine_.tdx(), vm));
+  }
   if (tracer_ != nullptr) traced_.emplace_back(&vm, tracer_->attach(vm));
 }
 
 void RunChecks::unwatch(Vm& vm) {
   stale_->unwatch(vm.kvm());
+  std::erase(watched_, &vm);
+  std::erase_if(tds_, [&](const auto& t) { return t->vm == &vm; });
   std::erase_if(traced_, [&](const auto& t) { return t.first == &vm; });
+}
+
+void RunChecks::quiescent(Vm& vm, Report& report, std::string_view tag) {
+  if (vm.kvm().type() != VmType::kTdx) return;
+  const SeptCensus c = sept_census(vm);
+  report.check(c.mismatches.empty(), "mirror_matches_sept", "{}", tagged(tag, c.mismatches));
+}
+
+void RunChecks::report_vm(Vm& vm, Report& report, std::string_view tag) {
+  const std::optional<std::string> bug = vm_bug_violation(vm.kvm());
+  report.check(!bug, "no_vm_bug", "{}", tagged(tag, {bug.value_or("")}));
+  for (const auto& td : tds_) {
+    if (td->vm != &vm) continue;
+    report.check(td->removal.violations() == 0, "sept_removal_protocol", "{}",
+                 tagged(tag, td->removal.evidence()));
+    report.check(td->exits.violations() == 0, "exit_handled_only_after_valid_status", "{}",
+                 tagged(tag, td->exits.evidence()));
+  }
+  quiescent(vm, report, tag);
 }
 
 void RunChecks::finish_vm(Vm& vm, Report& report, std::string_view tag) {
   const std::optional<std::string> hv = hyperv_usage_violation(machine_.platform(), vm.kvm_vm());
   report.check(!hv, "hyperv_only_on_hyperv", "{}: {}", tag, hv.value_or(""));
+  report_vm(vm, report, tag);
   const MmuStats& mmu = vm.kvm_vm().mmu().stats();
   uint64_t flush_all = 0, flush_current = 0, root_loads = 0;
   for (unsigned i = 0; i < vm.nr_vcpus(); ++i) {
@@ -141,6 +200,7 @@ void RunChecks::verdict(Report& report, std::string_view tag) {
   const std::vector<StaleUseViolation> v = stale_->violations();
   report.check(c.violations == 0, "no_stale_translation_used", "{}: {} violation(s); first: {}",
                tag, c.violations, v.empty() ? std::string() : v.front().describe());
+  for (Vm* vm : watched_) report_vm(*vm, report, tag);
 }
 
 void RunChecks::finish(Report& report) {

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "check/sept_census.h"
 #include "check/stale_use_check.h"
 #include "guest/program.h"
 #include "kvm/kvm_errno.h"
@@ -65,9 +66,11 @@ const char* errno_name(const KvmResult<T>& r) {
 MachineConfig machine_config(const ScenarioOptions& options);
 
 // Checks a scenario keeps running while it works: the stale-use check over every CPU and the
-// VMs it watches, and Hyper-V's use only on a Hyper-V host. finish() reports them. With a
-// tracer (ScenarioOptions::tracer), the VMs it watches are traced too, from watch() to
-// unwatch() (or the checks' end).
+// VMs it watches, Hyper-V's use only on a Hyper-V host, no VM bug, and for a TD the S-EPT
+// removal protocol, exit handling only after a valid TD-entry status, and the mirror's
+// agreement with the S-EPT at quiescent points (docs/invariants.md). finish_vm() and
+// verdict() report them. With a tracer (ScenarioOptions::tracer), the VMs it watches are
+// traced too, from watch() to unwatch() (or the checks' end).
 class RunChecks {
  public:
   explicit RunChecks(Machine& machine, Tracer* tracer = nullptr);
@@ -81,15 +84,30 @@ class RunChecks {
   // figures for `vm`: flushes by kind, root loads, hypercalls.
   void finish_vm(Vm& vm, Report& report, std::string_view tag);
   void finish(Report& report);
-  // Only the stale-use verdict, tagged (for scenarios that run many variants).
+  // The stale-use verdict and the per-VM invariants of every watched VM, tagged (for
+  // scenarios that run many variants). REQUIRES: a quiescent point (see quiescent()).
   void verdict(Report& report, std::string_view tag);
+  // "mirror_matches_sept" for `vm` now (nothing for a VM that is not a TD). REQUIRES: a
+  // quiescent point — no vCPU in the guest (between KVM_RUNs, or its thread parked at a
+  // ucall) and no memory operation in flight.
+  void quiescent(Vm& vm, Report& report, std::string_view tag);
 
  private:
+  struct TdChecks;
+  // The per-VM invariants of `vm`, tagged.
+  void report_vm(Vm& vm, Report& report, std::string_view tag);
+
   Machine& machine_;
+  std::vector<Vm*> watched_;
+  std::vector<std::unique_ptr<TdChecks>> tds_;
   std::unique_ptr<StaleUseCheck> stale_;
   Tracer* tracer_;
   std::vector<std::pair<Vm*, std::unique_ptr<Tracer::Attachment>>> traced_;
 };
+
+// The S-EPT census of `vm` (check/sept_census.h), its SEAMCALLs issued on the calling
+// thread's CPU or, when it has none, on the VMM's main host CPU. REQUIRES: a quiescent point.
+SeptCensus sept_census(Vm& vm);
 
 // After a TD machine's VMs are gone: every frame back (`free_before`: the free count before
 // the first VM), the PAMT clean, no plaintext seen by the host.

@@ -26,6 +26,25 @@ bool is_nmi(uint64_t intr_info) {
 
 }  // namespace
 
+const char* to_string(TdxExitHandler h) {
+  switch (h) {
+    case TdxExitHandler::kNmi:
+      return "NMI";
+    case TdxExitHandler::kTdvmcall:
+      return "TDVMCALL";
+    case TdxExitHandler::kEptViolation:
+      return "EPT violation";
+  }
+  return "?";
+}
+
+void TdxOps::trace_dispatch(KvmVcpu& vcpu, TdxExitHandler handler) {
+  exit_dispatch_trace.emit_lazy([&] {
+    return TdxExitDispatchEvent{to_tdx(vcpu.vm()).tdr_, vcpu.id(), handler,
+                                to_tdx(vcpu).vp_enter_ret_};
+  });
+}
+
 int TdxOps::unhandled_exit(KvmVcpu& vcpu) {
   TdxVcpu& tdx = to_tdx(vcpu);
   KvmRun& run = vcpu.run_state();
@@ -79,8 +98,10 @@ int TdxOps::handle_exit(KvmVcpu& vcpu, ExitFastpath fastpath) {
     case VmxExitReason::kPreemptionTimer:
       return 1;
     case VmxExitReason::kEptViolation:
+      trace_dispatch(vcpu, TdxExitHandler::kEptViolation);
       return handle_ept_violation(vcpu);
     case VmxExitReason::kTdcall:
+      trace_dispatch(vcpu, TdxExitHandler::kTdvmcall);
       return handle_tdvmcall(vcpu);
     case VmxExitReason::kEptMisconfig:
       // Shared EPT's MMIO SPTEs make the guest take a #VE; a misconfig exit is a KVM bug.

@@ -166,6 +166,7 @@ ExitFastpath TdxOps::vcpu_run(KvmVcpu& vcpu) {
       static_cast<uint16_t>(tdx.exit_reason_) ==
           static_cast<uint16_t>(VmxExitReason::kExceptionNmi) &&
       is_nmi(tdx.regs_.r9)) {
+    trace_dispatch(vcpu, TdxExitHandler::kNmi);
     td.stats_.host_nmis.add();
     cpu.handle_host_nmi();
   }
