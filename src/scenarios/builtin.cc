@@ -16,6 +16,7 @@ void run_removal_under_contention(const ScenarioOptions&, Report&);
 void run_hyperv_vmx_root_tracking(const ScenarioOptions&, Report&);
 void run_vmx_on_tdx_host(const ScenarioOptions&, Report&);
 void run_hyperv_svm_enlightened_tlb(const ScenarioOptions&, Report&);
+void run_td_image_page_add_busy(const ScenarioOptions&, Report&);
 
 namespace {
 
@@ -81,6 +82,12 @@ constexpr ScenarioInfo kScenarios[] = {
      "used (seed 003)",
      run_hyperv_svm_enlightened_tlb,
      {false, false, "default"}},
+    {"td_image_page_add_busy",
+     "a TD's initial image where the module answers the first TDH.MEM.PAGE.ADD with "
+     "OPERAND_BUSY: KVM returns EBUSY, the mirror keeps no leaf the S-EPT lacks, the retried "
+     "region and the finalized TD are whole",
+     run_td_image_page_add_busy,
+     {false, false, "tdx"}},
 };
 
 constexpr BugRow kBugRows[] = {
@@ -91,6 +98,9 @@ constexpr BugRow kBugRows[] = {
      "with Hyper-V's enlightened NPT TLB, SVM's flush of a newly loaded root is only an ASID "
      "flush: a freed root reused at the same HPA serves the L0's stale GPA translations "
      "(seed 003)"},
+    {BugId::T3, "td_image_page_add_busy",
+     "a TDH.MEM.PAGE.ADD that failed during KVM_TDX_INIT_MEM_REGION left its \"premapped\" "
+     "mirror SPTE behind: KVM's mirror mapped a page the S-EPT never had"},
 };
 
 }  // namespace
