@@ -17,6 +17,7 @@ void run_hyperv_vmx_root_tracking(const ScenarioOptions&, Report&);
 void run_vmx_on_tdx_host(const ScenarioOptions&, Report&);
 void run_hyperv_svm_enlightened_tlb(const ScenarioOptions&, Report&);
 void run_td_image_page_add_busy(const ScenarioOptions&, Report&);
+void run_td_failed_entry_after_nmi(const ScenarioOptions&, Report&);
 
 namespace {
 
@@ -88,6 +89,12 @@ constexpr ScenarioInfo kScenarios[] = {
      "region and the finalized TD are whole",
      run_td_image_page_add_busy,
      {false, false, "tdx"}},
+    {"td_failed_entry_after_nmi",
+     "an NMI exit from a TD, then a TD entry refused with TDX_TSC_ROLLBACK (low bits 0, R9 "
+     "still the NMI's): the NMI is handled once, the failed entry reaches userspace as an "
+     "internal error, and the TD runs on (seed 002)",
+     run_td_failed_entry_after_nmi,
+     {false, false, "tdx"}},
 };
 
 constexpr BugRow kBugRows[] = {
@@ -98,6 +105,10 @@ constexpr BugRow kBugRows[] = {
      "with Hyper-V's enlightened NPT TLB, SVM's flush of a newly loaded root is only an ASID "
      "flush: a freed root reused at the same HPA serves the L0's stale GPA translations "
      "(seed 003)"},
+    {BugId::S2, "td_failed_entry_after_nmi",
+     "TD-entry errors decoded as exits: a failed TDH.VP.ENTER whose low 16 bits read "
+     "\"exception or NMI\", with the previous exit's NMI information still in R9, ran the "
+     "host's NMI handler for an NMI that never came (seed 002)"},
     {BugId::T3, "td_image_page_add_busy",
      "a TDH.MEM.PAGE.ADD that failed during KVM_TDX_INIT_MEM_REGION left its \"premapped\" "
      "mirror SPTE behind: KVM's mirror mapped a page the S-EPT never had"},
