@@ -18,6 +18,7 @@ void run_vmx_on_tdx_host(const ScenarioOptions&, Report&);
 void run_hyperv_svm_enlightened_tlb(const ScenarioOptions&, Report&);
 void run_td_image_page_add_busy(const ScenarioOptions&, Report&);
 void run_td_failed_entry_after_nmi(const ScenarioOptions&, Report&);
+void run_td_convert_while_running(const ScenarioOptions&, Report&);
 
 namespace {
 
@@ -95,6 +96,12 @@ constexpr ScenarioInfo kScenarios[] = {
      "internal error, and the TD runs on (seed 002)",
      run_td_failed_entry_after_nmi,
      {false, false, "tdx"}},
+    {"td_convert_while_running",
+     "2 vCPUs verify their private memory while the host converts another private region to "
+     "shared: each removal blocks, tracks and kicks the running vCPUs before REMOVE, the host "
+     "never sees the guests' data, and the mirror agrees with the S-EPT",
+     run_td_convert_while_running,
+     {false, false, "tdx"}},
 };
 
 constexpr BugRow kBugRows[] = {
@@ -112,6 +119,10 @@ constexpr BugRow kBugRows[] = {
     {BugId::T3, "td_image_page_add_busy",
      "a TDH.MEM.PAGE.ADD that failed during KVM_TDX_INIT_MEM_REGION left its \"premapped\" "
      "mirror SPTE behind: KVM's mirror mapped a page the S-EPT never had"},
+    {BugId::T12, "td_convert_while_running",
+     "a private page removed without BLOCK → TRACK → kick: TDH.MEM.PAGE.REMOVE answered "
+     "TDX_TLB_TRACKING_NOT_DONE, and KVM (which also ignored a failed BLOCK) went on as if "
+     "the page were gone instead of bugging the VM"},
 };
 
 }  // namespace

@@ -78,6 +78,7 @@ TEST(BuiltinScenarios, TdxRowsFailTheirInvariant) {
   const std::pair<BugId, std::string_view> rows[] = {
       {BugId::S2, "exit_handled_only_after_valid_status"},
       {BugId::T3, "mirror_matches_sept"},
+      {BugId::T12, "sept_removal_protocol"},
   };
   for (const auto& [id, invariant] : rows) {
     const BugRow* row = &*std::ranges::find(bug_rows(), id, &BugRow::id);
