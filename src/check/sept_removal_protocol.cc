@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "kvm/kvm_vm.h"
 #include "tdx_module/tdx_status.h"
 
@@ -15,14 +17,26 @@ bool succeeded(uint64_t status) {
 
 }  // namespace
 
-SeptRemovalProtocol::SeptRemovalProtocol(TdxOps& ops, KvmVm& vm) {
+SeptRemovalProtocol::SeptRemovalProtocol(TdxOps& ops, KvmVm& vm, VcpuProbe probe)
+    : probe_(std::move(probe)) {
   const TdxVm& td = TdxOps::to_tdx(vm);
   tdr_ = td.tdr();
   {
     MutexLock l(mu_);
     runnable_ = td.state() == TdState::kRunnable;
   }
-  run_sub_ = vm.kvm().events().vcpu_run.attach([this](const VcpuRunEvent& e) { on_vcpu_run(e); });
+  if (!probe_) {
+    // The mode word counts exits from guest mode, whoever caused them; a vCPU that cancels
+    // an entry moves it too (it was never in the guest).
+    probe_ = [&vm] {
+      std::vector<VcpuView> out;
+      for (KvmVcpu* v : vm.vcpus()) {
+        const auto [mode, exits] = v->mode_and_exits();
+        out.push_back(VcpuView{v->id(), mode != VcpuMode::kOutsideGuestMode, exits});
+      }
+      return out;
+    };
+  }
   seamcall_sub_ = ops.seamcall_trace.attach([this](const TdxSeamcallEvent& e) {
     if (e.tdr == tdr_) on_seamcall(e);
   });
@@ -30,21 +44,6 @@ SeptRemovalProtocol::SeptRemovalProtocol(TdxOps& ops, KvmVm& vm) {
 
 SeptRemovalProtocol::~SeptRemovalProtocol() {
   seamcall_sub_.reset();
-  run_sub_.reset();
-}
-
-void SeptRemovalProtocol::on_vcpu_run(const VcpuRunEvent& e) {
-  if (e.vcpu_id < 0 || static_cast<size_t>(e.vcpu_id) >= kMaxVcpus) return;
-  VcpuSlot& v = vcpus_[static_cast<size_t>(e.vcpu_id)];
-  // Only the vCPU's own thread writes its slot. The begin comes after the vCPU set
-  // IN_GUEST_MODE and the end before OUTSIDE_GUEST_MODE, so a kick that waited for the vCPU
-  // to leave has seen the end counted.
-  if (e.phase == EventPhase::kBegin) {
-    v.in_guest.store(true, std::memory_order_seq_cst);
-  } else {
-    v.exits.fetch_add(1, std::memory_order_seq_cst);
-    v.in_guest.store(false, std::memory_order_seq_cst);
-  }
 }
 
 void SeptRemovalProtocol::violation(std::string what) {
@@ -75,13 +74,11 @@ void SeptRemovalProtocol::on_seamcall(const TdxSeamcallEvent& e) {
     case SeamcallLeaf::kMemTrack:
       if (ok) {
         last_track_ = ++seq_;
+        // Read after the TRACK returned: a vCPU in the guest now may hold the old epoch's
+        // translations, and the kick must get it out.
         in_guest_at_track_.clear();
-        for (size_t i = 0; i < kMaxVcpus; ++i) {
-          const VcpuSlot& v = vcpus_[i];
-          if (v.in_guest.load(std::memory_order_seq_cst)) {
-            in_guest_at_track_.push_back(
-                Pending{static_cast<int>(i), v.exits.load(std::memory_order_seq_cst)});
-          }
+        for (const VcpuView& v : probe_()) {
+          if (v.in_guest) in_guest_at_track_.push_back(v);
         }
       }
       break;
@@ -101,12 +98,12 @@ void SeptRemovalProtocol::on_seamcall(const TdxSeamcallEvent& e) {
         violation(fmt::format("{}: no successful BLOCK of it before", what));
       } else if (last_track_ < b->second) {
         violation(fmt::format("{}: no TRACK after its BLOCK", what));
-      } else {
-        for (const Pending& p : in_guest_at_track_) {
-          if (vcpus_[static_cast<size_t>(p.vcpu)].exits.load(std::memory_order_seq_cst) ==
-              p.exits) {
+      } else if (!in_guest_at_track_.empty()) {
+        for (const VcpuView& now : probe_()) {
+          const auto then = std::ranges::find(in_guest_at_track_, now.id, &VcpuView::id);
+          if (then != in_guest_at_track_.end() && now.exits == then->exits) {
             violation(fmt::format("{}: vCPU {} was in the guest at the TRACK and has not left it",
-                                  what, p.vcpu));
+                                  what, now.id));
             break;
           }
         }

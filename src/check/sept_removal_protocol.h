@@ -6,14 +6,15 @@
 // the block had happened. Before TDH.MR.FINALIZE no vCPU has run and the module lets the
 // host remove directly (abi §3.2), so nothing is required there.
 //
-// Watched from outside: the TD's SEAMCALL stream (TdxOps::seamcall_trace) and the VM's guest
-// entries and exits (KvmEvents::vcpu_run). Cost: a mutex and a map update per BLOCK, TRACK
-// and REMOVE; per guest entry and exit, two relaxed stores on the vCPU's own slot.
+// Watched from outside: the TD's SEAMCALL stream (TdxOps::seamcall_trace), and at each TRACK
+// and REMOVE the vCPUs' mode words (in guest mode or not, and how many times each has left
+// it) — read then rather than followed per entry: a listener on every guest entry made
+// vCPU-heavy runs several times slower. Cost: a mutex, a map update and a look at every vCPU
+// per BLOCK, TRACK and REMOVE; nothing per guest entry.
 #pragma once
 
-#include <array>
-#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -22,7 +23,6 @@
 #include "base/lock.h"
 #include "base/thread_annotations.h"
 #include "base/trace.h"
-#include "kvm/kvm_events.h"
 #include "kvm/vmx/tdx.h"
 
 namespace tdxsim {
@@ -31,11 +31,17 @@ class KvmVm;
 
 class SeptRemovalProtocol {
  public:
-  // vCPU ids at or above this are not followed (their kicks are not required).
-  static constexpr size_t kMaxVcpus = 256;
+  // A vCPU as seen now: whether it is in guest mode, and how many times it has left it.
+  struct VcpuView {
+    int id;
+    bool in_guest;
+    uint64_t exits;
+  };
+  using VcpuProbe = std::function<std::vector<VcpuView>()>;
 
-  // Starts watching `vm` (a TD whose vendor table is `ops`). REQUIRES: both outlive this.
-  SeptRemovalProtocol(TdxOps& ops, KvmVm& vm);
+  // Starts watching `vm` (a TD whose vendor table is `ops`), its vCPUs seen through their
+  // mode words, or through `probe` when given (tests). REQUIRES: both outlive this.
+  SeptRemovalProtocol(TdxOps& ops, KvmVm& vm, VcpuProbe probe = {});
   ~SeptRemovalProtocol();
   SeptRemovalProtocol(const SeptRemovalProtocol&) = delete;
   SeptRemovalProtocol& operator=(const SeptRemovalProtocol&) = delete;
@@ -48,24 +54,14 @@ class SeptRemovalProtocol {
 
   static constexpr size_t kMaxEvidence = 16;
 
-  // The listeners, public so that tests can feed crafted streams.
+  // The listener, public so that tests can feed crafted streams.
   void on_seamcall(const TdxSeamcallEvent& e) TDXSIM_EXCLUDES(mu_);
-  void on_vcpu_run(const VcpuRunEvent& e);
 
  private:
-  struct VcpuSlot {
-    std::atomic<bool> in_guest{false};
-    std::atomic<uint64_t> exits{0};
-  };
-  // A vCPU in the guest at a TRACK, and its exit count then.
-  struct Pending {
-    int vcpu;
-    uint64_t exits;
-  };
   void violation(std::string what) TDXSIM_REQUIRES(mu_);
 
   Hpa tdr_;
-  std::array<VcpuSlot, kMaxVcpus> vcpus_;
+  VcpuProbe probe_;
   mutable Mutex mu_{"sept removal protocol"};
   bool runnable_ TDXSIM_GUARDED_BY(mu_) = false;
   uint64_t seq_ TDXSIM_GUARDED_BY(mu_) = 0;
@@ -74,13 +70,13 @@ class SeptRemovalProtocol {
   // GFN → the status of a BLOCK that failed and was not followed by a successful one.
   std::map<uint64_t, uint64_t> failed_block_ TDXSIM_GUARDED_BY(mu_);
   uint64_t last_track_ TDXSIM_GUARDED_BY(mu_) = 0;
-  std::vector<Pending> in_guest_at_track_ TDXSIM_GUARDED_BY(mu_);
+  // The vCPUs in the guest at the last TRACK, with their exit counts then.
+  std::vector<VcpuView> in_guest_at_track_ TDXSIM_GUARDED_BY(mu_);
   uint64_t removals_ TDXSIM_GUARDED_BY(mu_) = 0;
   uint64_t violations_ TDXSIM_GUARDED_BY(mu_) = 0;
   std::vector<std::string> evidence_ TDXSIM_GUARDED_BY(mu_);
   // Last: detached first, before the state the listeners use goes.
   Tracepoint<TdxSeamcallEvent>::Subscription seamcall_sub_;
-  Tracepoint<VcpuRunEvent>::Subscription run_sub_;
 };
 
 }  // namespace tdxsim

@@ -15,19 +15,25 @@ const uint64_t kOk = raw(TdxStatus::kSuccess);
 
 class SeptRemovalProtocolTest : public ::testing::Test {
  protected:
-  SeptRemovalProtocolTest() : check(td.ops(), td.vm().kvm_vm()) {}
+  SeptRemovalProtocolTest() : check(td.ops(), td.vm().kvm_vm(), [this] { return vcpus; }) {}
 
   void call(SeamcallLeaf leaf, uint64_t status = kOk, Gfn gfn = kGfn) {
     check.on_seamcall(TdxSeamcallEvent{td.tdr(), leaf, status, gfn, 0});
   }
-  void entry(int vcpu, EventPhase phase) {
-    check.on_vcpu_run(VcpuRunEvent{phase, vcpu, 2, ExitFastpath::kNone});
+  // vCPU `id` enters the guest (kBegin) or leaves it (kEnd), as its mode word tells.
+  void entry(int id, EventPhase phase) {
+    for (SeptRemovalProtocol::VcpuView& v : vcpus) {
+      if (v.id != id) continue;
+      v.in_guest = phase == EventPhase::kBegin;
+      if (phase == EventPhase::kEnd) ++v.exits;
+    }
   }
   std::string first() {
     const std::vector<std::string> e = check.evidence();
     return e.empty() ? std::string() : e.front();
   }
 
+  std::vector<SeptRemovalProtocol::VcpuView> vcpus{{0, false, 0}, {1, false, 0}};
   SmallTd td{0};
   SeptRemovalProtocol check;
 };
