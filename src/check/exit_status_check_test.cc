@@ -25,22 +25,24 @@ static_assert(!vp_enter_status_has_exit(0x8000'FF00'0000'0000));  // TDX_SW_ERRO
 TEST(ExitStatusCheckTest, HandlersAfterRealExitsAreQuiet) {
   SmallTd td(0);
   ExitStatusCheck check(td.ops(), td.vm().kvm_vm());
-  td.ops().exit_dispatch_trace.emit(TdxExitDispatchEvent{td.tdr(), 0, TdxExitHandler::kNmi, 0});
   td.ops().exit_dispatch_trace.emit(
-      TdxExitDispatchEvent{td.tdr(), 0, TdxExitHandler::kTdvmcall, 77});
+      TdxExitDispatchEvent{td.tdr(), 0, TdxExitHandler::kNmi, 0, Gpa{0}});
   td.ops().exit_dispatch_trace.emit(
-      TdxExitDispatchEvent{td.tdr(), 0, TdxExitHandler::kEptViolation, 48});
+      TdxExitDispatchEvent{td.tdr(), 0, TdxExitHandler::kTdvmcall, 77, Gpa{0}});
+  td.ops().exit_dispatch_trace.emit(
+      TdxExitDispatchEvent{td.tdr(), 0, TdxExitHandler::kEptViolation, 48, Gpa{0}});
   EXPECT_EQ(check.violations(), 0u);
 }
 
 TEST(ExitStatusCheckTest, AnNmiHandledAfterAFailedEntryIsAViolation) {
   SmallTd td(0);
   ExitStatusCheck check(td.ops(), td.vm().kvm_vm());
-  td.ops().exit_dispatch_trace.emit(
-      TdxExitDispatchEvent{td.tdr(), 3, TdxExitHandler::kNmi, raw(TdxStatus::kTscRollback)});
+  td.ops().exit_dispatch_trace.emit(TdxExitDispatchEvent{td.tdr(), 3, TdxExitHandler::kNmi,
+                                                         raw(TdxStatus::kTscRollback), Gpa{0}});
   // Another TD's dispatches are not this check's.
-  td.ops().exit_dispatch_trace.emit(TdxExitDispatchEvent{
-      Hpa{td.tdr().raw() + kPageSize}, 0, TdxExitHandler::kNmi, raw(TdxStatus::kTscRollback)});
+  const Hpa other{td.tdr().raw() + kPageSize};
+  td.ops().exit_dispatch_trace.emit(
+      TdxExitDispatchEvent{other, 0, TdxExitHandler::kNmi, raw(TdxStatus::kTscRollback), Gpa{0}});
   ASSERT_EQ(check.violations(), 1u);
   const std::string e = check.evidence().front();
   EXPECT_NE(e.find("vCPU 3"), std::string::npos) << e;

@@ -19,6 +19,7 @@ void run_hyperv_svm_enlightened_tlb(const ScenarioOptions&, Report&);
 void run_td_image_page_add_busy(const ScenarioOptions&, Report&);
 void run_td_failed_entry_after_nmi(const ScenarioOptions&, Report&);
 void run_td_convert_while_running(const ScenarioOptions&, Report&);
+void run_td_private_fault_busy(const ScenarioOptions&, Report&);
 
 namespace {
 
@@ -102,6 +103,12 @@ constexpr ScenarioInfo kScenarios[] = {
      "never sees the guests' data, and the mirror agrees with the S-EPT",
      run_td_convert_while_running,
      {false, false, "tdx"}},
+    {"td_private_fault_busy",
+     "a TD vCPU's first private fault finds TDH.MEM.PAGE.AUG busy eight times in a row: KVM "
+     "retries without sending the vCPU back into the guest to fault again (the module's "
+     "zero-step mitigation counts such entries), and the page is mapped",
+     run_td_private_fault_busy,
+     {false, false, "tdx"}},
 };
 
 constexpr BugRow kBugRows[] = {
@@ -123,6 +130,10 @@ constexpr BugRow kBugRows[] = {
      "a private page removed without BLOCK → TRACK → kick: TDH.MEM.PAGE.REMOVE answered "
      "TDX_TLB_TRACKING_NOT_DONE, and KVM (which also ignored a failed BLOCK) went on as if "
      "the page were gone instead of bugging the VM"},
+    {BugId::T1, "td_private_fault_busy",
+     "a private fault that met TDX_OPERAND_BUSY went back into the guest to fault again, a "
+     "blind retry by re-entry: with a busy S-EPT that livelocks, and each same-RIP fault counts "
+     "toward the module's zero-step mitigation"},
 };
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include "base/rcu.h"
 #include "check/exit_status_check.h"
 #include "check/hyperv_usage.h"
+#include "check/progress_watchdog.h"
 #include "check/sept_removal_protocol.h"
 #include "check/vm_bug.h"
 #include "kvm/mmu_stats.h"
@@ -44,8 +45,10 @@ struct RunChecks::TdChecks {
   Vm* vm;
   SeptRemovalProtocol removal;
   ExitStatusCheck exits;
+  ProgressWatchdog progress;
 
-  TdChecks(TdxOps& ops, Vm& v) : vm(&v), removal(ops, v.kvm_vm()), exits(ops, v.kvm_vm()) {}
+  TdChecks(TdxOps& ops, Vm& v)
+      : vm(&v), removal(ops, v.kvm_vm()), exits(ops, v.kvm_vm()), progress(ops, v.kvm_vm()) {}
 };
 
 RunChecks::RunChecks(Machine& machine, Tracer* tracer)
@@ -87,6 +90,8 @@ void RunChecks::report_vm(Vm& vm, Report& report, std::string_view tag) {
                  tagged(tag, td->removal.evidence()));
     report.check(td->exits.violations() == 0, "exit_handled_only_after_valid_status", "{}",
                  tagged(tag, td->exits.evidence()));
+    report.check(td->progress.violations() == 0, "progress", "{}",
+                 tagged(tag, td->progress.evidence()));
   }
   quiescent(vm, report, tag);
 }

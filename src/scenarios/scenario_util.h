@@ -67,7 +67,8 @@ MachineConfig machine_config(const ScenarioOptions& options);
 
 // Checks a scenario keeps running while it works: the stale-use check over every CPU and the
 // VMs it watches, Hyper-V's use only on a Hyper-V host, no VM bug, and for a TD the S-EPT
-// removal protocol, exit handling only after a valid TD-entry status, and the mirror's
+// removal protocol, exit handling only after a valid TD-entry status, progress on private
+// faults, and the mirror's
 // agreement with the S-EPT at quiescent points (docs/invariants.md). finish_vm() and
 // verdict() report them. With a tracer (ScenarioOptions::tracer), the VMs it watches are
 // traced too, from watch() to unwatch() (or the checks' end).

@@ -82,6 +82,7 @@ struct TdxExitDispatchEvent {
   int vcpu_id;
   TdxExitHandler handler;
   uint64_t vp_enter_ret;
+  Gpa gpa;  // an EPT violation's faulting GPA (shared bit included), else 0
 };
 
 const char* to_string(TdxExitHandler h);
@@ -254,7 +255,7 @@ class TdxOps final : public KvmX86Ops {
   uint64_t flush_vp(TdxVm& td, TdxVcpu& tdx);
 
   // Exit handling (tdx_exit.cc).
-  void trace_dispatch(KvmVcpu& vcpu, TdxExitHandler handler);
+  void trace_dispatch(KvmVcpu& vcpu, TdxExitHandler handler, Gpa gpa = Gpa{0});
   int handle_ept_violation(KvmVcpu& vcpu);
   int unhandled_exit(KvmVcpu& vcpu);
   // TDVMCALLs (tdx_tdvmcall.cc): returns as handle_exit.
