@@ -13,7 +13,7 @@ ProgressWatchdog::ProgressWatchdog(TdxOps& ops, KvmVm& vm)
   dispatch_sub_ = ops.exit_dispatch_trace.attach([this](const TdxExitDispatchEvent& e) {
     if (e.tdr == tdr_) on_dispatch(e);
   });
-  seamcall_sub_ = ops.seamcall_trace.attach([this](const TdxSeamcallEvent& e) {
+  seamcall_sub_ = ops.sept_seamcall_trace.attach([this](const TdxSeamcallEvent& e) {
     if (e.tdr == tdr_) on_seamcall(e);
   });
   flush_sub_ = vm.kvm().events().remote_flush.attach([this](const RemoteFlushEvent& e) {

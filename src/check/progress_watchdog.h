@@ -11,7 +11,7 @@
 // threshold, so a stuck host within the bound never trips the mitigation.
 //
 // Watched from outside: TdxOps::exit_dispatch_trace (which exit reached the EPT-violation
-// handler, and its GPA), the TD's SEAMCALL stream (its S-EPT changes) and the VM's remote
+// handler, and its GPA), the TD's S-EPT SEAMCALLs (TdxOps::sept_seamcall_trace) and the VM's remote
 // flushes (KvmEvents::remote_flush). Cost: a load, a compare and a store on the vCPU's own
 // slot per EPT-violation exit, an atomic add per S-EPT change or flush; a mutex only on a
 // violation.

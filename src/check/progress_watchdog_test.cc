@@ -24,7 +24,7 @@ class ProgressWatchdogTest : public ::testing::Test {
     }
   }
   void aug(uint64_t status = 0) {
-    td.ops().seamcall_trace.emit(
+    td.ops().sept_seamcall_trace.emit(
         TdxSeamcallEvent{td.tdr(), SeamcallLeaf::kMemPageAug, status, kGpa.gfn(), 0});
   }
 
@@ -52,7 +52,8 @@ TEST_F(ProgressWatchdogTest, AnSeptChangeInBetweenIsProgress) {
   aug();
   ept_exits(ProgressWatchdog::kMaxSameFaultExits - 1);
   // Another page's removal: the host is at work (and its kick sends vCPUs back in).
-  td.ops().seamcall_trace.emit(TdxSeamcallEvent{td.tdr(), SeamcallLeaf::kMemTrack, 0, Gfn{0}, 0});
+  td.ops().sept_seamcall_trace.emit(
+      TdxSeamcallEvent{td.tdr(), SeamcallLeaf::kMemTrack, 0, Gfn{0}, 0});
   ept_exits(ProgressWatchdog::kMaxSameFaultExits - 1);
   // A zap of shared memory finished: so did a remote flush.
   td.vm().kvm().events().remote_flush.emit(RemoteFlushEvent{EventPhase::kEnd, Gfn{0}, 0, true});

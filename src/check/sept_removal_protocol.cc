@@ -37,7 +37,7 @@ SeptRemovalProtocol::SeptRemovalProtocol(TdxOps& ops, KvmVm& vm, VcpuProbe probe
       return out;
     };
   }
-  seamcall_sub_ = ops.seamcall_trace.attach([this](const TdxSeamcallEvent& e) {
+  seamcall_sub_ = ops.sept_seamcall_trace.attach([this](const TdxSeamcallEvent& e) {
     if (e.tdr == tdr_) on_seamcall(e);
   });
 }

@@ -6,7 +6,7 @@
 // the block had happened. Before TDH.MR.FINALIZE no vCPU has run and the module lets the
 // host remove directly (abi §3.2), so nothing is required there.
 //
-// Watched from outside: the TD's SEAMCALL stream (TdxOps::seamcall_trace), and at each TRACK
+// Watched from outside: the TD's S-EPT SEAMCALLs (TdxOps::sept_seamcall_trace), and at each TRACK
 // and REMOVE the vCPUs' mode words (in guest mode or not, and how many times each has left
 // it) — read then rather than followed per entry: a listener on every guest entry made
 // vCPU-heavy runs several times slower. Cost: a mutex, a map update and a look at every vCPU

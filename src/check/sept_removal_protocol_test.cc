@@ -96,10 +96,10 @@ TEST_F(SeptRemovalProtocolTest, AVcpuStillInTheGuestAfterTheTrackIsAViolation) {
 TEST_F(SeptRemovalProtocolTest, AnotherTdsCallsAreNotWatched) {
   call(SeamcallLeaf::kMrFinalize);
   // Through the tracepoint, as KVM emits: another TDR is filtered out.
-  td.ops().seamcall_trace.emit(TdxSeamcallEvent{Hpa{td.tdr().raw() + kPageSize},
-                                                SeamcallLeaf::kMemPageRemove, kOk, kGfn, 0});
+  td.ops().sept_seamcall_trace.emit(TdxSeamcallEvent{Hpa{td.tdr().raw() + kPageSize},
+                                                     SeamcallLeaf::kMemPageRemove, kOk, kGfn, 0});
   EXPECT_EQ(check.removals(), 0u);
-  td.ops().seamcall_trace.emit(
+  td.ops().sept_seamcall_trace.emit(
       TdxSeamcallEvent{td.tdr(), SeamcallLeaf::kMemPageRemove, kOk, kGfn, 0});
   EXPECT_EQ(check.removals(), 1u);
   EXPECT_EQ(check.violations(), 1u);

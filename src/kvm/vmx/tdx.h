@@ -176,6 +176,10 @@ class TdxOps final : public KvmX86Ops {
 
   // Every SEAMCALL the TDX code makes for any TD, on the calling thread.
   Tracepoint<TdxSeamcallEvent> seamcall_trace;
+  // The same events for the SEAMCALLs that build, change or track a TD's S-EPT (SEPT.ADD,
+  // PAGE.ADD, AUG, BLOCK, UNBLOCK, TRACK, REMOVE, SEPT.REMOVE, MR.FINALIZE): what checkers
+  // follow without paying for a listener on every TDH.VP.ENTER.
+  Tracepoint<TdxSeamcallEvent> sept_seamcall_trace;
   // Every TD exit that reached the NMI, TDVMCALL or EPT-violation handling.
   Tracepoint<TdxExitDispatchEvent> exit_dispatch_trace;
 

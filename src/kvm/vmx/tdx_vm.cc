@@ -40,10 +40,26 @@ uint64_t TdxOps::note(TdxVm& td, SeamcallLeaf leaf, uint64_t status, Gfn gfn,
   const size_t i = static_cast<size_t>(leaf) % kNumSeamcallLeaves;
   td.stats_.calls[i].add();
   if (status_of(status) == TdxStatus::kOperandBusy) td.stats_.busy[i].add();
-  seamcall_trace.emit_lazy([&] {
+  const auto event = [&] {
     const LogicalCpu* on = cpu != nullptr ? cpu : this_cpu();
     return TdxSeamcallEvent{td.tdr_, leaf, status, gfn, on != nullptr ? on->id() : ~0u};
-  });
+  };
+  seamcall_trace.emit_lazy(event);
+  switch (leaf) {
+    case SeamcallLeaf::kMemSeptAdd:
+    case SeamcallLeaf::kMemPageAdd:
+    case SeamcallLeaf::kMemPageAug:
+    case SeamcallLeaf::kMemRangeBlock:
+    case SeamcallLeaf::kMemRangeUnblock:
+    case SeamcallLeaf::kMemTrack:
+    case SeamcallLeaf::kMemPageRemove:
+    case SeamcallLeaf::kMemSeptRemove:
+    case SeamcallLeaf::kMrFinalize:
+      sept_seamcall_trace.emit_lazy(event);
+      break;
+    default:
+      break;
+  }
   return status;
 }
 
