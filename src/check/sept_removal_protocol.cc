@@ -28,9 +28,9 @@ SeptRemovalProtocol::SeptRemovalProtocol(TdxOps& ops, KvmVm& vm, VcpuProbe probe
   if (!probe_) {
     // The mode word counts exits from guest mode, whoever caused them; a vCPU that cancels
     // an entry moves it too (it was never in the guest).
-    probe_ = [&vm] {
+    probe_ = [kvm_vm = &vm] {
       std::vector<VcpuView> out;
-      for (KvmVcpu* v : vm.vcpus()) {
+      for (KvmVcpu* v : kvm_vm->vcpus()) {
         const auto [mode, exits] = v->mode_and_exits();
         out.push_back(VcpuView{v->id(), mode != VcpuMode::kOutsideGuestMode, exits});
       }
