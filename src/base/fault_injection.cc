@@ -59,6 +59,7 @@ const char* to_string(EnvFaultKind kind) {
     case EnvFaultKind::kArmZeroStep: return "arm_zero_step";
     case EnvFaultKind::kForcePreviousEpochBusy: return "force_previous_epoch_busy";
     case EnvFaultKind::kDelayTdExit: return "delay_td_exit";
+    case EnvFaultKind::kTscRollback: return "tsc_rollback";
     case EnvFaultKind::kCount: break;
   }
   return "?";

@@ -58,6 +58,7 @@ enum class EnvFaultKind : uint8_t {
   kArmZeroStep,             // key: vCPU index; param: kind-specific
   kForcePreviousEpochBusy,  // key: SEAMCALL leaf; param: kind-specific
   kDelayTdExit,             // key: vCPU index; param: delay, in scheduler steps
+  kTscRollback,             // key: vCPU index (TDH.VP.ENTER answers TDX_TSC_ROLLBACK)
   kCount,
 };
 inline constexpr size_t kNumEnvFaultKinds = static_cast<size_t>(EnvFaultKind::kCount);

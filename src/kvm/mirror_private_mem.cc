@@ -1,6 +1,8 @@
 #include "kvm/mirror_private_mem.h"
 
 #include "base/check.h"
+#include "base/rcu.h"
+#include "kvm/tdp_iter.h"
 
 namespace tdxsim {
 
@@ -47,6 +49,19 @@ std::optional<Spte> MirrorPrivateMem::walk(Gfn gfn) const {
   const MmuPage* root = root_.load(std::memory_order_acquire);
   if (root == nullptr) return std::nullopt;
   return mmu_.leaf_for(root, gfn);
+}
+
+void MirrorPrivateMem::for_each_leaf(const LeafVisitor& visit) const {
+  mmu_.mmu_lock().assert_held();
+  const MmuPage* root = root_.load(std::memory_order_acquire);
+  if (root == nullptr) return;
+  RcuReadGuard rcu;
+  for (TdpIter it(mmu_.mem(), *root, Level::k4K, Gfn{0}, TdpIter::root_end(*root),
+                  mmu_.root_bits(root));
+       it.valid(); it.next()) {
+    const Spte s = it.old_spte();
+    if (s.is_shadow_present() && s.is_last(it.level())) visit(it.gfn(), it.level(), s);
+  }
 }
 
 }  // namespace tdxsim

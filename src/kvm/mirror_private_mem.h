@@ -28,6 +28,7 @@ class MirrorPrivateMem final : public PrivateMemPath {
   bool zap_range(Gfn start, Gfn end, ZapReason reason, bool flush) override;
   void teardown() override;
   std::optional<Spte> walk(Gfn gfn) const override;
+  void for_each_leaf(const LeafVisitor& visit) const override;
 
   // The mirror root (null before load() and after teardown()), for checks that compare it
   // with the external tables.

@@ -11,6 +11,7 @@
 // whatever they need beneath it.
 #pragma once
 
+#include <functional>
 #include <optional>
 
 #include "base/addr.h"
@@ -42,6 +43,12 @@ class PrivateMemPath {
   // The private leaf mapping `gfn`, if one is present (gpa_is_mapped for private GPAs).
   // REQUIRES: mmu_lock held (either mode).
   virtual std::optional<Spte> walk(Gfn gfn) const = 0;
+  // Every present private leaf, in gfn order: a read-only view for checks that compare
+  // KVM's private mappings with the S-EPT (check/sept_census.h). It hands out values, never
+  // an entry's address, so nothing can map or zap through it.
+  // REQUIRES: mmu_lock held (either mode).
+  using LeafVisitor = std::function<void(Gfn gfn, Level level, Spte leaf)>;
+  virtual void for_each_leaf(const LeafVisitor& visit) const = 0;
 };
 
 }  // namespace tdxsim

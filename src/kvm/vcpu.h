@@ -24,6 +24,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <utility>
 
 #include "base/atomic.h"
 #include "kvm/kvm_errno.h"
@@ -100,6 +101,12 @@ class KvmVcpu {
   void signal();
   bool signal_pending() const { return signal_.load(std::memory_order_acquire) != 0; }
   VcpuMode mode() const { return mode_of(mode_.load(std::memory_order_acquire)); }
+  // The mode and how many times the vCPU has left guest mode, read together: what a
+  // checker compares to see that a vCPU in the guest has left it since.
+  std::pair<VcpuMode, uint64_t> mode_and_exits() const {
+    const uint64_t w = mode_.load(std::memory_order_seq_cst);
+    return {mode_of(w), exits_of(w)};
+  }
 
   // kvm_make_all_cpus_request's per-vCPU half: set `r`, kick if in guest mode.
   // Returns: the mode word seen, for wait_exited() when the request waits.

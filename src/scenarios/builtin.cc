@@ -19,6 +19,10 @@ void run_hyperv_svm_enlightened_tlb(const ScenarioOptions&, Report&);
 void run_tdp_zap_yield(const ScenarioOptions&, Report&);
 void run_notifier_during_fast_zap(const ScenarioOptions&, Report&);
 void run_td_shared_unmap_during_fast_zap(const ScenarioOptions&, Report&);
+void run_td_image_page_add_busy(const ScenarioOptions&, Report&);
+void run_td_failed_entry_after_nmi(const ScenarioOptions&, Report&);
+void run_td_convert_while_running(const ScenarioOptions&, Report&);
+void run_td_private_fault_busy(const ScenarioOptions&, Report&);
 
 namespace {
 
@@ -104,6 +108,30 @@ constexpr ScenarioInfo kScenarios[] = {
      "included, maps it",
      run_td_shared_unmap_during_fast_zap,
      {false, false, "tdx"}},
+    {"td_image_page_add_busy",
+     "a TD's initial image where the module answers the first TDH.MEM.PAGE.ADD with "
+     "OPERAND_BUSY: KVM returns EBUSY, the mirror keeps no leaf the S-EPT lacks, the retried "
+     "region and the finalized TD are whole",
+     run_td_image_page_add_busy,
+     {false, false, "tdx"}},
+    {"td_failed_entry_after_nmi",
+     "an NMI exit from a TD, then a TD entry refused with TDX_TSC_ROLLBACK (low bits 0, R9 "
+     "still the NMI's): the NMI is handled once, the failed entry reaches userspace as an "
+     "internal error, and the TD runs on (seed 002)",
+     run_td_failed_entry_after_nmi,
+     {false, false, "tdx"}},
+    {"td_convert_while_running",
+     "2 vCPUs verify their private memory while the host converts another private region to "
+     "shared: each removal blocks, tracks and kicks the running vCPUs before REMOVE, the host "
+     "never sees the guests' data, and the mirror agrees with the S-EPT",
+     run_td_convert_while_running,
+     {false, false, "tdx"}},
+    {"td_private_fault_busy",
+     "a TD vCPU's first private fault finds TDH.MEM.PAGE.AUG busy eight times in a row: KVM "
+     "retries without sending the vCPU back into the guest to fault again (the module's "
+     "zero-step mitigation counts such entries), and the page is mapped",
+     run_td_private_fault_busy,
+     {false, false, "tdx"}},
 };
 
 constexpr BugRow kBugRows[] = {
@@ -127,6 +155,21 @@ constexpr BugRow kBugRows[] = {
      "the alias-filtered unmap (TDX's root types: shared alias = direct roots) forgot invalid "
      "roots: a direct root being fast-zapped kept mapping the reclaimed shared frames (M4 "
      "again)"},
+    {BugId::S2, "td_failed_entry_after_nmi",
+     "TD-entry errors decoded as exits: a failed TDH.VP.ENTER whose low 16 bits read "
+     "\"exception or NMI\", with the previous exit's NMI information still in R9, ran the "
+     "host's NMI handler for an NMI that never came (seed 002)"},
+    {BugId::T3, "td_image_page_add_busy",
+     "a TDH.MEM.PAGE.ADD that failed during KVM_TDX_INIT_MEM_REGION left its \"premapped\" "
+     "mirror SPTE behind: KVM's mirror mapped a page the S-EPT never had"},
+    {BugId::T12, "td_convert_while_running",
+     "a private page removed without BLOCK → TRACK → kick: TDH.MEM.PAGE.REMOVE answered "
+     "TDX_TLB_TRACKING_NOT_DONE, and KVM (which also ignored a failed BLOCK) went on as if "
+     "the page were gone instead of bugging the VM"},
+    {BugId::T1, "td_private_fault_busy",
+     "a private fault that met TDX_OPERAND_BUSY went back into the guest to fault again, a "
+     "blind retry by re-entry: with a busy S-EPT that livelocks, and each same-RIP fault counts "
+     "toward the module's zero-step mitigation"},
 };
 
 }  // namespace

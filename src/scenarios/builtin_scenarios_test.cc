@@ -73,6 +73,27 @@ TEST(BuiltinScenarios, VmxOnTdxHostWithS0FailsHyperVUsage) {
   EXPECT_EQ(f.front().rfind("hyperv_only_on_hyperv", 0), 0u) << f.front();
 }
 
+// Each TDX row is caught by the invariant that says what its bug breaks.
+TEST(BuiltinScenarios, TdxRowsFailTheirInvariant) {
+  const std::pair<BugId, std::string_view> rows[] = {
+      {BugId::S2, "exit_handled_only_after_valid_status"},
+      {BugId::T3, "mirror_matches_sept"},
+      {BugId::T12, "sept_removal_protocol"},
+      {BugId::T1, "progress"},
+  };
+  for (const auto& [id, invariant] : rows) {
+    const BugRow* row = &*std::ranges::find(bug_rows(), id, &BugRow::id);
+    ScenarioOptions options;
+    options.inject = {id};
+    Report report;
+    find_scenario(row->scenario)->run(options, report);
+    const std::vector<std::string> f = report.failures();
+    EXPECT_TRUE(
+        std::ranges::any_of(f, [&](const std::string& s) { return s.starts_with(invariant); }))
+        << to_string(id) << ": " << (f.empty() ? std::string("no failure") : f.front());
+  }
+}
+
 TEST(BuiltinScenarios, NamesAreUniqueAndDescribed) {
   std::vector<std::string> seen;
   for (const ScenarioInfo& s : builtin_scenarios()) {

@@ -1,8 +1,14 @@
 #include "scenarios/scenario_util.h"
 
+#include <fmt/ranges.h>
+
 #include <thread>
 
+#include "base/rcu.h"
+#include "check/exit_status_check.h"
 #include "check/hyperv_usage.h"
+#include "check/progress_watchdog.h"
+#include "check/sept_removal_protocol.h"
 #include "check/vm_health.h"
 #include "kvm/mmu_stats.h"
 #include "kvm/vmx/tdx.h"
@@ -17,6 +23,34 @@ MachineConfig machine_config(const ScenarioOptions& options) {
   return mc;
 }
 
+namespace {
+
+// "tag: evidence; evidence…", or the evidence alone for an untagged run.
+std::string tagged(std::string_view tag, const std::vector<std::string>& lines) {
+  const std::string joined = fmt::format("{}", fmt::join(lines, "; "));
+  return tag.empty() ? joined : fmt::format("{}: {}", tag, joined);
+}
+
+}  // namespace
+
+SeptCensus sept_census(Vm& vm) {
+  if (LogicalCpu* cpu = this_cpu(); cpu != nullptr) return take_sept_census(vm.kvm_vm(), *cpu);
+  Machine& m = vm.machine();
+  CpuBinding b = m.platform().bind(m.host_cpu(0));
+  return take_sept_census(vm.kvm_vm(), b.cpu());
+}
+
+// The continuous checks of one TD.
+struct RunChecks::TdChecks {
+  Vm* vm;
+  SeptRemovalProtocol removal;
+  ExitStatusCheck exits;
+  ProgressWatchdog progress;
+
+  TdChecks(TdxOps& ops, Vm& v)
+      : vm(&v), removal(ops, v.kvm_vm()), exits(ops, v.kvm_vm()), progress(ops, v.kvm_vm()) {}
+};
+
 RunChecks::RunChecks(Machine& machine, Tracer* tracer)
     : machine_(machine),
       stale_(std::make_unique<StaleUseCheck>(machine.platform())),
@@ -30,7 +64,11 @@ void RunChecks::watch(Vm& vm) {
   stale_->watch(vm.kvm());
   model_->watch(vm);
   zapped_->watch(vm.kvm(), vm.kvm_vm().mmu().tdp_mmu());
-  vms_.push_back(WatchedVm{&vm.kvm(), vm.kvm().type() == VmType::kTdx ? "td" : "vm"});
+  vms_.push_back(WatchedVm{&vm, vm.kvm().type() == VmType::kTdx ? "td" : "vm"});
+  if (vm.kvm().type() == VmType::kTdx && machine_.tdx() != nullptr &&
+      vm.kvm_vm().vendor() != nullptr) {
+    tds_.push_back(std::make_unique<TdChecks>(*machine_.tdx(), vm));
+  }
   if (tracer_ != nullptr) traced_.emplace_back(&vm, tracer_->attach(vm));
 }
 
@@ -38,43 +76,62 @@ void RunChecks::unwatch(Vm& vm) {
   stale_->unwatch(vm.kvm());
   model_->unwatch(vm);
   zapped_->unwatch(vm.kvm());
-  // The VM may go away after this: what its own checks would say is kept for the verdict.
+  // The VM may go away after this: what its own checks say now is kept for the verdict.
   for (const WatchedVm& w : vms_) {
-    if (w.kvm != &vm.kvm() || w.reported) continue;
-    ++unwatched_checked_;
-    if (std::optional<std::string> v = vm_bug_violation(*w.kvm)) {
-      unwatched_failures_.emplace_back("no_vm_bug", fmt::format("{}: {}", w.tag, *v));
-    }
-    if (std::optional<std::string> v = lock_assertion_violation(*w.kvm)) {
-      unwatched_failures_.emplace_back("no_lock_assertion", fmt::format("{}: {}", w.tag, *v));
-    }
+    if (w.vm != &vm || w.reported) continue;
+    for (CheckOutcome& o : vm_outcomes(vm, w.tag)) unwatched_.push_back(std::move(o));
   }
-  std::erase_if(vms_, [&](const WatchedVm& w) { return w.kvm == &vm.kvm(); });
+  std::erase_if(vms_, [&](const WatchedVm& w) { return w.vm == &vm; });
+  std::erase_if(tds_, [&](const auto& t) { return t->vm == &vm; });
   std::erase_if(traced_, [&](const auto& t) { return t.first == &vm; });
 }
 
-void RunChecks::report_vm_health(const Kvm& kvm, Report& report, std::string_view tag) {
-  const std::optional<std::string> bug = vm_bug_violation(kvm);
-  report.check(!bug, "no_vm_bug", "{}: {}", tag, bug.value_or(""));
-  const std::optional<std::string> lock = lock_assertion_violation(kvm);
-  report.check(!lock, "no_lock_assertion", "{}: {}", tag, lock.value_or(""));
+void RunChecks::quiescent(Vm& vm, Report& report, std::string_view tag) {
+  if (vm.kvm().type() != VmType::kTdx) return;
+  const SeptCensus c = sept_census(vm);
+  report.check(c.mismatches.empty(), "mirror_matches_sept", "{}", tagged(tag, c.mismatches));
+}
+
+std::vector<RunChecks::CheckOutcome> RunChecks::vm_outcomes(Vm& vm, std::string_view tag) {
+  std::vector<CheckOutcome> out;
+  const auto add = [&](std::string_view name, bool ok, const std::vector<std::string>& evidence) {
+    out.push_back(
+        CheckOutcome{std::string(name), ok ? std::nullopt : std::optional(tagged(tag, evidence))});
+  };
+  const std::optional<std::string> bug = vm_bug_violation(vm.kvm());
+  add("no_vm_bug", !bug, {bug.value_or("")});
+  const std::optional<std::string> lock = lock_assertion_violation(vm.kvm());
+  add("no_lock_assertion", !lock, {lock.value_or("")});
+  for (const auto& td : tds_) {
+    if (td->vm != &vm) continue;
+    add("sept_removal_protocol", td->removal.violations() == 0, td->removal.evidence());
+    add("exit_handled_only_after_valid_status", td->exits.violations() == 0, td->exits.evidence());
+    add("progress", td->progress.violations() == 0, td->progress.evidence());
+  }
+  if (vm.kvm().type() == VmType::kTdx) {
+    const SeptCensus c = sept_census(vm);
+    add("mirror_matches_sept", c.mismatches.empty(), c.mismatches);
+  }
+  return out;
+}
+
+void RunChecks::report_vm(Vm& vm, Report& report, std::string_view tag) {
+  for (WatchedVm& w : vms_) {
+    if (w.vm == &vm) w.reported = true;
+  }
+  for (const CheckOutcome& o : vm_outcomes(vm, tag)) {
+    report.check(!o.failure, o.name, "{}", o.failure.value_or(""));
+  }
 }
 
 void RunChecks::report_pending(Report& report, std::string_view tag) {
   for (WatchedVm& w : vms_) {
-    if (w.reported) continue;
-    w.reported = true;
-    report_vm_health(*w.kvm, report, tag.empty() ? std::string_view(w.tag) : tag);
+    if (!w.reported) report_vm(*w.vm, report, tag.empty() ? std::string_view(w.tag) : tag);
   }
-  for (const auto& [name, evidence] : unwatched_failures_) {
-    report.check(false, name, "{}", evidence);
+  for (const CheckOutcome& o : unwatched_) {
+    report.check(!o.failure, o.name, "{}", o.failure.value_or(""));
   }
-  if (unwatched_checked_ != 0 && unwatched_failures_.empty()) {
-    report.check(true, "no_vm_bug");
-    report.check(true, "no_lock_assertion");
-  }
-  unwatched_failures_.clear();
-  unwatched_checked_ = 0;
+  unwatched_.clear();
   const std::vector<ZappedRangeViolation> v = zapped_->violations();
   const uint64_t n = zapped_->violation_count();
   report.check(n == 0, "zapped_range_unmapped",
@@ -83,12 +140,9 @@ void RunChecks::report_pending(Report& report, std::string_view tag) {
 }
 
 void RunChecks::finish_vm(Vm& vm, Report& report, std::string_view tag) {
-  for (WatchedVm& w : vms_) {
-    if (w.kvm == &vm.kvm()) w.reported = true;
-  }
-  report_vm_health(vm.kvm(), report, tag.empty() ? "vm" : tag);
   const std::optional<std::string> hv = hyperv_usage_violation(machine_.platform(), vm.kvm_vm());
   report.check(!hv, "hyperv_only_on_hyperv", "{}: {}", tag, hv.value_or(""));
+  report_vm(vm, report, tag);
   const MmuStats& mmu = vm.kvm_vm().mmu().stats();
   uint64_t flush_all = 0, flush_current = 0, root_loads = 0;
   for (unsigned i = 0; i < vm.nr_vcpus(); ++i) {

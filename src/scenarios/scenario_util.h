@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "check/reference_model.h"
+#include "check/sept_census.h"
 #include "check/stale_use_check.h"
 #include "check/zapped_range.h"
 #include "guest/program.h"
@@ -67,11 +68,13 @@ const char* errno_name(const KvmResult<T>& r) {
 MachineConfig machine_config(const ScenarioOptions& options);
 
 // Checks a scenario keeps running while it works: the stale-use check over every CPU and the
-// VMs it watches, every range zap of a watched VM leaving the range unmapped in every root,
-// no VM bug and no lockdep warning in a watched VM, and Hyper-V's use only on a Hyper-V
-// host. finish() (or verdict()) reports them; finish_vm() reports one VM's. With a
-// tracer (ScenarioOptions::tracer), the VMs it watches are traced too, from watch() to
-// unwatch() (or the checks' end).
+// VMs it watches, every guest and host read against the reference model, every range zap
+// of a watched VM leaving the range unmapped in every root, no VM bug and no lockdep warning,
+// Hyper-V's use only on a Hyper-V host, and for a TD the S-EPT removal protocol, exit handling
+// only after a valid TD-entry status, progress on private faults, and the mirror's agreement
+// with the S-EPT at quiescent points (docs/invariants.md). finish_vm(), finish() and
+// verdict() report them. With a tracer (ScenarioOptions::tracer), the VMs it watches are
+// traced too, from watch() to unwatch() (or the checks' end).
 class RunChecks {
  public:
   explicit RunChecks(Machine& machine, Tracer* tracer = nullptr);
@@ -85,33 +88,50 @@ class RunChecks {
   // figures for `vm`: flushes by kind, root loads, hypercalls.
   void finish_vm(Vm& vm, Report& report, std::string_view tag);
   void finish(Report& report);
-  // Only the stale-use verdict, tagged (for scenarios that run many variants).
+  // The stale-use verdict and the per-VM invariants of every watched VM, tagged (for
+  // scenarios that run many variants). REQUIRES: a quiescent point (see quiescent()).
   void verdict(Report& report, std::string_view tag);
+  // "mirror_matches_sept" for `vm` now (nothing for a VM that is not a TD). REQUIRES: a
+  // quiescent point — no vCPU in the guest (between KVM_RUNs, or its thread parked at a
+  // ucall) and no memory operation in flight.
+  void quiescent(Vm& vm, Report& report, std::string_view tag);
 
  private:
   struct WatchedVm {
-    Kvm* kvm;
+    Vm* vm;
     std::string tag;
     bool reported = false;
   };
+  // One per-VM invariant: its name and, when it failed, the evidence.
+  struct CheckOutcome {
+    std::string name;
+    std::optional<std::string> failure;
+  };
+  struct TdChecks;
   // The verdicts both finish() and verdict() give.
   void judge(Report& report, std::string_view tag);
-  // no_vm_bug and no_lock_assertion for one VM.
-  static void report_vm_health(const Kvm& kvm, Report& report, std::string_view tag);
+  // The per-VM invariants of `vm` now, tagged. REQUIRES: a quiescent point.
+  std::vector<CheckOutcome> vm_outcomes(Vm& vm, std::string_view tag);
+  // Reports them (and marks `vm` reported).
+  void report_vm(Vm& vm, Report& report, std::string_view tag);
   // The per-VM checks of every VM not reported yet, and the zapped-range verdict.
   void report_pending(Report& report, std::string_view tag);
 
   Machine& machine_;
+  std::vector<std::unique_ptr<TdChecks>> tds_;
   std::unique_ptr<StaleUseCheck> stale_;
   std::unique_ptr<ZappedRangeCheck> zapped_;
   std::unique_ptr<ReferenceModel> model_;
   std::vector<WatchedVm> vms_;
-  // Failures of VMs unwatched before they were reported: (check, evidence).
-  std::vector<std::pair<std::string, std::string>> unwatched_failures_;
-  uint64_t unwatched_checked_ = 0;
+  // The outcomes of VMs unwatched before they were reported.
+  std::vector<CheckOutcome> unwatched_;
   Tracer* tracer_;
   std::vector<std::pair<Vm*, std::unique_ptr<Tracer::Attachment>>> traced_;
 };
+
+// The S-EPT census of `vm` (check/sept_census.h), its SEAMCALLs issued on the calling
+// thread's CPU or, when it has none, on the VMM's main host CPU. REQUIRES: a quiescent point.
+SeptCensus sept_census(Vm& vm);
 
 // After a TD machine's VMs are gone: every frame back (`free_before`: the free count before
 // the first VM), the PAMT clean, no plaintext seen by the host.

@@ -64,6 +64,12 @@ uint64_t TdxModule::vp_enter(LogicalCpu& cpu, SeamcallRegs& regs) {
     dissociate_new();
     return raw(TdxStatus::kVcpuStateIncorrect);
   }
+  // This LP's TSC reads below what the vCPU last saw (a host that let it go back, across a
+  // suspend say): no entry, and the output registers keep the previous exit's values.
+  if (platform_.faults().take(EnvFaultKind::kTscRollback, vcpu.vcpu_index)) {
+    dissociate_new();
+    return raw(TdxStatus::kTscRollback);
+  }
 
   uint64_t epoch = 0;
   {

@@ -77,6 +77,22 @@ struct TdxSeamcallEvent {
   unsigned cpu;
 };
 
+// The exit handlers that act on a TD exit's information (its exit reason and registers).
+enum class TdxExitHandler : uint8_t { kNmi, kTdvmcall, kEptViolation };
+
+// A TD exit handed to one of them (emitted on TdxOps::exit_dispatch_trace at the dispatch,
+// on the vCPU's thread), with the whole status TDH.VP.ENTER returned: a checker decodes it
+// itself rather than trusting the decoding that chose the handler (seed 002).
+struct TdxExitDispatchEvent {
+  Hpa tdr;  // the TD's
+  int vcpu_id;
+  TdxExitHandler handler;
+  uint64_t vp_enter_ret;
+  Gpa gpa;  // an EPT violation's faulting GPA (shared bit included), else 0
+};
+
+const char* to_string(TdxExitHandler h);
+
 // struct kvm_tdx.
 class TdxVm final : public VendorVm {
  public:
@@ -166,6 +182,12 @@ class TdxOps final : public KvmX86Ops {
 
   // Every SEAMCALL the TDX code makes for any TD, on the calling thread.
   Tracepoint<TdxSeamcallEvent> seamcall_trace;
+  // The same events for the SEAMCALLs that build, change or track a TD's S-EPT (SEPT.ADD,
+  // PAGE.ADD, AUG, BLOCK, UNBLOCK, TRACK, REMOVE, SEPT.REMOVE, MR.FINALIZE): what checkers
+  // follow without paying for a listener on every TDH.VP.ENTER.
+  Tracepoint<TdxSeamcallEvent> sept_seamcall_trace;
+  // Every TD exit that reached the NMI, TDVMCALL or EPT-violation handling.
+  Tracepoint<TdxExitDispatchEvent> exit_dispatch_trace;
 
   // --- KVM_MEMORY_ENCRYPT_OP ioctls ------------------------------------------------------------
   // KVM_TDX_INIT_VM (tdx_td_init): HKID, TDR, MNG.CREATE, KEY.CONFIG on every package, ADDCX,
@@ -243,6 +265,7 @@ class TdxOps final : public KvmX86Ops {
   uint64_t flush_vp(TdxVm& td, TdxVcpu& tdx);
 
   // Exit handling (tdx_exit.cc).
+  void trace_dispatch(KvmVcpu& vcpu, TdxExitHandler handler, Gpa gpa = Gpa{0});
   int handle_ept_violation(KvmVcpu& vcpu);
   int unhandled_exit(KvmVcpu& vcpu);
   // TDVMCALLs (tdx_tdvmcall.cc): returns as handle_exit.

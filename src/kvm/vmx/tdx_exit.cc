@@ -3,6 +3,7 @@
 #include <thread>
 
 #include "base/check.h"
+#include "base/fault_injection.h"
 #include "kvm/vmx/tdx.h"
 #include "tdx_module/td_exit.h"
 #include "tdx_module/tdx_status.h"
@@ -25,6 +26,25 @@ bool is_nmi(uint64_t intr_info) {
 }
 
 }  // namespace
+
+const char* to_string(TdxExitHandler h) {
+  switch (h) {
+    case TdxExitHandler::kNmi:
+      return "NMI";
+    case TdxExitHandler::kTdvmcall:
+      return "TDVMCALL";
+    case TdxExitHandler::kEptViolation:
+      return "EPT violation";
+  }
+  return "?";
+}
+
+void TdxOps::trace_dispatch(KvmVcpu& vcpu, TdxExitHandler handler, Gpa gpa) {
+  exit_dispatch_trace.emit_lazy([&] {
+    return TdxExitDispatchEvent{to_tdx(vcpu.vm()).tdr_, vcpu.id(), handler,
+                                to_tdx(vcpu).vp_enter_ret_, gpa};
+  });
+}
 
 int TdxOps::unhandled_exit(KvmVcpu& vcpu) {
   TdxVcpu& tdx = to_tdx(vcpu);
@@ -79,8 +99,10 @@ int TdxOps::handle_exit(KvmVcpu& vcpu, ExitFastpath fastpath) {
     case VmxExitReason::kPreemptionTimer:
       return 1;
     case VmxExitReason::kEptViolation:
+      trace_dispatch(vcpu, TdxExitHandler::kEptViolation, Gpa{tdx.regs_.r8});
       return handle_ept_violation(vcpu);
     case VmxExitReason::kTdcall:
+      trace_dispatch(vcpu, TdxExitHandler::kTdvmcall);
       return handle_tdvmcall(vcpu);
     case VmxExitReason::kEptMisconfig:
       // Shared EPT's MMIO SPTEs make the guest take a #VE; a misconfig exit is a KVM bug.
@@ -114,7 +136,9 @@ int TdxOps::handle_ept_violation(KvmVcpu& vcpu) {
     // Private pages are always RWX; a write fault also avoids a COW page (one HPA at two
     // GPAs would make AUG fail).
     error_code = kPferrWrite;
-    local_retry = true;
+    // T1 restores the handler that answered a busy private fault by entering the guest
+    // again to fault again, as often as it takes.
+    local_retry = !host_.platform().faults().bug(BugId::T1);
   } else {
     if (kvm.bug_on((qual & kEptQualFetch) != 0, "a TD fetched from shared memory")) {
       return -static_cast<int>(Errno::kEio);

@@ -1,6 +1,7 @@
 // The S-EPT half of TdxOps: the external-table hooks the TDP MMU calls for the mirror root,
 // TLB tracking and flushes, and the shared EPT root (kvm-tdx-mmu.md §2.3–2.5).
 #include "base/check.h"
+#include "base/fault_injection.h"
 #include "kvm/vmx/tdx.h"
 #include "tdx_module/tdx_status.h"
 #include "tdxsim/seamcall.h"
@@ -117,14 +118,22 @@ KvmResult<> TdxOps::remove_external_spte(Kvm* kvm, Gfn gfn, Level level, Pfn pfn
     }
     return {};
   }
-  if (kvm->bug_on(s != 0, "TDH.MEM.RANGE.BLOCK failed")) return std::unexpected(Errno::kEio);
+  // T12 restores the removal that neither tracked the block nor stopped on the module's
+  // refusals: the page then stays mapped (blocked) in the S-EPT while the mirror forgets it.
+  const bool t12 = host_.platform().faults().bug(BugId::T12);
+  if (kvm->bug_on(s != 0 && !t12, "TDH.MEM.RANGE.BLOCK failed")) {
+    return std::unexpected(Errno::kEio);
+  }
 
   // tdx_track: no vCPU may keep a translation of the blocked page.
-  if (KvmResult<> t = track(td); !t) return t;
+  if (!t12) {
+    if (KvmResult<> t = track(td); !t) return t;
+  }
 
   // tdx_sept_drop_private_spte.
   s = no_vcpus_retry(td, SeamcallLeaf::kMemPageRemove, gfn,
                      [&] { return tdh_mem_page_remove(cpu, td.tdr_, info, &e1, &e2); });
+  if (s != 0 && t12) return {};
   if (kvm->bug_on(s != 0, "TDH.MEM.PAGE.REMOVE failed")) return std::unexpected(Errno::kEio);
   // The TD's dirty lines of the page go before the host key takes it back.
   s = note(td, SeamcallLeaf::kPhymemPageWbinvd, tdh_phymem_page_wbinvd(cpu, pfn.hpa(), td.hkid()),

@@ -1,6 +1,7 @@
 // A TD vCPU: creation (KVM_TDX_INIT_VCPU), its association with one logical CPU at a time,
 // TD entry, and its pages' reclaim (kvm-tdx-mmu.md §2.5, §2.6, §2.8, §2.9).
 #include "base/check.h"
+#include "base/fault_injection.h"
 #include "kvm/vmx/tdx.h"
 #include "tdx_module/td_exit.h"
 #include "tdx_module/tdx_status.h"
@@ -158,14 +159,18 @@ ExitFastpath TdxOps::vcpu_run(KvmVcpu& vcpu) {
   tdx.vp_enter_ret_ = note(td, SeamcallLeaf::kVpEnter, tdh_vp_enter(cpu, tdx.tdvpr_, tdx.regs_));
   // Seed 002: the low bits are an exit reason only after a real TD exit. A failed entry —
   // a module error, or the SEAMCALL instruction itself failing (class 0xFF, whose low 16
-  // bits read 0, "exception or NMI") — has no exit to decode.
-  tdx.exit_reason_ = status_has_exit_reason(tdx.vp_enter_ret_)
-                         ? static_cast<uint32_t>(tdx.vp_enter_ret_)
-                         : TdxVcpu::kInvalidExitReason;
+  // bits read 0, "exception or NMI") — has no exit to decode, and the output registers
+  // still hold the previous exit's information. S2 restores the decoding that took the low
+  // 32 bits whatever the status.
+  tdx.exit_reason_ =
+      status_has_exit_reason(tdx.vp_enter_ret_) || host_.platform().faults().bug(BugId::S2)
+          ? static_cast<uint32_t>(tdx.vp_enter_ret_)
+          : TdxVcpu::kInvalidExitReason;
   if (tdx.exit_reason_ != TdxVcpu::kInvalidExitReason &&
       static_cast<uint16_t>(tdx.exit_reason_) ==
           static_cast<uint16_t>(VmxExitReason::kExceptionNmi) &&
       is_nmi(tdx.regs_.r9)) {
+    trace_dispatch(vcpu, TdxExitHandler::kNmi);
     td.stats_.host_nmis.add();
     cpu.handle_host_nmi();
   }

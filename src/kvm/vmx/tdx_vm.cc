@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "base/check.h"
+#include "base/fault_injection.h"
 #include "kvm/vmx/tdx.h"
 #include "tdx_module/tdx_status.h"
 #include "tdxsim/seamcall.h"
@@ -44,10 +45,26 @@ uint64_t TdxOps::note(TdxVm& td, SeamcallLeaf leaf, uint64_t status, Gfn gfn,
   } else if (st != TdxStatus::kSuccess) {
     td.stats_.errors[i].add();
   }
-  seamcall_trace.emit_lazy([&] {
+  const auto event = [&] {
     const LogicalCpu* on = cpu != nullptr ? cpu : this_cpu();
     return TdxSeamcallEvent{td.tdr_, leaf, status, gfn, on != nullptr ? on->id() : ~0u};
-  });
+  };
+  seamcall_trace.emit_lazy(event);
+  switch (leaf) {
+    case SeamcallLeaf::kMemSeptAdd:
+    case SeamcallLeaf::kMemPageAdd:
+    case SeamcallLeaf::kMemPageAug:
+    case SeamcallLeaf::kMemRangeBlock:
+    case SeamcallLeaf::kMemRangeUnblock:
+    case SeamcallLeaf::kMemTrack:
+    case SeamcallLeaf::kMemPageRemove:
+    case SeamcallLeaf::kMemSeptRemove:
+    case SeamcallLeaf::kMrFinalize:
+      sept_seamcall_trace.emit_lazy(event);
+      break;
+    default:
+      break;
+  }
   return status;
 }
 
@@ -223,8 +240,19 @@ KvmResult<> TdxOps::init_mem_region(KvmVcpu& vcpu, Gpa gpa, std::span<const Hpa>
         note(td, SeamcallLeaf::kMemPageAdd,
              tdh_mem_page_add(cpu, td.tdr_, page_gpa, leaf->pfn().hpa(), sources[i], &e1, &e2),
              page_gpa.gfn());
-    if (status_of(s) == TdxStatus::kOperandBusy) return std::unexpected(Errno::kEbusy);
-    if (s != 0) return std::unexpected(Errno::kEio);
+    if (s != 0) {
+      // The mirror leaf must not outlive the PAGE.ADD that failed: the S-EPT has nothing
+      // there, and a later fault would take the leaf as done. Zapping it runs the removal
+      // hook's premap path, which takes it back out of nr_premapped. T3 restores the
+      // return that left it behind.
+      if (!host_.platform().faults().bug(BugId::T3)) {
+        WriteLock l(kvm.mmu_lock());
+        (void)vm.mmu().private_path()->zap_range(page_gpa.gfn(), page_gpa.gfn() + 1,
+                                                 ZapReason::kGmemPunch, /*flush=*/false);
+      }
+      if (status_of(s) == TdxStatus::kOperandBusy) return std::unexpected(Errno::kEbusy);
+      return std::unexpected(Errno::kEio);
+    }
     if (kvm.bug_on(td.nr_premapped_.fetch_sub(1, std::memory_order_acq_rel) <= 0,
                    "nr_premapped went below zero")) {
       return std::unexpected(Errno::kEio);
