@@ -92,7 +92,8 @@ void RunChecks::quiescent(Vm& vm, Report& report, std::string_view tag) {
   report.check(c.mismatches.empty(), "mirror_matches_sept", "{}", tagged(tag, c.mismatches));
 }
 
-std::vector<RunChecks::CheckOutcome> RunChecks::vm_outcomes(Vm& vm, std::string_view tag) {
+std::vector<RunChecks::CheckOutcome> RunChecks::vm_outcomes(Vm& vm, std::string_view tag,
+                                                            SeptCensus* census) {
   std::vector<CheckOutcome> out;
   const auto add = [&](std::string_view name, bool ok, const std::vector<std::string>& evidence) {
     out.push_back(
@@ -109,17 +110,18 @@ std::vector<RunChecks::CheckOutcome> RunChecks::vm_outcomes(Vm& vm, std::string_
     add("progress", td->progress.violations() == 0, td->progress.evidence());
   }
   if (vm.kvm().type() == VmType::kTdx) {
-    const SeptCensus c = sept_census(vm);
+    SeptCensus c = sept_census(vm);
     add("mirror_matches_sept", c.mismatches.empty(), c.mismatches);
+    if (census != nullptr) *census = std::move(c);
   }
   return out;
 }
 
-void RunChecks::report_vm(Vm& vm, Report& report, std::string_view tag) {
+void RunChecks::report_vm(Vm& vm, Report& report, std::string_view tag, SeptCensus* census) {
   for (WatchedVm& w : vms_) {
     if (w.vm == &vm) w.reported = true;
   }
-  for (const CheckOutcome& o : vm_outcomes(vm, tag)) {
+  for (const CheckOutcome& o : vm_outcomes(vm, tag, census)) {
     report.check(!o.failure, o.name, "{}", o.failure.value_or(""));
   }
 }
@@ -142,7 +144,8 @@ void RunChecks::report_pending(Report& report, std::string_view tag) {
 void RunChecks::finish_vm(Vm& vm, Report& report, std::string_view tag) {
   const std::optional<std::string> hv = hyperv_usage_violation(machine_.platform(), vm.kvm_vm());
   report.check(!hv, "hyperv_only_on_hyperv", "{}: {}", tag, hv.value_or(""));
-  report_vm(vm, report, tag);
+  SeptCensus census;
+  report_vm(vm, report, tag, &census);
   const MmuStats& mmu = vm.kvm_vm().mmu().stats();
   uint64_t flush_all = 0, flush_current = 0, root_loads = 0;
   for (unsigned i = 0; i < vm.nr_vcpus(); ++i) {
@@ -158,7 +161,7 @@ void RunChecks::finish_vm(Vm& vm, Report& report, std::string_view tag) {
   report.schedule_figure(p + "flushes.vcpu_current", flush_current);
   report.schedule_figure(p + "root_loads", root_loads);
   report.schedule_figure(p + "hv_root_tracking_updates", vm.kvm_vm().hv_root_tdp().updates.value());
-  report_vm_summary(vm, report, tag);
+  report_vm_summary(vm, report, tag, &census);
 }
 
 void check_td_teardown(Machine& machine, uint64_t free_before, Report& report) {
@@ -175,7 +178,7 @@ void check_td_teardown(Machine& machine, uint64_t free_before, Report& report) {
                mem.violation_count());
 }
 
-void report_vm_summary(Vm& vm, Report& report, std::string_view tag) {
+void report_vm_summary(Vm& vm, Report& report, std::string_view tag, const SeptCensus* census) {
   const std::string p = tag.empty() ? std::string() : fmt::format("{}.", tag);
   const MmuStats& mmu = vm.kvm_vm().mmu().stats();
   for (RetPf r :
@@ -214,6 +217,18 @@ void report_vm_summary(Vm& vm, Report& report, std::string_view tag) {
           fmt::format("{}mapped.{}.{}", p, mirror ? "mirror" : "direct", level_name(l)),
           static_cast<uint64_t>(n));
     }
+  }
+  // The S-EPT as the module holds it (read through TDH.MEM.SEPT.RD), beside KVM's mirror.
+  if (census != nullptr && census->sept_reads != 0) {
+    const std::array<Level, 3> levels = {Level::k4K, Level::k2M, Level::k1G};
+    for (size_t i = 0; i < levels.size(); ++i) {
+      if (census->leaves[i] == 0) continue;
+      report.schedule_figure(fmt::format("{}mapped.sept.{}", p, level_name(levels[i])),
+                             census->leaves[i]);
+    }
+    uint64_t tables = 0;
+    for (uint64_t n : census->tables) tables += n;
+    report.schedule_figure(p + "sept_table_bytes", tables * kPageSize);
   }
   const uint64_t table_bytes = vm.kvm_vm().mmu().tdp_mmu().live_table_pages() * kPageSize;
   report.schedule_figure(p + "page_table_bytes", table_bytes);

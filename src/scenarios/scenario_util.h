@@ -110,10 +110,11 @@ class RunChecks {
   struct TdChecks;
   // The verdicts both finish() and verdict() give.
   void judge(Report& report, std::string_view tag);
-  // The per-VM invariants of `vm` now, tagged. REQUIRES: a quiescent point.
-  std::vector<CheckOutcome> vm_outcomes(Vm& vm, std::string_view tag);
+  // The per-VM invariants of `vm` now, tagged; a TD's S-EPT census into `census` when given.
+  // REQUIRES: a quiescent point.
+  std::vector<CheckOutcome> vm_outcomes(Vm& vm, std::string_view tag, SeptCensus* census = nullptr);
   // Reports them (and marks `vm` reported).
-  void report_vm(Vm& vm, Report& report, std::string_view tag);
+  void report_vm(Vm& vm, Report& report, std::string_view tag, SeptCensus* census = nullptr);
   // The per-VM checks of every VM not reported yet, and the zapped-range verdict.
   void report_pending(Report& report, std::string_view tag);
 
@@ -139,10 +140,12 @@ void check_td_teardown(Machine& machine, uint64_t free_before, Report& report);
 
 // The run at a glance for `vm`, as schedule figures (prefixed `tag.` when tag is set):
 // faults by outcome, pages converted by direction, leaves zapped by reason and alias, pages
-// mapped per level in the mirror and direct tables now, page-table memory (per GiB mapped),
-// KVM_RUN exits by reason, and a TD's SEAMCALLs by leaf with their BUSY and error answers.
-// Adds the faults and SEAMCALLs to the report's operations. REQUIRES: the vCPUs are stopped.
-void report_vm_summary(Vm& vm, Report& report, std::string_view tag);
+// mapped per level in the mirror, the S-EPT (from `census`, when given) and the direct
+// tables now, page-table memory (per GiB mapped), KVM_RUN exits by reason, and a TD's
+// SEAMCALLs by leaf with their BUSY and error answers. Adds the faults and SEAMCALLs to the
+// report's operations. REQUIRES: the vCPUs are stopped.
+void report_vm_summary(Vm& vm, Report& report, std::string_view tag,
+                       const SeptCensus* census = nullptr);
 
 // Called on the vCPU's thread for each GUEST_SYNC(stage): the host's side of that step.
 // Returns false to stop that vCPU (the check that failed is in the report).
