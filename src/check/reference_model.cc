@@ -52,6 +52,9 @@ enum class Fill : uint8_t {
 };
 
 struct Side {
+  // A TD's private side that TDG.MEM.PAGE.ACCEPT made the guest's, with nothing since that
+  // could have taken it away (every such event resets the side).
+  bool accepted = false;
   Fill fill = Fill::kUnknown;
   const char* why = "never defined";  // the event that set `fill`
   std::vector<Word> words;
@@ -60,6 +63,7 @@ struct Side {
     fill = f;
     why = event;
     words.clear();
+    accepted = false;
   }
   Word* find(uint32_t offset) {
     for (Word& w : words) {
@@ -175,8 +179,23 @@ ReferenceModel::ReferenceModel(vmm::Machine& machine) : machine_(machine) {
       int vcpu = -1;
       VmModel* m = cpu != nullptr ? running_on(cpu->id(), &vcpu) : nullptr;
       if (m == nullptr || m->tdr != e.tdr) return;
-      m->for_range(e.gpa, level_bytes(e.level),
-                   [](Page& p) { p.priv.reset(Fill::kZero, "TDG.MEM.PAGE.ACCEPT"); });
+      // The module lets a page be accepted only while it is PENDING: a page the guest
+      // accepted before, with no conversion, punch or memslot change since, got there only
+      // by the host removing it — and its contents are lost.
+      uint64_t lost = 0;
+      Gpa first_lost;
+      m->for_range(e.gpa, level_bytes(e.level), [&](Page& p) {
+        if (p.priv.accepted && lost++ == 0) first_lost = Gpa{e.gpa.raw()};
+        p.priv.reset(Fill::kZero, "TDG.MEM.PAGE.ACCEPT");
+        p.priv.accepted = true;
+      });
+      if (lost != 0) {
+        violation(
+            fmt::format("vCPU {} accepted {} ({}) again: {} page(s) the guest had "
+                        "accepted were taken away with no conversion, punch or memslot "
+                        "change, their contents lost",
+                        vcpu, first_lost, level_name(e.level), lost));
+      }
     });
   }
   platform.set_guest_access_observer(this);

@@ -325,7 +325,12 @@ bool KvmMmu::unmap_gfn_range(const GfnRange& range) {
   // guest_memfd; memslot updates come through flush_shadow_memslot.
   const ZapReason reason =
       range.attr_filter == kFilterShared ? ZapReason::kNotifier : ZapReason::kGmemPunch;
-  return zap_range(range, range.attr_filter, reason, /*flush=*/false);
+  uint8_t filter = range.attr_filter;
+  // S1 (seed 001): before the attribute filter, the notifier's unmap zapped every alias the
+  // GFNs had, private included: host reclaim of the VMM's (shared) pages took a TD's private
+  // pages out of the S-EPT, and their contents with them.
+  if (reason == ZapReason::kNotifier && bug(BugId::S1)) filter |= kFilterPrivate;
+  return zap_range(range, filter, reason, /*flush=*/false);
 }
 
 void KvmMmu::zap_all_fast() {

@@ -138,6 +138,10 @@ constexpr BugRow kBugRows[] = {
     {BugId::S0, "vmx_on_tdx_host",
      "VMX takes a non-null remote-flush op for Hyper-V's: on a TDX host a plain VMX VM does "
      "Hyper-V root tracking (seed 000)"},
+    {BugId::S1, "tdx_upm_explicit",
+     "the MMU notifier's unmap, before the attribute filter, zapped every alias of the GFNs "
+     "its host range covered: reclaiming the VMM's shared pages took the TD's private pages "
+     "at the same GFNs out of the S-EPT, and their contents with them (seed 001)"},
     {BugId::S3, "hyperv_svm_enlightened_tlb",
      "with Hyper-V's enlightened NPT TLB, SVM's flush of a newly loaded root is only an ASID "
      "flush: a freed root reused at the same HPA serves the L0's stale GPA translations "
