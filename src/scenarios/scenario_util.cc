@@ -23,6 +23,18 @@ MachineConfig machine_config(const ScenarioOptions& options) {
   return mc;
 }
 
+std::unique_ptr<Vm> create_private_td(Machine& machine, unsigned vcpus, uint64_t slot_bytes,
+                                      uint64_t private_bytes, Report& report) {
+  auto vm_or = Vm::create(machine, VmShape::of(VmType::kTdx, vcpus));
+  if (!report.check(vm_or.has_value(), "td_create", "{}", errno_name(vm_or))) return nullptr;
+  std::unique_ptr<Vm> vm = std::move(*vm_or);
+  const KvmResult<> slot = vm->add_memory_region(0, Gpa{0}, slot_bytes, MemoryRegion::with_gmem());
+  if (!report.check(slot.has_value(), "memslot", "{}", errno_name(slot))) return nullptr;
+  const KvmResult<> attrs = vm->set_private(Gpa{0}, private_bytes);
+  if (!report.check(attrs.has_value(), "set_private", "{}", errno_name(attrs))) return nullptr;
+  return vm;
+}
+
 namespace {
 
 // "tag: evidence; evidence…", or the evidence alone for an untagged run.

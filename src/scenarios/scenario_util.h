@@ -67,6 +67,12 @@ const char* errno_name(const KvmResult<T>& r) {
 // The machine every scenario starts from: the defaults, with the run's bug switches on.
 MachineConfig machine_config(const ScenarioOptions& options);
 
+// The TD most scenarios start from: `vcpus` vCPUs, memslot 0 at GPA 0 of `slot_bytes` over a
+// new guest_memfd, [0, private_bytes) private; not finalized. nullptr when a step failed
+// (checks "td_create", "memslot", "set_private" say which).
+std::unique_ptr<Vm> create_private_td(Machine& machine, unsigned vcpus, uint64_t slot_bytes,
+                                      uint64_t private_bytes, Report& report);
+
 // Checks a scenario keeps running while it works: the stale-use check over every CPU and the
 // VMs it watches, every guest and host read against the reference model, every range zap
 // of a watched VM leaving the range unmapped in every root, no VM bug and no lockdep warning,

@@ -48,15 +48,9 @@ void run_td_convert_while_running(const ScenarioOptions& options, Report& report
   MachineConfig mc = machine_config(options);
   mc.memory_bytes = uint64_t{64} << 20;
   Machine machine(mc);
-  auto vm_or = Vm::create(machine, VmShape::of(VmType::kTdx, kVcpus));
-  if (!report.check(vm_or.has_value(), "td_create", "{}", errno_name(vm_or))) return;
-  Vm& vm = **vm_or;
-  if (!report.check(
-          vm.add_memory_region(0, Gpa{0}, kSlotSize, MemoryRegion::with_gmem()).has_value(),
-          "memslot")) {
-    return;
-  }
-  report.check(vm.set_private(Gpa{0}, kStop.raw()).has_value(), "set_private");
+  const std::unique_ptr<Vm> td = create_private_td(machine, kVcpus, kSlotSize, kStop.raw(), report);
+  if (td == nullptr) return;
+  Vm& vm = *td;
   report.check(vm.td_finalize().has_value(), "finalize");
 
   RunChecks checks(machine, options.tracer);

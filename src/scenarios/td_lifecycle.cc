@@ -42,15 +42,10 @@ void run_td_lifecycle(const ScenarioOptions& options, Report& report) {
   HostMemory& mem = machine.platform().memory();
   const uint64_t free_before = mem.free_frame_count();
   {
-    auto vm_or = Vm::create(machine, VmShape::of(VmType::kTdx, kVcpus));
-    if (!report.check(vm_or.has_value(), "td_create", "{}", errno_name(vm_or))) return;
-    Vm& vm = **vm_or;
-    if (!report.check(
-            vm.add_memory_region(0, Gpa{0}, kPrivateBytes, MemoryRegion::with_gmem()).has_value(),
-            "memslot")) {
-      return;
-    }
-    report.check(vm.set_private(Gpa{0}, kPrivateBytes).has_value(), "set_private");
+    const std::unique_ptr<Vm> td =
+        create_private_td(machine, kVcpus, kPrivateBytes, kPrivateBytes, report);
+    if (td == nullptr) return;
+    Vm& vm = *td;
     report.check(vm.td_init_mem_region(Gpa{0}, kImageBytes, image_word).has_value(),
                  "init_mem_region");
     report.check(vm.td_finalize().has_value(), "finalize");
