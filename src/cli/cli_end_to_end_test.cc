@@ -130,6 +130,27 @@ TEST_F(Cli, AnInjectedBugFailsWithTheCheckNamed) {
   EXPECT_NE(o.out.find("\nFAIL\n"), std::string::npos) << o.out;
 }
 
+// --no-checks runs the scenario without the invariants: its read-back checks still pass, and
+// none of the checkers' figures appear.
+TEST_F(Cli, NoChecksRunsWithoutTheInvariants) {
+  const Outcome on = tdxsim("run tdx_upm_implicit --json");
+  const Outcome off = tdxsim("run tdx_upm_implicit --json --no-checks");
+  ASSERT_EQ(on.status, 0) << on.out << on.err;
+  ASSERT_EQ(off.status, 0) << off.out << off.err;
+  const nlohmann::json checked = nlohmann::json::parse(on.out);
+  const nlohmann::json unchecked = nlohmann::json::parse(off.out);
+  EXPECT_EQ(checked["options"]["checks"], true);
+  EXPECT_EQ(unchecked["options"]["checks"], false);
+  EXPECT_EQ(unchecked["verdict"], "pass");
+  EXPECT_TRUE(checked["schedule"].contains("reference_model.loads_checked"));
+  EXPECT_FALSE(unchecked["schedule"].contains("reference_model.loads_checked"));
+  EXPECT_LT(unchecked["schedule"]["checks"].get<uint64_t>(),
+            checked["schedule"]["checks"].get<uint64_t>());
+  const Outcome text = tdxsim("run vmx_on_tdx_host --no-checks");
+  EXPECT_EQ(text.status, 0) << text.out << text.err;
+  EXPECT_NE(text.out.find("invariants off: --no-checks"), std::string::npos) << text.out;
+}
+
 // --json keeps stdout one document even with --trace, and the trace is trace-event JSON whose
 // events balance against the run's own counts.
 TEST_F(Cli, JsonAndTraceOfATdRun) {

@@ -61,6 +61,9 @@ int main(int argc, char** argv) {
   run->add_option("--inject", flags.inject,
                   "turn on a bug-catalogue switch for the run (see `tdxsim bugs`); repeatable")
       ->type_name("ID");
+  run->add_flag("--no-checks", flags.no_checks,
+                "run without the invariants of docs/invariants.md (the scenario's own read-back "
+                "checks stay), to measure what the checker costs");
   std::optional<std::string> trace_path;
   run->add_option("--trace", trace_path,
                   "write the run's timeline to FILE as Chrome/Perfetto trace-event JSON (open it "
@@ -143,7 +146,7 @@ int main(int argc, char** argv) {
     });
   }
   if (!flags.inject.empty() || flags.vcpus || flags.memory || flags.vm_type || flags.seed ||
-      trace_path) {
+      flags.no_checks || trace_path) {
     fmt::print(stderr, "tdxsim run: '{}' takes no options\n", name);
     return 2;
   }

@@ -109,6 +109,11 @@ std::expected<ScenarioOptions, std::string> make_options(const ScenarioInfo& sce
     }
     o.inject.push_back(*bug);
   }
+  if (flags.no_checks && !o.inject.empty()) {
+    return std::unexpected(
+        std::string("--inject with --no-checks: the invariants that would catch the bug are off"));
+  }
+  o.checks = !flags.no_checks;
   return o;
 }
 

@@ -19,6 +19,7 @@ struct RunFlags {
   std::optional<std::string> memory;   // "4G", "512M", "65536"
   std::optional<std::string> vm_type;  // "tdx", "default", "sw_protected"
   std::vector<std::string> inject;
+  bool no_checks = false;
 };
 
 // A byte count: digits with an optional K, M, G or T suffix (powers of 1024). nullopt when

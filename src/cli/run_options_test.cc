@@ -46,6 +46,20 @@ TEST(MakeOptions, TheDefaultScenarioTakesItsOverrides) {
   EXPECT_EQ(o->inject[0], BugId::S0);
 }
 
+TEST(MakeOptions, NoChecksTurnsTheInvariantsOffButNotWithABugSwitch) {
+  EXPECT_TRUE(make_options(scenario("default"), RunFlags{})->checks);
+  RunFlags off;
+  off.no_checks = true;
+  auto o = make_options(scenario("default"), off);
+  ASSERT_TRUE(o.has_value()) << o.error();
+  EXPECT_FALSE(o->checks);
+  // Nothing would catch the bug: a usage error rather than a run that proves nothing.
+  off.inject = {"S0"};
+  o = make_options(scenario("vmx_on_tdx_host"), off);
+  ASSERT_FALSE(o.has_value());
+  EXPECT_EQ(o.error().rfind("--inject with --no-checks", 0), 0u) << o.error();
+}
+
 TEST(MakeOptions, WhatAScenarioCannotTakeIsAUsageError) {
   const auto refused = [](std::string_view name, RunFlags f, std::string_view flag) {
     auto o = make_options(scenario(name), f);

@@ -65,6 +65,7 @@ void print_json(std::string_view name, std::string_view description, const Scena
   nlohmann::ordered_json inject = nlohmann::ordered_json::array();
   for (BugId id : options.inject) inject.push_back(to_string(id));
   opts["inject"] = inject;
+  opts["checks"] = options.checks;
   doc["options"] = opts;
   const std::vector<std::string> failures = report.failures();
   doc["verdict"] = failures.empty() ? "pass" : "fail";
@@ -105,7 +106,8 @@ int run_and_print(std::string_view name, std::string_view description,
   print_figures(report.figures(), out);
   print_figures(report.schedule_figures(), out);
   const uint64_t ops = report.operations();
-  fmt::print(out, "  {:<24} {}\n", "checks", report.checks());
+  fmt::print(out, "  {:<24} {}{}\n", "checks", report.checks(),
+             options.checks ? "" : " (invariants off: --no-checks)");
   fmt::print(out, "  {:<24} {:.2f} s, {} simulated operations ({:.1f} M/s)\n", "wall time", secs,
              ops, secs > 0 ? ops / secs / 1e6 : 0.0);
   fmt::print(out, "  {:<24} {} MiB\n", "peak resident memory", max_rss_bytes() >> 20);

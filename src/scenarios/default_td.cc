@@ -125,7 +125,9 @@ void run_default(const ScenarioOptions& options, Report& report) {
           [i, base, chunk](guest::Guest& g) { return vcpu_life(g, i, base, chunk); }));
       vm.vcpu(i).set_guest(programs.back().get());
     }
-    RunChecks checks(machine);
+    ScenarioOptions untraced = options;  // traced since the VM's creation, above
+    untraced.tracer = nullptr;
+    RunChecks checks(machine, untraced);
     checks.watch(vm);
     const HostSync host_sync(vm, report, "default",
                              [chunk](unsigned i) { return kMainBase + i * chunk; });

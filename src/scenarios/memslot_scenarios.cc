@@ -37,7 +37,7 @@ void delete_private(VmType type, const ScenarioOptions& options, Report& report)
       "memslot");
   report.check(vm.set_private(kPrivateGpa, kPageSize).has_value(), "set_private");
   if (type == VmType::kTdx) report.check(vm.td_finalize().has_value(), "finalize");
-  RunChecks checks(machine, options.tracer);
+  RunChecks checks(machine, options);
   checks.watch(vm);
   std::atomic<uint64_t> reads{0};
   guest::Program program(vm.flavour(), [&reads](guest::Guest& g) -> guest::GuestTask {
@@ -103,7 +103,7 @@ void move_and_delete(bool quirk, const ScenarioOptions& options, Report& report)
   report.check(vm.add_memory_region(0, kMoveGpa, kMoveSize, MemoryRegion::with_thp()).has_value(),
                "memslot");
   report.check(vm.host_write(kMoveGpa, 1).has_value(), "host_write");
-  RunChecks checks(machine, options.tracer);
+  RunChecks checks(machine, options);
   checks.watch(vm);
   guest::Program program(vm.flavour(), move_guest);
   vm.vcpu(0).set_guest(&program, 512);

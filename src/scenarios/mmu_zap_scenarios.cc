@@ -46,7 +46,7 @@ void zap_yield(const ScenarioOptions& options, Report& report) {
   if (!report.check(vm_or.has_value(), "vm_create", "{}", errno_name(vm_or))) return;
   Vm& vm = **vm_or;
   report.check(vm.add_memory_region(0, kYieldGpa, kYieldSize).has_value(), "memslot");
-  RunChecks checks(machine, options.tracer);
+  RunChecks checks(machine, options);
   checks.watch(vm);
   guest::Program program(vm.flavour(), [](guest::Guest& g) -> guest::GuestTask {
     for (uint64_t off = 0; off < kYieldSize; off += kPageSize) {
@@ -130,7 +130,7 @@ void notifier_during_fast_zap(VmType type, const ScenarioOptions& options, Repor
   report.check(vm.add_memory_region(0, kFirstGpa, kRegionSize).has_value(), "memslot");
   report.check(vm.add_memory_region(1, kSecondGpa, kRegionSize).has_value(), "memslot");
   if (type == VmType::kTdx) report.check(vm.td_finalize().has_value(), "finalize");
-  RunChecks checks(machine, options.tracer);
+  RunChecks checks(machine, options);
   checks.watch(vm);
   guest::Program program(vm.flavour(), [](guest::Guest& g) -> guest::GuestTask {
     for (Gpa base : {kFirstGpa, kSecondGpa}) {

@@ -169,7 +169,7 @@ void run_variant(const Variant& v, const ScenarioOptions& options, Report& repor
   }
   std::vector<uint32_t> slots;
   for (unsigned s = 0; s < v.memslots; ++s) slots.push_back(10 + s);
-  RunChecks checks(machine, options.tracer);
+  RunChecks checks(machine, options);
   checks.watch(vm);
   vmm::MemoryPressure pressure(vm, slots);
   run_vcpus_to_done(vm, programs, report, on_sync.handler());

@@ -102,7 +102,7 @@ void run_removal_under_contention(const ScenarioOptions& options, Report& report
   Vm& vm = *td;
   report.check(vm.td_finalize().has_value(), "finalize");
 
-  RunChecks checks(machine, options.tracer);
+  RunChecks checks(machine, options);
   checks.watch(vm);
   RemovalOrder order;
   auto probe =

@@ -39,6 +39,10 @@ struct ScenarioOptions {
   Tracer* tracer = nullptr;
   // When set, long scenarios name their phases to it (progress.h). Not owned.
   Progress* progress = nullptr;
+  // The invariants of docs/invariants.md that RunChecks attaches (`tdxsim run --no-checks`
+  // turns them off, to measure what they cost). A scenario's own checks of what the guest
+  // and the host read back, and the teardown counters, stay.
+  bool checks = true;
 
   // Names a phase to `progress`, if any.
   void phase(std::string_view what, std::function<uint64_t()> done = {}, uint64_t total = 0) const;

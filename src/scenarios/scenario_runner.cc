@@ -554,7 +554,7 @@ void run_vm(const ScenarioSpec& spec, Machine& machine, Vm& vm, RunChecks& check
 
 void run_scenario_spec(const ScenarioSpec& spec, const ScenarioOptions& options, Report& report) {
   Machine machine(machine_of(spec, options));
-  RunChecks checks(machine, options.tracer);
+  RunChecks checks(machine, options);
   {
     VmShape shape = VmShape::of(spec.vm.type, spec.vm.vcpus);
     shape.sept_ve_disable = spec.vm.sept_ve_disable;

@@ -63,16 +63,19 @@ struct RunChecks::TdChecks {
       : vm(&v), removal(ops, v.kvm_vm()), exits(ops, v.kvm_vm()), progress(ops, v.kvm_vm()) {}
 };
 
-RunChecks::RunChecks(Machine& machine, Tracer* tracer)
-    : machine_(machine),
-      stale_(std::make_unique<StaleUseCheck>(machine.platform())),
-      zapped_(std::make_unique<ZappedRangeCheck>()),
-      model_(std::make_unique<ReferenceModel>(machine)),
-      tracer_(tracer) {}
+RunChecks::RunChecks(Machine& machine, const ScenarioOptions& options)
+    : machine_(machine), enabled_(options.checks), tracer_(options.tracer) {
+  if (!enabled_) return;
+  stale_ = std::make_unique<StaleUseCheck>(machine.platform());
+  zapped_ = std::make_unique<ZappedRangeCheck>();
+  model_ = std::make_unique<ReferenceModel>(machine);
+}
 
 RunChecks::~RunChecks() = default;
 
 void RunChecks::watch(Vm& vm) {
+  if (tracer_ != nullptr) traced_.emplace_back(&vm, tracer_->attach(vm));
+  if (!enabled_) return;
   stale_->watch(vm.kvm());
   model_->watch(vm);
   zapped_->watch(vm.kvm(), vm.kvm_vm().mmu().tdp_mmu());
@@ -81,10 +84,11 @@ void RunChecks::watch(Vm& vm) {
       vm.kvm_vm().vendor() != nullptr) {
     tds_.push_back(std::make_unique<TdChecks>(*machine_.tdx(), vm));
   }
-  if (tracer_ != nullptr) traced_.emplace_back(&vm, tracer_->attach(vm));
 }
 
 void RunChecks::unwatch(Vm& vm) {
+  std::erase_if(traced_, [&](const auto& t) { return t.first == &vm; });
+  if (!enabled_) return;
   stale_->unwatch(vm.kvm());
   model_->unwatch(vm);
   zapped_->unwatch(vm.kvm());
@@ -95,11 +99,10 @@ void RunChecks::unwatch(Vm& vm) {
   }
   std::erase_if(vms_, [&](const WatchedVm& w) { return w.vm == &vm; });
   std::erase_if(tds_, [&](const auto& t) { return t->vm == &vm; });
-  std::erase_if(traced_, [&](const auto& t) { return t.first == &vm; });
 }
 
 void RunChecks::quiescent(Vm& vm, Report& report, std::string_view tag) {
-  if (vm.kvm().type() != VmType::kTdx) return;
+  if (!enabled_ || vm.kvm().type() != VmType::kTdx) return;
   const SeptCensus c = sept_census(vm);
   report.check(c.mismatches.empty(), "mirror_matches_sept", "{}", tagged(tag, c.mismatches));
 }
@@ -139,6 +142,7 @@ void RunChecks::report_vm(Vm& vm, Report& report, std::string_view tag, SeptCens
 }
 
 void RunChecks::report_pending(Report& report, std::string_view tag) {
+  if (!enabled_) return;
   for (WatchedVm& w : vms_) {
     if (!w.reported) report_vm(*w.vm, report, tag.empty() ? std::string_view(w.tag) : tag);
   }
@@ -154,10 +158,14 @@ void RunChecks::report_pending(Report& report, std::string_view tag) {
 }
 
 void RunChecks::finish_vm(Vm& vm, Report& report, std::string_view tag) {
-  const std::optional<std::string> hv = hyperv_usage_violation(machine_.platform(), vm.kvm_vm());
-  report.check(!hv, "hyperv_only_on_hyperv", "{}: {}", tag, hv.value_or(""));
+  // The S-EPT census is the mirror check's reading, so without checks the summary has no
+  // S-EPT figures.
   SeptCensus census;
-  report_vm(vm, report, tag, &census);
+  if (enabled_) {
+    const std::optional<std::string> hv = hyperv_usage_violation(machine_.platform(), vm.kvm_vm());
+    report.check(!hv, "hyperv_only_on_hyperv", "{}: {}", tag, hv.value_or(""));
+    report_vm(vm, report, tag, &census);
+  }
   const MmuStats& mmu = vm.kvm_vm().mmu().stats();
   uint64_t flush_all = 0, flush_current = 0, root_loads = 0;
   for (unsigned i = 0; i < vm.nr_vcpus(); ++i) {
@@ -288,6 +296,7 @@ void RunChecks::verdict(Report& report, std::string_view tag) {
 }
 
 void RunChecks::judge(Report& report, std::string_view tag) {
+  if (!enabled_) return;
   report_pending(report, tag);
   const std::string where = tag.empty() ? std::string() : fmt::format("{}: ", tag);
   const StaleUseCounts c = stale_->counts();
@@ -319,6 +328,7 @@ void RunChecks::finish(Report& report) {
   } else {
     report.figure("hypercalls", 0);  // none without an L0, whatever the schedule
   }
+  if (!enabled_) return;
   report.schedule_figure("range_zaps_checked", zapped_->zaps_checked());
   const StaleUseCounts c = stale_->counts();
   report.schedule_figure("stale_uses.in_window", c.stale_uses - c.violations);

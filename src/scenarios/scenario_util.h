@@ -83,7 +83,9 @@ std::unique_ptr<Vm> create_private_td(Machine& machine, unsigned vcpus, uint64_t
 // traced too, from watch() to unwatch() (or the checks' end).
 class RunChecks {
  public:
-  explicit RunChecks(Machine& machine, Tracer* tracer = nullptr);
+  // Traces the watched VMs into options.tracer, if set; attaches the invariants only when
+  // options.checks (the summary's figures come either way).
+  RunChecks(Machine& machine, const ScenarioOptions& options);
   ~RunChecks();
   RunChecks(const RunChecks&) = delete;
   RunChecks& operator=(const RunChecks&) = delete;
@@ -125,6 +127,7 @@ class RunChecks {
   void report_pending(Report& report, std::string_view tag);
 
   Machine& machine_;
+  const bool enabled_;
   std::vector<std::unique_ptr<TdChecks>> tds_;
   std::unique_ptr<StaleUseCheck> stale_;
   std::unique_ptr<ZappedRangeCheck> zapped_;

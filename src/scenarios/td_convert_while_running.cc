@@ -53,7 +53,7 @@ void run_td_convert_while_running(const ScenarioOptions& options, Report& report
   Vm& vm = *td;
   report.check(vm.td_finalize().has_value(), "finalize");
 
-  RunChecks checks(machine, options.tracer);
+  RunChecks checks(machine, options);
   checks.watch(vm);
   std::vector<std::unique_ptr<guest::Program>> programs;
   for (unsigned i = 0; i < kVcpus; ++i) {

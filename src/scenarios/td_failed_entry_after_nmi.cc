@@ -48,7 +48,7 @@ void run_td_failed_entry_after_nmi(const ScenarioOptions& options, Report& repor
   if (td == nullptr) return;
   Vm& vm = *td;
   report.check(vm.td_finalize().has_value(), "finalize");
-  RunChecks checks(machine, options.tracer);
+  RunChecks checks(machine, options);
   checks.watch(vm);
 
   guest::Program program(vm.flavour(), nmi_guest);

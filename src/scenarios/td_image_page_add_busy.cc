@@ -37,7 +37,7 @@ void run_td_image_page_add_busy(const ScenarioOptions& options, Report& report) 
       create_private_td(machine, 1, kPrivateBytes, kPrivateBytes, report);
   if (td == nullptr) return;
   Vm& vm = *td;
-  RunChecks checks(machine, options.tracer);
+  RunChecks checks(machine, options);
   checks.watch(vm);
 
   machine.faults().arm(EnvFaultKind::kForceOperandBusy,

@@ -49,7 +49,7 @@ void run_td_lifecycle(const ScenarioOptions& options, Report& report) {
     report.check(vm.td_init_mem_region(Gpa{0}, kImageBytes, image_word).has_value(),
                  "init_mem_region");
     report.check(vm.td_finalize().has_value(), "finalize");
-    RunChecks checks(machine, options.tracer);
+    RunChecks checks(machine, options);
     checks.watch(vm);
 
     std::vector<std::unique_ptr<guest::Program>> programs;

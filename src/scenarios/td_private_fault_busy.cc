@@ -39,7 +39,7 @@ void run_td_private_fault_busy(const ScenarioOptions& options, Report& report) {
   if (td == nullptr) return;
   Vm& vm = *td;
   report.check(vm.td_finalize().has_value(), "finalize");
-  RunChecks checks(machine, options.tracer);
+  RunChecks checks(machine, options);
   checks.watch(vm);
 
   machine.faults().arm(EnvFaultKind::kForceOperandBusy,

@@ -71,7 +71,7 @@ void run_upm(bool explicit_conversion, const ScenarioOptions& options, Report& r
     report.check(vm.host_write(gpa, round_value(gpa, k11)).has_value(), "host_fill");
   });
   report.check(vm.td_finalize().has_value(), "finalize");
-  RunChecks checks(machine, options.tracer);
+  RunChecks checks(machine, options);
   checks.watch(vm);
   guest::Program program(vm.flavour(), [explicit_conversion](guest::Guest& g) {
     return upm_guest(g, explicit_conversion);

@@ -109,7 +109,7 @@ void run_hyperv_vmx_root_tracking(const ScenarioOptions& options, Report& report
   mc.hyperv = HyperVConfig{};
   mc.memory_bytes = uint64_t{64} << 20;
   Machine machine(mc);
-  RunChecks checks(machine, options.tracer);
+  RunChecks checks(machine, options);
   HypercallLog log(*machine.platform().hyperv());
   {
     auto vm_or = Vm::create(machine, VmShape::of(VmType::kDefault, kVcpus));
@@ -200,7 +200,7 @@ void run_vmx_on_tdx_host(const ScenarioOptions& options, Report& report) {
   mc.cpus_per_package = 4;
   mc.memory_bytes = uint64_t{128} << 20;
   Machine machine(mc);
-  RunChecks checks(machine, options.tracer);
+  RunChecks checks(machine, options);
   {
     auto td_or = Vm::create(machine, VmShape::of(VmType::kTdx, kVcpus));
     auto vmx_or = Vm::create(machine, VmShape::of(VmType::kDefault, kVcpus));
@@ -282,7 +282,7 @@ void run_hyperv_svm_enlightened_tlb(const ScenarioOptions& options, Report& repo
   mc.frame_reuse = ReusePolicy::kLowestFirst;
   mc.memory_bytes = uint64_t{64} << 20;
   Machine machine(mc);
-  RunChecks checks(machine, options.tracer);
+  RunChecks checks(machine, options);
   {
     auto vm_or = Vm::create(machine, VmShape::of(VmType::kDefault, kVcpus));
     if (!report.check(vm_or.has_value(), "vm_create", "{}", errno_name(vm_or))) return;
