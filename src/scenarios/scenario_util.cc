@@ -7,6 +7,7 @@
 #include "base/rcu.h"
 #include "check/exit_status_check.h"
 #include "check/hyperv_usage.h"
+#include "check/memslot_backing.h"
 #include "check/progress_watchdog.h"
 #include "check/sept_removal_protocol.h"
 #include "check/vm_health.h"
@@ -118,6 +119,16 @@ std::vector<RunChecks::CheckOutcome> RunChecks::vm_outcomes(Vm& vm, std::string_
   add("no_vm_bug", !bug, {bug.value_or("")});
   const std::optional<std::string> lock = lock_assertion_violation(vm.kvm());
   add("no_lock_assertion", !lock, {lock.value_or("")});
+  const TdpMmu& tables = vm.kvm_vm().mmu().tdp_mmu();
+  const std::optional<std::string> alias = aliased_memslot(vm.kvm(), tables);
+  add("memslots_unaliased", !alias, {alias.value_or("")});
+  UnbackedSptes unbacked = unbacked_sptes(vm.kvm(), tables);
+  if (unbacked.unbacked != 0) {
+    unbacked.evidence.insert(
+        unbacked.evidence.begin(),
+        fmt::format("{} of {} leaves", unbacked.unbacked, unbacked.leaves_checked));
+  }
+  add("sptes_backed_by_memslots", unbacked.unbacked == 0, unbacked.evidence);
   for (const auto& td : tds_) {
     if (td->vm != &vm) continue;
     add("sept_removal_protocol", td->removal.violations() == 0, td->removal.evidence());
