@@ -23,6 +23,7 @@ void run_td_image_page_add_busy(const ScenarioOptions&, Report&);
 void run_td_failed_entry_after_nmi(const ScenarioOptions&, Report&);
 void run_td_convert_while_running(const ScenarioOptions&, Report&);
 void run_td_private_fault_busy(const ScenarioOptions&, Report&);
+void run_td_shared_alias_memslot(const ScenarioOptions&, Report&);
 
 namespace {
 
@@ -132,6 +133,12 @@ constexpr ScenarioInfo kScenarios[] = {
      "zero-step mitigation counts such entries), and the page is mapped",
      run_td_private_fault_busy,
      {false, false, "tdx"}},
+    {"td_shared_alias_memslot",
+     "a VMM asks for a memslot at a TD's shared bit, as if the shared half were memory of its "
+     "own: KVM refuses it (one memslot serves both halves; the shared bit is the MMU's), and "
+     "the TD runs, converting part of its memory to shared for the host to read",
+     run_td_shared_alias_memslot,
+     {false, false, "tdx"}},
 };
 
 constexpr BugRow kBugRows[] = {
@@ -174,6 +181,9 @@ constexpr BugRow kBugRows[] = {
      "a private fault that met TDX_OPERAND_BUSY went back into the guest to fault again, a "
      "blind retry by re-entry: with a busy S-EPT that livelocks, and each same-RIP fault counts "
      "toward the module's zero-step mitigation"},
+    {BugId::T7, "td_shared_alias_memslot",
+     "a memslot whose gfns carry the shared bit was accepted: with the bit added only inside "
+     "the TDP iterator, such a slot aliases the private and shared halves"},
 };
 
 }  // namespace
