@@ -644,9 +644,12 @@ void TdpMmu::zap_root(MmuPage* root, bool shared) {
 void TdpMmu::zap_all_direct() {
   mmu_lock_.assert_held_write();
   stats_.zap_requests[static_cast<size_t>(ZapReason::kRoots)][0].add();
-  for (MmuPage* root = next_root(nullptr, kDirectRoots | kInvalidRoots); root != nullptr;
-       root = next_root(root, kDirectRoots | kInvalidRoots)) {
-    if (root->is_mirror()) continue;
+  // T5: the valid mirror roots too, while the TD still holds its HKID: their tables reach
+  // the S-EPT out of the module's teardown order (and their pages are removed early).
+  const bool mirror_too = bug(BugId::T5);
+  const uint8_t types = mirror_too ? kAllRoots : kDirectRoots | kInvalidRoots;
+  for (MmuPage* root = next_root(nullptr, types); root != nullptr; root = next_root(root, types)) {
+    if (root->is_mirror() && !mirror_too) continue;
     zap_root(root, /*shared=*/false);
   }
 }

@@ -184,6 +184,11 @@ constexpr BugRow kBugRows[] = {
     {BugId::T7, "td_shared_alias_memslot",
      "a memslot whose gfns carry the shared bit was accepted: with the bit added only inside "
      "the TDP iterator, such a slot aliases the private and shared halves"},
+    {BugId::T5, "td_lifecycle",
+     "the MMU-notifier release at process exit (exit_mm comes before the VM's fd is closed) "
+     "zapped the TD's valid mirror roots while it still held its HKID: private pages removed "
+     "early, S-EPT tables freed out of the module's teardown order (KVM bugs the VM and "
+     "leaks them)"},
 };
 
 }  // namespace

@@ -81,6 +81,7 @@ TEST(BuiltinScenarios, TdxRowsFailTheirInvariant) {
       {BugId::T12, "sept_removal_protocol"},
       {BugId::T1, "progress"},
       {BugId::T7, "memslots_unaliased"},
+      {BugId::T5, "frames_returned"},
   };
   for (const auto& [id, invariant] : rows) {
     const BugRow* row = &*std::ranges::find(bug_rows(), id, &BugRow::id);

@@ -222,8 +222,11 @@ KvmResult<> Vm::td_finalize() {
 }
 
 Vm::~Vm() {
-  // Destruction reaches the module (TD teardown): on a host CPU.
+  // The VMM process exits: its mm goes first (do_exit runs exit_mm before exit_files), so
+  // KVM's MMU-notifier release runs while the VM is alive, then the last fd closes and the
+  // VM is destroyed. Both reach the module (TD teardown): on a host CPU.
   on_host_cpu(machine_, [&] {
+    mm_.exit();
     vm_.reset();
     return 0;
   });
