@@ -6,6 +6,7 @@
 
 #include "base/rcu.h"
 #include "check/exit_status_check.h"
+#include "check/fault_loop_watchdog.h"
 #include "check/hyperv_usage.h"
 #include "check/memslot_backing.h"
 #include "check/progress_watchdog.h"
@@ -80,7 +81,8 @@ void RunChecks::watch(Vm& vm) {
   stale_->watch(vm.kvm());
   model_->watch(vm);
   zapped_->watch(vm.kvm(), vm.kvm_vm().mmu().tdp_mmu());
-  vms_.push_back(WatchedVm{&vm, vm.kvm().type() == VmType::kTdx ? "td" : "vm"});
+  vms_.push_back(WatchedVm{&vm, vm.kvm().type() == VmType::kTdx ? "td" : "vm",
+                           std::make_unique<FaultLoopWatchdog>(vm.kvm())});
   if (vm.kvm().type() == VmType::kTdx && machine_.tdx() != nullptr &&
       vm.kvm_vm().vendor() != nullptr) {
     tds_.push_back(std::make_unique<TdChecks>(*machine_.tdx(), vm));
@@ -129,12 +131,23 @@ std::vector<RunChecks::CheckOutcome> RunChecks::vm_outcomes(Vm& vm, std::string_
         fmt::format("{} of {} leaves", unbacked.unbacked, unbacked.leaves_checked));
   }
   add("sptes_backed_by_memslots", unbacked.unbacked == 0, unbacked.evidence);
+  // "progress" has two watchdogs: the fault loop (every VM) and, for a TD, re-entries on one
+  // private fault (bounded by the module's zero-step threshold).
+  uint64_t stuck = 0;
+  std::vector<std::string> stuck_evidence;
+  for (const WatchedVm& w : vms_) {
+    if (w.vm != &vm) continue;
+    stuck += w.fault_loop->violations();
+    stuck_evidence = w.fault_loop->evidence();
+  }
   for (const auto& td : tds_) {
     if (td->vm != &vm) continue;
     add("sept_removal_protocol", td->removal.violations() == 0, td->removal.evidence());
     add("exit_handled_only_after_valid_status", td->exits.violations() == 0, td->exits.evidence());
-    add("progress", td->progress.violations() == 0, td->progress.evidence());
+    stuck += td->progress.violations();
+    for (std::string& e : td->progress.evidence()) stuck_evidence.push_back(std::move(e));
   }
+  add("progress", stuck == 0, stuck_evidence);
   if (vm.kvm().type() == VmType::kTdx) {
     SeptCensus c = sept_census(vm);
     add("mirror_matches_sept", c.mismatches.empty(), c.mismatches);

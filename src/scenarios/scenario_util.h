@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "check/fault_loop_watchdog.h"
 #include "check/reference_model.h"
 #include "check/sept_census.h"
 #include "check/stale_use_check.h"
@@ -108,6 +109,7 @@ class RunChecks {
   struct WatchedVm {
     Vm* vm;
     std::string tag;
+    std::unique_ptr<FaultLoopWatchdog> fault_loop;
     bool reported = false;
   };
   // One per-VM invariant: its name and, when it failed, the evidence.
