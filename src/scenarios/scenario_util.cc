@@ -9,6 +9,7 @@
 #include "check/fault_loop_watchdog.h"
 #include "check/hyperv_usage.h"
 #include "check/memslot_backing.h"
+#include "check/pamt_balance.h"
 #include "check/progress_watchdog.h"
 #include "check/sept_removal_protocol.h"
 #include "check/vm_health.h"
@@ -151,6 +152,11 @@ std::vector<RunChecks::CheckOutcome> RunChecks::vm_outcomes(Vm& vm, std::string_
   if (vm.kvm().type() == VmType::kTdx) {
     SeptCensus c = sept_census(vm);
     add("mirror_matches_sept", c.mismatches.empty(), c.mismatches);
+    if (const TdxModule* module = machine_.tdx_module(); module != nullptr) {
+      const std::vector<std::string> off =
+          pamt_imbalance(module->pamt(), TdxOps::to_tdx(vm.kvm_vm()).tdr(), c);
+      add("pamt_balance", off.empty(), off);
+    }
     if (census != nullptr) *census = std::move(c);
   }
   return out;

@@ -295,6 +295,18 @@ uint64_t Pamt::count(PamtPageType t, Level level) const {
   return n;
 }
 
+uint64_t Pamt::count_owned(PamtPageType t, Level level, Pfn owner) const {
+  TDXSIM_CHECK(t != PamtPageType::kNda, "PT_NDA entries are not counted");
+  const LazyWords& w = words(level);
+  uint64_t n = 0;
+  for (uint64_t meta = 1; meta < w.size(); meta += kWordsPerEntry) {
+    if (!w.is_touched(meta) || type_in(w.data() + meta - 1) != t) continue;
+    const uint64_t m = AtomicWordRef(w.data()[meta]).load(std::memory_order_relaxed);
+    if (MetaOwner::get(m) == owner.raw()) ++n;
+  }
+  return n;
+}
+
 uint64_t Pamt::count(PamtPageType t) const {
   return count(t, Level::k4K) + count(t, Level::k2M) + count(t, Level::k1G);
 }

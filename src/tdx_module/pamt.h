@@ -189,6 +189,8 @@ class Pamt {
   // REQUIRES: t is not PT_NDA (free is the absence of an assignment; checked).
   uint64_t count(PamtPageType t, Level level) const;
   uint64_t count(PamtPageType t) const;
+  // The same, only entries whose owner is the TD of TDR frame `owner`.
+  uint64_t count_owned(PamtPageType t, Level level, Pfn owner) const;
 
   // Marks frames PT_RSVD, as TDMR initialisation does for a TDMR's reserved areas.
   // REQUIRES: no other thread uses the PAMT yet; [first, first + n) inside memory.
