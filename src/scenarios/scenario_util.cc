@@ -7,6 +7,7 @@
 #include "base/rcu.h"
 #include "check/exit_status_check.h"
 #include "check/hyperv_usage.h"
+#include "check/page_table_balance.h"
 #include "check/progress_watchdog.h"
 #include "check/sept_removal_protocol.h"
 #include "check/vm_health.h"
@@ -115,6 +116,11 @@ std::vector<RunChecks::CheckOutcome> RunChecks::vm_outcomes(Vm& vm, std::string_
   add("no_vm_bug", !bug, {bug.value_or("")});
   const std::optional<std::string> lock = lock_assertion_violation(vm.kvm());
   add("no_lock_assertion", !lock, {lock.value_or("")});
+  const TdpMmu& tdp = vm.kvm_vm().mmu().tdp_mmu();
+  const std::optional<std::string> balance = page_table_balance_violation(tdp);
+  add("page_tables_balance", !balance, {balance.value_or("")});
+  const std::optional<std::string> freed = freed_table_read_violation(tdp);
+  add("freed_tables_untouched", !freed, {freed.value_or("")});
   for (const auto& td : tds_) {
     if (td->vm != &vm) continue;
     add("sept_removal_protocol", td->removal.violations() == 0, td->removal.evidence());
