@@ -737,44 +737,43 @@ void TdpMmu::visit_leaves(bool direct, bool mirror, Gfn start, Gfn end,
 }
 
 TdpMmu::TableCensus TdpMmu::table_census() const {
-  TableCensus c;
-  WriteLock mmu(mmu_lock_);
-  MutexLock l(roots_lock_);
-  c.allocated = allocated_tables_.load(std::memory_order_relaxed);
-  c.released = released_tables_.load(std::memory_order_relaxed);
-  const uint64_t live = live_tables_.load(std::memory_order_acquire);
-  c.awaiting_grace = live > c.allocated - c.released ? live - (c.allocated - c.released) : 0;
-  const std::vector<MmuPage*> roots = roots_;
-  // Every root and every table a reachable entry links; `linked` also collects their frames
-  // when asked.
-  const auto walk_roots = [&](std::unordered_set<uint64_t>* linked) {
-    uint64_t n = 0;
-    for (const MmuPage* root : roots) {
-      ++n;
+  // One count, exact: the counters and the tree change hands only under these locks. With
+  // `linked`, also the frames of every page the count reached.
+  const auto count = [this](std::unordered_set<uint64_t>* linked) {
+    TableCensus c;
+    WriteLock mmu(mmu_lock_);
+    MutexLock l(roots_lock_);
+    c.allocated = allocated_tables_.load(std::memory_order_relaxed);
+    c.released = released_tables_.load(std::memory_order_relaxed);
+    const uint64_t live = live_tables_.load(std::memory_order_acquire);
+    const uint64_t held = c.allocated - c.released;
+    c.awaiting_grace = live > held ? live - held : 0;
+    for (const MmuPage* root : roots_) {
+      ++c.roots;
+      if (root->role().invalid) ++c.invalid_roots;
+      ++c.reachable;
       if (linked != nullptr) linked->insert(root->spt().pfn().raw());
       // No RCU section: under the write lock no table can leave the tree meanwhile.
       for (TdpIter it = walk(*root, Level::k2M, Gfn{0}, TdpIter::root_end(*root), Gfn{0});
            it.valid(); it.next()) {
         const Spte s = it.old_spte();
         if (!s.is_shadow_present() || s.is_last(it.level())) continue;
-        ++n;
+        ++c.reachable;
         if (linked != nullptr) linked->insert(s.child_table().pfn().raw());
       }
     }
-    return n;
+    return c;
   };
-  c.reachable = walk_roots(nullptr);
-  for (const MmuPage* root : roots) {
-    ++c.roots;
-    if (root->role().invalid) ++c.invalid_roots;
-  }
+  TableCensus c = count(nullptr);
   if (c.balanced()) return c;
-  // The pages queued for freeing are still indexed until their callback runs: let them all
-  // run (they take none of these locks), so what the index still holds is exactly the pages
-  // never released.
+  // The pages queued for freeing are still indexed until their callbacks run: let them all
+  // run (outside mmu_lock: a fault may be waiting for it inside its RCU section), then
+  // count again, so that what the index holds beyond the reachable pages is exactly what
+  // was never released.
   rcu_barrier();
   std::unordered_set<uint64_t> linked;
-  walk_roots(&linked);
+  c = count(&linked);
+  if (c.balanced()) return c;
   for (uint64_t pfn = 0; pfn < sp_by_pfn_.size(); ++pfn) {
     if (!sp_by_pfn_.is_touched(pfn)) {
       pfn += LazyWords::kWordsPerPage - 1 - pfn % LazyWords::kWordsPerPage;

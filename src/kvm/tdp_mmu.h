@@ -200,7 +200,8 @@ class TdpMmu {
   // Counts the pages and walks every root down to the 2M entries (the 4K tables are counted
   // from the entries that link them). Exact whenever it runs: it holds mmu_lock for write
   // and the root list's lock, under which every page changes hands. When the balance fails
-  // it also waits for the queued frees and names the pages left over.
+  // it also waits for the queued frees (with neither lock held), counts again and names
+  // the pages left over.
   // REQUIRES: mmu_lock not held; not inside an RCU read-side section.
   TableCensus table_census() const;
   // The walks that read kFreedTablePoison: each was inside a table freed under it.
