@@ -56,8 +56,8 @@ void MirrorPrivateMem::for_each_leaf(const LeafVisitor& visit) const {
   const MmuPage* root = root_.load(std::memory_order_acquire);
   if (root == nullptr) return;
   RcuReadGuard rcu;
-  for (TdpIter it(mmu_.mem(), *root, Level::k4K, Gfn{0}, TdpIter::root_end(*root),
-                  mmu_.root_bits(root));
+  for (TdpIter it =
+           mmu_.walk(*root, Level::k4K, Gfn{0}, TdpIter::root_end(*root), mmu_.root_bits(root));
        it.valid(); it.next()) {
     const Spte s = it.old_spte();
     if (s.is_shadow_present() && s.is_last(it.level())) visit(it.gfn(), it.level(), s);

@@ -187,7 +187,12 @@ std::optional<FaultResult> KvmMmu::faultin_pfn(KvmPageFault& fault) {
 
 bool KvmMmu::is_page_fault_stale(const VcpuMmu& vcpu, const KvmPageFault& fault) const {
   // A private fault builds in the mirror root, which is never obsolete while the VM lives.
-  if (!fault.is_private && TdpMmu::is_obsolete_root(vcpu.root)) return true;
+  // A fast zap marks the roots invalid under the write lock and zaps them under the read
+  // lock, so a fault that gets mmu_lock after the mark may be behind the zap: installing
+  // there would leave tables the zap has passed, which the root's last put never frees.
+  // M6: before this check the fault looked only at the invalidation sequence, which a fast
+  // zap does not move, and installed into the obsolete root.
+  if (!fault.is_private && !bug(BugId::M6) && TdpMmu::is_obsolete_root(vcpu.root)) return true;
   // Everything the new leaf will map, not just the faulting gfn (see the Kvm comment).
   const Gfn first = fault.gfn.align_down(fault.goal_level);
   return kvm_.mmu_invalidate_retry_gfn_range(fault.mmu_seq, first,

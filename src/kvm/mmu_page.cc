@@ -47,7 +47,17 @@ std::unique_ptr<MmuPage> MmuPage::create_root(HostMemory& mem, MmuPageRole role,
   return root;
 }
 
+// The poison is none of the values a table entry can hold.
+static_assert(!Spte{kFreedTablePoison}.is_shadow_present());
+static_assert(!Spte{kFreedTablePoison}.is_frozen() && kFreedTablePoison != Spte::kNonPresentValue);
+static_assert(!Spte{kFreedTablePoison}.is_mmio(MmioValue::kEptMisconfig) &&
+              !Spte{kFreedTablePoison}.is_mmio(MmioValue::kTdVe));
+static_assert((kFreedTablePoison & (Spte::kEptRwxMask | NptEntry::Present::kMask)) == 0);
+
 MmuPage::~MmuPage() {
+  // A walker still in this table (one that outlived the grace period) reads the poison,
+  // never what the frame holds next (an allocation hands it out zero-filled).
+  mem_.fill(spt_.pfn(), kHostKey, kFreedTablePoison);
   mem_.free_frame(spt_.pfn());
   if (external_spt_) mem_.free_frame(external_spt_->pfn());
 }

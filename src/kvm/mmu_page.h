@@ -32,6 +32,12 @@
 
 namespace tdxsim {
 
+// What every word of a freed page-table page holds until its frame is handed out again: the
+// kernel's page poisoning on free (init_on_free), with a value no walk can mistake for a
+// table's entry — not present in either format, not MMIO, not FROZEN_SPTE, and never built
+// by KVM. A walk that reads it was in a table freed under it (TdpIter reports it).
+inline constexpr uint64_t kFreedTablePoison = 0xDEAD'0000'0000'0000;
+
 // kvm_mmu_page_role, for the TDP MMU only: the fields that tell two TDP pages apart. KVM
 // compares roles as one word when it looks for a root to reuse; mirror and direct roots thus
 // never match. The shadow-paging fields (guest_mode, cr0_wp, access, quadrant, …) have no
@@ -56,7 +62,8 @@ class MmuPage {
   // A root: gfn 0, `refcount` references (KVM takes two: the vCPU's and the TDP MMU's own,
   // dropped when the root is invalidated).
   static std::unique_ptr<MmuPage> create_root(HostMemory& mem, MmuPageRole role, uint64_t refcount);
-  // Frees spt and, unless leaked, external_spt back to the host's allocator.
+  // Poisons spt (kFreedTablePoison) and frees it and, unless leaked, external_spt back to the
+  // host's allocator.
   ~MmuPage();
   MmuPage(const MmuPage&) = delete;
   MmuPage& operator=(const MmuPage&) = delete;

@@ -160,6 +160,26 @@ TEST_F(KvmMmuTest, FaultRetriesWhenAnInvalidationCompletedAfterItsSnapshot) {
   EXPECT_EQ(sptes[0].pfn(), *mm_.resident_pfn(regions_[0].userspace_addr + 5 * kPageSize));
 }
 
+TEST_F(KvmMmuTest, FaultRetriesWhenAFastZapMadeItsRootObsolete) {
+  start(VmType::kDefault);
+  add_slot(0, Gfn{0x100}, 16);
+  ASSERT_EQ(fault(Gfn{0x101}.gpa()).ret, RetPf::kFixed);
+  MmuPage* const old_root = vcpu_.root;
+  // Between the pfn lookup and mmu_lock: a memslot update whose generation's MMIO bits wrap
+  // invalidates every root and zaps it, the vCPU's included (it keeps its reference).
+  mmu_->set_fault_tracepoint([&](const KvmPageFault& f) {
+    if (f.gfn == Gfn{0x105}) mmu_->memslots_updated(0);
+  });
+  EXPECT_EQ(fault(Gfn{0x105}.gpa()).ret, RetPf::kRetry);
+  mmu_->set_fault_tracepoint(nullptr);
+  EXPECT_TRUE(TdpMmu::is_obsolete_root(old_root));
+  // Nothing was built under the zapped root: its last put leaves no table behind.
+  ASSERT_TRUE(mmu_->load(vcpu_));
+  EXPECT_TRUE(mmu_->tdp_mmu().table_census().balanced());
+  EXPECT_EQ(fault(Gfn{0x105}.gpa()).ret, RetPf::kFixed);
+  EXPECT_TRUE(mmu_->tdp_mmu().table_census().balanced());
+}
+
 TEST_F(KvmMmuTest, LoadProgramsTheDirectRootAndFlushesIt) {
   start(VmType::kTdx);
   std::vector<FakeVendorOps::Call> calls = ops_.calls();

@@ -18,9 +18,22 @@ constexpr uint64_t lowest_set_bit(uint64_t m) {
 
 }  // namespace
 
+void FreedTableReads::record(Hpa sptep) {
+  uint64_t none = 0;
+  first_.compare_exchange_strong(none, sptep.raw() + 1, std::memory_order_acq_rel);
+  count_.fetch_add(1, std::memory_order_acq_rel);
+}
+
+std::optional<Hpa> FreedTableReads::first() const {
+  const uint64_t f = first_.load(std::memory_order_acquire);
+  if (f == 0) return std::nullopt;
+  return Hpa{f - 1};
+}
+
 TdpIter::TdpIter(const HostMemory& mem, const MmuPage& root, Level min_level, Gfn start, Gfn end,
-                 Gfn gfn_bits)
+                 Gfn gfn_bits, FreedTableReads* freed_reads)
     : mem_(&mem),
+      freed_reads_(freed_reads),
       root_level_(root.level()),
       min_level_(min_level),
       gfn_bits_(gfn_bits),
@@ -47,7 +60,11 @@ Gfn TdpIter::root_end(const MmuPage& root) {
 }
 
 Spte TdpIter::read(Hpa sptep) const {
-  return Spte{mem_->load(sptep, kHostKey, std::memory_order_acquire)};
+  const Spte s{mem_->load(sptep, kHostKey, std::memory_order_acquire)};
+  if (s.raw() == kFreedTablePoison && freed_reads_ != nullptr) [[unlikely]] {
+    freed_reads_->record(sptep);
+  }
+  return s;
 }
 
 void TdpIter::refresh_sptep() {

@@ -34,11 +34,17 @@
 // an RCU grace period, so the caller walks inside an RcuReadGuard (or with mmu_lock held for
 // write); old_spte may be stale the moment it is read, which is why writers compare-and-swap
 // against it.
+//
+// Freed tables. A freed page-table page holds kFreedTablePoison (mmu_page.h) until its frame
+// is reused; an iterator given a FreedTableReads reports every entry it reads with that
+// value there — a walk inside a table freed under it. One compare per entry read.
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <iterator>
+#include <optional>
 
 #include "base/addr.h"
 #include "kvm/mmu_page.h"
@@ -47,13 +53,27 @@
 
 namespace tdxsim {
 
+// Where walks report the entries they read as kFreedTablePoison: how many, and the first
+// one's address. Thread safety: any thread may record and read.
+class FreedTableReads {
+ public:
+  void record(Hpa sptep);
+  uint64_t count() const { return count_.load(std::memory_order_acquire); }
+  std::optional<Hpa> first() const;
+
+ private:
+  std::atomic<uint64_t> count_{0};
+  std::atomic<uint64_t> first_{0};  // the first entry's address + 1; 0: none yet
+};
+
 class TdpIter {
  public:
-  // REQUIRES: min_level <= root.level(); gfn_bits lies within the gfns the root maps.
+  // REQUIRES: min_level <= root.level(); gfn_bits lies within the gfns the root maps;
+  // `freed_reads`, when given, outlives the iterator.
   // An empty range, or a start already at or beyond the lowest direct bit, gives an iterator
   // that is not valid().
   TdpIter(const HostMemory& mem, const MmuPage& root, Level min_level, Gfn start, Gfn end,
-          Gfn gfn_bits);
+          Gfn gfn_bits, FreedTableReads* freed_reads = nullptr);
 
   // The gfns a root maps: [0, root_end(root)).
   static Gfn root_end(const MmuPage& root);
@@ -96,6 +116,7 @@ class TdpIter {
   Hpa& table_at(Level l) { return pt_path_[level_num(l) - 1]; }
 
   const HostMemory* mem_;
+  FreedTableReads* freed_reads_;
   // The table at each level on the path to the current entry ([level - 1]).
   std::array<Hpa, kMaxLevels> pt_path_{};
   Level root_level_;

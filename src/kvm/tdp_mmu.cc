@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <thread>
+#include <unordered_set>
 
 #include "base/check.h"
 #include "kvm/kvm_vm.h"
@@ -67,7 +68,11 @@ Gfn TdpMmu::root_bits(const MmuPage* root) const {
 }
 
 Spte TdpMmu::read_spte(Hpa sptep) const {
-  return Spte{mem_.load(sptep, kHostKey, std::memory_order_acquire)};
+  const Spte s{mem_.load(sptep, kHostKey, std::memory_order_acquire)};
+  if (s.raw() == kFreedTablePoison) [[unlikely]] {
+    freed_reads_.record(sptep);
+  }
+  return s;
 }
 
 bool TdpMmu::bug(BugId id) const {
@@ -132,6 +137,7 @@ MmuPage* TdpMmu::alloc_sp(MmuPageRole role, Gfn gfn) {
   AtomicWordRef(sp_by_pfn_[pfn])
       .store(reinterpret_cast<uint64_t>(sp.get()), std::memory_order_release);
   live_tables_.fetch_add(1, std::memory_order_relaxed);
+  allocated_tables_.fetch_add(1, std::memory_order_relaxed);
   return sp.release();
 }
 
@@ -141,16 +147,22 @@ MmuPage* TdpMmu::sp_of_table(Hpa spt) const {
   return reinterpret_cast<MmuPage*>(word);
 }
 
-void TdpMmu::free_sp_now(MmuPage* sp) {
+void TdpMmu::destroy_sp(MmuPage* sp) {
   AtomicWordRef(sp_by_pfn_[sp->spt().pfn().raw()]).store(0, std::memory_order_release);
   delete sp;
   live_tables_.fetch_sub(1, std::memory_order_acq_rel);
 }
 
+void TdpMmu::free_sp_now(MmuPage* sp) {
+  released_tables_.fetch_add(1, std::memory_order_relaxed);
+  destroy_sp(sp);
+}
+
 void TdpMmu::free_sp_deferred(MmuPage* sp) {
+  released_tables_.fetch_add(1, std::memory_order_relaxed);
   // A walker that read the entry linking this table before it was cleared may still be in
   // it: the frame goes back to the host only after every such walker's RCU section ended.
-  rcu_defer([this, sp] { free_sp_now(sp); });
+  rcu_defer([this, sp] { destroy_sp(sp); });
 }
 
 // --- Roots -----------------------------------------------------------------------------------
@@ -186,6 +198,7 @@ MmuPage* TdpMmu::get_root(bool mirror) {
   AtomicWordRef(sp_by_pfn_[pfn])
       .store(reinterpret_cast<uint64_t>(root.get()), std::memory_order_release);
   live_tables_.fetch_add(1, std::memory_order_relaxed);
+  allocated_tables_.fetch_add(1, std::memory_order_relaxed);
   roots_.push_back(root.get());
   return root.release();
 }
@@ -194,14 +207,14 @@ void TdpMmu::put_root(MmuPage* root) {
   if (!root->put_root()) return;
   // Only invalidation drops the MMU's own reference, so the last one goes from an invalid root.
   bug_on(!root->role().invalid, "the last reference to a valid root was put");
-  {
-    MutexLock l(roots_lock_);
-    auto it = std::find(roots_.begin(), roots_.end(), root);
-    TDXSIM_CHECK(it != roots_.end(), "put of a root not on the list");
-    roots_.erase(it);
-  }
+  MutexLock l(roots_lock_);
+  auto it = std::find(roots_.begin(), roots_.end(), root);
+  TDXSIM_CHECK(it != roots_.end(), "put of a root not on the list");
+  roots_.erase(it);
   // No TLB flush: kvm_mmu_load flushes every newly loaded root, so no vCPU can be using
-  // stale translations from this one once it loads another.
+  // stale translations from this one once it loads another. Released in the same critical
+  // section that unlisted it: the last put may come without mmu_lock (a vCPU's reload), and
+  // the census must never see the root in neither place.
   free_sp_deferred(root);
 }
 
@@ -482,7 +495,7 @@ RetPf TdpMmu::map_in(MmuPage* root, KvmPageFault& fault) {
   mmu_lock_.assert_held_read();
   const bool mirror = root->is_mirror();
   RcuReadGuard rcu;
-  TdpIter it(mem_, *root, fault.goal_level, fault.gfn, fault.gfn + 1, root_bits(root));
+  TdpIter it = walk(*root, fault.goal_level, fault.gfn, fault.gfn + 1, root_bits(root));
   for (; it.valid(); it.next()) {
     if (it.level() == fault.goal_level) return map_handle_target_level(root, fault, it);
     const Spte old_spte = it.old_spte();
@@ -582,7 +595,7 @@ bool TdpMmu::zap_leafs(MmuPage* root, Gfn start, Gfn end, ZapReason reason, bool
   std::optional<RcuReadGuard> rcu;
   rcu.emplace();
   unsigned steps = 0;
-  for (TdpIter it(mem_, *root, Level::k4K, start, end, root_bits(root)); it.valid(); it.next()) {
+  for (TdpIter it = walk(*root, Level::k4K, start, end, root_bits(root)); it.valid(); it.next()) {
     if (can_yield && cond_resched(it, steps, flush, /*shared=*/false, rcu)) {
       flush = false;
       // M8: the walk restarted past the entry it yielded at, leaving it mapped.
@@ -623,7 +636,7 @@ void TdpMmu::zap_root(MmuPage* root, bool shared) {
   for (Level zap_level : {Level::k1G, top}) {
     if (zap_level > top) continue;
     unsigned steps = 0;
-    for (TdpIter it(mem_, *root, zap_level, Gfn{0}, TdpIter::root_end(*root), Gfn{0}); it.valid();
+    for (TdpIter it = walk(*root, zap_level, Gfn{0}, TdpIter::root_end(*root), Gfn{0}); it.valid();
          it.next()) {
       if (cond_resched(it, steps, /*flush=*/false, shared, rcu)) continue;
       for (;;) {
@@ -662,7 +675,7 @@ bool TdpMmu::update_direct_leafs(Gfn start, Gfn end, Level min_level, Update&& u
   for (MmuPage* root = next_root(nullptr, kDirectRoots); root != nullptr;
        root = next_root(root, kDirectRoots)) {
     RcuReadGuard rcu;
-    for (TdpIter it(mem_, *root, min_level, start, end, root_bits(root)); it.valid(); it.next()) {
+    for (TdpIter it = walk(*root, min_level, start, end, root_bits(root)); it.valid(); it.next()) {
       // A failed compare-and-swap refreshed old_spte: decide again on what is there now.
       for (;;) {
         const Spte old_spte = it.old_spte();
@@ -717,7 +730,7 @@ void TdpMmu::visit_leaves(bool direct, bool mirror, Gfn start, Gfn end,
   MutexLock l(roots_lock_);
   for (const MmuPage* root : roots_) {
     if (!(root->is_mirror() ? mirror : direct)) continue;
-    for (TdpIter it(mem_, *root, Level::k4K, start, end, root_bits(root)); it.valid(); it.next()) {
+    for (TdpIter it = walk(*root, Level::k4K, start, end, root_bits(root)); it.valid(); it.next()) {
       const Spte s = it.old_spte();
       if (!s.is_shadow_present() || !s.is_last(it.level())) continue;
       visit(
@@ -726,12 +739,67 @@ void TdpMmu::visit_leaves(bool direct, bool mirror, Gfn start, Gfn end,
   }
 }
 
+TdpMmu::TableCensus TdpMmu::table_census() const {
+  // One count, exact: the counters and the tree change hands only under these locks. With
+  // `linked`, also the frames of every page the count reached.
+  const auto count = [this](std::unordered_set<uint64_t>* linked) {
+    TableCensus c;
+    WriteLock mmu(mmu_lock_);
+    MutexLock l(roots_lock_);
+    c.allocated = allocated_tables_.load(std::memory_order_relaxed);
+    c.released = released_tables_.load(std::memory_order_relaxed);
+    const uint64_t live = live_tables_.load(std::memory_order_acquire);
+    const uint64_t held = c.allocated - c.released;
+    c.awaiting_grace = live > held ? live - held : 0;
+    for (const MmuPage* root : roots_) {
+      ++c.roots;
+      if (root->role().invalid) ++c.invalid_roots;
+      ++c.reachable;
+      if (linked != nullptr) linked->insert(root->spt().pfn().raw());
+      // No RCU section: under the write lock no table can leave the tree meanwhile.
+      for (TdpIter it = walk(*root, Level::k2M, Gfn{0}, TdpIter::root_end(*root), Gfn{0});
+           it.valid(); it.next()) {
+        const Spte s = it.old_spte();
+        if (!s.is_shadow_present() || s.is_last(it.level())) continue;
+        ++c.reachable;
+        if (linked != nullptr) linked->insert(s.child_table().pfn().raw());
+      }
+    }
+    return c;
+  };
+  TableCensus c = count(nullptr);
+  if (c.balanced()) return c;
+  // The pages queued for freeing are still indexed until their callbacks run: let them all
+  // run (outside mmu_lock: a fault may be waiting for it inside its RCU section), then
+  // count again, so that what the index holds beyond the reachable pages is exactly what
+  // was never released.
+  rcu_barrier();
+  std::unordered_set<uint64_t> linked;
+  c = count(&linked);
+  if (c.balanced()) return c;
+  for (uint64_t pfn = 0; pfn < sp_by_pfn_.size(); ++pfn) {
+    if (!sp_by_pfn_.is_touched(pfn)) {
+      pfn += LazyWords::kWordsPerPage - 1 - pfn % LazyWords::kWordsPerPage;
+      continue;
+    }
+    const uint64_t word = AtomicWordRef(sp_by_pfn_[pfn]).load(std::memory_order_acquire);
+    if (word == 0 || linked.contains(pfn)) continue;
+    const MmuPage* sp = reinterpret_cast<const MmuPage*>(word);
+    if (c.unreachable.size() < TableCensus::kKept) {
+      c.unreachable.push_back(
+          TableCensus::Table{sp->spt(), sp->gfn(), sp->level(), sp->is_mirror()});
+    }
+    ++c.unreachable_count;
+  }
+  return c;
+}
+
 Level TdpMmu::get_walk(const MmuPage* root, Gpa gpa, std::array<Spte, 5>& sptes) const {
   // The gfn the MMU knows, without the direct bits the iterator adds back.
   const Gfn gfn{gpa.gfn().raw() & ~root_bits(root).raw()};
   Level last = root->level();
   RcuReadGuard rcu;
-  for (TdpIter it(mem_, *root, Level::k4K, gfn, gfn + 1, root_bits(root)); it.valid(); it.next()) {
+  for (TdpIter it = walk(*root, Level::k4K, gfn, gfn + 1, root_bits(root)); it.valid(); it.next()) {
     last = it.level();
     sptes[level_num(last) - 1] = it.old_spte();
   }
@@ -740,7 +808,7 @@ Level TdpMmu::get_walk(const MmuPage* root, Gpa gpa, std::array<Spte, 5>& sptes)
 
 std::optional<Spte> TdpMmu::leaf_for(const MmuPage* root, Gfn gfn) const {
   RcuReadGuard rcu;
-  for (TdpIter it(mem_, *root, Level::k4K, gfn, gfn + 1, root_bits(root)); it.valid(); it.next()) {
+  for (TdpIter it = walk(*root, Level::k4K, gfn, gfn + 1, root_bits(root)); it.valid(); it.next()) {
     const Spte s = it.old_spte();
     if (s.is_shadow_present() && s.is_last(it.level())) return s;
   }

@@ -170,6 +170,43 @@ class TdpMmu {
   void visit_leaves(bool direct, bool mirror, Gfn start, Gfn end,
                     const std::function<void(const RootLeaf&)>& visit) const;
 
+  // The page-table pages of this MMU, roots included, as a balance: every page allocated is
+  // either released (freed, or unlinked and queued to be freed after a grace period) or
+  // reachable — a root on the list, valid or invalid, or a table some reachable entry links.
+  struct TableCensus {
+    struct Table {
+      Hpa spt;
+      Gfn gfn{0};  // the first gfn it maps, without direct bits
+      Level level = Level::k4K;
+      bool mirror = false;
+    };
+    static constexpr size_t kKept = 8;
+
+    uint64_t allocated = 0;
+    uint64_t released = 0;
+    // Of the released, how many still wait for their grace period (callbacks may run while
+    // this is read: a figure, not part of the balance).
+    uint64_t awaiting_grace = 0;
+    uint64_t reachable = 0;
+    uint64_t roots = 0;
+    uint64_t invalid_roots = 0;
+    // Only when the balance fails: the pages neither released nor reachable (the first
+    // kKept) and how many there are.
+    std::vector<Table> unreachable;
+    uint64_t unreachable_count = 0;
+
+    bool balanced() const { return allocated == released + reachable; }
+  };
+  // Counts the pages and walks every root down to the 2M entries (the 4K tables are counted
+  // from the entries that link them). Exact whenever it runs: it holds mmu_lock for write
+  // and the root list's lock, under which every page changes hands. When the balance fails
+  // it also waits for the queued frees (with neither lock held), counts again and names
+  // the pages left over.
+  // REQUIRES: mmu_lock not held; not inside an RCU read-side section.
+  TableCensus table_census() const;
+  // The walks that read kFreedTablePoison: each was inside a table freed under it.
+  const FreedTableReads& freed_table_reads() const { return freed_reads_; }
+
   // --- Bookkeeping -------------------------------------------------------------------------
   const MmuStats& stats() const { return stats_; }
   MmuStats& stats() { return stats_; }
@@ -236,9 +273,16 @@ class TdpMmu {
   // --- Tables --------------------------------------------------------------------------------
   MmuPage* alloc_sp(MmuPageRole role, Gfn gfn);
   MmuPage* sp_of_table(Hpa spt) const;
-  // Frees after a grace period (tdp_mmu_free_sp via call_rcu).
-  void free_sp_deferred(MmuPage* sp);
+  // Releases a page no walker can be in: one never linked (tdp_mmu_free_sp).
   void free_sp_now(MmuPage* sp);
+  // Releases an unlinked page, freed after a grace period (tdp_mmu_free_sp via call_rcu).
+  void free_sp_deferred(MmuPage* sp);
+  // Returns the page's frames (poisoned) to the host.
+  void destroy_sp(MmuPage* sp);
+  // A walk of `root` that reports freed-table reads.
+  TdpIter walk(const MmuPage& root, Level min_level, Gfn start, Gfn end, Gfn gfn_bits) const {
+    return TdpIter(mem_, root, min_level, start, end, gfn_bits, &freed_reads_);
+  }
   KvmResult<> link_sp(const MmuPage* root, TdpIter& iter, MmuPage* sp);
   KvmResult<> split_huge_page(const MmuPage* root, TdpIter& iter, MmuPage* sp);
   RetPf map_handle_target_level(const MmuPage* root, KvmPageFault& fault, TdpIter& iter);
@@ -280,6 +324,11 @@ class TdpMmu {
   // The MmuPage of each page-table frame, indexed by pfn (KVM keeps it in struct page).
   LazyWords sp_by_pfn_;
   std::atomic<uint64_t> live_tables_{0};
+  // The balance's two sides (TableCensus): changed only under mmu_lock (either mode) or,
+  // for a root's release, under roots_lock.
+  std::atomic<uint64_t> allocated_tables_{0};
+  std::atomic<uint64_t> released_tables_{0};
+  mutable FreedTableReads freed_reads_;
 
   MmuStats stats_;
 };

@@ -19,6 +19,7 @@ void run_hyperv_svm_enlightened_tlb(const ScenarioOptions&, Report&);
 void run_tdp_zap_yield(const ScenarioOptions&, Report&);
 void run_notifier_during_fast_zap(const ScenarioOptions&, Report&);
 void run_td_shared_unmap_during_fast_zap(const ScenarioOptions&, Report&);
+void run_fault_on_obsolete_root(const ScenarioOptions&, Report&);
 void run_td_image_page_add_busy(const ScenarioOptions&, Report&);
 void run_td_failed_entry_after_nmi(const ScenarioOptions&, Report&);
 void run_td_convert_while_running(const ScenarioOptions&, Report&);
@@ -109,6 +110,12 @@ constexpr ScenarioInfo kScenarios[] = {
      "included, maps it",
      run_td_shared_unmap_during_fast_zap,
      {false, false, "tdx"}},
+    {"fault_on_obsolete_root",
+     "a VMX VM's fault is held before mmu_lock while a memslot update wraps the generation's "
+     "MMIO bits and fast-zaps every root: the fault finds its root obsolete and retries on a "
+     "new one, and every page-table page stays freed or reachable",
+     run_fault_on_obsolete_root,
+     {false, false, "default"}},
     {"td_image_page_add_busy",
      "a TD's initial image where the module answers the first TDH.MEM.PAGE.ADD with "
      "OPERAND_BUSY: KVM returns EBUSY, the mirror keeps no leaf the S-EPT lacks, the retried "
@@ -159,6 +166,10 @@ constexpr BugRow kBugRows[] = {
     {BugId::M4, "notifier_during_fast_zap",
      "the MMU notifier's unmap skipped invalid roots while a fast zap yielded: the invalid root "
      "kept mapping the reclaimed frames after the unmap returned (use-after-free)"},
+    {BugId::M6, "fault_on_obsolete_root",
+     "a fault that got mmu_lock after a memslot update invalidated its vCPU's root, and after "
+     "the root's zap, installed there anyway: the tables it built outlived the root's last "
+     "put, leaked"},
     {BugId::M8, "tdp_zap_yield",
      "after a zap yielded mmu_lock and restarted its walk, the iterator stepped past the entry "
      "it had yielded at, leaving that entry's mappings in the zapped range"},

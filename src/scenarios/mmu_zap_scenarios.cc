@@ -16,12 +16,22 @@
 // roots: the memslot generation's MMIO bits wrap (kvm_mmu_invalidate_mmio_sptes), which
 // fast-zaps the direct roots (never the mirror), and the host reclaims a shared slot in the
 // zap's yield; the notifier's unmap takes the alias-filtered path (shared: direct roots).
+//
+// fault_on_obsolete_root: a plain VMX VM whose memslot generation's MMIO bits are about to
+// wrap, so the next memslot update fast-zaps (kvm_mmu_invalidate_mmio_sptes: every root
+// invalidated under the write lock, then zapped under the read lock). The vCPU's fault on a
+// page of its second slot is held between the pfn lookup and mmu_lock while another thread
+// adds a third slot; when the fault goes on, the root the vCPU still holds is obsolete and
+// its zap is over. The fault must retry (the vCPU reloads a new root) rather than build
+// tables under the old root: its last put frees the root page alone. (A slot deletion
+// cannot stand in for the update: it waits for the fault's RCU section before it zaps.)
 #include <atomic>
 #include <chrono>
 #include <thread>
 #include <vector>
 
 #include "guest/program.h"
+#include "kvm/mmu.h"
 #include "platform/platform.h"
 #include "scenarios/scenario.h"
 #include "scenarios/scenario_util.h"
@@ -163,7 +173,87 @@ void notifier_during_fast_zap(VmType type, const ScenarioOptions& options, Repor
   checks.finish(report);
 }
 
+void fault_on_obsolete_root(const ScenarioOptions& options, Report& report) {
+  MachineConfig mc = machine_config(options);
+  mc.memory_bytes = uint64_t{64} << 20;
+  mc.tdx = false;
+  Machine machine(mc);
+  VmShape shape = VmShape::of(VmType::kDefault);
+  // The two slots below bring the generation's MMIO bits to their maximum; the third update
+  // wraps them.
+  shape.first_memslots_generation = Spte::kMmioGenMax - 2;
+  auto vm_or = Vm::create(machine, shape);
+  if (!report.check(vm_or.has_value(), "vm_create", "{}", errno_name(vm_or))) return;
+  Vm& vm = **vm_or;
+  report.check(vm.add_memory_region(0, kFirstGpa, kRegionSize).has_value(), "memslot");
+  report.check(vm.add_memory_region(1, kSecondGpa, kRegionSize).has_value(), "memslot");
+  RunChecks checks(machine, options);
+  checks.watch(vm);
+  // Untouched before the update: its fault is the first after it.
+  static constexpr Gpa kTarget = kSecondGpa + kRegionSize / 2;
+  guest::Program program(vm.flavour(), [](guest::Guest& g) -> guest::GuestTask {
+    for (Gpa gpa : {kFirstGpa, kSecondGpa}) co_await g.write(gpa, guest::pattern(gpa, 1));
+    co_await g.sync(1);
+    co_await g.write(kTarget, guest::pattern(kTarget, 1));
+    for (Gpa gpa : {kFirstGpa, kSecondGpa, kTarget}) {
+      const uint64_t v = co_await g.read(gpa);
+      if (v != guest::pattern(gpa, 1)) co_await g.fail("read back", gpa, guest::pattern(gpa, 1), v);
+    }
+    co_await g.done();
+  });
+  vm.vcpu(0).set_guest(&program, 4096);
+
+  KvmMmu& mmu = vm.kvm_vm().mmu();
+  const auto fast_zaps = [&] {
+    return mmu.stats().zap_requests[static_cast<size_t>(ZapReason::kRoots)][0].value();
+  };
+  std::atomic<bool> armed{false}, held{false}, updated{false}, zapped_in_window{false};
+  // On the vCPU's thread, inside the fault's RCU section but before mmu_lock: the update
+  // below takes no grace period, so it can run to the end meanwhile.
+  mmu.set_fault_tracepoint([&](const KvmPageFault& f) {
+    if (f.gfn != kTarget.gfn() || !armed.exchange(false)) return;
+    const uint64_t before = fast_zaps();
+    held.store(true, std::memory_order_release);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!updated.load(std::memory_order_acquire) &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::yield();
+    }
+    zapped_in_window.store(updated.load(std::memory_order_acquire) && fast_zaps() > before,
+                           std::memory_order_release);
+  });
+  std::thread updater;
+  std::atomic<bool> update_ok{false};
+  run_vcpu_to_done(vm, 0, program, report, [&](unsigned, uint64_t) {
+    report.check((vm.kvm().memslots_generation() & Spte::kMmioGenMax) == Spte::kMmioGenMax,
+                 "generation_before_wrap", "generation {:#x}", vm.kvm().memslots_generation());
+    armed.store(true, std::memory_order_release);
+    updater = std::thread([&] {
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      while (!held.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::yield();
+      }
+      update_ok.store(vm.add_memory_region(2, Gpa{0xC000'0000}, kPageSize).has_value(),
+                      std::memory_order_release);
+      updated.store(true, std::memory_order_release);
+    });
+    return true;
+  });
+  if (updater.joinable()) updater.join();
+  mmu.set_fault_tracepoint(nullptr);
+  report.check(update_ok.load(), "memslot", "adding the slot that wraps the generation failed");
+  report.check(zapped_in_window.load(), "race_window",
+               "the fault was not held across the memslot update's fast zap");
+  checks.finish_vm(vm, report, "");
+  checks.unwatch(vm);
+  checks.finish(report);
+}
+
 }  // namespace
+
+void run_fault_on_obsolete_root(const ScenarioOptions& options, Report& report) {
+  fault_on_obsolete_root(options, report);
+}
 
 void run_tdp_zap_yield(const ScenarioOptions& options, Report& report) {
   zap_yield(options, report);

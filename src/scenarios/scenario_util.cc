@@ -9,6 +9,7 @@
 #include "check/fault_loop_watchdog.h"
 #include "check/hyperv_usage.h"
 #include "check/memslot_backing.h"
+#include "check/page_table_balance.h"
 #include "check/pamt_balance.h"
 #include "check/progress_watchdog.h"
 #include "check/sept_removal_protocol.h"
@@ -132,6 +133,10 @@ std::vector<RunChecks::CheckOutcome> RunChecks::vm_outcomes(Vm& vm, std::string_
         fmt::format("{} of {} leaves", unbacked.unbacked, unbacked.leaves_checked));
   }
   add("sptes_backed_by_memslots", unbacked.unbacked == 0, unbacked.evidence);
+  const std::optional<std::string> balance = page_table_balance_violation(tables);
+  add("page_tables_balance", !balance, {balance.value_or("")});
+  const std::optional<std::string> freed = freed_table_read_violation(tables);
+  add("freed_tables_untouched", !freed, {freed.value_or("")});
   // "progress" has two watchdogs: the fault loop (every VM) and, for a TD, re-entries on one
   // private fault (bounded by the module's zero-step threshold).
   uint64_t stuck = 0;
