@@ -86,8 +86,8 @@ TEST(MakeOptions, WhatAScenarioCannotTakeIsAUsageError) {
   bug.inject = {"Z9"};
   refused("default", bug, "--inject Z9");
   RunFlags not_a_switch;
-  not_a_switch.inject = {"M9"};  // a catalogue row without a switch (yet)
-  refused("default", not_a_switch, "--inject M9");
+  not_a_switch.inject = {"T5"};  // a catalogue row without a switch (yet)
+  refused("default", not_a_switch, "--inject T5");
 }
 
 }  // namespace
