@@ -429,7 +429,10 @@ void KvmMmu::commit_memory_region(const Memslot* old, const Memslot* new_slot,
     ReadLock l(kvm_.mmu_lock());
     if (pml()) {
       // kvm_mmu_slot_leaf_clear_dirty: the 4K pages' next writes set D, which the CPU logs;
-      // huge pages are write-protected so that a write splits them first.
+      // huge pages are write-protected so that a write splits them first. The flush below
+      // follows only a change, as in the KVM of M9's time: a leaf already clean in memory
+      // while a TLB holds it dirty (a D that KVM lost) then escapes it. KVM later made the
+      // flush unconditional, which closes that door too.
       flush = tdp_->clear_dirty_slot(new_slot->base_gfn, new_slot->end());
       flush |= tdp_->wrprot_range(new_slot->base_gfn, new_slot->end(), Level::k2M);
     } else {
