@@ -366,11 +366,13 @@ void ReferenceModel::store(const GuestAccess& a, HostMemory& mem, uint64_t value
   stores_.add();
   const Where at = where(*m->vm, a.gpa);
   std::string gone;
+  bool private_side = false;
   {
     VmModel::Shard& s = m->shard(at.gfn);
     MutexLock l(s.mu);
     Page& page = s.pages[at.gfn];
     Side& side = m->side_of(page, a.shared);
+    private_side = &side == &page.priv;
     if (side.fill == Fill::kGone && side.find(at.off) == nullptr) {
       gone = fmt::format(
           "vCPU {} stored {:#x} at {} ({}), a page gone since {} and not "
@@ -382,6 +384,9 @@ void ReferenceModel::store(const GuestAccess& a, HostMemory& mem, uint64_t value
     side.store_end(at.off, value, machine_.platform().check_clock().tick());
   }
   if (!gone.empty()) violation(std::move(gone));
+  if (GuestStoreListener* l = store_listener_.load(std::memory_order_acquire)) {
+    l->stored(GuestStoreSeen{m->vm, vcpu, at.gpa, value, private_side});
+  }
 }
 
 void ReferenceModel::violation(std::string what) {

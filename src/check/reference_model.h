@@ -57,6 +57,22 @@ struct ReferenceModelCounts {
   uint64_t violations = 0;
 };
 
+// A guest store the model recorded, once it retired: what checks that need every write the
+// guest made (the dirty-log coverage) build on, instead of a second observer on the CPUs.
+struct GuestStoreSeen {
+  const vmm::Vm* vm = nullptr;
+  int vcpu = -1;
+  Gpa gpa;  // without a TD's shared bit
+  uint64_t value = 0;
+  bool private_side = false;  // reached guest_memfd's page, not the VMM's memory
+};
+class GuestStoreListener {
+ public:
+  virtual ~GuestStoreListener() = default;
+  // Called on the storing vCPU's thread after the store, outside the model's locks.
+  virtual void stored(const GuestStoreSeen& s) = 0;
+};
+
 class ReferenceModel final : public GuestAccessObserver {
  public:
   // Observes every CPU's guest accesses (one observer per platform) and the TDX module's
@@ -72,6 +88,8 @@ class ReferenceModel final : public GuestAccessObserver {
   void unwatch(vmm::Vm& vm);
 
   ReferenceModelCounts counts() const;
+  // Tells `l` (or nobody) of every guest store of a watched VM. REQUIRES: no guest runs.
+  void set_store_listener(GuestStoreListener* l) { store_listener_.store(l); }
   // The first violations, each a sentence: GPA, side, vCPU or host, what was read, what the
   // model holds and which event put it there.
   std::vector<std::string> violations() const;
@@ -90,6 +108,7 @@ class ReferenceModel final : public GuestAccessObserver {
   void violation(std::string what);
 
   vmm::Machine& machine_;
+  std::atomic<GuestStoreListener*> store_listener_{nullptr};
   std::unique_ptr<Slot[]> slots_;  // per logical CPU: the watched vCPU running there
   unsigned nr_slots_ = 0;
   Mutex vms_mu_{"reference model VMs"};

@@ -100,8 +100,8 @@ TEST(MakeOptions, WhatAScenarioCannotTakeIsAUsageError) {
   bug.inject = {"Z9"};
   refused("default", bug, "--inject Z9");
   RunFlags not_a_switch;
-  not_a_switch.inject = {"M9"};  // a catalogue row without a switch (yet)
-  refused("default", not_a_switch, "--inject M9");
+  not_a_switch.inject = {"M3"};  // a catalogue row without a switch (yet)
+  refused("default", not_a_switch, "--inject M3");
 }
 
 }  // namespace

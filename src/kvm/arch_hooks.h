@@ -26,14 +26,19 @@ class KvmArchHooks {
   virtual KvmResult<> prepare_memory_region(const Memslot* old, const Memslot* new_slot,
                                             MemslotChange change) = 0;
   // kvm_arch_commit_memory_region: the change is published (x86: a slot that starts dirty
-  // logging is write-protected, so the next write to each page faults and is logged).
+  // logging is write-protected, so the next write to each page faults and is logged; with
+  // PML its leaves lose D instead, so the next write sets D and the CPU logs it).
   // `new_slot` is null for kDelete. REQUIRES: slots_lock held, mmu_lock not held.
   virtual void commit_memory_region(const Memslot* old, const Memslot* new_slot,
                                     MemslotChange change) = 0;
   // kvm_arch_mmu_enable_log_dirty_pt_masked: write-protect the pages of `slot` at
-  // base + each set bit of `mask`, just harvested by KVM_GET_DIRTY_LOG, so that their next
-  // write is logged again. REQUIRES: mmu_lock held for write.
+  // base + each set bit of `mask`, just harvested by KVM_GET_DIRTY_LOG (with PML: clear their
+  // D), so that their next write is logged again. REQUIRES: mmu_lock held for write.
   virtual void enable_log_dirty_pt_masked(const Memslot& slot, Gfn base, uint64_t mask) = 0;
+  // kvm_arch_sync_dirty_log: before a harvest of `slot`, get every page the hardware logged
+  // but KVM has not yet marked into the bitmap (x86 with PML: kick every vCPU out of guest
+  // mode; each empties its log at the exit). REQUIRES: slots_lock held, mmu_lock not held.
+  virtual void sync_dirty_log(const Memslot& slot) { (void)slot; }
   // kvm_arch_flush_shadow_memslot: drop every mapping of a slot being deleted or moved
   // (the slot is already invalid to faults). REQUIRES: slots_lock held, mmu_lock not held
   // (the hook takes it).

@@ -103,6 +103,9 @@ class FakeVendorOps : public MmuVendorOps {
     flushes_.fetch_add(1);
     return true;
   }
+  // A CPU that logs dirty pages itself (VMX's PML) when non-zero.
+  unsigned cpu_dirty_log_size(Kvm*) override { return dirty_log_size_; }
+  void set_cpu_dirty_log_size(unsigned n) { dirty_log_size_ = n; }
 
   std::vector<Call> calls() const {
     MutexLock l(mu_);
@@ -131,6 +134,7 @@ class FakeVendorOps : public MmuVendorOps {
     return violations_;
   }
   uint64_t flushes() const { return flushes_.load(); }
+  unsigned dirty_log_size_ = 0;
 
  private:
   // The table holding an entry at `level` for `gfn` must be linked (or be the root).

@@ -110,6 +110,9 @@ class Kvm {
   // missing slot or one that does not log. Takes slots_lock.
   KvmResult<std::vector<uint64_t>> get_dirty_log(uint32_t slot)
       TDXSIM_EXCLUDES(slots_lock_, mmu_lock_);
+  // kvm_vcpu_mark_page_dirty: `gfn` (address space 0) was written; a no-op unless its slot
+  // logs. Any thread, no lock (the bitmap words are atomic).
+  void mark_page_dirty(Gfn gfn);
 
   // --- MMU invalidation (kvm_mmu_invalidate_*) -------------------------------------------------
   // The fault path snapshots the sequence before it looks up a pfn (acquire: what the pfn
@@ -195,6 +198,8 @@ class Kvm {
   const LockdepWarnings& lockdep() const { return lockdep_; }
 
  private:
+  // The dirty_log tracepoint's kStart / kStop for a published memslot change.
+  void report_dirty_logging(const Memslot* old, const Memslot* new_slot, MemslotChange change);
   class Notifier;
   friend class Notifier;
 

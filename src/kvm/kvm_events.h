@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "base/addr.h"
 #include "base/trace.h"
@@ -92,6 +93,23 @@ struct RangeZapEvent {
   const char* why = "";
 };
 
+// Dirty logging of memslot `slot` (as_id << 16 | id), from generic KVM. kStart: a slot that
+// logs was published and the arch made every later write to it count (created logging, or
+// given KVM_MEM_LOG_DIRTY_PAGES), emitted after kvm_arch_commit_memory_region returned;
+// kStop: the slot stopped logging (the flag cleared, or the slot deleted or moved — a moved
+// slot that logs starts again at its new place). Around KVM_GET_DIRTY_LOG: kHarvestBegin
+// before the vCPUs' logs are synced and the bitmap taken; kHarvestEnd once the harvested
+// pages are protected again and the flush returned, with the bitmap userspace gets (one bit
+// per page from base_gfn). All on the ioctl's thread, under slots_lock.
+enum class DirtyLogOp : uint8_t { kStart, kStop, kHarvestBegin, kHarvestEnd };
+struct DirtyLogEvent {
+  DirtyLogOp op = DirtyLogOp::kStart;
+  uint32_t slot = 0;
+  Gfn base_gfn{0};
+  uint64_t npages = 0;
+  const std::vector<uint64_t>* bitmap = nullptr;  // kHarvestEnd only
+};
+
 struct KvmEvents {
   Tracepoint<VcpuRunEvent> vcpu_run;
   Tracepoint<PageFaultEvent> page_fault;
@@ -99,6 +117,7 @@ struct KvmEvents {
   Tracepoint<SpteChangeEvent> spte_changed;
   Tracepoint<RootLoadEvent> root_loaded;
   Tracepoint<RangeZapEvent> range_zapped;
+  Tracepoint<DirtyLogEvent> dirty_log;
 };
 
 }  // namespace tdxsim

@@ -156,7 +156,26 @@ KvmResult<> Kvm::set_user_memory_region2(const UserspaceMemoryRegion2& region) {
     publish_memslots(u.as_id, cur.with(u.new_slot, gen));
   }
   if (arch_) arch_->commit_memory_region(u.old.get(), u.new_slot.get(), u.change);
+  report_dirty_logging(u.old.get(), u.new_slot.get(), u.change);
   return {};
+}
+
+void Kvm::report_dirty_logging(const Memslot* old, const Memslot* new_slot, MemslotChange change) {
+  if (!events_.dirty_log.enabled()) return;
+  const bool moved = change == MemslotChange::kMove;
+  const bool was = old != nullptr && old->dirty_logging();
+  const bool is = new_slot != nullptr && new_slot->dirty_logging();
+  const auto emit = [&](DirtyLogOp op, const Memslot& s, uint16_t as_id) {
+    events_.dirty_log.emit(
+        DirtyLogEvent{op, (uint32_t{as_id} << 16) | s.id, s.base_gfn, s.npages, nullptr});
+  };
+  if (was && (!is || moved)) emit(DirtyLogOp::kStop, *old, old->as_id);
+  if (is && (!was || moved)) emit(DirtyLogOp::kStart, *new_slot, new_slot->as_id);
+}
+
+void Kvm::mark_page_dirty(Gfn gfn) {
+  RcuReadGuard rcu;
+  if (const Memslot* s = gfn_to_memslot(gfn); s != nullptr && !s->invalid) s->mark_page_dirty(gfn);
 }
 
 KvmResult<std::vector<uint64_t>> Kvm::get_dirty_log(uint32_t slot) {
@@ -169,6 +188,10 @@ KvmResult<std::vector<uint64_t>> Kvm::get_dirty_log(uint32_t slot) {
   }
   const Memslot* s = load_memslots(as_id)->by_id(id);
   if (s == nullptr || !s->dirty_logging()) return std::unexpected(Errno::kEnoent);
+  events_.dirty_log.emit_lazy([&] {
+    return DirtyLogEvent{DirtyLogOp::kHarvestBegin, slot, s->base_gfn, s->npages, nullptr};
+  });
+  if (arch_) arch_->sync_dirty_log(*s);
   std::vector<uint64_t> bitmap = s->get_and_clear_dirty_log();
   bool harvested = false;
   {
@@ -182,6 +205,9 @@ KvmResult<std::vector<uint64_t>> Kvm::get_dirty_log(uint32_t slot) {
     }
   }
   if (harvested) flush_remote_tlbs();
+  events_.dirty_log.emit_lazy([&] {
+    return DirtyLogEvent{DirtyLogOp::kHarvestEnd, slot, s->base_gfn, s->npages, &bitmap};
+  });
   return bitmap;
 }
 

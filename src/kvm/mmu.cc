@@ -388,7 +388,7 @@ void KvmMmu::flush_shadow_all() {
 }
 
 bool KvmMmu::age_gfn(const GfnRange& range) {
-  return tdp_->age_gfn_range(range.start, range.end, /*test_only=*/false);
+  return tdp_->age_gfn_range(range.start, range.end, /*test_only=*/false, /*shared=*/false);
 }
 
 bool KvmMmu::test_age_gfn(const GfnRange& range) {
@@ -440,7 +440,17 @@ void KvmMmu::commit_memory_region(const Memslot* old, const Memslot* new_slot,
   bool flush;
   {
     ReadLock l(kvm_.mmu_lock());
-    flush = tdp_->wrprot_range(new_slot->base_gfn, new_slot->end(), Level::k4K);
+    if (pml()) {
+      // kvm_mmu_slot_leaf_clear_dirty: the 4K pages' next writes set D, which the CPU logs;
+      // huge pages are write-protected so that a write splits them first. The flush below
+      // follows only a change, as in the KVM of M9's time: a leaf already clean in memory
+      // while a TLB holds it dirty (a D that KVM lost) then escapes it. KVM later made the
+      // flush unconditional, which closes that door too.
+      flush = tdp_->clear_dirty_slot(new_slot->base_gfn, new_slot->end());
+      flush |= tdp_->wrprot_range(new_slot->base_gfn, new_slot->end(), Level::k2M);
+    } else {
+      flush = tdp_->wrprot_range(new_slot->base_gfn, new_slot->end(), Level::k4K);
+    }
   }
   // kvm_flush_remote_tlbs_memslot.
   if (flush) tdp_->flush_remote_tlbs_range(new_slot->base_gfn, new_slot->npages);
@@ -448,12 +458,29 @@ void KvmMmu::commit_memory_region(const Memslot* old, const Memslot* new_slot,
 
 void KvmMmu::enable_log_dirty_pt_masked(const Memslot& slot, Gfn base, uint64_t mask) {
   kvm_.mmu_lock().assert_held_write();
+  if (pml()) {
+    // kvm_mmu_clear_dirty_pt_masked: bits of the bitmap beyond the slot are never set.
+    tdp_->clear_dirty_pt_masked(base, mask);
+    return;
+  }
   while (mask != 0) {
     const unsigned bit = static_cast<unsigned>(__builtin_ctzll(mask));
     mask &= mask - 1;
     const Gfn gfn = base + bit;
     if (slot.contains(gfn)) tdp_->wrprot_range(gfn, gfn + 1, Level::k4K);
   }
+}
+
+bool KvmMmu::pml() {
+  return ops_.cpu_dirty_log_size(&kvm_) != 0;
+}
+
+void KvmMmu::sync_dirty_log(const Memslot&) {
+  // kvm_arch_sync_dirty_log: a vCPU empties its PML log into the bitmap at every exit, so
+  // getting each out of guest mode is enough. Upstream kicks without waiting; waiting here
+  // makes "every write retired before the harvest is in it" exact.
+  if (pml() && kvm_.vm() != nullptr)
+    kvm_.vm()->make_all_cpus_request(KvmRequest::kOutsideGuestMode);
 }
 
 KvmResult<> KvmMmu::zap_gfn_range(Gfn start, Gfn end, GfnZapCause cause) {

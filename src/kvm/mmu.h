@@ -120,6 +120,7 @@ class KvmMmu final : public KvmArchHooks {
   void commit_memory_region(const Memslot* old, const Memslot* new_slot,
                             MemslotChange change) override;
   void enable_log_dirty_pt_masked(const Memslot& slot, Gfn base, uint64_t mask) override;
+  void sync_dirty_log(const Memslot& slot) override;
   void flush_shadow_memslot(const Memslot& slot) override;
   void flush_shadow_all() override;
   // kvm_mmu_invalidate_mmio_sptes: when the generation's MMIO bits wrap, an old MMIO SPTE
@@ -147,6 +148,9 @@ class KvmMmu final : public KvmArchHooks {
   bool is_page_fault_stale(const VcpuMmu& vcpu, const KvmPageFault& fault) const;
   // Whether a bug-catalogue switch is on for this VM's platform.
   bool bug(BugId id) const;
+  // Whether the CPU logs dirty pages for this VM (PML): dirty logging clears D instead of
+  // write-protecting.
+  bool pml();
   // make_mmu_pages_available: the shadow MMU's reserve of page-table pages before a fault
   // builds any. REQUIRES (lockdep, warned): mmu_lock held for write.
   void make_mmu_pages_available(int vcpu_id);

@@ -7,6 +7,7 @@
 #include "base/rcu.h"
 #include "kvm/fake_vendor_ops_for_test.h"
 #include "kvm/mirror_private_mem.h"
+#include "kvm/tdp_iter.h"
 #include "kvm/tdp_mmu_peer_for_test.h"
 
 namespace tdxsim {
@@ -251,6 +252,52 @@ TEST_F(KvmMmuTest, EnablingDirtyLoggingWriteProtectsAndEachHarvestReprotects) {
   EXPECT_EQ(kvm_->get_dirty_log(0)->at(0), 0u);
   ASSERT_EQ(fault(Gfn{0x105}.gpa(), kPferrWrite | kPferrPresent).ret, RetPf::kFixed);
   EXPECT_EQ(kvm_->get_dirty_log(0)->at(0), uint64_t{1} << 5);
+}
+
+// With a CPU that logs the pages whose D it sets (PML), logging clears D and keeps W; each
+// harvest clears D of the pages it returns, and only a change that cleared a D flushes.
+TEST_F(KvmMmuTest, WithPmlLoggingClearsDirtyInsteadOfWriteProtecting) {
+  ops_.set_cpu_dirty_log_size(512);
+  start(VmType::kDefault);
+  add_slot(0, Gfn{0x100}, 64);
+  for (uint64_t g = 0x100; g < 0x140; ++g) ASSERT_EQ(fault(Gfn{g}.gpa()).ret, RetPf::kFixed);
+  auto leaf = [&](uint64_t g) {
+    std::array<Spte, 5> sptes{};
+    mmu_->tdp_mmu().get_walk(vcpu_.root, Gfn{g}.gpa(), sptes);
+    return sptes[0];
+  };
+  ASSERT_TRUE(leaf(0x105).is_dirty(SpteFormat::kEpt));
+  UserspaceMemoryRegion2 r = regions_[0];
+  r.flags = kMemLogDirtyPages;
+  const uint64_t flushes_before = ops_.flushes();
+  ASSERT_TRUE(kvm_->set_user_memory_region2(r));
+  EXPECT_GT(ops_.flushes(), flushes_before);
+  for (uint64_t g = 0x100; g < 0x140; ++g) {
+    ASSERT_TRUE(leaf(g).is_writable()) << g;
+    ASSERT_FALSE(leaf(g).is_dirty(SpteFormat::kEpt)) << g;
+  }
+  // The CPU sets D in two leaves and logs them (PML, then the flush at the exit).
+  for (uint64_t g : {0x105, 0x13f}) {
+    RcuReadGuard rcu;
+    for (TdpIter it(mem_, *vcpu_.root, Level::k4K, Gfn{g}, Gfn{g + 1}, Gfn{0}); it.valid();
+         it.next()) {
+      if (it.level() != Level::k4K) continue;
+      mem_.store(it.sptep(), kHostKey, it.old_spte().with_dirty(SpteFormat::kEpt, true).raw(),
+                 std::memory_order_release);
+    }
+    kvm_->mark_page_dirty(Gfn{g});
+  }
+  const uint64_t flushes_at_harvest = ops_.flushes();
+  const std::vector<uint64_t> log = *kvm_->get_dirty_log(0);
+  EXPECT_EQ(log, (std::vector<uint64_t>{(uint64_t{1} << 5) | (uint64_t{1} << 63)}));
+  EXPECT_GT(ops_.flushes(), flushes_at_harvest);
+  EXPECT_FALSE(leaf(0x105).is_dirty(SpteFormat::kEpt));
+  EXPECT_FALSE(leaf(0x13f).is_dirty(SpteFormat::kEpt));
+  EXPECT_TRUE(leaf(0x105).is_writable());
+  // Nothing logged since: nothing harvested, nothing flushed.
+  const uint64_t flushes_after = ops_.flushes();
+  EXPECT_EQ(*kvm_->get_dirty_log(0), (std::vector<uint64_t>{0}));
+  EXPECT_EQ(ops_.flushes(), flushes_after);
 }
 
 TEST_F(KvmMmuTest, DirtyLogOfASlotThatDoesNotLogIsEnoent) {

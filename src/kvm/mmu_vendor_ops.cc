@@ -41,6 +41,10 @@ void MmuVendorOps::load_mmu_pgd(Kvm*, int, Hpa, Level) {}
 
 void MmuVendorOps::flush_tlb_current(Kvm*, int) {}
 
+unsigned MmuVendorOps::cpu_dirty_log_size(Kvm*) {
+  return 0;
+}
+
 Level MmuVendorOps::private_max_mapping_level(Kvm*, Pfn) {
   return Level::k1G;
 }

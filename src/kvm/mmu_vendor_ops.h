@@ -59,6 +59,11 @@ class MmuVendorOps {
   // private_max_mapping_level: the largest level a private page may be mapped at (TDX: 4K).
   // The default, "no limit", is the vendor returning 0 upstream.
   virtual Level private_max_mapping_level(Kvm* kvm, Pfn pfn);
+  // cpu_dirty_log_size: the entries of the CPU's own dirty log (VMX's PML: 512) when the
+  // hardware logs the pages whose dirty flag it sets for this VM; 0 (the default) when it
+  // does not, and dirty logging write-protects instead. Upstream a host-wide value; per VM
+  // here, because one Intel table serves plain VMs (PML) and TDs (none).
+  virtual unsigned cpu_dirty_log_size(Kvm* kvm);
 };
 
 }  // namespace tdxsim

@@ -265,9 +265,21 @@ class Spte {
 
   // Aging with A/D on clears A and nothing else (mark_spte_for_access_track): the mapping
   // keeps working and the CPU sets A again on the next access.
+  // spte_has_volatile_bits: whether the CPU (or a lockless fault) may change bits of this
+  // leaf without mmu_lock — A while it is clear, D while the leaf is writable and clean, W
+  // while it is MMU-writable but not writable. Such a leaf must be written atomically even
+  // under the write lock, or a flag the CPU sets between the read and the store is lost.
+  constexpr bool has_volatile_bits(SpteFormat f) const {
+    if (!is_writable() && is_mmu_writable(f)) return true;
+    return !is_accessed(f) || (is_writable() && !is_dirty(f));
+  }
   constexpr Spte with_accessed(SpteFormat f, bool v) const {
     const uint64_t a = masks(f).accessed;
     return Spte{v ? raw_ | a : raw_ & ~a};
+  }
+  constexpr Spte with_dirty(SpteFormat f, bool v) const {
+    const uint64_t d = masks(f).dirty;
+    return Spte{v ? raw_ | d : raw_ & ~d};
   }
 
  private:

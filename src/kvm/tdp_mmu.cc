@@ -692,7 +692,7 @@ bool TdpMmu::update_direct_leafs(Gfn start, Gfn end, Level min_level, Update&& u
   return changed;
 }
 
-bool TdpMmu::age_gfn_range(Gfn start, Gfn end, bool test_only) {
+bool TdpMmu::age_gfn_range(Gfn start, Gfn end, bool test_only, bool shared) {
   if (test_only) {
     bool young = false;
     update_direct_leafs(start, end, Level::k4K,
@@ -703,11 +703,76 @@ bool TdpMmu::age_gfn_range(Gfn start, Gfn end, bool test_only) {
     return young;
   }
   // With A/D on, aging clears A and the mapping stays (mark_spte_for_access_track).
-  return update_direct_leafs(start, end, Level::k4K,
-                             [f = config_.format](Spte s) -> std::optional<Spte> {
-                               if (!s.is_accessed(f)) return std::nullopt;
-                               return s.with_accessed(f, false);
-                             });
+  return clear_leaf_bits(start, end, Spte::masks(config_.format).accessed, /*only_4k=*/false,
+                         shared);
+}
+
+bool TdpMmu::clear_dirty_slot(Gfn start, Gfn end) {
+  mmu_lock_.assert_held_read();
+  return clear_leaf_bits(start, end, Spte::masks(config_.format).dirty, /*only_4k=*/false,
+                         /*shared=*/true);
+}
+
+bool TdpMmu::clear_dirty_pt_masked(Gfn base, uint64_t mask) {
+  mmu_lock_.assert_held_write();
+  bool cleared = false;
+  while (mask != 0) {
+    const unsigned bit = static_cast<unsigned>(__builtin_ctzll(mask));
+    mask &= mask - 1;
+    cleared |= clear_leaf_bits(base + bit, base + (bit + 1), Spte::masks(config_.format).dirty,
+                               /*only_4k=*/true, /*shared=*/false);
+  }
+  return cleared;
+}
+
+bool TdpMmu::clear_leaf_bits(Gfn start, Gfn end, uint64_t mask, bool only_4k, bool shared) {
+  if (shared) {
+    mmu_lock_.assert_held_read();
+    TDXSIM_CHECK(!only_4k, "clear_leaf_bits: 4K only is the write-locked harvest's");
+    return update_direct_leafs(start, end, Level::k4K, [mask](Spte s) -> std::optional<Spte> {
+      if ((s.raw() & mask) == 0) return std::nullopt;
+      return Spte{s.raw() & ~mask};
+    });
+  }
+  mmu_lock_.assert_held_write();
+  bool changed = false;
+  end = std::min(end, max_gfn_exclusive());
+  for (MmuPage* root = next_root(nullptr, kDirectRoots); root != nullptr;
+       root = next_root(root, kDirectRoots)) {
+    RcuReadGuard rcu;
+    for (TdpIter it(mem_, *root, Level::k4K, start, end, root_bits(root)); it.valid(); it.next()) {
+      const Spte old_spte = it.old_spte();
+      if (!old_spte.is_shadow_present() || !old_spte.is_last(it.level())) continue;
+      if (only_4k && it.level() != Level::k4K) continue;
+      if ((old_spte.raw() & mask) == 0) continue;
+      clear_spte_bits(it, mask);
+      changed = true;
+    }
+  }
+  return changed;
+}
+
+Spte TdpMmu::clear_spte_bits(TdpIter& iter, uint64_t mask) {
+  mmu_lock_.assert_held_write();
+  const Hpa sptep = iter.sptep();
+  Spte old_spte = iter.old_spte();
+  trace_change_begin(/*mirror=*/false, iter.gfn(), iter.level(), old_spte,
+                     Spte{old_spte.raw() & ~mask});
+  if (bug(BugId::M9)) {
+    // M9: a plain store of what was read — an A/D the CPU set since is lost.
+    mem_.store(sptep, kHostKey, old_spte.raw() & ~mask, std::memory_order_release);
+  } else if (old_spte.has_volatile_bits(config_.format)) {
+    uint64_t cur = old_spte.raw();
+    while (!mem_.compare_exchange(sptep, kHostKey, cur, cur & ~mask, std::memory_order_acq_rel)) {
+    }
+    old_spte = Spte{cur};
+  } else {
+    mem_.store(sptep, kHostKey, old_spte.raw() & ~mask, std::memory_order_release);
+  }
+  const Spte new_spte{old_spte.raw() & ~mask};
+  handle_changed_spte(/*mirror=*/false, iter.gfn(), old_spte, new_spte, iter.level(),
+                      /*shared=*/false);
+  return new_spte;
 }
 
 bool TdpMmu::wrprot_range(Gfn start, Gfn end, Level min_level) {

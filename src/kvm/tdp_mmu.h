@@ -135,9 +135,19 @@ class TdpMmu {
   // kvm_tdp_mmu_zap_all: every direct and invalid root, whole (MMU-notifier release).
   // REQUIRES: mmu_lock held for write.
   void zap_all_direct();
-  // kvm_tdp_mmu_age_gfn_range / test_age_gfn on direct roots.
-  // REQUIRES: mmu_lock held (either mode).
-  bool age_gfn_range(Gfn start, Gfn end, bool test_only);
+  // kvm_tdp_mmu_age_gfn_range / test_age_gfn on direct roots. `shared`: mmu_lock is held
+  // for read (A is cleared by compare-and-swap); else for write (clear_spte_bits).
+  // REQUIRES: mmu_lock held in that mode.
+  bool age_gfn_range(Gfn start, Gfn end, bool test_only, bool shared = true);
+  // Dirty logging with PML (the CPU logs the pages whose D it sets):
+  // kvm_tdp_mmu_clear_dirty_slot: clear D in every leaf of [start, end), so that the next
+  // write to each page sets D and is logged. REQUIRES: mmu_lock held for read.
+  // Returns: whether any D was cleared (a flush is needed).
+  bool clear_dirty_slot(Gfn start, Gfn end);
+  // kvm_tdp_mmu_clear_dirty_pt_masked: clear D in the 4K leaves of base + each set bit of
+  // `mask`, just harvested. REQUIRES: mmu_lock held for write.
+  // Returns: whether any D was cleared.
+  bool clear_dirty_pt_masked(Gfn base, uint64_t mask);
   // Dirty logging: write-protect every writable leaf of [start, end) at min_level or above
   // in the valid direct roots (kvm_tdp_mmu_wrprot_slot). REQUIRES: mmu_lock held (read when
   // a slot starts logging, write when a harvest re-protects pages).
@@ -297,6 +307,15 @@ class TdpMmu {
                     std::optional<RcuReadGuard>& rcu) TDXSIM_NO_THREAD_SAFETY_ANALYSIS;
 
   Spte read_spte(Hpa sptep) const;
+  // tdp_mmu_clear_spte_bits: clears `mask` in the direct leaf at `iter` under the write lock,
+  // through the choke point's tracepoint and bookkeeping. A leaf with volatile bits is
+  // changed by an atomic AND, so that an A/D the CPU sets meanwhile survives.
+  // REQUIRES: mmu_lock held for write. Returns: the value written.
+  Spte clear_spte_bits(TdpIter& iter, uint64_t mask);
+  // Clears `mask` in the present leaves of [start, end) of the valid direct roots, at every
+  // level or only at 4K; under the read lock by compare-and-swap, under the write lock by
+  // clear_spte_bits. Returns: whether any leaf had a bit of `mask`.
+  bool clear_leaf_bits(Gfn start, Gfn end, uint64_t mask, bool only_4k, bool shared);
   // Whether a bug-catalogue switch is on for this VM's platform (never without a Kvm).
   bool bug(BugId id) const;
   // Every present leaf of [start, end) at min_level or above in the valid direct roots:

@@ -2,6 +2,7 @@
 // one guest: the controls a logical CPU reads at VM entry.
 #pragma once
 
+#include <array>
 #include <cstdint>
 
 #include "base/addr.h"
@@ -22,6 +23,28 @@ struct VeInfoArea {
   uint64_t gpa = 0;
   uint16_t eptp_index = 0;
   static constexpr uint32_t kBusy = 0xFFFF'FFFF;
+};
+
+// Page-modification logging (SDM Vol. 3 §29.3.6). With the "enable PML" secondary control
+// set and EPT A/D on, each time the CPU sets a dirty flag in an EPT leaf for a guest access
+// it writes the 4K-aligned GPA to entry `PML index` of the 4K log and decrements the index;
+// an index outside 0–511 when a flag is to be set is a PML-full VM exit instead.
+inline constexpr uint16_t kPmlEntries = 512;
+struct PmlLog {
+  std::array<uint64_t, kPmlEntries> gpa{};
+};
+
+// The VMCS encodings of PML's fields (SDM Vol. 3 Appendix B) and its control bit, for
+// whoever reads or writes them by number.
+enum class VmcsField : uint32_t {
+  kGuestPmlIndex = 0x0812,
+  kPmlAddress = 0x200E,
+};
+enum class SecondaryExecControl : uint32_t {
+  kEnableEpt = 1u << 1,
+  kEnableVpid = 1u << 5,
+  kEnablePml = 1u << 17,
+  kEptViolationVe = 1u << 18,
 };
 
 // SVM VMCB TLB_CONTROL (APM Vol. 2 §15.16.1), acted on at VMRUN.
@@ -45,6 +68,12 @@ struct GuestContext {
   // "EPT-violation #VE" control and the area it writes.
   bool ve_enabled = false;
   VeInfoArea* ve_info = nullptr;
+  // Page-modification logging (VMX only): the "enable PML" control, the PML address (the
+  // log lives in the hypervisor's memory, as the VE information area does) and the guest PML
+  // index, which the CPU decrements as it logs.
+  bool enable_pml = false;
+  PmlLog* pml_address = nullptr;
+  uint16_t pml_index = kPmlEntries - 1;
 
   // --- TD (SEAM): private GPAs through the secure EPT ----------------------------------
   Eptp secure_eptp;

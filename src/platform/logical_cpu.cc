@@ -4,6 +4,7 @@
 
 #include "base/check.h"
 #include "base/wait.h"
+#include "platform/ept_entry.h"
 #include "platform/host_memory.h"
 #include "platform/platform.h"
 #include "platform/ve_delivery.h"
@@ -298,8 +299,13 @@ ServedTranslation served_from(const TlbEntry& e, Gpa gpa, TranslationSource src,
 }  // namespace
 
 std::expected<ServedTranslation, TranslationFault> LogicalCpu::translate(
-    const GuestContext& ctx, Gpa gpa, const AccessRequest& access) {
-  const WalkContext wc = walk_context(ctx, gpa);
+    GuestContext& ctx, Gpa gpa, const AccessRequest& access) {
+  WalkContext wc = walk_context(ctx, gpa);
+  // The CPU tracks D only where EPT A/D is on; elsewhere every cached translation is dirty.
+  const bool tracks_dirty = wc.format == PagingFormat::kEpt && wc.ad_enabled;
+  const bool pml =
+      ctx.mode == GuestMode::kVmx && ctx.enable_pml && tracks_dirty && ctx.pml_address != nullptr;
+  if (pml) wc.pml_full = ctx.pml_index >= kPmlEntries;
   GuestInsn shape;
   shape.paging_structure = !access.final_translation;
   const TlbTag tag = tlb_tag(ctx, shape);
@@ -325,7 +331,10 @@ std::expected<ServedTranslation, TranslationFault> LogicalCpu::translate(
     }
   };
 
-  if (auto e = tlb_.lookup(tag, gpa.raw())) {
+  auto e = tlb_.lookup(tag, gpa.raw());
+  // A write through a translation cached clean walks again to set D (and log it).
+  if (e && e->perms.allows(needed) && needed.type == AccessType::kWrite && !e->dirty) e.reset();
+  if (e) {
     if (e->perms.allows(needed)) {
       ServedTranslation served = served_from(*e, gpa, TranslationSource::kTlb, seen_at);
       report_stale(ctx, gpa, access, served);
@@ -354,7 +363,8 @@ std::expected<ServedTranslation, TranslationFault> LogicalCpu::translate(
   if (l0 != nullptr) {
     if (auto t = l0->lookup(wc.root, gpa)) {
       if (t->perms.allows(needed)) {
-        TlbEntry entry{tag, t->gpa.raw(), t->level, t->hpa, t->key, t->perms, t->root, t->gpa};
+        TlbEntry entry{tag,      t->gpa.raw(), t->level, t->hpa, t->key,
+                       t->perms, t->root,      t->gpa,   true};
         fill(entry);
         ServedTranslation served = served_from(entry, gpa, TranslationSource::kL0, seen_at);
         report_stale(ctx, gpa, access, served);
@@ -370,7 +380,12 @@ std::expected<ServedTranslation, TranslationFault> LogicalCpu::translate(
       walk(platform_.memory(), platform_.memory().layout(), wc, gpa, access, WalkMode::kHardware);
   if (!r) return std::unexpected(r.error());
   const Translation& t = *r;
-  TlbEntry entry{tag, t.gpa.raw(), t.level, t.hpa, t.key, t.perms, wc.root, t.gpa};
+  if (pml && t.dirty_set) {
+    ctx.pml_address->gpa[ctx.pml_index] = gpa.align_down(Level::k4K).raw();
+    ctx.pml_index = static_cast<uint16_t>(ctx.pml_index - 1);
+  }
+  const bool dirty = !tracks_dirty || EptEntry::Dirty::get(t.leaf) != 0;
+  TlbEntry entry{tag, t.gpa.raw(), t.level, t.hpa, t.key, t.perms, wc.root, t.gpa, dirty};
   fill(entry);
   if (l0 != nullptr)
     l0->insert(L0Translation{wc.root, ctx.mode == GuestMode::kSvm ? ctx.asid : uint16_t{0}, t.gpa,
@@ -444,6 +459,10 @@ std::optional<VmExit> LogicalCpu::translation_fault(GuestContext& ctx, GuestStat
     VmExit e = make_exit(ctx, state, insn, static_cast<uint32_t>(VmxExitReason::kEptMisconfig));
     e.gpa = m->gpa;
     return e;
+  }
+  if (std::holds_alternative<PmlFull>(fault)) {
+    // The instruction did not retire: it runs again once the host emptied the log.
+    return make_exit(ctx, state, insn, static_cast<uint32_t>(VmxExitReason::kPmlFull));
   }
   const auto& n = std::get<NptFault>(fault);
   stats_.npt_faults.add();

@@ -123,9 +123,9 @@ class LogicalCpu {
   // ctx.tlb_control first (VMRUN).
   VmExit run_guest(GuestContext& ctx, GuestState& state, GuestProgram& program);
 
-  // Translates `gpa` for an access under `ctx` as the hardware would, filling the TLB.
-  // Exposed for tests and for the TDX module's own accesses on behalf of a guest.
-  std::expected<ServedTranslation, TranslationFault> translate(const GuestContext& ctx, Gpa gpa,
+  // Translates `gpa` for an access under `ctx` as the hardware would, filling the TLB and,
+  // with PML on, logging a dirty flag it sets (ctx's PML index moves). Exposed for tests.
+  std::expected<ServedTranslation, TranslationFault> translate(GuestContext& ctx, Gpa gpa,
                                                                const AccessRequest& access);
   // Classifies a translation against a fresh, side-effect-free walk of ctx's tables.
   Staleness probe(const GuestContext& ctx, Gpa gpa, const AccessRequest& access,

@@ -73,6 +73,79 @@ TEST_F(CpuTest, GuestAccessFillsTheTlbAndHitsIt) {
   EXPECT_TRUE(leaf.is_dirty());
 }
 
+// Page-modification logging: a write that sets D in an EPT leaf logs its 4K GPA at the PML
+// index, which moves down; a write through a translation the TLB holds dirty logs nothing;
+// once D is cleared in memory and the TLB flushed, the next write logs again.
+TEST_F(CpuTest, PmlLogsEachDirtyFlagTheWalkSets) {
+  TableBuilder ept(platform_.memory(), PagingFormat::kEpt, 4);
+  const Pfn a = frame(0), b = frame(0);
+  ept.map(Gpa{0x1000}, a.hpa(), Level::k4K, kRwx);
+  ept.map(Gpa{0x2000}, b.hpa(), Level::k4K, kRwx);
+  GuestContext ctx = vmx_context(ept);
+  PmlLog log;
+  ctx.enable_pml = true;
+  ctx.pml_address = &log;
+  auto binding = platform_.bind(0);
+  LogicalCpu& cpu = binding.cpu();
+  auto run = [&](std::vector<GuestInsn> insns) {
+    SG guest(std::move(insns));
+    GuestState state;
+    return cpu.run_guest(ctx, state, guest);
+  };
+  // A read sets A only: nothing logged, and the TLB caches the page clean.
+  EXPECT_TRUE(run({SG::load(Gpa{0x1010})}).is(VmxExitReason::kHlt));
+  EXPECT_EQ(ctx.pml_index, kPmlEntries - 1);
+  EXPECT_FALSE(EptEntry{ept.read_entry(Gpa{0x1000}, Level::k4K)}.is_dirty());
+  // The first write walks again (the cached translation is clean), sets D and logs.
+  EXPECT_TRUE(run({SG::store(Gpa{0x1018}, 1), SG::store(Gpa{0x1020}, 2), SG::store(Gpa{0x2008}, 3)})
+                  .is(VmxExitReason::kHlt));
+  EXPECT_TRUE(EptEntry{ept.read_entry(Gpa{0x1000}, Level::k4K)}.is_dirty());
+  ASSERT_EQ(ctx.pml_index, kPmlEntries - 3);
+  EXPECT_EQ(log.gpa[kPmlEntries - 1], 0x1000u);
+  EXPECT_EQ(log.gpa[kPmlEntries - 2], 0x2000u);
+  // D cleared in memory but the TLB still holds the page dirty: no walk, no log.
+  ept.write_entry(Gpa{0x1000}, Level::k4K,
+                  EptEntry{ept.read_entry(Gpa{0x1000}, Level::k4K)}.with_dirty(false).raw());
+  EXPECT_TRUE(run({SG::store(Gpa{0x1000}, 4)}).is(VmxExitReason::kHlt));
+  EXPECT_EQ(ctx.pml_index, kPmlEntries - 3);
+  EXPECT_FALSE(EptEntry{ept.read_entry(Gpa{0x1000}, Level::k4K)}.is_dirty());
+  // After the flush the write walks, sets D again and logs again.
+  cpu.invept(InveptType::kSingleContext, ctx.eptp);
+  EXPECT_TRUE(run({SG::store(Gpa{0x1000}, 5)}).is(VmxExitReason::kHlt));
+  EXPECT_EQ(ctx.pml_index, kPmlEntries - 4);
+  EXPECT_EQ(log.gpa[kPmlEntries - 3], 0x1000u);
+}
+
+// The log's last entry is index 0; with the index wrapped past it, the next write that would
+// set D is a PML-full exit before anything changes, and it retires once the host emptied the
+// log. A write that sets no D (already dirty) goes through with the log full.
+TEST_F(CpuTest, PmlFullExitsBeforeTheAccess) {
+  TableBuilder ept(platform_.memory(), PagingFormat::kEpt, 4);
+  const Pfn a = frame(0), b = frame(0);
+  ept.map(Gpa{0x1000}, a.hpa(), Level::k4K, kRwx);
+  ept.map(Gpa{0x2000}, b.hpa(), Level::k4K, kRwx, kHostKey, EptEntry::Dirty::kMask);
+  GuestContext ctx = vmx_context(ept);
+  PmlLog log;
+  ctx.enable_pml = true;
+  ctx.pml_address = &log;
+  ctx.pml_index = 0xFFFF;  // decremented past entry 0
+  auto binding = platform_.bind(0);
+  LogicalCpu& cpu = binding.cpu();
+  SG guest({SG::store(Gpa{0x2000}, 7), SG::store(Gpa{0x1008}, 9)});
+  GuestState state;
+  const VmExit full = cpu.run_guest(ctx, state, guest);
+  ASSERT_TRUE(full.is(VmxExitReason::kPmlFull));
+  EXPECT_EQ(full.rip, 4u);  // the first store retired, the second did not
+  EXPECT_EQ(platform_.memory().read(b.hpa(), kHostKey).value, 7u);
+  EXPECT_EQ(platform_.memory().read(a.hpa() + 8, kHostKey).value, 0u);
+  EXPECT_FALSE(EptEntry{ept.read_entry(Gpa{0x1000}, Level::k4K)}.is_dirty());
+  ctx.pml_index = kPmlEntries - 1;
+  EXPECT_TRUE(cpu.run_guest(ctx, state, guest).is(VmxExitReason::kHlt));
+  EXPECT_EQ(platform_.memory().read(a.hpa() + 8, kHostKey).value, 9u);
+  EXPECT_EQ(ctx.pml_index, kPmlEntries - 2);
+  EXPECT_EQ(log.gpa[kPmlEntries - 1], 0x1000u);
+}
+
 TEST_F(CpuTest, StaleTlbEntryServesUntilInvept) {
   TableBuilder ept(platform_.memory(), PagingFormat::kEpt, 4);
   const Pfn old_page = frame(0x1111), new_page = frame(0x2222);

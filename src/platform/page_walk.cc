@@ -174,10 +174,13 @@ uint64_t reserved_mask(const WalkContext& c, const PhysAddrLayout& layout, Level
 // Sets A in every entry of `path` and D in its leaf for a write, each by a CAS from the
 // value the walk read, so that a concurrent CAS of the same entry never loses the bits
 // and the bits never land in an entry the walk did not use.
+// `dirty_set`: whether this walk's CAS is the one that set the leaf's D.
 // Returns: false if an entry changed under the walk (beyond A/D): the walk must restart.
 template <typename F>
-bool set_accessed_dirty(HostMemory& mem, KeyId key, std::span<WalkStep> path, bool write) {
+bool set_accessed_dirty(HostMemory& mem, KeyId key, std::span<WalkStep> path, bool write,
+                        bool& dirty_set) {
   constexpr uint64_t kAd = F::Accessed::kMask | F::Dirty::kMask;
+  dirty_set = false;
   for (size_t i = 0; i < path.size(); ++i) {
     WalkStep& s = path[i];
     const bool leaf = i + 1 == path.size();
@@ -185,6 +188,7 @@ bool set_accessed_dirty(HostMemory& mem, KeyId key, std::span<WalkStep> path, bo
     uint64_t cur = s.entry;
     while ((cur & bits) != bits) {
       if (mem.compare_exchange(s.entry_hpa, key, cur, cur | bits, std::memory_order_acq_rel)) {
+        if (leaf && write && (cur & F::Dirty::kMask) == 0) dirty_set = true;
         cur |= bits;
         break;
       }
@@ -226,10 +230,16 @@ WalkResult walk_as(HostMemory& mem, const PhysAddrLayout& layout, const WalkCont
                  n > 0 ? path[n - 1].entry : 0, n > 0 ? level_num(path[n - 1].level) : 0);
     const Perms perms = F::perms(ctx, acc);
     if (!perms.allows(eff)) return fail(Stop::kDenied, path[n - 1].level, path[n - 1].entry, acc);
-    if (mode == WalkMode::kHardware && F::ad_enabled(ctx) &&
-        !set_accessed_dirty<F>(mem, ctx.table_key, std::span(path.data(), n),
-                               eff.type == AccessType::kWrite)) {
-      continue;
+    const bool write = eff.type == AccessType::kWrite;
+    bool dirty_set = false;
+    if (mode == WalkMode::kHardware && F::ad_enabled(ctx)) {
+      // The log must have room before the flag is set (SDM §29.3.6): a full one exits first.
+      if (ctx.pml_full && write && (path[n - 1].entry & F::Dirty::kMask) == 0) {
+        return std::unexpected(PmlFull{gpa});
+      }
+      if (!set_accessed_dirty<F>(mem, ctx.table_key, std::span(path.data(), n), write, dirty_set)) {
+        continue;
+      }
     }
     const WalkStep& leaf = path[n - 1];
     const uint64_t addr = leaf.entry & bit_range(51, level_shift(leaf.level));
@@ -241,6 +251,7 @@ WalkResult walk_as(HostMemory& mem, const PhysAddrLayout& layout, const WalkCont
     t.perms = perms;
     t.leaf = leaf.entry;
     t.leaf_entry_hpa = leaf.entry_hpa;
+    t.dirty_set = dirty_set;
     return t;
   }
 }

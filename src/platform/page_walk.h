@@ -37,6 +37,9 @@ struct WalkContext {
   bool mbec = false;         // EPT mode-based execute control (secondary control bit 22)
   bool execute_only = true;  // IA32_VMX_EPT_VPID_CAP bit 0: X-only entries are legal
   bool nx_enabled = true;    // NPT: EFER.NXE (else bit 63 is reserved)
+  // EPT with PML on and the PML index out of range: a kHardware walk that would set a leaf's
+  // dirty flag stops with PmlFull instead.
+  bool pml_full = false;
 
   Level root_level() const { return level_from(levels); }
   // GPA bits the walk translates: 48 with 4 levels, 57 with 5.
@@ -121,7 +124,9 @@ static_assert(std::input_iterator<PageWalk::Iterator>);
 //
 // REQUIRES: ctx.levels is 4 or 5; ctx.root is page-aligned and in host memory; every
 //           table the walk reaches is in host memory.
-// Returns: the translation (kHardware: after its A/D updates), or the fault.
+// With ctx.pml_full, a kHardware walk that would set the leaf's D fails with PmlFull first.
+// Returns: the translation (kHardware: after its A/D updates; dirty_set when this walk set
+// the leaf's D), or the fault.
 WalkResult walk(HostMemory& mem, const PhysAddrLayout& layout, const WalkContext& ctx, Gpa gpa,
                 const AccessRequest& access, WalkMode mode);
 

@@ -60,6 +60,11 @@ struct TlbEntry {
   Perms perms;
   Hpa source_root;  // the root of the tables the translation was walked from
   Gpa gpa;          // guest-physical page (== page for every kind in tdxsim)
+  // The leaf's dirty flag as the fill saw it (always true where the CPU tracks no D in the
+  // TLB: EPT without A/D, NPT, the L0's cache). The CPU may cache D (SDM §29.3.5); a write
+  // through a translation cached clean walks again, so that D is set in memory (and logged
+  // by PML), while one cached dirty writes without a walk.
+  bool dirty = true;
 
   // The host address that backs `addr`, which lies inside this entry.
   Hpa hpa_of(uint64_t addr) const { return hpa + (addr - page); }

@@ -59,6 +59,8 @@ struct Translation {
   Perms perms;
   uint64_t leaf = 0;     // the leaf entry as read (after any A/D update)
   Hpa leaf_entry_hpa;    // where the leaf lives
+  // This walk set the leaf's dirty flag (0 → 1): what page-modification logging records.
+  bool dirty_set = false;
   // The frame that backs `addr`, which must lie inside this translation.
   Hpa hpa_of(Gpa addr) const { return hpa + (addr.raw() - gpa.raw()); }
 };
@@ -86,7 +88,14 @@ struct NptFault {
   Level level = Level::k4K;
 };
 
-using TranslationFault = std::variant<EptViolation, EptMisconfig, NptFault>;
+// Page-modification log full (VM exit 62, SDM Vol. 3 §29.3.6): the access would have set a
+// dirty flag while the PML index was outside 0–511. Neither the flag nor the log changed and
+// the instruction did not retire.
+struct PmlFull {
+  Gpa gpa;
+};
+
+using TranslationFault = std::variant<EptViolation, EptMisconfig, NptFault, PmlFull>;
 using WalkResult = std::expected<Translation, TranslationFault>;
 
 }  // namespace tdxsim

@@ -12,6 +12,7 @@ const char* to_string(VmxExitReason r) {
     case VmxExitReason::kEptViolation: return "EPT_VIOLATION";
     case VmxExitReason::kEptMisconfig: return "EPT_MISCONFIG";
     case VmxExitReason::kPreemptionTimer: return "PREEMPTION_TIMER";
+    case VmxExitReason::kPmlFull: return "PML_FULL";
     case VmxExitReason::kTdcall: return "TDCALL";
   }
   return "VMX_EXIT_?";

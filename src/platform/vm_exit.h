@@ -19,6 +19,7 @@ enum class VmxExitReason : uint16_t {
   kEptViolation = 48,
   kEptMisconfig = 49,
   kPreemptionTimer = 52,
+  kPmlFull = 62,
   kTdcall = 77,
 };
 const char* to_string(VmxExitReason r);

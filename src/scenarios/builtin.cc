@@ -25,6 +25,7 @@ void run_td_failed_entry_after_nmi(const ScenarioOptions&, Report&);
 void run_td_convert_while_running(const ScenarioOptions&, Report&);
 void run_td_private_fault_busy(const ScenarioOptions&, Report&);
 void run_td_shared_alias_memslot(const ScenarioOptions&, Report&);
+void run_pml_dirty_log_aging(const ScenarioOptions&, Report&);
 
 namespace {
 
@@ -146,6 +147,12 @@ constexpr ScenarioInfo kScenarios[] = {
      "the TD runs, converting part of its memory to shared for the host to read",
      run_td_shared_alias_memslot,
      {false, false, "tdx"}},
+    {"pml_dirty_log_aging",
+     "a VMX VM with PML dirty-logs one page: the host ages it while the guest writes it (the "
+     "CPU sets D inside KVM's clear of A), logging restarts, the guest writes again and the "
+     "harvest must report the page",
+     run_pml_dirty_log_aging,
+     {false, false, "default"}},
 };
 
 constexpr BugRow kBugRows[] = {
@@ -188,6 +195,10 @@ constexpr BugRow kBugRows[] = {
      "a private page removed without BLOCK → TRACK → kick: TDH.MEM.PAGE.REMOVE answered "
      "TDX_TLB_TRACKING_NOT_DONE, and KVM (which also ignored a failed BLOCK) went on as if "
      "the page were gone instead of bugging the VM"},
+    {BugId::M9, "pml_dirty_log_aging",
+     "KVM cleared an SPTE's accessed bit under mmu_lock with a plain read and store: a dirty "
+     "bit the CPU set in between was lost, so restarting dirty logging flushed nothing and the "
+     "guest's next write, through a TLB entry still dirty, was never logged"},
     {BugId::T1, "td_private_fault_busy",
      "a private fault that met TDX_OPERAND_BUSY went back into the guest to fault again, a "
      "blind retry by re-entry: with a busy S-EPT that livelocks, and each same-RIP fault counts "

@@ -72,7 +72,9 @@ RunChecks::RunChecks(Machine& machine, const ScenarioOptions& options)
   if (!enabled_) return;
   stale_ = std::make_unique<StaleUseCheck>(machine.platform());
   zapped_ = std::make_unique<ZappedRangeCheck>();
+  dirty_ = std::make_unique<DirtyLogCoverage>();
   model_ = std::make_unique<ReferenceModel>(machine);
+  model_->set_store_listener(dirty_.get());
 }
 
 RunChecks::~RunChecks() = default;
@@ -82,6 +84,7 @@ void RunChecks::watch(Vm& vm) {
   if (!enabled_) return;
   stale_->watch(vm.kvm());
   model_->watch(vm);
+  dirty_->watch(vm);
   zapped_->watch(vm.kvm(), vm.kvm_vm().mmu().tdp_mmu());
   vms_.push_back(WatchedVm{&vm, vm.kvm().type() == VmType::kTdx ? "td" : "vm",
                            std::make_unique<FaultLoopWatchdog>(vm.kvm())});
@@ -96,6 +99,7 @@ void RunChecks::unwatch(Vm& vm) {
   if (!enabled_) return;
   stale_->unwatch(vm.kvm());
   model_->unwatch(vm);
+  dirty_->unwatch(vm);
   zapped_->unwatch(vm.kvm());
   // The VM may go away after this: what its own checks say now is kept for the verdict.
   for (const WatchedVm& w : vms_) {
@@ -342,6 +346,11 @@ void RunChecks::judge(Report& report, std::string_view tag) {
   const std::vector<std::string> mv = model_->violations();
   report.check(m.violations == 0, "reads_match_reference_model", "{}{} violation(s); first: {}",
                where, m.violations, mv.empty() ? std::string() : mv.front());
+  const DirtyLogCoverageCounts d = dirty_->counts();
+  const std::vector<std::string> dv = dirty_->violations();
+  report.check(d.violations == 0, "dirty_log_covers_writes",
+               "{}{} page(s) written and not reported in {} harvest(s); first: {}", where,
+               d.violations, d.harvests_checked, dv.empty() ? std::string() : dv.front());
 }
 
 void RunChecks::finish(Report& report) {

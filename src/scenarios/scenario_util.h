@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "check/dirty_log_coverage.h"
 #include "check/fault_loop_watchdog.h"
 #include "check/reference_model.h"
 #include "check/sept_census.h"
@@ -133,6 +134,8 @@ class RunChecks {
   std::vector<std::unique_ptr<TdChecks>> tds_;
   std::unique_ptr<StaleUseCheck> stale_;
   std::unique_ptr<ZappedRangeCheck> zapped_;
+  // Before model_, which tells it of every store: it outlives the model.
+  std::unique_ptr<DirtyLogCoverage> dirty_;
   std::unique_ptr<ReferenceModel> model_;
   std::vector<WatchedVm> vms_;
   // The outcomes of VMs unwatched before they were reported.

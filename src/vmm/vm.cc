@@ -243,7 +243,13 @@ KvmResult<> Vm::add_memory_region(uint32_t slot, Gpa gpa, uint64_t size, const M
   if (gpa.raw() <= flavour_.ucall_gpa.raw() && flavour_.ucall_gpa.raw() < gpa.raw() + size) {
     return std::unexpected(Errno::kEinval);  // the ucall GPA must stay unbacked
   }
-  Region reg{.slot = slot, .gpa = gpa, .size = size, .hva = 0, .gmem = nullptr, .gmem_offset = 0};
+  Region reg{.slot = slot,
+             .gpa = gpa,
+             .size = size,
+             .hva = 0,
+             .gmem = nullptr,
+             .gmem_offset = 0,
+             .flags = 0};
   UserspaceMemoryRegion2 r;
   r.slot = slot;
   r.flags = m.extra_flags;
@@ -274,9 +280,37 @@ KvmResult<> Vm::add_memory_region(uint32_t slot, Gpa gpa, uint64_t size, const M
   const SlotChange change(events_, {{gpa, size}}, kFreshShared | (fresh_gmem ? kFreshPrivate : 0));
   KvmResult<> out = on_host_cpu(machine_, [&] { return kvm().set_user_memory_region2(r); });
   if (!out) return out;
+  reg.flags = r.flags;
   MutexLock l(regions_mu_);
   regions_.push_back(std::move(reg));
   return {};
+}
+
+KvmResult<> Vm::set_dirty_logging(uint32_t slot, bool on) {
+  UserspaceMemoryRegion2 r;
+  {
+    MutexLock l(regions_mu_);
+    auto it = std::ranges::find(regions_, slot, &Region::slot);
+    if (it == regions_.end()) return std::unexpected(Errno::kEinval);
+    r.slot = slot;
+    r.flags = on ? it->flags | kMemLogDirtyPages : it->flags & ~kMemLogDirtyPages;
+    r.guest_phys_addr = it->gpa.raw();
+    r.memory_size = it->size;
+    r.userspace_addr = it->hva;
+    r.guest_memfd = it->gmem;
+    r.guest_memfd_offset = it->gmem_offset;
+  }
+  // The memory stays as it is: no SlotChange.
+  KvmResult<> out = on_host_cpu(machine_, [&] { return kvm().set_user_memory_region2(r); });
+  if (!out) return out;
+  MutexLock l(regions_mu_);
+  auto it = std::ranges::find(regions_, slot, &Region::slot);
+  if (it != regions_.end()) it->flags = r.flags;
+  return {};
+}
+
+KvmResult<std::vector<uint64_t>> Vm::get_dirty_log(uint32_t slot) {
+  return on_host_cpu(machine_, [&] { return kvm().get_dirty_log(slot); });
 }
 
 KvmResult<> Vm::delete_memslot(uint32_t slot) {

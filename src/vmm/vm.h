@@ -161,6 +161,11 @@ class Vm {
   KvmResult<> add_memory_region(uint32_t slot, Gpa gpa, uint64_t size, const MemoryRegion& r = {});
   KvmResult<> delete_memslot(uint32_t slot);
   KvmResult<> move_memslot(uint32_t slot, Gpa new_gpa);
+  // A flags-only KVM_SET_USER_MEMORY_REGION2 that sets or clears KVM_MEM_LOG_DIRTY_PAGES on
+  // `slot` (what QEMU does when migration starts and ends). EINVAL: no such region.
+  KvmResult<> set_dirty_logging(uint32_t slot, bool on);
+  // KVM_GET_DIRTY_LOG of `slot`: one bit per page written since the last call.
+  KvmResult<std::vector<uint64_t>> get_dirty_log(uint32_t slot);
   // KVM_SET_MEMORY_ATTRIBUTES, and what a VMM does with the copy it retires: converting to
   // shared punches the private pages out of guest_memfd when `discard` (QEMU's
   // ram_block_discard_range), converting to private drops the shared pages.
@@ -202,6 +207,7 @@ class Vm {
     uint64_t hva;
     std::shared_ptr<GuestMemfd> gmem;
     uint64_t gmem_offset;
+    uint32_t flags;  // as KVM has them
   };
   Vm(Machine& machine, const VmShape& shape);
   const Region* region_of(Gpa gpa) const TDXSIM_REQUIRES(regions_mu_);

@@ -37,6 +37,13 @@ KvmResult<> VmxOps::vcpu_create(KvmVcpu& vcpu) {
   v->vmcs.mode = GuestMode::kVmx;
   v->vmcs.vpid = alloc_vpid();
   if (v->vmcs.vpid == 0) return std::unexpected(Errno::kEnospc);
+  if (enable_pml_) {
+    // vmx_vcpu_create's PML page, and init_vmcs: PML on, the index at the log's top.
+    v->pml_pg = std::make_unique<PmlLog>();
+    v->vmcs.enable_pml = true;
+    v->vmcs.pml_address = v->pml_pg.get();
+    v->vmcs.pml_index = kPmlEntries - 1;
+  }
   vcpu.set_vendor(std::move(v));
   return {};
 }
@@ -100,6 +107,7 @@ ExitFastpath VmxOps::vcpu_run(KvmVcpu& vcpu) {
     return ExitFastpath::kNone;
   }
   v.exit = cpu.run_guest(v.vmcs, v.regs, *v.program);
+  if (enable_pml_) flush_pml_buffer(vcpu, v);
   // vmx_handle_nmi: only a real NMI exit (the entry always succeeds here: VMX entry failures
   // are not modelled) reaches the host's NMI handler.
   if (v.exit.is(VmxExitReason::kExceptionNmi) && v.exit.intr_info == kIntrInfoNmi) {
@@ -128,6 +136,10 @@ int VmxOps::handle_exit(KvmVcpu& vcpu, ExitFastpath) {
       return x86_emulate_hypercall(vcpu, v);
     case VmxExitReason::kHlt:
       return x86_emulate_halt(vcpu, v, stats_);
+    case VmxExitReason::kPmlFull:
+      // handle_pml_full: the log was emptied at the exit; the write runs again.
+      stats_.pml_full_exits.add();
+      return 1;
     default:
       return x86_unexpected_exit(vcpu, v.exit.reason, stats_);
   }
@@ -141,6 +153,22 @@ int VmxOps::handle_ept_violation(KvmVcpu& vcpu, VmxVcpu& v) {
     if (v.exit.qualification & kQualPresentMask) error_code |= kPferrPresent;
   }
   return x86_tdp_page_fault(vcpu, v, stats_, v.exit.gpa, error_code);
+}
+
+unsigned VmxOps::cpu_dirty_log_size(Kvm*) {
+  return enable_pml_ ? kPmlEntries : 0;
+}
+
+void VmxOps::flush_pml_buffer(KvmVcpu& vcpu, VmxVcpu& v) {
+  uint16_t index = v.vmcs.pml_index;
+  if (index == kPmlEntries - 1) return;  // nothing logged
+  // The CPU decremented past entry 0 when the log filled: every entry is valid.
+  index = index >= kPmlEntries ? 0 : static_cast<uint16_t>(index + 1);
+  for (uint16_t i = index; i < kPmlEntries; ++i) {
+    vcpu.kvm().mark_page_dirty(Gpa{v.pml_pg->gpa[i]}.gfn());
+    stats_.pml_pages_logged.add();
+  }
+  v.vmcs.pml_index = kPmlEntries - 1;
 }
 
 int VmxOps::complete_userspace_io(KvmVcpu& vcpu) {

@@ -13,10 +13,19 @@
 // root is tracked for them (hv_load_mmu_eptp). Whether to track is decided by the host
 // table's flush op being Hyper-V's — not by it being present (seed 000, bug S0).
 //
+// Dirty logging with PML (enable_pml, on by default as upstream): every vCPU's VMCS enables
+// PML with its own 512-entry log; the CPU logs each page whose D it sets, and the vCPU
+// empties the log into the memslots' dirty bitmaps at every exit (vmx_flush_pml_buffer),
+// right after the CPU leaves guest mode — before the vCPU's mode says it is out, so a
+// harvest that waited for the vCPUs to leave guest mode (kvm_arch_sync_dirty_log) finds
+// every logged page in the bitmap. The MMU then clears D instead of write-protecting
+// (cpu_dirty_log_size).
+//
 // Thread safety: the vCPU state belongs to the vCPU's thread; the VPID pool is locked.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "base/atomic.h"
@@ -34,11 +43,12 @@ namespace tdxsim {
 // The registers, program, last exit and pending completion are X86Vcpu's (x86_emulate.h).
 struct VmxVcpu : X86Vcpu {
   GuestContext vmcs;
+  std::unique_ptr<PmlLog> pml_pg;  // the page vmcs.pml_address points at (with PML)
 };
 
 // mmio_exits, hypercalls, hlt_exits, unhandled_exits: X86ExitStats.
 struct VmxStats : X86ExitStats {
-  Counter ept_violations, ept_misconfigs;
+  Counter ept_violations, ept_misconfigs, pml_full_exits, pml_pages_logged;
 };
 
 class VmxOps final : public KvmX86Ops {
@@ -46,6 +56,11 @@ class VmxOps final : public KvmX86Ops {
   VmxOps() = default;
 
   const VmxStats& stats() const { return stats_; }
+
+  // The module parameter enable_pml. REQUIRES: before any vCPU exists.
+  void set_enable_pml(bool on) { enable_pml_ = on; }
+  bool enable_pml() const { return enable_pml_; }
+  unsigned cpu_dirty_log_size(Kvm* kvm) override;
 
   // hardware_setup on Hyper-V with EPT and the guest-mapping-flush enlightenment: installs
   // hv_flush_remote_tlbs(_range). REQUIRES: before any VM exists; `hv` outlives the ops.
@@ -73,12 +88,16 @@ class VmxOps final : public KvmX86Ops {
 
  private:
   int handle_ept_violation(KvmVcpu& vcpu, VmxVcpu& v);
+  // vmx_flush_pml_buffer: every GPA the CPU logged since the last flush into the dirty
+  // bitmaps, and the index back at the top.
+  void flush_pml_buffer(KvmVcpu& vcpu, VmxVcpu& v);
 
   uint16_t alloc_vpid();
   void free_vpid(uint16_t vpid);
 
   VmxStats stats_;
   KvmOnHyperV* hv_ = nullptr;
+  bool enable_pml_ = true;
   Mutex vpid_mu_{"vmx_vpid_lock"};
   std::vector<bool> vpid_used_ TDXSIM_GUARDED_BY(vpid_mu_) = std::vector<bool>(1u << 16);
 };

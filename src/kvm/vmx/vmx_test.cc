@@ -134,5 +134,82 @@ TEST_F(VmxTest, MovingToAnotherCpuFlushesEverythingBeforeTheNextEntry) {
   EXPECT_EQ(vcpu->cpu(), &platform.cpu(3));
 }
 
+// Dirty logging end to end, with PML (the CPU logs each page whose D it sets, KVM clears D to
+// re-arm) and without (KVM write-protects, the write faults): each harvest returns exactly
+// the pages written since the previous one.
+class VmxDirtyLogTest : public VmxFixture, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(VmxDirtyLogTest, EachHarvestReturnsThePagesWrittenSinceThePreviousOne) {
+  const bool pml = GetParam();
+  vmx.set_enable_pml(pml);
+  make_vm();
+  UserspaceMemoryRegion2 r;
+  r.slot = 0;
+  r.memory_size = 64 * kPageSize;
+  r.userspace_addr = mm.mmap(r.memory_size);
+  ASSERT_TRUE(vm->kvm().set_user_memory_region2(r).has_value());
+  KvmVcpu* vcpu = add_vcpu(0);
+  const auto page = [](uint64_t n) { return Gpa{n * kPageSize}; };
+  G guest({G::store(page(1), 1), G::store(page(2), 2), G::store(page(40), 3),
+           G::op(GuestInsnKind::kHlt),  // logging starts
+           G::store(page(2) + 8, 4), G::load(page(1)), G::store(page(40) + 8, 5),
+           G::op(GuestInsnKind::kHlt),  // harvest
+           G::op(GuestInsnKind::kHlt),  // harvest
+           G::store(page(2), 6), G::op(GuestInsnKind::kHlt)});
+  vt.set_guest(*vcpu, &guest, 4096);
+  const auto run = [&] {
+    ASSERT_TRUE(run_on(*vcpu, 1).has_value());
+    ASSERT_EQ(vcpu->run_state().exit_reason, KvmExitReason::kHlt);
+  };
+  run();
+  r.flags = kMemLogDirtyPages;
+  ASSERT_TRUE(vm->kvm().set_user_memory_region2(r).has_value());
+  const uint64_t violations_before = vmx.stats().ept_violations.value();
+  run();
+  EXPECT_EQ(*vm->kvm().get_dirty_log(0), (std::vector<uint64_t>{(1u << 2) | (uint64_t{1} << 40)}));
+  // PML logs without a fault; write-protection faults once per page.
+  EXPECT_EQ(vmx.stats().ept_violations.value() - violations_before, pml ? 0u : 2u);
+  EXPECT_EQ(vmx.stats().pml_pages_logged.value(), pml ? 2u : 0u);
+  run();
+  EXPECT_EQ(*vm->kvm().get_dirty_log(0), (std::vector<uint64_t>{0}));
+  run();
+  EXPECT_EQ(*vm->kvm().get_dirty_log(0), (std::vector<uint64_t>{1u << 2}));
+  EXPECT_EQ(*mm.read(r.userspace_addr + 2 * kPageSize), 6u);
+}
+
+// More dirty pages than the 512-entry log holds in one entry: the full log is a PML-full exit,
+// emptied at the exit, and the write that met it runs again and is logged.
+TEST_F(VmxTest, APmlFullExitEmptiesTheLogAndTheWriteRunsAgain) {
+  make_vm();
+  constexpr uint64_t kPages = 600;
+  UserspaceMemoryRegion2 r;
+  r.slot = 0;
+  r.memory_size = kPages * kPageSize;
+  r.userspace_addr = mm.mmap(r.memory_size);
+  ASSERT_TRUE(vm->kvm().set_user_memory_region2(r).has_value());
+  KvmVcpu* vcpu = add_vcpu(0);
+  std::vector<GuestInsn> code;
+  for (int round = 0; round < 2; ++round) {
+    for (uint64_t p = 0; p < kPages; ++p) code.push_back(G::store(Gpa{p * kPageSize}, p));
+    code.push_back(G::op(GuestInsnKind::kHlt));
+  }
+  G guest(std::move(code));
+  vt.set_guest(*vcpu, &guest, 0);
+  ASSERT_TRUE(run_on(*vcpu, 1).has_value());
+  r.flags = kMemLogDirtyPages;
+  ASSERT_TRUE(vm->kvm().set_user_memory_region2(r).has_value());
+  ASSERT_TRUE(run_on(*vcpu, 1).has_value());
+  EXPECT_EQ(vcpu->run_state().exit_reason, KvmExitReason::kHlt);
+  EXPECT_EQ(vmx.stats().pml_full_exits.value(), 1u);
+  EXPECT_EQ(vmx.stats().pml_pages_logged.value(), kPages);
+  const std::vector<uint64_t> log = *vm->kvm().get_dirty_log(0);
+  uint64_t set = 0;
+  for (uint64_t w : log) set += static_cast<uint64_t>(__builtin_popcountll(w));
+  EXPECT_EQ(set, kPages);
+}
+
+INSTANTIATE_TEST_SUITE_P(Pml, VmxDirtyLogTest, ::testing::Bool(),
+                         [](const auto& p) { return p.param ? "On" : "Off"; });
+
 }  // namespace
 }  // namespace tdxsim

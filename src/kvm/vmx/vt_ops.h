@@ -69,6 +69,7 @@ class VtOps final : public KvmX86Ops {
   Level private_max_mapping_level(Kvm* kvm, Pfn pfn) override {
     return of(kvm).private_max_mapping_level(kvm, pfn);
   }
+  unsigned cpu_dirty_log_size(Kvm* kvm) override { return of(kvm).cpu_dirty_log_size(kvm); }
 
  private:
   // is_td(kvm): vm_init refused TDs without TDX, so tdx_ is set whenever one exists.
