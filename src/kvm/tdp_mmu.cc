@@ -740,7 +740,7 @@ bool TdpMmu::clear_leaf_bits(Gfn start, Gfn end, uint64_t mask, bool only_4k, bo
   for (MmuPage* root = next_root(nullptr, kDirectRoots); root != nullptr;
        root = next_root(root, kDirectRoots)) {
     RcuReadGuard rcu;
-    for (TdpIter it(mem_, *root, Level::k4K, start, end, root_bits(root)); it.valid(); it.next()) {
+    for (TdpIter it = walk(*root, Level::k4K, start, end, root_bits(root)); it.valid(); it.next()) {
       const Spte old_spte = it.old_spte();
       if (!old_spte.is_shadow_present() || !old_spte.is_last(it.level())) continue;
       if (only_4k && it.level() != Level::k4K) continue;
