@@ -5,14 +5,8 @@
 
 #include <gtest/gtest.h>
 
-#include <memory>
-
-#include "base/rcu.h"
-#include "kvm/fake_vendor_ops_for_test.h"
-#include "kvm/host_mm.h"
-#include "kvm/kvm.h"
+#include "check/direct_root_mmu_for_test.h"
 #include "kvm/memslot.h"
-#include "kvm/tdp_mmu.h"
 
 namespace tdxsim {
 namespace {
@@ -20,22 +14,10 @@ namespace {
 constexpr Gfn kSlotBase{0x100};
 constexpr uint64_t kSlotPages = 16;
 
-class MemslotBackingTest : public ::testing::Test {
+class MemslotBackingTest : public ::testing::Test, protected DirectRootMmu {
  protected:
   explicit MemslotBackingTest(Gfn direct_bits = Gfn{0})
-      : mmu_(std::make_unique<TdpMmu>(mem_, kvm_.mmu_lock(), ops_, &kvm_,
-                                      TdpMmuConfig{.gfn_direct_bits = direct_bits})) {
-    root_ = mmu_->get_direct_root();
-  }
-  ~MemslotBackingTest() override {
-    {
-      WriteLock l(kvm_.mmu_lock());
-      mmu_->invalidate_direct_roots();
-      mmu_->zap_invalidated_roots(/*shared=*/false);
-    }
-    mmu_->put_root(root_);
-    TdpMmu::barrier();
-  }
+      : DirectRootMmu(TdpMmuConfig{.gfn_direct_bits = direct_bits}) {}
 
   // A memslot of kSlotPages at `base` over fresh anonymous memory; returns its hva.
   uint64_t add_slot(uint32_t id, Gfn base) {
@@ -47,25 +29,6 @@ class MemslotBackingTest : public ::testing::Test {
     EXPECT_TRUE(kvm_.set_user_memory_region2(r).has_value());
     return r.userspace_addr;
   }
-  void map(Gfn gfn, Pfn pfn) {
-    KvmPageFault f{};
-    f.gfn = gfn;
-    f.addr = gfn.gpa();
-    f.write = true;
-    f.pfn = pfn;
-    f.goal_level = Level::k4K;
-    f.slot = reinterpret_cast<const Memslot*>(this);  // RAM, not MMIO
-    ReadLock l(kvm_.mmu_lock());
-    ASSERT_EQ(mmu_->map(root_, f), RetPf::kFixed);
-  }
-
-  RcuThread rcu_;
-  HostMemory mem_{HostMemoryConfig{.bytes = 4096 * kPageSize}};
-  HostMm mm_{mem_};
-  Kvm kvm_{mem_, mm_, KvmConfig{}};
-  FakeVendorOps ops_;
-  std::unique_ptr<TdpMmu> mmu_;
-  MmuPage* root_ = nullptr;
 };
 
 TEST_F(MemslotBackingTest, LeavesMappingTheSlotsOwnPagesAreBacked) {

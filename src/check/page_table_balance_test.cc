@@ -8,37 +8,13 @@
 
 #include <memory>
 
-#include "base/rcu.h"
-#include "kvm/fake_vendor_ops_for_test.h"
-#include "kvm/host_mm.h"
-#include "kvm/kvm.h"
-#include "kvm/tdp_mmu.h"
+#include "check/direct_root_mmu_for_test.h"
 
 namespace tdxsim {
 namespace {
 
-class PageTableBalanceTest : public ::testing::Test {
+class PageTableBalanceTest : public ::testing::Test, protected DirectRootMmu {
  protected:
-  PageTableBalanceTest()
-      : mmu_(std::make_unique<TdpMmu>(mem_, kvm_.mmu_lock(), ops_, &kvm_, TdpMmuConfig{})) {
-    root_ = mmu_->get_direct_root();
-  }
-  ~PageTableBalanceTest() override {
-    if (root_ != nullptr) drop_root();
-    TdpMmu::barrier();
-  }
-
-  void map(Gfn gfn) {
-    KvmPageFault f{};
-    f.gfn = gfn;
-    f.addr = gfn.gpa();
-    f.write = true;
-    f.pfn = *mem_.alloc_frame();
-    f.goal_level = Level::k4K;
-    f.slot = reinterpret_cast<const Memslot*>(this);  // RAM, not MMIO
-    ReadLock l(kvm_.mmu_lock());
-    ASSERT_EQ(mmu_->map(root_, f), RetPf::kFixed);
-  }
   // The host address of the entry at `level` on the walk to `gfn`.
   Hpa sptep_at(Gfn gfn, Level level) {
     RcuReadGuard rcu;
@@ -48,23 +24,6 @@ class PageTableBalanceTest : public ::testing::Test {
     ADD_FAILURE() << "no " << level_name(level) << " entry for " << gfn.raw();
     return Hpa{0};
   }
-  void drop_root() {
-    {
-      WriteLock l(kvm_.mmu_lock());
-      mmu_->invalidate_direct_roots();
-      mmu_->zap_invalidated_roots(/*shared=*/false);
-    }
-    mmu_->put_root(root_);
-    root_ = nullptr;
-  }
-
-  RcuThread rcu_;
-  HostMemory mem_{HostMemoryConfig{.bytes = 4096 * kPageSize}};
-  HostMm mm_{mem_};
-  Kvm kvm_{mem_, mm_, KvmConfig{}};
-  FakeVendorOps ops_;
-  std::unique_ptr<TdpMmu> mmu_;
-  MmuPage* root_ = nullptr;
 };
 
 TEST_F(PageTableBalanceTest, FaultsAndZapsBalance) {

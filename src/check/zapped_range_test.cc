@@ -7,58 +7,25 @@
 
 #include <memory>
 
-#include "base/rcu.h"
-#include "kvm/fake_vendor_ops_for_test.h"
-#include "kvm/host_mm.h"
-#include "kvm/kvm.h"
-#include "kvm/tdp_mmu.h"
+#include "check/direct_root_mmu_for_test.h"
 
 namespace tdxsim {
 namespace {
 
-class ZappedRangeCheckTest : public ::testing::Test {
+class ZappedRangeCheckTest : public ::testing::Test, protected DirectRootMmu {
  protected:
   explicit ZappedRangeCheckTest(unsigned yield_every = 512)
-      : mmu_(std::make_unique<TdpMmu>(mem_, kvm_.mmu_lock(), ops_, &kvm_,
-                                      TdpMmuConfig{.yield_every = yield_every})) {
+      : DirectRootMmu(TdpMmuConfig{.yield_every = yield_every}) {
     check_.watch(kvm_, *mmu_);
-    root_ = mmu_->get_direct_root();
   }
-  ~ZappedRangeCheckTest() override {
-    check_.unwatch(kvm_);
-    {
-      WriteLock l(kvm_.mmu_lock());
-      mmu_->invalidate_direct_roots();
-      mmu_->zap_invalidated_roots(/*shared=*/false);
-    }
-    mmu_->put_root(root_);
-    TdpMmu::barrier();
-  }
+  ~ZappedRangeCheckTest() override { check_.unwatch(kvm_); }
 
-  void map(Gfn gfn) {
-    KvmPageFault f{};
-    f.gfn = gfn;
-    f.addr = gfn.gpa();
-    f.write = true;
-    f.pfn = *mem_.alloc_frame();
-    f.goal_level = Level::k4K;
-    f.slot = reinterpret_cast<const Memslot*>(this);  // RAM, not MMIO
-    ReadLock l(kvm_.mmu_lock());
-    ASSERT_EQ(mmu_->map(root_, f), RetPf::kFixed);
-  }
   // What KvmMmu does at the end of a zap: the tracepoint, still under the write lock.
   void zap_returned(Gfn start, Gfn end) {
     kvm_.events().range_zapped.emit(RangeZapEvent{start, end, true, false, "test"});
   }
 
-  RcuThread rcu_;
-  HostMemory mem_{HostMemoryConfig{.bytes = 4096 * kPageSize}};
-  HostMm mm_{mem_};
-  Kvm kvm_{mem_, mm_, KvmConfig{}};
-  FakeVendorOps ops_;
-  std::unique_ptr<TdpMmu> mmu_;
   ZappedRangeCheck check_;
-  MmuPage* root_ = nullptr;
 };
 
 TEST_F(ZappedRangeCheckTest, ALeafLeftInAValidRootIsAViolation) {
