@@ -57,9 +57,10 @@ std::string StaleUseViolation::describe() const {
       "CPU {} used a stale translation of GPA {:#x} ({}, {}, served from {}): {} key {} "
       "where the tables now give {}; the GFN last changed at t={}, {} at t={}, used at t={}",
       use.cpu, use.gpa.raw(), access_name(use.access), to_string(use.served.staleness),
-      use.served.source == TranslationSource::kTlb  ? "the TLB"
-      : use.served.source == TranslationSource::kL0 ? "the Hyper-V L0"
-                                                    : "a walk",
+      use.served.source == TranslationSource::kTlb   ? "the TLB"
+      : use.served.source == TranslationSource::kL0  ? "the Hyper-V L0"
+      : use.served.source == TranslationSource::kPsc ? "a walk from the paging-structure cache"
+                                                     : "a walk",
       use.served.hpa, use.served.key.raw(), fresh, changed_at, to_string(point), point_at,
       use.served.seen_at);
 }

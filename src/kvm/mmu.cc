@@ -111,6 +111,10 @@ FaultResult KvmMmu::memory_fault_exit(const KvmPageFault& fault) {
 }
 
 Level KvmMmu::max_mapping_level(const KvmPageFault& fault, Level backing) const {
+  // kvm_mmu_hugepage_adjust: a slot that tracks dirty pages is mapped 4K, so that each
+  // page's write is logged on its own (what was mapped huge before logging started is
+  // write-protected and split by the next write).
+  if (fault.slot->dirty_logging()) return Level::k4K;
   for (Level l = std::min(backing, Level::k1G); l > Level::k4K; l = level_down(l)) {
     const Gfn start = fault.gfn.align_down(l);
     const Gfn end = start + level_pages(l);

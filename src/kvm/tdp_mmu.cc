@@ -560,6 +560,17 @@ RetPf TdpMmu::map_handle_target_level(const MmuPage* root, KvmPageFault& fault, 
   // (handle_mmio_page_fault's RET_PF_EMULATE), not a spurious fault.
   if (new_spte == old_spte) return ret == RetPf::kEmulate ? ret : RetPf::kSpurious;
   if (!set_spte_atomic(root, iter, new_spte)) return RetPf::kRetry;
+  // A huge leaf replaced a page table (the slot stopped dirty logging, say): CPUs may still
+  // hold the old table in their paging-structure caches and walk it, or its frame once it is
+  // reused, so the region the entry maps is flushed (kvm_flush_remote_tlbs_gfn). M3 (the
+  // shadow MMU's pre-fix bug): the range starts at the base gfn of the table holding the
+  // entry instead of the entry's own, and misses the region unless it is its table's first.
+  if (old_spte.is_shadow_present() && !old_spte.is_last(level)) {
+    const Gfn start = bug(BugId::M3) && level < root->level()
+                          ? iter.gfn().align_down(level_up(level))
+                          : iter.gfn().align_down(level);
+    flush_remote_tlbs_range(start, level_pages(level));
+  }
   return ret;
 }
 

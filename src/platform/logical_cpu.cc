@@ -376,9 +376,18 @@ std::expected<ServedTranslation, TranslationFault> LogicalCpu::translate(
 
   stats_.tlb_walks.add();
   const uint64_t l0_gen = l0 != nullptr ? l0->generation() : 0;
-  auto r =
-      walk(platform_.memory(), platform_.memory().layout(), wc, gpa, access, WalkMode::kHardware);
-  if (!r) return std::unexpected(r.error());
+  // A paging-structure-cache hit starts the walk at the cached page table.
+  const std::optional<PscEntry> psc = tlb_.psc_lookup(tag, gpa.raw());
+  WalkStart start;
+  if (psc) start = WalkStart{psc->table, Level::k4K, psc->upper_all, psc->upper_any};
+  auto r = walk(platform_.memory(), platform_.memory().layout(), wc, gpa, access,
+                WalkMode::kHardware, psc ? &start : nullptr);
+  if (!r) {
+    // The fault invalidates the cached structures for the address (SDM §28.4.3.3), so the
+    // retried access walks from the root; a PML-full exit is no translation fault.
+    if (psc && !std::holds_alternative<PmlFull>(r.error())) tlb_.psc_invalidate(tag, gpa.raw());
+    return std::unexpected(r.error());
+  }
   const Translation& t = *r;
   if (pml && t.dirty_set) {
     ctx.pml_address->gpa[ctx.pml_index] = gpa.align_down(Level::k4K).raw();
@@ -387,10 +396,29 @@ std::expected<ServedTranslation, TranslationFault> LogicalCpu::translate(
   const bool dirty = !tracks_dirty || EptEntry::Dirty::get(t.leaf) != 0;
   TlbEntry entry{tag, t.gpa.raw(), t.level, t.hpa, t.key, t.perms, wc.root, t.gpa, dirty};
   fill(entry);
+  if (!psc && t.level == Level::k4K) {
+    PscEntry pe;
+    pe.tag = Tlb::psc_tag(tag);
+    pe.region = gpa.align_down(Level::k2M).raw();
+    pe.table = t.leaf_table;
+    pe.upper_all = t.upper_all;
+    pe.upper_any = t.upper_any;
+    pe.source_root = wc.root;
+    if (l0 != nullptr) {
+      tlb_.psc_insert_unless_flushed(pe, tlb_gen);
+    } else {
+      tlb_.psc_insert(pe);
+    }
+  }
   if (l0 != nullptr)
     l0->insert(L0Translation{wc.root, ctx.mode == GuestMode::kSvm ? ctx.asid : uint16_t{0}, t.gpa,
                              t.level, t.hpa, t.key, t.perms},
                l0_gen);
+  if (psc) {
+    ServedTranslation served = served_from(entry, gpa, TranslationSource::kPsc, seen_at);
+    report_stale(ctx, gpa, access, served);
+    return served;
+  }
   return served_from(entry, gpa, TranslationSource::kWalk, seen_at);
 }
 

@@ -68,7 +68,9 @@ enum class Staleness : uint8_t {
 const char* to_string(Staleness s);
 
 // A translation as the CPU used it, and where it came from.
-enum class TranslationSource : uint8_t { kWalk, kTlb, kL0 };
+// kPsc: a walk that started at a table the paging-structure cache named, which may no
+// longer be the table the root leads to (so it is probed like a TLB hit).
+enum class TranslationSource : uint8_t { kWalk, kTlb, kL0, kPsc };
 
 struct ServedTranslation {
   Hpa hpa;  // the frame address backing the accessed GPA (key bits stripped)

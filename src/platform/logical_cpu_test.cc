@@ -561,5 +561,89 @@ TEST_F(CpuTest, SeamcallInstructionFailuresBecomeClass0xFF) {
   EXPECT_EQ(host_seamcall(binding.cpu(), regs), 0u) << "faults fire only as often as armed";
 }
 
+// A full walk to a 4K leaf caches its page table (the PDE level); a TLB miss in the same
+// 2M region walks from that table.
+TEST_F(CpuTest, WalkFillsThePscAndAMissUsesIt) {
+  TableBuilder ept(platform_.memory(), PagingFormat::kEpt, 4);
+  const Pfn a = frame(1), b = frame(2);
+  ept.map(Gpa{0x1000}, a.hpa(), Level::k4K, kRwx);
+  ept.map(Gpa{0x2000}, b.hpa(), Level::k4K, kRwx);
+  GuestContext ctx = vmx_context(ept);
+  auto binding = platform_.bind(0);
+  LogicalCpu& cpu = binding.cpu();
+  ASSERT_TRUE(cpu.translate(ctx, Gpa{0x1000}, AccessRequest{}));
+  const std::vector<PscEntry> psc = cpu.tlb().psc_entries();
+  ASSERT_EQ(psc.size(), 1u);
+  EXPECT_EQ(psc[0].region, 0u);
+  EXPECT_EQ(psc[0].table, ept.entry_hpa(Gpa{0x1000}, Level::k4K).align_down(Level::k4K));
+  EXPECT_EQ(psc[0].source_root, ept.root());
+  auto t = cpu.translate(ctx, Gpa{0x2000}, AccessRequest{});
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->source, TranslationSource::kPsc);
+  EXPECT_EQ(t->staleness, Staleness::kFresh);
+  EXPECT_EQ(t->hpa, b.hpa());
+  EXPECT_EQ(cpu.tlb().stats().psc_hits.value(), 1u);
+  // The permissions of the cached upper entries still apply.
+  ept.write_entry(Gpa{0x3000}, Level::k4K,
+                  ept.leaf_value(frame(3).hpa(), Level::k4K, kRwx, kHostKey, 0));
+  auto w = cpu.translate(ctx, Gpa{0x3000}, AccessRequest{AccessType::kWrite});
+  ASSERT_TRUE(w);
+  EXPECT_TRUE(w->perms.write);
+}
+
+// KVM replaced the page table behind a 2M region without flushing: a walk from the cached
+// table is served the old table's frame, and the probe (a walk from the root) calls it stale.
+// A flush that reaches the PSC ends it.
+TEST_F(CpuTest, StalePscEntryYieldsAStaleProbedTranslation) {
+  TableBuilder ept(platform_.memory(), PagingFormat::kEpt, 4);
+  const Pfn old_a = frame(1), old_b = frame(2), new_b = frame(3);
+  ept.map(Gpa{0x1000}, old_a.hpa(), Level::k4K, kRwx);
+  ept.map(Gpa{0x2000}, old_b.hpa(), Level::k4K, kRwx);
+  TableBuilder other(platform_.memory(), PagingFormat::kEpt, 4);
+  other.map(Gpa{0x2000}, new_b.hpa(), Level::k4K, kRwx);
+  GuestContext ctx = vmx_context(ept);
+  auto binding = platform_.bind(0);
+  LogicalCpu& cpu = binding.cpu();
+  std::vector<StaleUse> uses;
+  auto sub = cpu.stale_use.attach([&](const StaleUse& u) { uses.push_back(u); });
+  ASSERT_TRUE(cpu.translate(ctx, Gpa{0x1000}, AccessRequest{}));
+  // The region's PDE now names another page table.
+  ept.write_entry(Gpa{0x2000}, Level::k2M, other.read_entry(Gpa{0x2000}, Level::k2M));
+  auto stale = cpu.translate(ctx, Gpa{0x2000}, AccessRequest{});
+  ASSERT_TRUE(stale);
+  EXPECT_EQ(stale->source, TranslationSource::kPsc);
+  EXPECT_EQ(stale->hpa, old_b.hpa());
+  EXPECT_EQ(stale->staleness, Staleness::kDifferentFrame);
+  ASSERT_EQ(uses.size(), 1u);
+  EXPECT_EQ(uses[0].gpa, Gpa{0x2000});
+  // The TLB entry it filled is stale too, and a hit on it is probed as such.
+  auto hit = cpu.translate(ctx, Gpa{0x2000}, AccessRequest{});
+  ASSERT_TRUE(hit);
+  EXPECT_EQ(hit->source, TranslationSource::kTlb);
+  EXPECT_EQ(hit->staleness, Staleness::kDifferentFrame);
+  cpu.invept(InveptType::kSingleContext, ctx.eptp);
+  EXPECT_TRUE(cpu.tlb().psc_entries().empty());
+  auto fresh = cpu.translate(ctx, Gpa{0x2000}, AccessRequest{});
+  ASSERT_TRUE(fresh);
+  EXPECT_EQ(fresh->source, TranslationSource::kWalk);
+  EXPECT_EQ(fresh->hpa, new_b.hpa());
+}
+
+// A walk from the cached table that faults drops the PSC entry (SDM §28.4.3.3): the retry
+// walks from the root.
+TEST_F(CpuTest, FaultFromThePscDropsIt) {
+  TableBuilder ept(platform_.memory(), PagingFormat::kEpt, 4);
+  ept.map(Gpa{0x1000}, frame(1).hpa(), Level::k4K, kRwx);
+  GuestContext ctx = vmx_context(ept);
+  auto binding = platform_.bind(0);
+  LogicalCpu& cpu = binding.cpu();
+  ASSERT_TRUE(cpu.translate(ctx, Gpa{0x1000}, AccessRequest{}));
+  ASSERT_EQ(cpu.tlb().psc_entries().size(), 1u);
+  auto f = cpu.translate(ctx, Gpa{0x5000}, AccessRequest{});
+  ASSERT_FALSE(f);
+  EXPECT_TRUE(std::holds_alternative<EptViolation>(f.error()));
+  EXPECT_TRUE(cpu.tlb().psc_entries().empty());
+}
+
 }  // namespace
 }  // namespace tdxsim

@@ -203,7 +203,7 @@ bool set_accessed_dirty(HostMemory& mem, KeyId key, std::span<WalkStep> path, bo
 
 template <typename F>
 WalkResult walk_as(HostMemory& mem, const PhysAddrLayout& layout, const WalkContext& ctx, Gpa gpa,
-                   const AccessRequest& access, WalkMode mode) {
+                   const AccessRequest& access, WalkMode mode, const WalkStart* start) {
   const AccessRequest eff = F::effective(ctx, access);
   const auto fail = [&](Stop why, Level level, uint64_t entry, const Accum& acc) {
     return std::unexpected(F::fault(why, ctx, gpa, access, level, entry, acc));
@@ -215,8 +215,15 @@ WalkResult walk_as(HostMemory& mem, const PhysAddrLayout& layout, const WalkCont
     std::array<WalkStep, 5> path;
     size_t n = 0;
     Accum acc;
-    for (const WalkStep& s : PageWalk(mem, layout, ctx, gpa)) {
+    if (start != nullptr) acc = Accum{start->upper_all, start->upper_any};
+    // The accumulation before the last entry read: above a 4K leaf, what its table's
+    // paging-structure-cache entry keeps.
+    Accum upper = acc;
+    PageWalk pw = start != nullptr ? PageWalk(mem, layout, ctx, gpa, start->table, start->level)
+                                   : PageWalk(mem, layout, ctx, gpa);
+    for (const WalkStep& s : pw) {
       path[n++] = s;
+      upper = acc;
       acc.add(s.entry);
       if (!F::present(ctx, s.entry)) return fail(Stop::kNotPresent, s.level, s.entry, acc);
       const bool leaf = is_leaf_as<F>(s.entry, s.level);
@@ -252,6 +259,11 @@ WalkResult walk_as(HostMemory& mem, const PhysAddrLayout& layout, const WalkCont
     t.leaf = leaf.entry;
     t.leaf_entry_hpa = leaf.entry_hpa;
     t.dirty_set = dirty_set;
+    if (leaf.level == Level::k4K) {
+      t.leaf_table = leaf.entry_hpa.align_down(Level::k4K);
+      t.upper_all = upper.all;
+      t.upper_any = upper.any;
+    }
     return t;
   }
 }
@@ -265,6 +277,15 @@ PageWalk::PageWalk(const HostMemory& mem, const PhysAddrLayout& layout, const Wa
   const Hpa root = layout.strip_key(ctx.root.raw());
   TDXSIM_CHECK(root.is_aligned(Level::k4K) && mem.contains(root), "bad walk root {}", root);
   read(root, ctx.root_level());
+}
+
+PageWalk::PageWalk(const HostMemory& mem, const PhysAddrLayout& layout, const WalkContext& ctx,
+                   Gpa gpa, Hpa table, Level level)
+    : mem_(&mem), layout_(layout), ctx_(ctx), gpa_(gpa) {
+  TDXSIM_CHECK(level <= ctx.root_level(), "a walk from level {} of a {}-level table",
+               level_num(level), ctx.levels);
+  TDXSIM_CHECK(table.is_aligned(Level::k4K) && mem.contains(table), "bad walk start {}", table);
+  read(table, level);
 }
 
 bool PageWalk::is_present(const WalkContext& ctx, uint64_t entry) {
@@ -303,9 +324,10 @@ void PageWalk::advance() {
 }
 
 WalkResult walk(HostMemory& mem, const PhysAddrLayout& layout, const WalkContext& ctx, Gpa gpa,
-                const AccessRequest& access, WalkMode mode) {
-  return ctx.format == PagingFormat::kEpt ? walk_as<EptFormat>(mem, layout, ctx, gpa, access, mode)
-                                          : walk_as<NptFormat>(mem, layout, ctx, gpa, access, mode);
+                const AccessRequest& access, WalkMode mode, const WalkStart* start) {
+  return ctx.format == PagingFormat::kEpt
+             ? walk_as<EptFormat>(mem, layout, ctx, gpa, access, mode, start)
+             : walk_as<NptFormat>(mem, layout, ctx, gpa, access, mode, start);
 }
 
 }  // namespace tdxsim

@@ -57,6 +57,18 @@ struct WalkStep {
   uint64_t entry = 0;  // as read
 };
 
+// Where a walk starts below the root: a paging-structure-cache entry (SDM Vol. 3 §28.4.1,
+// §4.10.3) names the table at `level` that its cached non-leaf entry pointed to, and the AND
+// and OR of the entries above it as the full walk read them. A walk from here reads only
+// `table` and what lies below it: the cached entries are not read again, and their A flags
+// (set by the walk that filled the cache) are not set again.
+struct WalkStart {
+  Hpa table;  // key bits stripped
+  Level level = Level::k4K;
+  uint64_t upper_all = ~uint64_t{0};
+  uint64_t upper_any = 0;
+};
+
 // The entries that translate `gpa`, root first. Iteration ends after a leaf, after a
 // not-present entry, or after an entry whose next table lies outside host memory. It does
 // not check reserved bits: a non-leaf with reserved bits is followed like any other (use
@@ -64,6 +76,10 @@ struct WalkStep {
 class PageWalk {
  public:
   PageWalk(const HostMemory& mem, const PhysAddrLayout& layout, const WalkContext& ctx, Gpa gpa);
+  // The entries from `table` (at `level`) down. REQUIRES: `table` is page-aligned and in
+  // host memory.
+  PageWalk(const HostMemory& mem, const PhysAddrLayout& layout, const WalkContext& ctx, Gpa gpa,
+           Hpa table, Level level);
 
   class Iterator {
    public:
@@ -125,9 +141,12 @@ static_assert(std::input_iterator<PageWalk::Iterator>);
 // REQUIRES: ctx.levels is 4 or 5; ctx.root is page-aligned and in host memory; every
 //           table the walk reaches is in host memory.
 // With ctx.pml_full, a kHardware walk that would set the leaf's D fails with PmlFull first.
+// With `start`, the walk begins at a cached table instead of the root (a paging-structure
+// cache hit): the permissions and the fault are computed over the cached upper entries and
+// the entries read from start->table down, exactly as over a full walk's.
 // Returns: the translation (kHardware: after its A/D updates; dirty_set when this walk set
 // the leaf's D), or the fault.
 WalkResult walk(HostMemory& mem, const PhysAddrLayout& layout, const WalkContext& ctx, Gpa gpa,
-                const AccessRequest& access, WalkMode mode);
+                const AccessRequest& access, WalkMode mode, const WalkStart* start = nullptr);
 
 }  // namespace tdxsim

@@ -1,5 +1,7 @@
 #include "platform/tlb.h"
 
+#include <iterator>
+
 #include "base/check.h"
 #include "base/mix.h"
 
@@ -15,6 +17,13 @@ size_t Tlb::KeyHash::operator()(const Key& k) const {
   uint64_t h = k.page ^ (uint64_t{level_num(k.level)} << 60);
   h = mix64(h ^ k.tag.ep4ta);
   h = mix64(h ^ (uint64_t{k.tag.vpid_or_asid} << 16) ^ k.tag.pcid ^
+            (uint64_t{static_cast<uint8_t>(k.tag.kind)} << 40));
+  return static_cast<size_t>(h);
+}
+
+size_t Tlb::PscKeyHash::operator()(const PscKey& k) const {
+  uint64_t h = mix64(k.region ^ k.tag.ep4ta);
+  h = mix64(h ^ (uint64_t{k.tag.vpid_or_asid} << 16) ^
             (uint64_t{static_cast<uint8_t>(k.tag.kind)} << 40));
   return static_cast<size_t>(h);
 }
@@ -41,6 +50,82 @@ std::optional<TlbEntry> Tlb::lookup(const TlbTag& tag, uint64_t addr) {
 void Tlb::insert(const TlbEntry& entry) {
   MutexLock lock(mu_);
   insert_locked(entry);
+}
+
+namespace {
+
+constexpr uint64_t kPscRegion = level_bytes(Level::k2M);
+
+bool psc_region_overlaps(uint64_t region, uint64_t lo, uint64_t bytes) {
+  return region < lo + bytes && lo < region + kPscRegion;
+}
+
+}  // namespace
+
+TlbTag Tlb::psc_tag(const TlbTag& tag) {
+  if (tag.kind == TlbEntryKind::kAsid) return TlbTag{TlbEntryKind::kAsid, tag.vpid_or_asid, 0, 0};
+  return TlbTag{TlbEntryKind::kGuestPhysical, 0, 0, tag.ep4ta};
+}
+
+std::optional<PscEntry> Tlb::psc_lookup(const TlbTag& tag, uint64_t addr) {
+  MutexLock lock(mu_);
+  if (psc_.empty()) return std::nullopt;
+  auto it = psc_.find(PscKey{psc_tag(tag), addr & ~(kPscRegion - 1)});
+  if (it == psc_.end()) return std::nullopt;
+  stats_.psc_hits.add();
+  return it->second;
+}
+
+void Tlb::psc_insert(const PscEntry& entry) {
+  MutexLock lock(mu_);
+  psc_insert_locked(entry);
+}
+
+void Tlb::psc_insert_unless_flushed(const PscEntry& entry, uint64_t generation) {
+  MutexLock lock(mu_);
+  if (remote_flushes_ != generation) return;
+  psc_insert_locked(entry);
+}
+
+void Tlb::psc_insert_locked(const PscEntry& entry) {
+  TDXSIM_CHECK((entry.region & (kPscRegion - 1)) == 0, "PSC region {:#x} not 2M-aligned",
+               entry.region);
+  TDXSIM_CHECK(entry.tag == psc_tag(entry.tag), "a PSC entry tagged as a combined mapping");
+  const PscKey key{entry.tag, entry.region};
+  if (auto it = psc_.find(key); it != psc_.end()) {
+    it->second = entry;
+    stats_.psc_fills.add();
+    return;
+  }
+  if (config_.capacity != 0 && psc_.size() >= config_.capacity) {
+    std::uniform_int_distribution<size_t> pick(0, psc_.size() - 1);
+    psc_.erase(std::next(psc_.begin(), static_cast<std::ptrdiff_t>(pick(rng_))));
+    stats_.evictions.add();
+  }
+  psc_.emplace(key, entry);
+  stats_.psc_fills.add();
+}
+
+template <typename Pred>
+size_t Tlb::psc_erase_if_locked(Pred pred) {
+  const size_t n = std::erase_if(psc_, [&](const auto& kv) { return pred(kv.second); });
+  stats_.psc_flushed.add(n);
+  return n;
+}
+
+size_t Tlb::psc_invalidate(const TlbTag& tag, uint64_t addr) {
+  MutexLock lock(mu_);
+  const size_t n = psc_.erase(PscKey{psc_tag(tag), addr & ~(kPscRegion - 1)});
+  stats_.psc_flushed.add(n);
+  return n;
+}
+
+std::vector<PscEntry> Tlb::psc_entries() {
+  MutexLock lock(mu_);
+  std::vector<PscEntry> out;
+  out.reserve(psc_.size());
+  for (const auto& [key, e] : psc_) out.push_back(e);
+  return out;
 }
 
 uint64_t Tlb::remote_flush_generation() {
@@ -102,10 +187,14 @@ size_t Tlb::erase_if_locked(Pred pred) {
 
 size_t Tlb::invept(InveptType type, uint64_t ep4ta) {
   MutexLock lock(mu_);
-  return erase_if_locked([&](const TlbEntry& e) {
-    if (e.tag.kind == TlbEntryKind::kAsid) return false;
-    return type == InveptType::kAllContext || e.tag.ep4ta == ep4ta;
-  });
+  // SDM §28.4.3.1: both forms invalidate the paging-structure caches of the EP4TAs they
+  // reach along with the mappings.
+  const auto reached = [&](const TlbTag& t) {
+    if (t.kind == TlbEntryKind::kAsid) return false;
+    return type == InveptType::kAllContext || t.ep4ta == ep4ta;
+  };
+  psc_erase_if_locked([&](const PscEntry& e) { return reached(e.tag); });
+  return erase_if_locked([&](const TlbEntry& e) { return reached(e.tag); });
 }
 
 size_t Tlb::invvpid(InvvpidType type, uint16_t vpid, uint64_t linear) {
@@ -130,6 +219,7 @@ size_t Tlb::invvpid(InvvpidType type, uint16_t vpid, uint64_t linear) {
 
 size_t Tlb::invalidate_on_fault(const TlbTag& tag, uint64_t addr) {
   MutexLock lock(mu_);
+  stats_.psc_flushed.add(psc_.erase(PscKey{psc_tag(tag), addr & ~(kPscRegion - 1)}));
   return erase_if_locked([&](const TlbEntry& e) {
     const bool covers = addr >= e.page && addr < e.page + level_bytes(e.level);
     if (!covers) return false;
@@ -141,6 +231,9 @@ size_t Tlb::invalidate_on_fault(const TlbTag& tag, uint64_t addr) {
 
 size_t Tlb::flush_asid(uint16_t asid) {
   MutexLock lock(mu_);
+  psc_erase_if_locked([&](const PscEntry& e) {
+    return e.tag.kind == TlbEntryKind::kAsid && e.tag.vpid_or_asid == asid;
+  });
   return erase_if_locked([&](const TlbEntry& e) {
     return e.tag.kind == TlbEntryKind::kAsid && e.tag.vpid_or_asid == asid;
   });
@@ -148,6 +241,7 @@ size_t Tlb::flush_asid(uint16_t asid) {
 
 size_t Tlb::flush_all_asids() {
   MutexLock lock(mu_);
+  psc_erase_if_locked([](const PscEntry& e) { return e.tag.kind == TlbEntryKind::kAsid; });
   return erase_if_locked([](const TlbEntry& e) { return e.tag.kind == TlbEntryKind::kAsid; });
 }
 
@@ -162,6 +256,11 @@ size_t Tlb::invlpga(uint16_t asid, uint64_t addr) {
 size_t Tlb::flush_source_root(Hpa root, Gpa gpa, uint64_t bytes) {
   MutexLock lock(mu_);
   ++remote_flushes_;
+  // The L0 drops the cached paging structures of the range with its translations: a PSC
+  // entry whose 2M region overlaps the range goes.
+  psc_erase_if_locked([&](const PscEntry& e) {
+    return e.source_root == root && (bytes == 0 || psc_region_overlaps(e.region, gpa.raw(), bytes));
+  });
   return erase_if_locked([&](const TlbEntry& e) {
     if (e.source_root != root) return false;
     if (bytes == 0) return true;

@@ -19,6 +19,15 @@
 // the Hyper-V L0 needs to drop entries derived from one root, and what the staleness probe
 // re-walks.
 //
+// Paging-structure cache (SDM Vol. 3 §28.4.1 and §4.10.3; APM Vol. 2 §15.16 has the same for
+// the nested tables): besides final translations the CPU caches non-leaf entries, so that a
+// TLB miss can start the walk at a lower table. tdxsim caches the PDE level (a 2M region →
+// the page table it pointed to, with the permissions of the entries above), tagged as a
+// guest-physical mapping (EP4TA; AMD: ASID). Every flush above drops the PSC entries that
+// the manuals say it drops; INVVPID never does (it reaches combined mappings only). A PSC
+// entry outlives a change to its upper entries until such a flush: a page table that KVM
+// unlinked and whose frame was reused can still be walked through it.
+//
 // Thread safety: a TLB belongs to one logical CPU, but Hyper-V's GPA-flush hypercalls flush
 // every CPU's TLB from the calling thread ("without IPIs"), so every member takes the TLB's
 // own mutex. Lookups return copies.
@@ -70,6 +79,16 @@ struct TlbEntry {
   Hpa hpa_of(uint64_t addr) const { return hpa + (addr - page); }
 };
 
+// One paging-structure-cache entry: the page table that translated `region` (2M-aligned).
+struct PscEntry {
+  TlbTag tag;  // kGuestPhysical (Intel, by EP4TA) or kAsid
+  uint64_t region = 0;
+  Hpa table;
+  uint64_t upper_all = ~uint64_t{0};  // AND of the entries above the table
+  uint64_t upper_any = 0;             // OR of the entries above the table
+  Hpa source_root;
+};
+
 struct TlbConfig {
   uint32_t capacity = 0;  // entries; 0 = unbounded
   uint64_t seed = 1;      // eviction choice
@@ -86,6 +105,7 @@ enum class InvvpidType : uint8_t {
 // Written under the TLB's mutex.
 struct TlbStats {
   OwnerCounter hits, misses, fills, evictions, flushes, entries_flushed;
+  OwnerCounter psc_hits, psc_fills, psc_flushed;
 };
 
 class Tlb {
@@ -95,6 +115,20 @@ class Tlb {
   // The entry that translates `addr` under `tag`, at any page size.
   std::optional<TlbEntry> lookup(const TlbTag& tag, uint64_t addr);
   void insert(const TlbEntry& entry);
+
+  // --- Paging-structure cache ------------------------------------------------------------
+  // The tag a translation tagged `tag` uses for the PSC: combined mappings share the
+  // guest-physical entries of their EP4TA.
+  static TlbTag psc_tag(const TlbTag& tag);
+  // The cached page table for `addr`'s 2M region under `tag` (a translation's tag).
+  std::optional<PscEntry> psc_lookup(const TlbTag& tag, uint64_t addr);
+  void psc_insert(const PscEntry& entry);
+  // As insert_unless_flushed.
+  void psc_insert_unless_flushed(const PscEntry& entry, uint64_t generation);
+  // An EPT violation / nested page fault from a walk: the PSC entries that translate
+  // `addr` go (invalidate_on_fault drops them too).
+  size_t psc_invalidate(const TlbTag& tag, uint64_t addr);
+  std::vector<PscEntry> psc_entries();  // for tests
 
   // --- Intel ---------------------------------------------------------------------------
   // INVEPT: single-context drops guest-physical and combined mappings tagged with `ep4ta`;
@@ -142,8 +176,21 @@ class Tlb {
     size_t order;  // index into order_, for O(1) random eviction
   };
 
+  struct PscKey {
+    TlbTag tag;
+    uint64_t region;
+    bool operator==(const PscKey&) const = default;
+  };
+  struct PscKeyHash {
+    size_t operator()(const PscKey& k) const;
+  };
+
   template <typename Pred>
   size_t erase_if_locked(Pred pred) TDXSIM_REQUIRES(mu_);
+  // Drops the PSC entries `pred` selects; counted with the flush that called it.
+  template <typename Pred>
+  size_t psc_erase_if_locked(Pred pred) TDXSIM_REQUIRES(mu_);
+  void psc_insert_locked(const PscEntry& entry) TDXSIM_REQUIRES(mu_);
   void insert_locked(const TlbEntry& entry) TDXSIM_REQUIRES(mu_);
   void erase_locked(const Key& key) TDXSIM_REQUIRES(mu_);
 
@@ -154,6 +201,8 @@ class Tlb {
   // Entries per page size: a lookup skips the sizes the TLB holds none of (most guests map
   // only 4K pages, and a probe is a hash lookup).
   std::array<uint64_t, 3> per_level_ TDXSIM_GUARDED_BY(mu_){};
+  // Bounded by the same capacity as the TLB (random eviction).
+  std::unordered_map<PscKey, PscEntry, PscKeyHash> psc_ TDXSIM_GUARDED_BY(mu_);
   uint64_t remote_flushes_ TDXSIM_GUARDED_BY(mu_) = 0;
   std::mt19937_64 rng_ TDXSIM_GUARDED_BY(mu_);
   TlbStats stats_;

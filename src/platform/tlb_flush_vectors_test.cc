@@ -5,6 +5,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <set>
 #include <sstream>
 #include <string>
@@ -219,6 +220,91 @@ TEST(Tlb, LookupFindsEveryPageSize) {
   ASSERT_TRUE(hit);
   EXPECT_EQ(hit->hpa_of(0x40000000 + 0x12345678), Hpa{0x80000000 + 0x12345678});
   EXPECT_FALSE(tlb.lookup(TlbTag{TlbEntryKind::kCombined, 2, 0, 0x1000}, 0x40000000));
+}
+
+// The paging-structure cache: each flush drops exactly the PSC entries the manuals say.
+PscEntry psc_entry(TlbTag tag, uint64_t region, Hpa root = Hpa{0x5000}) {
+  PscEntry e;
+  e.tag = tag;
+  e.region = region;
+  e.table = Hpa{0x9000};
+  e.source_root = root;
+  return e;
+}
+
+TEST(TlbPsc, LookupSharesGuestPhysicalEntriesByEp4ta) {
+  Tlb tlb(TlbConfig{});
+  const TlbTag combined{TlbEntryKind::kCombined, 3, 4, 0x1000};
+  tlb.psc_insert(psc_entry(Tlb::psc_tag(combined), 0x20'0000));
+  // Any address of the 2M region, from a combined or a guest-physical access.
+  EXPECT_TRUE(tlb.psc_lookup(combined, 0x20'0000 + 0x1f'f000));
+  EXPECT_TRUE(tlb.psc_lookup(TlbTag{TlbEntryKind::kGuestPhysical, 0, 0, 0x1000}, 0x20'1000));
+  EXPECT_FALSE(tlb.psc_lookup(combined, 0x40'0000));
+  EXPECT_FALSE(tlb.psc_lookup(TlbTag{TlbEntryKind::kCombined, 3, 4, 0x2000}, 0x20'0000));
+  EXPECT_FALSE(tlb.psc_lookup(TlbTag{TlbEntryKind::kAsid, 3, 0, 0}, 0x20'0000));
+  EXPECT_EQ(tlb.stats().psc_hits.value(), 2u);
+}
+
+TEST(TlbPsc, EachFlushDropsWhatItReaches) {
+  const TlbTag ept_a{TlbEntryKind::kGuestPhysical, 0, 0, 0x1000};
+  const TlbTag ept_b{TlbEntryKind::kGuestPhysical, 0, 0, 0x2000};
+  const TlbTag asid1{TlbEntryKind::kAsid, 1, 0, 0};
+  const TlbTag asid2{TlbEntryKind::kAsid, 2, 0, 0};
+  const auto fresh = [&] {
+    auto tlb = std::make_unique<Tlb>(TlbConfig{});
+    tlb->psc_insert(psc_entry(ept_a, 0x0, Hpa{0x1000}));
+    tlb->psc_insert(psc_entry(ept_a, 0x20'0000, Hpa{0x1000}));
+    tlb->psc_insert(psc_entry(ept_b, 0x0, Hpa{0x2000}));
+    tlb->psc_insert(psc_entry(asid1, 0x0, Hpa{0x3000}));
+    tlb->psc_insert(psc_entry(asid2, 0x0, Hpa{0x3000}));
+    return tlb;
+  };
+  const auto left = [](Tlb& tlb) { return tlb.psc_entries().size(); };
+
+  auto t = fresh();
+  t->invept(InveptType::kSingleContext, 0x1000);
+  EXPECT_EQ(left(*t), 3u);
+  EXPECT_FALSE(t->psc_lookup(ept_a, 0x0));
+  t = fresh();
+  t->invept(InveptType::kAllContext, 0);
+  EXPECT_EQ(left(*t), 2u) << "INVEPT leaves ASID-tagged entries";
+  t = fresh();
+  t->invvpid(InvvpidType::kAllContext, 0, 0);
+  EXPECT_EQ(left(*t), 5u) << "INVVPID never reaches guest-physical structures";
+  t = fresh();
+  t->invalidate_on_fault(TlbTag{TlbEntryKind::kCombined, 7, 0, 0x1000}, 0x20'0123);
+  EXPECT_EQ(left(*t), 4u);
+  EXPECT_FALSE(t->psc_lookup(ept_a, 0x20'0000));
+  t = fresh();
+  t->psc_invalidate(asid1, 0x1000);
+  EXPECT_EQ(left(*t), 4u);
+  EXPECT_FALSE(t->psc_lookup(asid1, 0x0));
+  t = fresh();
+  t->flush_asid(2);
+  EXPECT_EQ(left(*t), 4u);
+  EXPECT_FALSE(t->psc_lookup(asid2, 0x0));
+  t = fresh();
+  t->flush_all_asids();
+  EXPECT_EQ(left(*t), 3u);
+  // The L0's list flush: by source root, any overlap of the 2M region.
+  t = fresh();
+  t->flush_source_root(Hpa{0x1000}, Gpa{0x3f'f000}, kPageSize);
+  EXPECT_EQ(left(*t), 4u);
+  EXPECT_FALSE(t->psc_lookup(ept_a, 0x20'0000));
+  t = fresh();
+  t->flush_source_root(Hpa{0x1000}, Gpa{0x40'0000}, kPageSize);
+  EXPECT_EQ(left(*t), 5u) << "a range past the region leaves it";
+  t = fresh();
+  t->flush_source_root(Hpa{0x3000}, Gpa{0}, 0);
+  EXPECT_EQ(left(*t), 3u) << "the space flush drops every entry of the root";
+}
+
+TEST(TlbPsc, BoundedCapacityEvicts) {
+  Tlb tlb(TlbConfig{2, 1});
+  const TlbTag tag{TlbEntryKind::kGuestPhysical, 0, 0, 0x1000};
+  for (uint64_t i = 0; i < 5; ++i) tlb.psc_insert(psc_entry(tag, i << 21));
+  EXPECT_EQ(tlb.psc_entries().size(), 2u);
+  EXPECT_EQ(tlb.stats().evictions.value(), 3u);
 }
 
 }  // namespace

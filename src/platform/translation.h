@@ -61,6 +61,11 @@ struct Translation {
   Hpa leaf_entry_hpa;    // where the leaf lives
   // This walk set the leaf's dirty flag (0 → 1): what page-modification logging records.
   bool dirty_set = false;
+  // For a 4K leaf: the page table holding it and the AND / OR of the entries above that
+  // table, what a paging-structure cache keeps of the walk (unset for larger leaves).
+  Hpa leaf_table;
+  uint64_t upper_all = ~uint64_t{0};
+  uint64_t upper_any = 0;
   // The frame that backs `addr`, which must lie inside this translation.
   Hpa hpa_of(Gpa addr) const { return hpa + (addr.raw() - gpa.raw()); }
 };

@@ -16,6 +16,7 @@ void run_removal_under_contention(const ScenarioOptions&, Report&);
 void run_hyperv_vmx_root_tracking(const ScenarioOptions&, Report&);
 void run_vmx_on_tdx_host(const ScenarioOptions&, Report&);
 void run_hyperv_svm_enlightened_tlb(const ScenarioOptions&, Report&);
+void run_hyperv_vmx_huge_leaf_flush(const ScenarioOptions&, Report&);
 void run_tdp_zap_yield(const ScenarioOptions&, Report&);
 void run_notifier_during_fast_zap(const ScenarioOptions&, Report&);
 void run_td_shared_unmap_during_fast_zap(const ScenarioOptions&, Report&);
@@ -90,6 +91,12 @@ constexpr ScenarioInfo kScenarios[] = {
      "reused as a new root mapping the same GPAs to other frames; no stale GPA translation is "
      "used (seed 003)",
      run_hyperv_svm_enlightened_tlb,
+     {false, false, "default"}},
+    {"hyperv_vmx_huge_leaf_flush",
+     "a VMX VM on Hyper-V: a 2M leaf replaces a page table that another vCPU's "
+     "paging-structure cache still names (the slot stopped dirty logging); the table's frame "
+     "is reused by another slot's page table, and that vCPU must read the region's own page",
+     run_hyperv_vmx_huge_leaf_flush,
      {false, false, "default"}},
     {"tdp_zap_yield",
      "a VMX VM whose zaps yield mmu_lock every 4 entries: the guest fills 1 MiB of 4K pages, "
@@ -167,6 +174,10 @@ constexpr BugRow kBugRows[] = {
      "with Hyper-V's enlightened NPT TLB, SVM's flush of a newly loaded root is only an ASID "
      "flush: a freed root reused at the same HPA serves the L0's stale GPA translations "
      "(seed 003)"},
+    {BugId::M3, "hyperv_vmx_huge_leaf_flush",
+     "the TLB flush after a huge leaf replaced a page table started at the base gfn of the "
+     "table holding the entry, not at the entry's own gfn: on Hyper-V the list flush missed "
+     "the region, and a CPU's paging-structure cache walked the freed table's reused frame"},
     {BugId::M2, "tdp_zap_yield",
      "CVE-2022-45869: the TDP MMU's page fault, holding mmu_lock for read, called "
      "make_mmu_pages_available, which needs it for write (the shadow MMU's page list)"},

@@ -77,6 +77,7 @@ TEST(BuiltinScenarios, VmxOnTdxHostWithS0FailsHyperVUsage) {
 TEST(BuiltinScenarios, TdxRowsFailTheirInvariant) {
   const std::pair<BugId, std::string_view> rows[] = {
       {BugId::M9, "dirty_log_covers_writes"},
+      {BugId::M3, "reads_match_reference_model"},
       {BugId::S2, "exit_handled_only_after_valid_status"},
       {BugId::T3, "mirror_matches_sept"},
       {BugId::T12, "sept_removal_protocol"},

@@ -16,8 +16,10 @@
 
 #include "guest/program.h"
 #include "kvm/kvm_vm.h"
+#include "kvm/memslot.h"
 #include "kvm/svm/svm.h"
 #include "kvm/tdp_mmu.h"
+#include "platform/page_walk.h"
 #include "scenarios/scenario.h"
 #include "scenarios/scenario_util.h"
 #include "vmm/vm.h"
@@ -332,6 +334,122 @@ void run_hyperv_svm_enlightened_tlb(const ScenarioOptions& options, Report& repo
     for (unsigned i = 0; i < kVcpus; ++i) run_vcpu_to_done(vm, i, *programs[i], report);
     report.figure("svm_hv_root_flushes", machine.svm()->stats().hv_root_flushes.value());
     report.figure("svm_asids_assigned", machine.svm()->stats().new_asids.value());
+    checks.finish_vm(vm, report, "");
+    checks.unwatch(vm);
+  }
+  checks.finish(report);
+}
+
+}  // namespace tdxsim
+
+namespace tdxsim {
+
+namespace {
+
+// The page table a vCPU's current root uses for `gpa`'s 2M region (kInvalidPage if none).
+Hpa page_table_of(Machine& machine, Vm& vm, unsigned vcpu, Gpa gpa) {
+  const MmuPage* root = vm.vcpu(vcpu).kvm_vcpu().mmu().root;
+  if (root == nullptr) return kInvalidPage;
+  WalkContext wc;
+  wc.format = PagingFormat::kEpt;
+  wc.root = root->spt();
+  wc.levels = level_num(root->level());
+  HostMemory& mem = machine.platform().memory();
+  for (const WalkStep& s : PageWalk(mem, mem.layout(), wc, gpa)) {
+    if (s.level != Level::k2M) continue;
+    if (PageWalk::is_terminal(wc, s.entry, s.level)) return kInvalidPage;
+    return mem.layout().strip_key(s.entry & BitField<51, 12>::kMask);
+  }
+  return kInvalidPage;
+}
+
+}  // namespace
+
+// hyperv_vmx_huge_leaf_flush (M3): a VMX VM on Hyper-V, where a ranged flush is the L0's
+// list hypercall and reaches only the GPAs it names. A THP-backed slot starts with dirty
+// logging on, so vCPU 1's read of a 2M region R (the second 2M of its 1G) is mapped by a 4K
+// leaf in a page table T, and vCPU 1's CPU caches R's PDE (→ T) in its paging-structure
+// cache. Logging stops; vCPU 0 writes a page of R that T does not map, and the fault maps R
+// with a 2M leaf in T's place (kvm_flush_remote_tlbs_gfn then flushes R). After the grace
+// period T's frame is free; vCPU 0 moves to another CPU (KVM flushes that CPU, and the
+// trapped INVEPT makes the L0 drop its shadow), then reads a 4K-backed slot in the same 1G,
+// whose new page table takes T's frame. vCPU 1 reads the page vCPU 0 wrote in R: its
+// paging-structure cache must no longer name T, or its walk lands in the other slot's page.
+// With M3 the flush names the first 2M of the 1G instead of R.
+void run_hyperv_vmx_huge_leaf_flush(const ScenarioOptions& options, Report& report) {
+  constexpr Gpa kThpGpa{0x1000'0000};
+  constexpr Gpa kRegion = kThpGpa + level_bytes(Level::k2M);  // R: not its 1G's first 2M
+  constexpr Gpa kSmallGpa{0x1080'0000};                       // 4K pages, the same 1G
+  constexpr uint64_t kPage = 7;  // the page of R (and of the small slot) read at the end
+  constexpr uint64_t kInR = 0x5252, kInSmall = 0x5a5a;
+  MachineConfig mc = machine_config(options);
+  mc.tdx = false;
+  mc.hyperv = HyperVConfig{};
+  mc.huge_2m_pages = 4;
+  mc.frame_reuse = ReusePolicy::kLastFreedFirst;
+  mc.memory_bytes = uint64_t{64} << 20;
+  Machine machine(mc);
+  RunChecks checks(machine, options);
+  {
+    auto vm_or = Vm::create(machine, VmShape::of(VmType::kDefault, kVcpus));
+    if (!report.check(vm_or.has_value(), "vm_create", "{}", errno_name(vm_or))) return;
+    Vm& vm = **vm_or;
+    checks.watch(vm);
+    MemoryRegion thp = MemoryRegion::with_thp();
+    thp.extra_flags = kMemLogDirtyPages;
+    report.check(
+        vm.add_memory_region(kDataSlot, kThpGpa, 2 * level_bytes(Level::k2M), thp).has_value(),
+        "memslot");
+    report.check(vm.add_memory_region(kSpareSlot, kSmallGpa, level_bytes(Level::k2M)).has_value(),
+                 "memslot");
+    // The small slot's page is resident before T is freed: the fault that maps it later
+    // allocates nothing but its page table.
+    const Gpa small_page = kSmallGpa + kPage * kPageSize;
+    report.check(vm.host_write(small_page, kInSmall).has_value(), "host_write");
+    const Gpa r_page = kRegion + kPage * kPageSize;
+
+    guest::Program writer(vm.flavour(), [&](guest::Guest& g) -> guest::GuestTask {
+      co_await g.sync(0);
+      co_await g.write(r_page, kInR);
+      co_await g.sync(1);
+      (void)co_await g.read(small_page);
+      co_await g.sync(2);
+      co_await g.done();
+    });
+    guest::Program reader(vm.flavour(), [&](guest::Guest& g) -> guest::GuestTask {
+      (void)co_await g.read(kRegion);
+      co_await g.sync(0);
+      // The reference model knows what vCPU 0 wrote here.
+      (void)co_await g.read(r_page);
+      co_await g.sync(1);
+      co_await g.done();
+    });
+    vm.vcpu(0).set_guest(&writer);
+    vm.vcpu(1).set_guest(&reader);
+
+    at_sync(vm, 0, 0, report);
+    at_sync(vm, 1, 0, report);
+    const Hpa table = page_table_of(machine, vm, 1, kRegion);
+    report.check(table != kInvalidPage, "region_mapped_4k",
+                 "R is not mapped through a page table while logging");
+    report.check(vm.set_dirty_logging(kDataSlot, false).has_value(), "log_stop");
+    at_sync(vm, 0, 1, report);
+    report.check(page_table_of(machine, vm, 0, kRegion) == kInvalidPage, "region_mapped_2m",
+                 "R is still mapped through a page table after the huge fault");
+    // T's frame goes back to the allocator.
+    TdpMmu::barrier();
+    report.check(vm.vcpu(1).cpu() != machine.vcpu_cpu(kVcpus), "distinct_cpus");
+    vm.vcpu(0).set_cpu(machine.vcpu_cpu(kVcpus));
+    at_sync(vm, 0, 2, report);
+    report.check(page_table_of(machine, vm, 0, kSmallGpa) == table, "freed_table_reused",
+                 "the small slot's page table is at {}, R's old one was at {} (the scenario "
+                 "needs the frame reused)",
+                 page_table_of(machine, vm, 0, kSmallGpa), table);
+    at_sync(vm, 1, 1, report);
+    run_vcpu_to_done(vm, 0, writer, report);
+    run_vcpu_to_done(vm, 1, reader, report);
+    report.figure("psc_hits",
+                  machine.platform().cpu(vm.vcpu(1).cpu()).tlb().stats().psc_hits.value());
     checks.finish_vm(vm, report, "");
     checks.unwatch(vm);
   }
