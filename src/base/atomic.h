@@ -1,13 +1,16 @@
 // Atomic words: the one way any thread in tdxsim shares a 64-bit value with another.
 //
 // Every cross-thread interaction of the project goes through base/ so that a deterministic
-// scheduler can later take them all over; these wrappers are the choke point for plain
-// words (page-table entries, counters, flags). Every operation names its memory order:
+// scheduler (sched.h) takes them all over; these wrappers are the choke point for plain
+// words (page-table entries, flags): every operation is a scheduling point. Statistics
+// counters are not (they order nothing). Every operation names its memory order:
 // there is no default, so a reader always sees what a load is meant to synchronise with.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+
+#include "base/sched_point.h"
 
 namespace tdxsim {
 
@@ -19,21 +22,50 @@ class AtomicWord {
   AtomicWord(const AtomicWord&) = delete;
   AtomicWord& operator=(const AtomicWord&) = delete;
 
-  uint64_t load(std::memory_order o) const { return v_.load(o); }
-  void store(uint64_t v, std::memory_order o) { v_.store(v, o); }
-  uint64_t exchange(uint64_t v, std::memory_order o) { return v_.exchange(v, o); }
+  uint64_t load(std::memory_order o) const {
+    sched_point(SchedPoint::kAtomic);
+    return v_.load(o);
+  }
+  void store(uint64_t v, std::memory_order o) {
+    sched_point(SchedPoint::kAtomic);
+    v_.store(v, o);
+  }
+  uint64_t exchange(uint64_t v, std::memory_order o) {
+    sched_point(SchedPoint::kAtomic);
+    return v_.exchange(v, o);
+  }
   // Returns: true if the word was `expected` and is now `desired`; otherwise false with
   // `expected` updated to the current value.
   bool compare_exchange(uint64_t& expected, uint64_t desired, std::memory_order o) {
+    sched_point(SchedPoint::kAtomic);
     return v_.compare_exchange_strong(expected, desired, o, failure_order(o));
   }
-  uint64_t fetch_add(uint64_t v, std::memory_order o) { return v_.fetch_add(v, o); }
-  uint64_t fetch_sub(uint64_t v, std::memory_order o) { return v_.fetch_sub(v, o); }
-  uint64_t fetch_or(uint64_t v, std::memory_order o) { return v_.fetch_or(v, o); }
-  uint64_t fetch_and(uint64_t v, std::memory_order o) { return v_.fetch_and(v, o); }
+  uint64_t fetch_add(uint64_t v, std::memory_order o) {
+    sched_point(SchedPoint::kAtomic);
+    return v_.fetch_add(v, o);
+  }
+  uint64_t fetch_sub(uint64_t v, std::memory_order o) {
+    sched_point(SchedPoint::kAtomic);
+    return v_.fetch_sub(v, o);
+  }
+  uint64_t fetch_or(uint64_t v, std::memory_order o) {
+    sched_point(SchedPoint::kAtomic);
+    return v_.fetch_or(v, o);
+  }
+  uint64_t fetch_and(uint64_t v, std::memory_order o) {
+    sched_point(SchedPoint::kAtomic);
+    return v_.fetch_and(v, o);
+  }
   // Blocks while the word still holds `old` (std::atomic::wait: spurious wake-ups are
-  // possible, so callers re-check); notify_all wakes every waiter.
-  void wait(uint64_t old, std::memory_order o) const { v_.wait(old, o); }
+  // possible, so callers re-check); notify_all wakes every waiter. Under a deterministic
+  // scheduler it polls, pausing, instead.
+  void wait(uint64_t old, std::memory_order o) const {
+    if (!sched_active()) {
+      v_.wait(old, o);
+      return;
+    }
+    while (v_.load(o) == old) sched_pause(SchedPoint::kWait);
+  }
   void notify_all() { v_.notify_all(); }
 
   static constexpr std::memory_order failure_order(std::memory_order o) {
@@ -52,16 +84,38 @@ class AtomicWordRef {
  public:
   explicit AtomicWordRef(uint64_t& w) : r_(w) {}
 
-  uint64_t load(std::memory_order o) const { return r_.load(o); }
-  void store(uint64_t v, std::memory_order o) const { r_.store(v, o); }
-  uint64_t exchange(uint64_t v, std::memory_order o) const { return r_.exchange(v, o); }
+  uint64_t load(std::memory_order o) const {
+    sched_point(SchedPoint::kAtomic);
+    return r_.load(o);
+  }
+  void store(uint64_t v, std::memory_order o) const {
+    sched_point(SchedPoint::kAtomic);
+    r_.store(v, o);
+  }
+  uint64_t exchange(uint64_t v, std::memory_order o) const {
+    sched_point(SchedPoint::kAtomic);
+    return r_.exchange(v, o);
+  }
   bool compare_exchange(uint64_t& expected, uint64_t desired, std::memory_order o) const {
+    sched_point(SchedPoint::kAtomic);
     return r_.compare_exchange_strong(expected, desired, o, AtomicWord::failure_order(o));
   }
-  uint64_t fetch_add(uint64_t v, std::memory_order o) const { return r_.fetch_add(v, o); }
-  uint64_t fetch_sub(uint64_t v, std::memory_order o) const { return r_.fetch_sub(v, o); }
-  uint64_t fetch_or(uint64_t v, std::memory_order o) const { return r_.fetch_or(v, o); }
-  uint64_t fetch_and(uint64_t v, std::memory_order o) const { return r_.fetch_and(v, o); }
+  uint64_t fetch_add(uint64_t v, std::memory_order o) const {
+    sched_point(SchedPoint::kAtomic);
+    return r_.fetch_add(v, o);
+  }
+  uint64_t fetch_sub(uint64_t v, std::memory_order o) const {
+    sched_point(SchedPoint::kAtomic);
+    return r_.fetch_sub(v, o);
+  }
+  uint64_t fetch_or(uint64_t v, std::memory_order o) const {
+    sched_point(SchedPoint::kAtomic);
+    return r_.fetch_or(v, o);
+  }
+  uint64_t fetch_and(uint64_t v, std::memory_order o) const {
+    sched_point(SchedPoint::kAtomic);
+    return r_.fetch_and(v, o);
+  }
 
  private:
   std::atomic_ref<uint64_t> r_;
@@ -76,7 +130,7 @@ class Counter {
   void reset() { v_.store(0, std::memory_order_relaxed); }
 
  private:
-  AtomicWord v_;
+  std::atomic<uint64_t> v_{0};  // not an AtomicWord: a count is no scheduling point
 };
 
 // A statistics counter written by one thread at a time — a logical CPU's own counters,
@@ -92,7 +146,7 @@ class OwnerCounter {
   void reset() { v_.store(0, std::memory_order_relaxed); }
 
  private:
-  AtomicWord v_;
+  std::atomic<uint64_t> v_{0};
 };
 
 }  // namespace tdxsim

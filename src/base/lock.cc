@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "base/check.h"
+#include "base/sched.h"
 
 namespace tdxsim {
 namespace {
@@ -110,18 +111,25 @@ Mutex::~Mutex() { check_not_held_at_destruction(this, name_); }
 
 void Mutex::lock() {
   check_not_held(this, name_, "lock");
-  mu_.lock();
+  sched_point(SchedPoint::kLock);
+  if (sched_active()) {
+    while (!mu_.try_lock()) sched_pause(SchedPoint::kWait);
+  } else {
+    mu_.lock();
+  }
   on_acquired(this, name_, LockMode::kExclusive);
 }
 
 void Mutex::unlock() {
   on_release(this, name_, LockMode::kExclusive, "unlock");
   mu_.unlock();
+  sched_point(SchedPoint::kUnlock);
 }
 
 bool Mutex::try_lock() {
   // std::mutex::try_lock by the owner is undefined, not merely false.
   check_not_held(this, name_, "try_lock");
+  sched_point(SchedPoint::kLock);
   if (!mu_.try_lock()) return false;
   on_acquired(this, name_, LockMode::kExclusive);
   return true;
@@ -157,17 +165,18 @@ bool SharedMutex::try_enter_read() {
 
 void SharedMutex::wait_for_readers() {
   for (ReaderShard& shard : readers_) {
-    while (shard.count.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+    while (shard.count.load(std::memory_order_seq_cst) != 0) sched_pause(SchedPoint::kWait);
   }
 }
 
 void SharedMutex::lock() {
   check_not_held(this, name_, "lock");
+  sched_point(SchedPoint::kLock);
   {
     std::unique_lock<std::mutex> l(slow_mu_);
     ++writers_waiting_;
     // Behind the writer inside and behind the readers the last writer let in.
-    slow_cv_.wait(l, [this] { return !writer_active_ && read_turn_ == 0; });
+    block_until(l, slow_cv_, [this] { return !writer_active_ && read_turn_ == 0; });
     --writers_waiting_;
     writer_active_ = true;
     writer_.store(1, std::memory_order_seq_cst);
@@ -178,16 +187,20 @@ void SharedMutex::lock() {
 
 void SharedMutex::unlock() {
   on_release(this, name_, LockMode::kExclusive, "unlock");
-  std::lock_guard<std::mutex> l(slow_mu_);
-  writer_active_ = false;
-  writer_.store(0, std::memory_order_release);
-  // Readers that waited for this writer go before any writer that waited too.
-  read_turn_ = readers_waiting_;
-  slow_cv_.notify_all();
+  {
+    std::lock_guard<std::mutex> l(slow_mu_);
+    writer_active_ = false;
+    writer_.store(0, std::memory_order_release);
+    // Readers that waited for this writer go before any writer that waited too.
+    read_turn_ = readers_waiting_;
+    slow_cv_.notify_all();
+  }
+  sched_point(SchedPoint::kUnlock);
 }
 
 bool SharedMutex::try_lock() {
   check_not_held(this, name_, "try_lock");
+  sched_point(SchedPoint::kLock);
   std::unique_lock<std::mutex> l(slow_mu_, std::try_to_lock);
   if (!l.owns_lock() || writer_active_ || read_turn_ != 0) return false;
   writer_.store(1, std::memory_order_seq_cst);
@@ -206,12 +219,13 @@ bool SharedMutex::try_lock() {
 
 void SharedMutex::lock_shared() {
   check_not_held(this, name_, "lock_shared");
+  sched_point(SchedPoint::kLock);
   if (!try_enter_read()) {
     std::unique_lock<std::mutex> l(slow_mu_);
     ++readers_waiting_;
     // With writer_active_ false under slow_mu_, writer_ is 0 and stays 0 while it is held,
     // so the retry cannot fail.
-    slow_cv_.wait(l, [this] { return !writer_active_; });
+    block_until(l, slow_cv_, [this] { return !writer_active_; });
     const bool entered = try_enter_read();
     TDXSIM_CHECK(entered, "SharedMutex '{}': a reader failed with no writer", name_);
     --readers_waiting_;
@@ -223,10 +237,12 @@ void SharedMutex::lock_shared() {
 void SharedMutex::unlock_shared() {
   on_release(this, name_, LockMode::kShared, "unlock_shared");
   readers_[this_thread_shard()].count.fetch_sub(1, std::memory_order_release);
+  sched_point(SchedPoint::kUnlock);
 }
 
 bool SharedMutex::try_lock_shared() {
   check_not_held(this, name_, "try_lock_shared");
+  sched_point(SchedPoint::kLock);
   if (!try_enter_read()) return false;
   on_acquired(this, name_, LockMode::kShared);
   return true;

@@ -3,6 +3,7 @@
 #include <urcu/urcu-memb.h>
 
 #include "base/check.h"
+#include "base/sched.h"
 #include "base/wait.h"
 
 #if defined(TDXSIM_TSAN)
@@ -73,12 +74,20 @@ RcuThread::~RcuThread() {
 RcuReadGuard::RcuReadGuard() {
   TDXSIM_CHECK(rcu_thread_registered(),
                "RCU read-side section on a thread without an RcuThread registration");
-  urcu_memb_read_lock();
   ++t_read_depth;
+  if (sched_active()) {
+    sched_rcu_read_lock();
+    return;
+  }
+  urcu_memb_read_lock();
 }
 
 RcuReadGuard::~RcuReadGuard() {
   --t_read_depth;
+  if (sched_active()) {
+    sched_rcu_read_unlock();
+    return;
+  }
   // Before the unlock: everything this section read is ordered before any grace period
   // that waits for it.
   tsan_release(grace_period());
@@ -89,6 +98,10 @@ void rcu_synchronize() {
   TDXSIM_CHECK(t_read_depth == 0, "rcu_synchronize() inside an RCU read-side section "
                "would wait for itself");
   TDXSIM_CHECK(!t_in_callback, "rcu_synchronize() from an RCU callback");
+  if (sched_active()) {
+    sched_rcu_synchronize();
+    return;
+  }
   urcu_memb_synchronize_rcu();
   tsan_acquire(grace_period());
 }
@@ -97,6 +110,14 @@ void rcu_defer(std::function<void()> fn) {
   TDXSIM_CHECK(rcu_thread_registered(), "rcu_defer() on a thread without an RcuThread "
                "registration (call_rcu needs a registered thread)");
   TDXSIM_CHECK(fn != nullptr, "rcu_defer() of an empty function");
+  if (sched_active()) {
+    sched_rcu_defer([fn = std::move(fn)] {
+      t_in_callback = true;
+      fn();
+      t_in_callback = false;
+    });
+    return;
+  }
   auto* node = new DeferNode(std::move(fn));
   tsan_release(node);
   urcu_memb_call_rcu(node, &run_deferred);
@@ -105,6 +126,10 @@ void rcu_defer(std::function<void()> fn) {
 void rcu_barrier() {
   TDXSIM_CHECK(t_read_depth == 0, "rcu_barrier() inside an RCU read-side section");
   TDXSIM_CHECK(!t_in_callback, "rcu_barrier() from an RCU callback would wait for itself");
+  if (sched_active()) {
+    sched_rcu_barrier();
+    return;
+  }
   // Not urcu_memb_barrier(): it hands blocks it calloc()s to the call_rcu thread, which
   // free()s them, through liburcu's uninstrumented queue, and TSan reports that as a race
   // we cannot annotate. tdxsim uses only liburcu's default call_rcu thread (it never

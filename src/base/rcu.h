@@ -17,7 +17,10 @@
 // once it returns (or when the callback runs). Readers must load published pointers with
 // acquire (or consume) and writers publish with release; RCU orders only the free.
 // Deferred callbacks run on liburcu's single default call_rcu worker thread, one at a
-// time, in call_rcu order.
+// time, in call_rcu order. Under a deterministic scheduler (sched.h) liburcu is not used:
+// the scheduler tracks each thread's read-side sections itself (a grace period waits, by
+// pausing, for the sections in progress at its start) and runs deferred callbacks, in
+// order, on its own callback thread, which holds the token like any other.
 //
 // ThreadSanitizer: liburcu is not instrumented, so TSan cannot see that a grace period
 // orders a reader's last access before the free, and would report every deferred free as

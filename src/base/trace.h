@@ -38,6 +38,7 @@
 
 #include "base/atomic.h"
 #include "base/check.h"
+#include "base/sched.h"
 
 namespace tdxsim {
 
@@ -144,7 +145,7 @@ class Tracepoint {
     Listener retire() {
       std::unique_lock<std::mutex> l(mu);
       detached = true;
-      idle.wait(l, [this] { return running == 0; });
+      block_until(l, idle, [this] { return running == 0; });
       return std::move(fn);
     }
 

@@ -7,8 +7,9 @@
 // Thread safety: every member may be called from any thread. Both classes are built on
 // std::mutex + std::condition_variable, so the sanitizers see every edge: whatever a thread
 // wrote before notify()/advance() is visible to a thread after its wait returns success
-// (the mutex orders them). They deliberately carry no thread-safety annotations: the mutex
-// is private and never held across a call into other code.
+// (the mutex orders them). Under a deterministic scheduler a wait polls (sched.h). They
+// deliberately carry no thread-safety annotations: the mutex is private and never held across a
+// call into other code.
 #pragma once
 
 #include <chrono>
@@ -17,6 +18,7 @@
 #include <mutex>
 
 #include "base/check.h"
+#include "base/sched.h"
 
 namespace tdxsim {
 
@@ -44,13 +46,13 @@ class Notification {
 
   void wait() const {
     std::unique_lock<std::mutex> l(mu_);
-    cv_.wait(l, [this] { return notified_; });
+    block_until(l, cv_, [this] { return notified_; });
   }
 
   // Returns: true if notified within `timeout` (or before the call); false on timeout.
   [[nodiscard]] bool wait_for(std::chrono::nanoseconds timeout) const {
     std::unique_lock<std::mutex> l(mu_);
-    return cv_.wait_for(l, timeout, [this] { return notified_; });
+    return block_until_for(l, cv_, timeout, [this] { return notified_; });
   }
 
  private:
@@ -83,13 +85,13 @@ class AckCounter {
   // Blocks until current() >= target.
   void wait_until(uint64_t target) const {
     std::unique_lock<std::mutex> l(mu_);
-    cv_.wait(l, [&] { return value_ >= target; });
+    block_until(l, cv_, [&] { return value_ >= target; });
   }
 
   // Returns: true if current() >= target within `timeout`; false on timeout.
   [[nodiscard]] bool wait_until_for(uint64_t target, std::chrono::nanoseconds timeout) const {
     std::unique_lock<std::mutex> l(mu_);
-    return cv_.wait_for(l, timeout, [&] { return value_ >= target; });
+    return block_until_for(l, cv_, timeout, [&] { return value_ >= target; });
   }
 
  private:
