@@ -2,13 +2,14 @@
 
 #include <fmt/format.h>
 
+#include "base/sched.h"
 #include "kvm/kvm.h"
 
 namespace tdxsim {
 
 FaultLoopWatchdog::FaultLoopWatchdog(Kvm& kvm) : kvm_(kvm) {
-  sub_ = kvm.events().page_fault.attach(
-      [this](const PageFaultEvent& e) { on_fault(e, std::chrono::steady_clock::now()); });
+  sub_ =
+      kvm.events().page_fault.attach([this](const PageFaultEvent& e) { on_fault(e, sched_now()); });
 }
 
 FaultLoopWatchdog::~FaultLoopWatchdog() {

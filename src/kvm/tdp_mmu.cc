@@ -5,6 +5,7 @@
 #include <unordered_set>
 
 #include "base/check.h"
+#include "base/sched.h"
 #include "kvm/kvm_vm.h"
 #include "platform/platform.h"
 
@@ -441,7 +442,7 @@ void TdpMmu::handle_removed_pt(MmuPage* pt, bool shared) {
         old_spte =
             Spte{mem_.exchange(sptep, kHostKey, Spte::kFrozenValue, std::memory_order_acq_rel)};
         if (!old_spte.is_frozen()) break;
-        std::this_thread::yield();
+        sched_pause();
       }
     } else {
       old_spte = read_spte(sptep);
@@ -585,11 +586,11 @@ bool TdpMmu::cond_resched(TdpIter& iter, unsigned& steps, bool flush, bool share
   // The mode is the caller's, known only at run time: the analysis cannot follow it.
   if (shared) {
     mmu_lock_.unlock_shared();
-    std::this_thread::yield();
+    sched_pause();
     mmu_lock_.lock_shared();
   } else {
     mmu_lock_.unlock();
-    std::this_thread::yield();
+    sched_pause();
     mmu_lock_.lock();
   }
   rcu.emplace();

@@ -19,6 +19,8 @@
 #include <chrono>
 #include <thread>
 
+#include "base/sched.h"
+#include "base/thread.h"
 #include "guest/program.h"
 #include "platform/platform.h"
 #include "scenarios/scenario.h"
@@ -72,14 +74,13 @@ void pml_dirty_log_aging(const ScenarioOptions& options, Report& report) {
   auto sub = vm.kvm().events().spte_changed.attach([&](const SpteChangeEvent& e) {
     if (e.phase != EventPhase::kBegin || e.gfn != gfn || !armed.exchange(false)) return;
     go.store(true, std::memory_order_release);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (!written.load(std::memory_order_acquire) &&
-           std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::yield();
+    const auto deadline = sched_now() + std::chrono::seconds(5);
+    while (!written.load(std::memory_order_acquire) && sched_now() < deadline) {
+      sched_pause();
     }
     staged.store(written.load(std::memory_order_acquire), std::memory_order_release);
   });
-  std::thread ager;
+  Thread ager;
   uint64_t harvested = 0;
   run_vcpu_to_done(vm, 0, program, report, [&](unsigned, uint64_t stage) {
     switch (stage) {
@@ -87,7 +88,7 @@ void pml_dirty_log_aging(const ScenarioOptions& options, Report& report) {
         if (!report.check(vm.set_dirty_logging(kLoggedSlot, true).has_value(), "log_start"))
           return false;
         armed.store(true, std::memory_order_release);
-        ager = std::thread([&] {
+        ager = Thread([&] {
           CpuBinding cpu = machine.platform().bind(machine.host_cpu(1));
           vm.mm().age(*hva, kPageSize);
         });

@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "base/lock.h"
+#include "base/sched.h"
+#include "base/thread.h"
 #include "guest/program.h"
 #include "scenarios/scenario.h"
 #include "scenarios/scenario_util.h"
@@ -49,14 +51,14 @@ void delete_private(VmType type, const ScenarioOptions& options, Report& report)
   });
   vm.vcpu(0).set_guest(&program, /*budget=*/256);
   KvmResult<> result;
-  std::thread vcpu([&] {
+  Thread vcpu([&] {
     for (;;) {
       result = vm.vcpu(0).run();
       if (!result) return;
     }
   });
   // Delete once the guest is in its loop, reading the mapped page.
-  while (reads.load(std::memory_order_relaxed) < 100) std::this_thread::yield();
+  while (reads.load(std::memory_order_relaxed) < 100) sched_pause();
   report.check(vm.delete_memslot(0).has_value(), "delete_memslot");
   vcpu.join();
   const KvmRun& run = vm.vcpu(0).run_state();
@@ -112,7 +114,7 @@ void move_and_delete(bool quirk, const ScenarioOptions& options, Report& report)
   Mutex mu{"seen"};
   std::vector<uint64_t> seen;
   std::atomic<bool> done{false};
-  std::thread vcpu([&] {
+  Thread vcpu([&] {
     run_vcpu_to_done(vm, 0, program, report, [&](unsigned, uint64_t v) {
       report.check(v != 2, "no_stale_data", "quirk {}: the guest read the misaligned 2", quirk);
       MutexLock l(mu);
@@ -134,7 +136,7 @@ void move_and_delete(bool quirk, const ScenarioOptions& options, Report& report)
         }
       }
       if (done) return false;
-      std::this_thread::yield();
+      sched_pause();
     }
   };
   report.check(wait_seen(1), "guest_sees_1");

@@ -30,6 +30,8 @@
 #include <thread>
 #include <vector>
 
+#include "base/sched.h"
+#include "base/thread.h"
 #include "guest/program.h"
 #include "kvm/mmu.h"
 #include "platform/platform.h"
@@ -95,14 +97,14 @@ void reclaim_during_fast_zap(Machine& machine, Vm& vm, uint32_t reclaimed, FastZ
   auto sub = vm.kvm().events().spte_changed.attach([&](const SpteChangeEvent&) {
     if (std::this_thread::get_id() != zapper || !armed.exchange(false)) return;
     go.store(true, std::memory_order_release);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (!mmu_lock.writer_pending() && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::yield();
+    const auto deadline = sched_now() + std::chrono::seconds(5);
+    while (!mmu_lock.writer_pending() && sched_now() < deadline) {
+      sched_pause();
     }
     staged.store(mmu_lock.writer_pending(), std::memory_order_release);
   });
-  std::thread reclaimer([&] {
-    while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
+  Thread reclaimer([&] {
+    while (!go.load(std::memory_order_acquire)) sched_pause();
     // The main thread holds host CPU 0 for the memslot update.
     CpuBinding cpu = machine.platform().bind(machine.host_cpu(1));
     vm.reclaim(reclaimed);
@@ -214,24 +216,23 @@ void fault_on_obsolete_root(const ScenarioOptions& options, Report& report) {
     if (f.gfn != kTarget.gfn() || !armed.exchange(false)) return;
     const uint64_t before = fast_zaps();
     held.store(true, std::memory_order_release);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (!updated.load(std::memory_order_acquire) &&
-           std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::yield();
+    const auto deadline = sched_now() + std::chrono::seconds(5);
+    while (!updated.load(std::memory_order_acquire) && sched_now() < deadline) {
+      sched_pause();
     }
     zapped_in_window.store(updated.load(std::memory_order_acquire) && fast_zaps() > before,
                            std::memory_order_release);
   });
-  std::thread updater;
+  Thread updater;
   std::atomic<bool> update_ok{false};
   run_vcpu_to_done(vm, 0, program, report, [&](unsigned, uint64_t) {
     report.check((vm.kvm().memslots_generation() & Spte::kMmioGenMax) == Spte::kMmioGenMax,
                  "generation_before_wrap", "generation {:#x}", vm.kvm().memslots_generation());
     armed.store(true, std::memory_order_release);
-    updater = std::thread([&] {
-      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-      while (!held.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < deadline) {
-        std::this_thread::yield();
+    updater = Thread([&] {
+      const auto deadline = sched_now() + std::chrono::seconds(5);
+      while (!held.load(std::memory_order_acquire) && sched_now() < deadline) {
+        sched_pause();
       }
       update_ok.store(vm.add_memory_region(2, Gpa{0xC000'0000}, kPageSize).has_value(),
                       std::memory_order_release);

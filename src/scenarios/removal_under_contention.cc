@@ -10,6 +10,8 @@
 #include <thread>
 
 #include "base/lock.h"
+#include "base/sched.h"
+#include "base/thread.h"
 #include "guest/program.h"
 #include "kvm/vmx/tdx.h"
 #include "scenarios/scenario.h"
@@ -114,13 +116,13 @@ void run_removal_under_contention(const ScenarioOptions& options, Report& report
     vm.vcpu(i).set_guest(programs.back().get());
   }
   std::atomic<unsigned> ready{0};
-  std::thread vcpus([&] {
+  Thread vcpus([&] {
     run_vcpus_to_done(vm, programs, report, [&](unsigned, uint64_t) {
       ready.fetch_add(1);
       return true;
     });
   });
-  while (ready.load() < kVcpus) std::this_thread::yield();
+  while (ready.load() < kVcpus) sched_pause();
 
   // One forced BUSY each, while the vCPUs run.
   FaultInjection& faults = machine.faults();

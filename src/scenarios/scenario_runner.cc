@@ -5,6 +5,8 @@
 #include <thread>
 
 #include "base/lock.h"
+#include "base/sched.h"
+#include "base/thread.h"
 #include "guest/program.h"
 #include "kvm/mmu_stats.h"
 #include "kvm/vmx/tdx.h"
@@ -227,7 +229,7 @@ class Stages {
         ran_.insert(stage);
         return;
       }
-      std::this_thread::yield();
+      sched_pause();
     }
   }
   // `vcpu` stopped: it reaches none of the stages it has not reached yet.
@@ -480,12 +482,12 @@ void run_vm(const ScenarioSpec& spec, Machine& machine, Vm& vm, RunChecks& check
   Stages stages(plans);
   std::vector<VcpuEnd> ends(vm.nr_vcpus());
   {
-    std::vector<std::thread> threads;
+    std::vector<Thread> threads;
     for (unsigned i = 0; i < vm.nr_vcpus(); ++i) {
       threads.emplace_back(
           [&, i] { ends[i] = run_vcpu(vm, i, *programs[i], plans[i], stages, run, report); });
     }
-    for (std::thread& t : threads) t.join();
+    for (Thread& t : threads) t.join();
   }
   run.stop_pressure();
   machine.faults().disarm_all();

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "base/rcu.h"
+#include "base/thread.h"
 #include "check/exit_status_check.h"
 #include "check/fault_loop_watchdog.h"
 #include "check/hyperv_usage.h"
@@ -455,11 +456,11 @@ void check_pressure(Vm& vm, const vmm::MemoryPressure& pressure, Report& report,
 
 void run_vcpus_to_done(Vm& vm, const std::vector<std::unique_ptr<guest::Program>>& programs,
                        Report& report, const SyncHandler& on_sync) {
-  std::vector<std::thread> threads;
+  std::vector<Thread> threads;
   for (unsigned i = 0; i < programs.size(); ++i) {
     threads.emplace_back([&, i] { run_vcpu_to_done(vm, i, *programs[i], report, on_sync); });
   }
-  for (std::thread& t : threads) t.join();
+  for (Thread& t : threads) t.join();
 }
 
 }  // namespace tdxsim

@@ -7,6 +7,8 @@
 #include <atomic>
 #include <thread>
 
+#include "base/sched.h"
+#include "base/thread.h"
 #include "guest/program.h"
 #include "scenarios/scenario.h"
 #include "scenarios/scenario_util.h"
@@ -62,13 +64,13 @@ void run_td_convert_while_running(const ScenarioOptions& options, Report& report
     vm.vcpu(i).set_guest(programs.back().get());
   }
   std::atomic<unsigned> ready{0};
-  std::thread vcpus([&] {
+  Thread vcpus([&] {
     run_vcpus_to_done(vm, programs, report, [&](unsigned, uint64_t) {
       ready.fetch_add(1);
       return true;
     });
   });
-  while (ready.load() < kVcpus) std::this_thread::yield();
+  while (ready.load() < kVcpus) sched_pause();
 
   for (uint64_t off = 0; off < kVictimSize; off += kStep) {
     const Gpa gpa = kVictim + off;

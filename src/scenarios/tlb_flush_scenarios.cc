@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/thread.h"
 #include "guest/program.h"
 #include "kvm/kvm_vm.h"
 #include "kvm/memslot.h"
@@ -246,7 +247,7 @@ void run_vmx_on_tdx_host(const ScenarioOptions& options, Report& report) {
     }
     // The VMX VM's host steps make it load new roots and flush: a fast zap (a slot deleted
     // with the quirk on) and an MTRR-style zap of each vCPU's range.
-    std::thread td_thread([&] { run_vcpus_to_done(td, td_programs, report); });
+    Thread td_thread([&] { run_vcpus_to_done(td, td_programs, report); });
     run_vcpus_to_done(vmx, vmx_programs, report, [&](unsigned i, uint64_t stage) {
       if (stage == 1 && i == 0) {
         return report.check(vmx.delete_memslot(kSpareSlot).has_value(), "delete_memslot");

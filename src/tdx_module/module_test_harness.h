@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "base/fault_injection.h"
+#include "base/sched.h"
 #include "platform/platform.h"
 #include "tdx_module/seamcall_leaf.h"
 #include "tdx_module/td_params.h"
@@ -350,7 +351,7 @@ class BoundHost {
       for (TdxOperand o : busy_ok) expected |= details_l2(s) == static_cast<uint32_t>(o);
       EXPECT_TRUE(expected) << to_string(leaf) << ": " << describe_status(s);
       busy->fetch_add(1, std::memory_order_relaxed);
-      std::this_thread::yield();
+      sched_pause();
     }
     ADD_FAILURE() << to_string(leaf) << " stayed busy";
     return ~uint64_t{0};

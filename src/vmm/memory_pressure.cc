@@ -3,13 +3,15 @@
 #include <chrono>
 
 #include "base/rcu.h"
+#include "base/sched.h"
+#include "base/thread.h"
 #include "platform/platform.h"
 
 namespace tdxsim::vmm {
 
 MemoryPressure::MemoryPressure(Vm& vm, std::vector<uint32_t> slots, uint64_t window)
     : vm_(vm), slots_(std::move(slots)), window_(window) {
-  thread_ = std::thread([this] {
+  thread_ = Thread([this] {
     RcuThread rcu;
     CpuBinding b = vm_.machine().platform().bind(vm_.machine().host_cpu(1));
     uint64_t cursor = 0;
@@ -25,7 +27,7 @@ MemoryPressure::MemoryPressure(Vm& vm, std::vector<uint32_t> slots, uint64_t win
       cursor += window_;
       rounds_.fetch_add(1, std::memory_order_release);
       // Reclaim scans are periodic: the guest runs between passes.
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      sched_sleep_for(std::chrono::milliseconds(2));
     }
   });
 }

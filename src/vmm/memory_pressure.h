@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/thread.h"
 #include "vmm/vm.h"
 
 namespace tdxsim::vmm {
@@ -38,7 +39,7 @@ class MemoryPressure {
   const uint64_t window_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> rounds_{0};
-  std::thread thread_;
+  Thread thread_;
 };
 
 }  // namespace tdxsim::vmm

@@ -4,6 +4,7 @@
 
 #include "base/check.h"
 #include "base/fault_injection.h"
+#include "base/sched.h"
 #include "kvm/vmx/tdx.h"
 #include "tdx_module/td_exit.h"
 #include "tdx_module/tdx_status.h"
@@ -154,7 +155,7 @@ int TdxOps::handle_ept_violation(KvmVcpu& vcpu) {
     if (vcpu.has_requests() || vcpu.signal_pending() || kvm.vm_bugged()) break;
     if (vcpu.mmu().root == nullptr || TdpMmu::is_obsolete_root(vcpu.mmu().root)) break;
     td.stats_.local_fault_retries.add();
-    std::this_thread::yield();
+    sched_pause();
     f = mmu.page_fault(vcpu.mmu(), gpa, error_code);
   }
   switch (f.ret) {
