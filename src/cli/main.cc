@@ -64,6 +64,12 @@ int main(int argc, char** argv) {
   run->add_flag("--no-checks", flags.no_checks,
                 "run without the invariants of docs/invariants.md (the scenario's own read-back "
                 "checks stay), to measure what the checker costs");
+  run->add_flag("--deterministic", flags.deterministic,
+                "interleave the run's threads with the seeded scheduler (one runs at a time), so "
+                "that the run, its JSON and its schedule.digest repeat exactly");
+  run->add_option("--schedule-seed", flags.schedule_seed,
+                  "the deterministic schedule's seed (default: --seed)")
+      ->type_name("N");
   std::optional<std::string> trace_path;
   run->add_option("--trace", trace_path,
                   "write the run's timeline to FILE as Chrome/Perfetto trace-event JSON (open it "
@@ -146,7 +152,7 @@ int main(int argc, char** argv) {
     });
   }
   if (!flags.inject.empty() || flags.vcpus || flags.memory || flags.vm_type || flags.seed ||
-      flags.no_checks || trace_path) {
+      flags.no_checks || flags.deterministic || flags.schedule_seed || trace_path) {
     fmt::print(stderr, "tdxsim run: '{}' takes no options\n", name);
     return 2;
   }

@@ -114,6 +114,11 @@ std::expected<ScenarioOptions, std::string> make_options(const ScenarioInfo& sce
         std::string("--inject with --no-checks: the invariants that would catch the bug are off"));
   }
   o.checks = !flags.no_checks;
+  if (flags.schedule_seed && !flags.deterministic) {
+    return std::unexpected(std::string(
+        "--schedule-seed without --deterministic: a free-running schedule has no seed"));
+  }
+  if (flags.deterministic) o.schedule_seed = flags.schedule_seed.value_or(o.seed);
   return o;
 }
 

@@ -20,6 +20,8 @@ struct RunFlags {
   std::optional<std::string> vm_type;  // "tdx", "default", "sw_protected"
   std::vector<std::string> inject;
   bool no_checks = false;
+  bool deterministic = false;
+  std::optional<uint64_t> schedule_seed;  // default: the run's --seed
 };
 
 // A byte count: digits with an optional K, M, G or T suffix (powers of 1024). nullopt when

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 
+#include "base/sched.h"
 #include "scenarios/scenario_runner.h"
 
 namespace tdxsim::cli {
@@ -52,8 +53,14 @@ void print_figures(const Figures& figures, std::FILE* out) {
   }
 }
 
+// The digest as printed: 16 hex digits, so that two runs compare by eye.
+std::string digest_text(uint64_t d) {
+  return fmt::format("{:016x}", d);
+}
+
 void print_json(std::string_view name, std::string_view description, const ScenarioOptions& options,
-                const Report& report, double secs, std::FILE* out) {
+                const Report& report, const std::optional<ScheduleSummary>& sched, double secs,
+                std::FILE* out) {
   const uint64_t ops = report.operations();
   nlohmann::ordered_json doc;
   doc["scenario"] = name;
@@ -66,6 +73,7 @@ void print_json(std::string_view name, std::string_view description, const Scena
   for (BugId id : options.inject) inject.push_back(to_string(id));
   opts["inject"] = inject;
   opts["checks"] = options.checks;
+  if (options.schedule_seed) opts["schedule_seed"] = *options.schedule_seed;
   doc["options"] = opts;
   const std::vector<std::string> failures = report.failures();
   doc["verdict"] = failures.empty() ? "pass" : "fail";
@@ -76,6 +84,7 @@ void print_json(std::string_view name, std::string_view description, const Scena
                  {"evidence", colon == std::string::npos ? "" : line.substr(colon + 2)}});
   }
   doc["failures"] = f;
+  if (sched && !failures.empty()) doc["replay"] = replay_command(name, options);
   nlohmann::ordered_json figures = nlohmann::ordered_json::object();
   for (const auto& [fig, value] : report.figures()) figures[fig] = value;
   doc["figures"] = figures;
@@ -83,6 +92,13 @@ void print_json(std::string_view name, std::string_view description, const Scena
   for (const auto& [fig, value] : report.schedule_figures()) schedule[fig] = value;
   schedule["checks"] = report.checks();
   schedule["simulated_operations"] = ops;
+  if (sched) {
+    schedule["digest"] = digest_text(sched->digest);
+    schedule["threads"] = sched->threads;
+    schedule["steps"] = sched->steps;
+    schedule["switches"] = sched->switches;
+    schedule["preemptions"] = sched->preemptions;
+  }
   doc["schedule"] = schedule;
   doc["host"] = {{"wall_seconds", secs},
                  {"simulated_operations_per_second", secs > 0 ? ops / secs : 0.0},
@@ -95,11 +111,20 @@ int run_and_print(std::string_view name, std::string_view description,
                   const ScenarioOptions& options, std::FILE* out, bool json, Body&& body) {
   Report report;
   const auto t0 = std::chrono::steady_clock::now();
-  body(report);
+  std::optional<ScheduleSummary> sched;
+  if (options.schedule_seed) {
+    SchedOptions so;
+    so.seed = *options.schedule_seed;
+    Scheduler scheduler(so);
+    scheduler.run([&] { body(report); });
+    sched = scheduler.summary();
+  } else {
+    body(report);
+  }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const std::vector<std::string> failures = report.failures();
   if (json) {
-    print_json(name, description, options, report, secs, out);
+    print_json(name, description, options, report, sched, secs, out);
     return failures.empty() ? 0 : 1;
   }
   fmt::print(out, "scenario {}: {}\n", name, description);
@@ -111,12 +136,32 @@ int run_and_print(std::string_view name, std::string_view description,
   fmt::print(out, "  {:<24} {:.2f} s, {} simulated operations ({:.1f} M/s)\n", "wall time", secs,
              ops, secs > 0 ? ops / secs / 1e6 : 0.0);
   fmt::print(out, "  {:<24} {} MiB\n", "peak resident memory", max_rss_bytes() >> 20);
+  if (sched) {
+    fmt::print(out,
+               "  {:<24} deterministic, seed {}: digest {}, {} threads, {} steps, {} switches "
+               "({} preemptions)\n",
+               "schedule", *options.schedule_seed, digest_text(sched->digest), sched->threads,
+               sched->steps, sched->switches, sched->preemptions);
+  }
   for (const std::string& f : failures) fmt::print(out, "FAILED {}\n", f);
+  if (sched && !failures.empty()) fmt::print(out, "replay: {}\n", replay_command(name, options));
   fmt::print(out, "{}\n", failures.empty() ? "PASS" : "FAIL");
   return failures.empty() ? 0 : 1;
 }
 
 }  // namespace
+
+std::string replay_command(std::string_view name, const ScenarioOptions& options) {
+  std::string cmd = fmt::format("tdxsim run {} --seed {}", name, options.seed);
+  if (options.vcpus) cmd += fmt::format(" --vcpus {}", *options.vcpus);
+  if (options.memory_bytes) cmd += fmt::format(" --memory {}", *options.memory_bytes);
+  for (BugId id : options.inject) cmd += fmt::format(" --inject {}", to_string(id));
+  if (!options.checks) cmd += " --no-checks";
+  if (options.schedule_seed) {
+    cmd += fmt::format(" --deterministic --schedule-seed {}", *options.schedule_seed);
+  }
+  return cmd;
+}
 
 int run_scenario(const ScenarioInfo& scenario, const ScenarioOptions& options, std::FILE* out,
                  bool json) {

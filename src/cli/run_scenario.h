@@ -5,19 +5,29 @@
 //   { "scenario", "description", "seed", "options": {...}, "verdict": "pass" | "fail",
 //     "failures": [ {"check", "evidence"} ],
 //     "figures":  { counts that are a function of the scenario and the seed },
-//     "schedule": { counts that depend on how threads were scheduled, the checks made },
+//     "schedule": { counts that depend on how threads were scheduled, the checks made;
+//                   deterministic runs: "digest", "threads", "steps", "switches",
+//                   "preemptions" },
+//     "replay":   the command that replays a failed deterministic run,
 //     "host":     { "wall_seconds", "max_rss_bytes" } }
 #pragma once
 
 #include <cstdio>
 #include <string>
+#include <string_view>
 
 #include "scenarios/scenario.h"
 #include "scenarios/scenario_spec.h"
 
 namespace tdxsim::cli {
 
-// Returns: the exit status, 0 when every check held, 1 otherwise.
+// The one command line that runs `name` with `options` again — under a deterministic
+// schedule, the same interleaving.
+std::string replay_command(std::string_view name, const ScenarioOptions& options);
+
+// Returns: the exit status, 0 when every check held, 1 otherwise. Under a schedule seed the
+// run is deterministic: "schedule" gains the digest and its counts, and a failed run prints
+// its replay command ("replay" in JSON).
 int run_scenario(const ScenarioInfo& scenario, const ScenarioOptions& options, std::FILE* out,
                  bool json = false);
 // The same for a scenario file's spec, named by its path.

@@ -43,6 +43,9 @@ struct ScenarioOptions {
   // turns them off, to measure what they cost). A scenario's own checks of what the guest
   // and the host read back, and the teardown counters, stay.
   bool checks = true;
+  // When set, the run is deterministic: its threads are interleaved by base/sched.h's
+  // scheduler from this seed (`tdxsim run --deterministic`), so it replays exactly.
+  std::optional<uint64_t> schedule_seed;
 
   // Names a phase to `progress`, if any.
   void phase(std::string_view what, std::function<uint64_t()> done = {}, uint64_t total = 0) const;
