@@ -9,8 +9,9 @@ namespace tdxsim {
 namespace {
 
 constexpr std::array<BugId, kNumBugIds> kAllBugIds = {
-    BugId::S0, BugId::S1, BugId::S2, BugId::S3, BugId::M2, BugId::M3, BugId::M4, BugId::M6,
-    BugId::M8, BugId::M9, BugId::T1, BugId::T3, BugId::T4, BugId::T5, BugId::T7, BugId::T12,
+    BugId::S0, BugId::S1, BugId::S2, BugId::S3,  BugId::M2, BugId::M3,
+    BugId::M4, BugId::M6, BugId::M8, BugId::M9,  BugId::T1, BugId::T3,
+    BugId::T4, BugId::T5, BugId::T7, BugId::T12, BugId::P1,
 };
 
 bool iequals(std::string_view a, std::string_view b) {
@@ -39,6 +40,8 @@ const char* to_string(BugId id) {
     case BugId::T5: return "T5";
     case BugId::T7: return "T7";
     case BugId::T12: return "T12";
+    case BugId::P1:
+      return "P1";
   }
   return "?";
 }

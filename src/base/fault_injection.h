@@ -41,8 +41,10 @@
 namespace tdxsim {
 
 // The bug-catalogue IDs. Names are the catalogue's; append new rows at the end.
-enum class BugId : uint8_t { S0, S1, S2, S3, M2, M3, M4, M6, M8, M9, T1, T3, T4, T5, T7, T12 };
-inline constexpr size_t kNumBugIds = static_cast<size_t>(BugId::T12) + 1;
+// P1 is no catalogue row but a race planted for tdxsim's own tests (the replay issue): the
+// scheduler and `tdxsim stress` must find it.
+enum class BugId : uint8_t { S0, S1, S2, S3, M2, M3, M4, M6, M8, M9, T1, T3, T4, T5, T7, T12, P1 };
+inline constexpr size_t kNumBugIds = static_cast<size_t>(BugId::P1) + 1;
 static_assert(kNumBugIds <= 64, "bug switches live in one 64-bit mask");
 
 const char* to_string(BugId id);

@@ -36,7 +36,7 @@ class SchedCore {
  public:
   SchedCore(SchedOptions o, ScheduleSummary& out)
       : opts(std::move(o)), summary(out), rng(mix64(opts.seed ^ 0x5c4ed)) {
-    mean = opts.mean_stretch != 0 ? opts.mean_stretch : uint64_t{64} << (next_random() % 9);
+    mean = opts.mean_stretch != 0 ? opts.mean_stretch : uint64_t{1024} << (next_random() % 7);
   }
 
   bool scripted() const { return opts.script.has_value(); }
@@ -110,6 +110,9 @@ class SchedCore {
     ++summary.switches;
     if (preemption) ++summary.preemptions;
     to.countdown = fresh_countdown();
+    from.clock += steps - from.taken_at;
+    if (to.waiting) to.clock = std::max(to.clock, from.clock);
+    to.taken_at = steps;
     std::unique_lock<std::mutex> l(mu);
     current = to.id;
     to.cv.notify_one();
@@ -161,7 +164,9 @@ class SchedCore {
     if (to == nullptr) steps = r.wake_step;
     last_pause_end = steps;  // after any skip to a wake-up: that is no progress either
     if (to == nullptr) return;
+    r.waiting = true;
     hand_over(r, *to, p, false);
+    r.waiting = false;
   }
 
   void leave(ThreadRec& r) {
@@ -285,8 +290,10 @@ void sched_pause(SchedPoint p) {
 
 std::chrono::steady_clock::time_point sched_now() {
   if (t_point == nullptr) return std::chrono::steady_clock::now();
+  const ThreadRec& r = *current_rec();
+  const uint64_t own = r.clock + (*r.steps - r.taken_at);
   return std::chrono::steady_clock::time_point(
-      std::chrono::nanoseconds(*current_rec()->steps * sched_detail::kNsPerStep));
+      std::chrono::nanoseconds(own * sched_detail::kNsPerStep));
 }
 
 void sched_sleep_for(std::chrono::nanoseconds d) {
@@ -300,9 +307,7 @@ void sched_sleep_for(std::chrono::nanoseconds d) {
 
 std::shared_ptr<ThreadRec> sched_register_child() {
   if (t_point == nullptr) return nullptr;
-  std::shared_ptr<ThreadRec> rec = current_rec()->core->add_thread();
-  sched_point(SchedPoint::kSpawn);
-  return rec;
+  return current_rec()->core->add_thread();
 }
 
 void sched_enter(const std::shared_ptr<ThreadRec>& rec) {

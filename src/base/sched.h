@@ -16,8 +16,10 @@
 // names the preemptions instead: at the given global steps the token goes to the given
 // threads, and otherwise a thread runs until it pauses or ends.
 //
-// Time: sched_now() is virtual under a scheduler (each point is 10 ns, a pause 10 µs) so that
-// timeouts and watchdogs fire at the same step of every replay.
+// Time: sched_now() is virtual under a scheduler, so that timeouts and watchdogs fire at the
+// same step of every replay: each thread has its own clock, as if it had a core of its own
+// (each point it runs is 10 ns, each pause 10 µs), and a thread that waited catches up with
+// the one whose hand-over let it go on.
 //
 // Free-running (no scheduler on the calling thread) every function here is what a thread
 // would do anyway: sched_point() nothing, sched_pause() std::this_thread::yield(), block_until
@@ -55,8 +57,9 @@ struct Preemption {
 
 struct SchedOptions {
   uint64_t seed = 1;
-  // Mean points a thread runs before a seeded preemption. 0: drawn from the seed (between 64
-  // and 16384, so that seeds vary the grain as well as the places).
+  // Mean points a thread runs before a seeded preemption. 0: drawn from the seed (1024 to
+  // 65536, so that seeds vary the grain as well as the places; a hand-over costs a few µs of
+  // the host's time, a point a few ns).
   uint64_t mean_stretch = 0;
   // When set, an exploration: no seeded preemptions; these (sorted by step) instead, and a
   // thread that pauses or ends hands over round-robin.
@@ -91,6 +94,12 @@ struct ThreadRec : PointState {
   // each failed poll in a row doubles the back-off, so a waiter costs few hand-overs.
   uint64_t wake_step = 0;
   uint64_t backoff = 0;
+  // The thread's own virtual time, in steps: the points it ran and the pauses it waited, as
+  // if every thread had a core of its own. A waiter that is handed the token catches up
+  // with the thread that hands it over (it could not have gone on earlier).
+  uint64_t clock = 0;
+  uint64_t taken_at = 0;  // the global step count when it last took the token
+  bool waiting = false;
   unsigned rcu_depth = 0;
   uint64_t rcu_exits = 0;  // outermost read-side sections left, for grace periods
   std::condition_variable cv;
@@ -142,8 +151,9 @@ class Scheduler {
   ScheduleSummary summary_;
 };
 
-// Under a scheduler: registers a thread that the caller is about to start (the spawn point)
-// and returns its record; free-running: null. Used by base::Thread.
+// Under a scheduler: registers a thread that the caller is about to start and returns its
+// record; free-running: null. Used by base::Thread, which passes the spawn point once the
+// OS thread exists.
 std::shared_ptr<sched_detail::ThreadRec> sched_register_child();
 // On the new thread: waits for the token (no-op for a null record).
 void sched_enter(const std::shared_ptr<sched_detail::ThreadRec>& rec);

@@ -13,6 +13,8 @@ Thread::Thread(std::function<void()> fn) : rec_(sched_register_child()) {
     fn = nullptr;
     sched_leave(rec);
   });
+  // Only now that the OS thread exists may the token go to it.
+  if (rec_ != nullptr) sched_point(SchedPoint::kSpawn);
 }
 
 Thread::~Thread() {

@@ -100,6 +100,9 @@ int main(int argc, char** argv) {
     for (const tdxsim::BugRow& b : tdxsim::bug_rows()) {
       fmt::print("{}\t{}\t{}\n", tdxsim::to_string(b.id), b.scenario, b.description);
     }
+    for (const tdxsim::BugRow& b : tdxsim::planted_races()) {
+      fmt::print("{}\t{}\t{}\n", tdxsim::to_string(b.id), b.scenario, b.description);
+    }
     return 0;
   }
   // Runs `body` with the options, traced into trace_path when asked, with progress on stderr

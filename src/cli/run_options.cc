@@ -101,8 +101,7 @@ std::expected<ScenarioOptions, std::string> make_options(const ScenarioInfo& sce
   }
   for (const std::string& id : flags.inject) {
     const std::optional<BugId> bug = parse_bug_id(id);
-    const bool exists =
-        bug && std::ranges::any_of(bug_rows(), [&](const BugRow& r) { return r.id == *bug; });
+    const bool exists = bug && find_switch(*bug) != nullptr;
     if (!exists) {
       return std::unexpected(
           fmt::format("--inject {}: no such bug switch (try `tdxsim bugs`)", id));

@@ -339,9 +339,12 @@ KvmResult<> TdpMmu::set_external_spte_present(Hpa sptep, Gfn gfn, Spte old_spte,
     return std::unexpected(Errno::kEio);
   }
   // Freeze first: until the external table has the entry, no other thread may build on
-  // this one (a child mapped below a table the S-EPT lacks would fail in the module).
+  // this one (a child mapped below a table the S-EPT lacks would fail in the module). The
+  // planted race P1 publishes the final value first instead.
   uint64_t expected = old_spte.raw();
-  if (!mem_.compare_exchange(sptep, kHostKey, expected, Spte::kFrozenValue,
+  const bool publish_early = bug(BugId::P1);
+  if (!mem_.compare_exchange(sptep, kHostKey, expected,
+                             publish_early ? new_spte.raw() : Spte::kFrozenValue,
                              std::memory_order_acq_rel)) {
     return std::unexpected(Errno::kEbusy);
   }

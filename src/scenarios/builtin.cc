@@ -27,6 +27,8 @@ void run_td_convert_while_running(const ScenarioOptions&, Report&);
 void run_td_private_fault_busy(const ScenarioOptions&, Report&);
 void run_td_shared_alias_memslot(const ScenarioOptions&, Report&);
 void run_pml_dirty_log_aging(const ScenarioOptions&, Report&);
+void run_td_stress(const ScenarioOptions&, Report&);
+void run_td_race_small(const ScenarioOptions&, Report&);
 
 namespace {
 
@@ -160,6 +162,17 @@ constexpr ScenarioInfo kScenarios[] = {
      "harvest must report the page",
      run_pml_dirty_log_aging,
      {false, false, "default"}},
+    {"td_stress",
+     "the workload `tdxsim stress` varies: the vCPUs of a small TD share its 2 MiB regions page "
+     "by page, each in its seed's order — accept, fill, verify, an eighth to shared and back — "
+     "so that their faults race to build the same page tables and AUG neighbouring pages",
+     run_td_stress,
+     {true, true, "tdx"}},
+    {"td_race_small",
+     "td_stress for 2 vCPUs and 16 pages of one 2 MiB region, a few dozen operations: what "
+     "`tdxsim explore` enumerates schedules of",
+     run_td_race_small,
+     {false, false, "tdx"}},
 };
 
 constexpr BugRow kBugRows[] = {
@@ -224,7 +237,19 @@ constexpr BugRow kBugRows[] = {
      "leaks them)"},
 };
 
+// Races planted for tdxsim's own tests: switches like the rows, but no bug of the past.
+constexpr BugRow kPlantedRaces[] = {
+    {BugId::P1, "td_stress",
+     "planted: the fault path publishes a mirror SPTE before its S-EPT entry exists (no FROZEN "
+     "step): a vCPU that walks in between maps below a page table the S-EPT lacks, and the "
+     "module's walk fails"},
+};
+
 }  // namespace
+
+std::span<const BugRow> planted_races() {
+  return kPlantedRaces;
+}
 
 std::span<const ScenarioInfo> builtin_scenarios() {
   return kScenarios;
@@ -232,6 +257,14 @@ std::span<const ScenarioInfo> builtin_scenarios() {
 
 std::span<const BugRow> bug_rows() {
   return kBugRows;
+}
+
+const BugRow* find_switch(BugId id) {
+  for (std::span<const BugRow> rows : {bug_rows(), planted_races()}) {
+    auto it = std::ranges::find(rows, id, &BugRow::id);
+    if (it != rows.end()) return &*it;
+  }
+  return nullptr;
 }
 
 const ScenarioInfo* find_scenario(std::string_view name) {
