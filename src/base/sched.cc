@@ -134,7 +134,7 @@ class SchedCore {
     }
     r.countdown = 1;
     if (is_lock_point(p) && &r != rcu_thread.get() && !others(r, true).empty()) {
-      summary.preemptible_steps.push_back(steps);
+      summary.preemptible.push_back({steps, r.id});
     }
     const std::vector<Preemption>& script = *opts.script;
     while (script_next < script.size() && script[script_next].step < steps) ++script_next;

@@ -76,9 +76,10 @@ struct ScheduleSummary {
   uint64_t switches = 0;     // hand-overs
   uint64_t preemptions = 0;  // hand-overs away from a thread that could have gone on
   unsigned threads = 0;      // threads that took part (the RCU-callback thread included)
-  // For explorations only: the global steps of the lock and unlock points reached while
-  // another thread of the run's own could have run instead — where a preemption can go.
-  std::vector<uint64_t> preemptible_steps;
+  // For explorations only: the lock and unlock points reached while another thread of the
+  // run's own could have run instead — where a preemption can go — each as its global step
+  // and the thread that reached it.
+  std::vector<Preemption> preemptible;
 };
 
 namespace sched_detail {

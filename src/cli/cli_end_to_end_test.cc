@@ -108,7 +108,10 @@ TEST_F(Cli, UsageErrorsExitTwo) {
   for (const char* args :
        {"run no_such_scenario", "run default --vm-type default", "run default --inject NOPE",
         "run default --memory 12Q", "run td_lifecycle --vcpus 3", "run platform_tour --seed 2",
-        "run no_such_file.toml", "frobnicate", ""}) {
+        "run no_such_file.toml", "frobnicate", "", "run default --schedule-seed 3",
+        "run default --deterministic --preempt 5", "run default --deterministic --preempt 9:1,2:1",
+        "stress --vcpus 0", "stress no_such_scenario", "stress td_race_small --vcpus 2",
+        "explore --preemptions 9", "stress --mode sideways"}) {
     const Outcome o = tdxsim(args);
     EXPECT_EQ(o.status, 2) << "tdxsim " << args << "\n" << o.out << o.err;
     EXPECT_FALSE(o.err.empty()) << "tdxsim " << args << " says nothing on stderr";
@@ -149,6 +152,34 @@ TEST_F(Cli, NoChecksRunsWithoutTheInvariants) {
   const Outcome text = tdxsim("run vmx_on_tdx_host --no-checks");
   EXPECT_EQ(text.status, 0) << text.out << text.err;
   EXPECT_NE(text.out.find("invariants off: --no-checks"), std::string::npos) << text.out;
+}
+
+// A deterministic run's JSON is the same outside "host" every time, with the schedule's
+// digest; another schedule seed gives another digest; a failure prints its replay.
+TEST_F(Cli, DeterministicRunsRepeatTheirJsonOutsideHost) {
+  const std::string run = "run default --vcpus 4 --memory 64M --deterministic --json";
+  std::vector<nlohmann::json> docs;
+  for (const char* seed : {"--seed 3", "--seed 3", "--seed 3 --schedule-seed 4"}) {
+    const Outcome o = tdxsim(fmt::format("{} {}", run, seed));
+    ASSERT_EQ(o.status, 0) << o.out << o.err;
+    docs.push_back(nlohmann::json::parse(o.out));
+    docs.back().erase("host");
+  }
+  EXPECT_EQ(docs[0], docs[1]);
+  EXPECT_EQ(docs[0]["options"]["schedule_seed"], 3);
+  EXPECT_NE(docs[0]["schedule"]["digest"], docs[2]["schedule"]["digest"]);
+  EXPECT_EQ(docs[0]["figures"], docs[2]["figures"]);  // the workload is the seed's alone
+
+  // explore finds the planted race and prints a replay that fails the same way.
+  const Outcome found = tdxsim("explore --inject P1 --max-runs 5000");
+  EXPECT_EQ(found.status, 1) << found.out << found.err;
+  const size_t at = found.out.find("replay: tdxsim ");
+  ASSERT_NE(at, std::string::npos) << found.out;
+  const std::string args = found.out.substr(at + 15, found.out.find('\n', at) - at - 15);
+  const Outcome replayed = tdxsim(args);
+  EXPECT_EQ(replayed.status, 1) << replayed.out << replayed.err;
+  EXPECT_NE(replayed.out.find("FAILED no_vm_bug"), std::string::npos) << replayed.out;
+  EXPECT_NE(replayed.out.find("replay: tdxsim " + args), std::string::npos) << replayed.out;
 }
 
 // --json keeps stdout one document even with --trace, and the trace is trace-event JSON whose

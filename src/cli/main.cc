@@ -11,9 +11,11 @@
 #include <string>
 #include <vector>
 
+#include "cli/explore.h"
 #include "cli/platform_tour.h"
 #include "cli/run_options.h"
 #include "cli/run_scenario.h"
+#include "cli/stress.h"
 #include "cli/tty_progress.h"
 #include "scenarios/scenario.h"
 #include "scenarios/scenario_file.h"
@@ -70,6 +72,11 @@ int main(int argc, char** argv) {
   run->add_option("--schedule-seed", flags.schedule_seed,
                   "the deterministic schedule's seed (default: --seed)")
       ->type_name("N");
+  run->add_option("--preempt", flags.preempt,
+                  "with --deterministic: an exploration's schedule instead of a seeded one — "
+                  "the token goes to THREAD at global STEP, and otherwise each thread runs until "
+                  "it waits (what `tdxsim explore` prints)")
+      ->type_name("STEP:THREAD,…");
   std::optional<std::string> trace_path;
   run->add_option("--trace", trace_path,
                   "write the run's timeline to FILE as Chrome/Perfetto trace-event JSON (open it "
@@ -77,6 +84,59 @@ int main(int argc, char** argv) {
                   "zaps, remote flushes; at most 400,000 events, each kind's most recent, with the "
                   "count dropped")
       ->type_name("FILE");
+  // tdxsim stress / explore: the replay issue's search for races.
+  std::string stress_name = "td_stress";
+  tdxsim::cli::StressConfig stress_cfg;
+  std::vector<unsigned> stress_vcpus;
+  std::string stress_mode = "both";
+  tdxsim::cli::RunFlags stress_flags;
+  auto* stress = app.add_subcommand(
+      "stress",
+      "run a scenario over many workload seeds and vCPU counts, free-running and "
+      "deterministic; a failure is reproduced under a deterministic schedule and its "
+      "replay command printed (docs/replay.md)");
+  stress->add_option("scenario", stress_name, "a built-in scenario (default: td_stress)");
+  stress->add_option("--seeds", stress_cfg.seeds, "workload seeds to run (default 100)")
+      ->type_name("N")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 32));
+  stress->add_option("--first-seed", stress_cfg.first_seed, "the first workload seed (default 1)")
+      ->type_name("N");
+  stress->add_option("--vcpus", stress_vcpus, "vCPU counts, comma-separated (default 1,2,4,8)")
+      ->delimiter(',')
+      ->type_name("N,…");
+  stress->add_option("--mode", stress_mode, "free, deterministic or both (default)")
+      ->check(CLI::IsMember({"free", "deterministic", "both"}));
+  stress->add_option("--memory", stress_flags.memory, "guest memory, for scenarios that take it")
+      ->type_name("SIZE");
+  stress->add_option("--inject", stress_flags.inject, "a bug switch or planted race; repeatable")
+      ->type_name("ID");
+  stress
+      ->add_option("--reproduce-tries", stress_cfg.reproduce_tries,
+                   "deterministic schedules tried to reproduce a free-running failure "
+                   "(default 1000)")
+      ->type_name("N")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 32));
+
+  std::string explore_name = "td_race_small";
+  tdxsim::cli::ExploreConfig explore_cfg;
+  tdxsim::cli::RunFlags explore_flags;
+  auto* explore = app.add_subcommand(
+      "explore",
+      "enumerate a small scenario's schedules with at most N preemptions instead of "
+      "sampling them; the first failure prints its replay command (docs/replay.md)");
+  explore->add_option("scenario", explore_name, "a built-in scenario (default: td_race_small)");
+  explore->add_option("--seed", explore_flags.seed, "the workload seed")->type_name("N");
+  explore->add_option("--inject", explore_flags.inject, "a bug switch or planted race; repeatable")
+      ->type_name("ID");
+  explore->add_option("--preemptions", explore_cfg.preemptions, "the preemption bound (default 2)")
+      ->type_name("N")
+      ->check(CLI::Range(1u, 4u));
+  explore
+      ->add_option("--max-runs", explore_cfg.max_runs,
+                   "stop after this many schedules (default 20,000)")
+      ->type_name("N")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 40));
+
   auto* scenarios = app.add_subcommand("scenarios", "list the built-in scenarios, one per line");
   auto* bugs = app.add_subcommand(
       "bugs", "list the bug-catalogue rows that exist as switches: ID, scenario, description");
@@ -95,6 +155,54 @@ int main(int argc, char** argv) {
     }
     for (const Builtin& b : kBuiltins) fmt::print("{}\t{}\n", b.name, b.description);
     return 0;
+  }
+  if (stress->parsed()) {
+    const tdxsim::ScenarioInfo* s = tdxsim::find_scenario(stress_name);
+    if (s == nullptr) {
+      fmt::print(stderr, "tdxsim stress: unknown scenario '{}' (try `tdxsim scenarios`)\n",
+                 stress_name);
+      return 2;
+    }
+    auto options = tdxsim::cli::make_options(*s, stress_flags);
+    if (!options) {
+      fmt::print(stderr, "tdxsim stress: {}\n", options.error());
+      return 2;
+    }
+    if (!stress_vcpus.empty()) {
+      if (!s->overrides.vcpus) {
+        fmt::print(stderr, "tdxsim stress: --vcpus: scenario '{}' has a fixed vCPU count\n",
+                   stress_name);
+        return 2;
+      }
+      for (unsigned v : stress_vcpus) {
+        if (v < 1 || v > 64) {
+          fmt::print(stderr, "tdxsim stress: --vcpus {}: expected 1 to 64\n", v);
+          return 2;
+        }
+      }
+      stress_cfg.vcpus = stress_vcpus;
+    }
+    stress_cfg.scenario = s;
+    stress_cfg.base = *options;
+    stress_cfg.free_running = stress_mode != "deterministic";
+    stress_cfg.deterministic = stress_mode != "free";
+    return tdxsim::cli::run_stress(stress_cfg, stdout);
+  }
+  if (explore->parsed()) {
+    const tdxsim::ScenarioInfo* s = tdxsim::find_scenario(explore_name);
+    if (s == nullptr) {
+      fmt::print(stderr, "tdxsim explore: unknown scenario '{}' (try `tdxsim scenarios`)\n",
+                 explore_name);
+      return 2;
+    }
+    auto options = tdxsim::cli::make_options(*s, explore_flags);
+    if (!options) {
+      fmt::print(stderr, "tdxsim explore: {}\n", options.error());
+      return 2;
+    }
+    explore_cfg.scenario = s;
+    explore_cfg.base = *options;
+    return tdxsim::cli::run_explore(explore_cfg, stdout);
   }
   if (bugs->parsed()) {
     for (const tdxsim::BugRow& b : tdxsim::bug_rows()) {
@@ -155,7 +263,8 @@ int main(int argc, char** argv) {
     });
   }
   if (!flags.inject.empty() || flags.vcpus || flags.memory || flags.vm_type || flags.seed ||
-      flags.no_checks || flags.deterministic || flags.schedule_seed || trace_path) {
+      flags.no_checks || flags.deterministic || flags.schedule_seed || flags.preempt ||
+      trace_path) {
     fmt::print(stderr, "tdxsim run: '{}' takes no options\n", name);
     return 2;
   }

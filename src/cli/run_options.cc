@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <limits>
 
 namespace tdxsim::cli {
@@ -38,6 +39,32 @@ std::optional<uint64_t> parse_size(std::string_view text) {
   }
   if (shift != 0 && v > (std::numeric_limits<uint64_t>::max() >> shift)) return std::nullopt;
   return v << shift;
+}
+
+std::optional<std::vector<Preemption>> parse_preemptions(std::string_view text) {
+  std::vector<Preemption> out;
+  if (text == "none") return out;
+  while (!text.empty()) {
+    const size_t comma = text.find(',');
+    const std::string_view item = text.substr(0, comma);
+    const size_t colon = item.find(':');
+    if (colon == std::string_view::npos) return std::nullopt;
+    Preemption p;
+    const std::string_view step = item.substr(0, colon), thread = item.substr(colon + 1);
+    if (std::from_chars(step.data(), step.data() + step.size(), p.step).ptr !=
+            step.data() + step.size() ||
+        std::from_chars(thread.data(), thread.data() + thread.size(), p.thread).ptr !=
+            thread.data() + thread.size() ||
+        step.empty() || thread.empty()) {
+      return std::nullopt;
+    }
+    if (!out.empty() && p.step <= out.back().step) return std::nullopt;
+    out.push_back(p);
+    if (comma == std::string_view::npos) break;
+    text.remove_prefix(comma + 1);
+    if (text.empty()) return std::nullopt;
+  }
+  return out.empty() ? std::nullopt : std::optional(std::move(out));
 }
 
 std::expected<ScenarioOptions, std::string> make_file_options(const RunFlags& flags) {
@@ -118,6 +145,19 @@ std::expected<ScenarioOptions, std::string> make_options(const ScenarioInfo& sce
         "--schedule-seed without --deterministic: a free-running schedule has no seed"));
   }
   if (flags.deterministic) o.schedule_seed = flags.schedule_seed.value_or(o.seed);
+  if (flags.preempt) {
+    if (!flags.deterministic) {
+      return std::unexpected(std::string("--preempt without --deterministic"));
+    }
+    std::optional<std::vector<Preemption>> script = parse_preemptions(*flags.preempt);
+    if (!script) {
+      return std::unexpected(fmt::format(
+          "--preempt {}: expected STEP:THREAD pairs with increasing steps, comma-separated "
+          "(e.g. 1200:2,4711:3), or none",
+          *flags.preempt));
+    }
+    o.schedule_script = std::move(script);
+  }
   return o;
 }
 

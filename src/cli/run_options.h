@@ -22,7 +22,11 @@ struct RunFlags {
   bool no_checks = false;
   bool deterministic = false;
   std::optional<uint64_t> schedule_seed;  // default: the run's --seed
+  std::optional<std::string> preempt;     // "STEP:THREAD,…" or "none": an exploration's schedule
 };
+
+// --preempt's list, or nullopt when malformed (steps must increase).
+std::optional<std::vector<Preemption>> parse_preemptions(std::string_view text);
 
 // A byte count: digits with an optional K, M, G or T suffix (powers of 1024). nullopt when
 // malformed or overflowing.

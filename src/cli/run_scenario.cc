@@ -113,11 +113,7 @@ int run_and_print(std::string_view name, std::string_view description,
   const auto t0 = std::chrono::steady_clock::now();
   std::optional<ScheduleSummary> sched;
   if (options.schedule_seed) {
-    SchedOptions so;
-    so.seed = *options.schedule_seed;
-    Scheduler scheduler(so);
-    scheduler.run([&] { body(report); });
-    sched = scheduler.summary();
+    sched = run_deterministic(options, [&] { body(report); });
   } else {
     body(report);
   }
@@ -160,7 +156,25 @@ std::string replay_command(std::string_view name, const ScenarioOptions& options
   if (options.schedule_seed) {
     cmd += fmt::format(" --deterministic --schedule-seed {}", *options.schedule_seed);
   }
+  if (options.schedule_script) cmd += " --preempt " + format_preemptions(*options.schedule_script);
   return cmd;
+}
+
+std::string format_preemptions(const std::vector<Preemption>& script) {
+  std::string out;
+  for (const Preemption& p : script)
+    out += fmt::format("{}{}:{}", out.empty() ? "" : ",", p.step, p.thread);
+  return out.empty() ? "none" : out;
+}
+
+ScheduleSummary run_deterministic(const ScenarioOptions& options,
+                                  const std::function<void()>& body) {
+  SchedOptions so;
+  so.seed = options.schedule_seed.value_or(options.seed);
+  so.script = options.schedule_script;
+  Scheduler scheduler(so);
+  scheduler.run(body);
+  return scheduler.summary();
 }
 
 int run_scenario(const ScenarioInfo& scenario, const ScenarioOptions& options, std::FILE* out,

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdio>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -24,6 +25,11 @@ namespace tdxsim::cli {
 // The one command line that runs `name` with `options` again — under a deterministic
 // schedule, the same interleaving.
 std::string replay_command(std::string_view name, const ScenarioOptions& options);
+// "STEP:THREAD,…" as --preempt takes it ("none" for an empty script).
+std::string format_preemptions(const std::vector<Preemption>& script);
+// Runs `body` under the schedule `options` name (its schedule seed, or its script).
+ScheduleSummary run_deterministic(const ScenarioOptions& options,
+                                  const std::function<void()>& body);
 
 // Returns: the exit status, 0 when every check held, 1 otherwise. Under a schedule seed the
 // run is deterministic: "schedule" gains the digest and its counts, and a failed run prints

@@ -21,6 +21,7 @@
 
 #include "base/fault_injection.h"
 #include "base/lock.h"
+#include "base/sched.h"
 
 namespace tdxsim {
 
@@ -46,6 +47,9 @@ struct ScenarioOptions {
   // When set, the run is deterministic: its threads are interleaved by base/sched.h's
   // scheduler from this seed (`tdxsim run --deterministic`), so it replays exactly.
   std::optional<uint64_t> schedule_seed;
+  // When set (with schedule_seed), the schedule is this exploration's instead of a seeded
+  // one: these preemptions, and otherwise each thread runs until it waits or ends.
+  std::optional<std::vector<Preemption>> schedule_script;
 
   // Names a phase to `progress`, if any.
   void phase(std::string_view what, std::function<uint64_t()> done = {}, uint64_t total = 0) const;
