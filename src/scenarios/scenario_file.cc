@@ -869,15 +869,16 @@ class Reader {
     const toml::array* arr = top.array("inject");
     if (arr == nullptr) return;
     std::string listed;
-    for (const BugRow& r : bug_rows())
-      listed += fmt::format("{}{}", listed.empty() ? "" : ", ", to_string(r.id));
+    for (std::span<const BugRow> rows : {bug_rows(), planted_races()}) {
+      for (const BugRow& r : rows)
+        listed += fmt::format("{}{}", listed.empty() ? "" : ", ", to_string(r.id));
+    }
     for (const toml::node& n : *arr) {
       if (!n.is_string())
         fail(pos_of(n), fmt::format("inject: expected a bug ID such as \"S0\", got {}", got(n)));
       const std::string s = *n.value<std::string>();
       const std::optional<BugId> id = parse_bug_id(s);
-      const bool is_row =
-          id && std::ranges::any_of(bug_rows(), [&](const BugRow& r) { return r.id == *id; });
+      const bool is_row = id && find_switch(*id) != nullptr;
       if (!is_row) {
         fail(pos_of(n),
              fmt::format("inject: \"{}\" is not a bug switch; expected one of {}", s, listed));
