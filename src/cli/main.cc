@@ -156,18 +156,27 @@ int main(int argc, char** argv) {
     for (const Builtin& b : kBuiltins) fmt::print("{}\t{}\n", b.name, b.description);
     return 0;
   }
-  if (stress->parsed()) {
-    const tdxsim::ScenarioInfo* s = tdxsim::find_scenario(stress_name);
+  // The scenario `name` and its options for subcommand `cmd`; nullopt after a usage error.
+  auto scenario_with_options = [](const char* cmd, const std::string& wanted,
+                                  const tdxsim::cli::RunFlags& f)
+      -> std::optional<std::pair<const tdxsim::ScenarioInfo*, tdxsim::ScenarioOptions>> {
+    const tdxsim::ScenarioInfo* s = tdxsim::find_scenario(wanted);
     if (s == nullptr) {
-      fmt::print(stderr, "tdxsim stress: unknown scenario '{}' (try `tdxsim scenarios`)\n",
-                 stress_name);
-      return 2;
+      fmt::print(stderr, "tdxsim {}: unknown scenario '{}' (try `tdxsim scenarios`)\n", cmd,
+                 wanted);
+      return std::nullopt;
     }
-    auto options = tdxsim::cli::make_options(*s, stress_flags);
+    auto options = tdxsim::cli::make_options(*s, f);
     if (!options) {
-      fmt::print(stderr, "tdxsim stress: {}\n", options.error());
-      return 2;
+      fmt::print(stderr, "tdxsim {}: {}\n", cmd, options.error());
+      return std::nullopt;
     }
+    return std::pair{s, *options};
+  };
+  if (stress->parsed()) {
+    const auto chosen = scenario_with_options("stress", stress_name, stress_flags);
+    if (!chosen) return 2;
+    const auto& [s, options] = *chosen;
     if (!stress_vcpus.empty()) {
       if (!s->overrides.vcpus) {
         fmt::print(stderr, "tdxsim stress: --vcpus: scenario '{}' has a fixed vCPU count\n",
@@ -183,25 +192,17 @@ int main(int argc, char** argv) {
       stress_cfg.vcpus = stress_vcpus;
     }
     stress_cfg.scenario = s;
-    stress_cfg.base = *options;
+    stress_cfg.base = options;
     stress_cfg.free_running = stress_mode != "deterministic";
     stress_cfg.deterministic = stress_mode != "free";
     return tdxsim::cli::run_stress(stress_cfg, stdout);
   }
   if (explore->parsed()) {
-    const tdxsim::ScenarioInfo* s = tdxsim::find_scenario(explore_name);
-    if (s == nullptr) {
-      fmt::print(stderr, "tdxsim explore: unknown scenario '{}' (try `tdxsim scenarios`)\n",
-                 explore_name);
-      return 2;
-    }
-    auto options = tdxsim::cli::make_options(*s, explore_flags);
-    if (!options) {
-      fmt::print(stderr, "tdxsim explore: {}\n", options.error());
-      return 2;
-    }
+    const auto chosen = scenario_with_options("explore", explore_name, explore_flags);
+    if (!chosen) return 2;
+    const auto& [s, options] = *chosen;
     explore_cfg.scenario = s;
-    explore_cfg.base = *options;
+    explore_cfg.base = options;
     return tdxsim::cli::run_explore(explore_cfg, stdout);
   }
   if (bugs->parsed()) {
