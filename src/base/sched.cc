@@ -56,16 +56,21 @@ class SchedCore {
     return rec;
   }
 
-  // Threads of the run that could take the token from `self` (not ended). `app_only` leaves
-  // the RCU-callback thread out.
-  std::vector<ThreadRec*> others(const ThreadRec& self, bool app_only) const {
+  // Threads of the run that could take the token from `self` (not ended).
+  std::vector<ThreadRec*> others(const ThreadRec& self) const {
     std::vector<ThreadRec*> out;
     for (const auto& t : threads) {
-      if (t.get() == &self || t->exited) continue;
-      if (app_only && t.get() == rcu_thread.get()) continue;
-      out.push_back(t.get());
+      if (t.get() != &self && !t->exited) out.push_back(t.get());
     }
     return out;
+  }
+
+  // Whether a thread of the run's own (not the RCU-callback thread) other than `self` could
+  // run: an exploration asks at every lock point, so nothing is allocated.
+  bool another_app_thread(const ThreadRec& self) const {
+    return std::any_of(threads.begin(), threads.end(), [&](const auto& t) {
+      return t.get() != &self && t != rcu_thread && !t->exited;
+    });
   }
 
   // The thread after `self` in id order that has not ended (a script's hand-over when a
@@ -81,7 +86,7 @@ class SchedCore {
 
   // A seeded choice among the other threads not backing off; null if none.
   ThreadRec* random_awake_other(const ThreadRec& self) {
-    std::vector<ThreadRec*> cand = others(self, false);
+    std::vector<ThreadRec*> cand = others(self);
     std::erase_if(cand, [&](const ThreadRec* t) { return t->wake_step > steps; });
     if (cand.empty()) return nullptr;
     return cand[next_random() % cand.size()];
@@ -93,7 +98,7 @@ class SchedCore {
     if (scripted()) return round_robin_after(self);
     if (ThreadRec* t = random_awake_other(self)) return t;
     ThreadRec* first = nullptr;
-    for (ThreadRec* t : others(self, false)) {
+    for (ThreadRec* t : others(self)) {
       if (first == nullptr || t->wake_step < first->wake_step) first = t;
     }
     if (first != nullptr) steps = std::max(steps, first->wake_step);
@@ -133,7 +138,7 @@ class SchedCore {
       return;
     }
     r.countdown = 1;
-    if (is_lock_point(p) && &r != rcu_thread.get() && !others(r, true).empty()) {
+    if (is_lock_point(p) && &r != rcu_thread.get() && another_app_thread(r)) {
       summary.preemptible.push_back({steps, r.id});
     }
     const std::vector<Preemption>& script = *opts.script;
@@ -154,8 +159,8 @@ class SchedCore {
       }
       TDXSIM_CHECK(false,
                    "deterministic schedule (seed {}): every thread has waited for {} hand-overs "
-                   "in a row — a deadlock; threads:{}",
-                   opts.seed, consecutive_pauses, state);
+                   "in a row — a deadlock; T{} last waited at a {} point; threads:{}",
+                   opts.seed, consecutive_pauses, r.id, to_string(p), state);
     }
     r.backoff = std::clamp(r.backoff * 2, kMinBackoff, kMaxBackoff);
     r.wake_step = steps + r.backoff;
@@ -183,7 +188,6 @@ class SchedCore {
   void wait_for_token(ThreadRec& r) {
     std::unique_lock<std::mutex> l(mu);
     r.cv.wait(l, [&] { return current == r.id; });
-    r.started = true;
   }
 
   // RCU: a deferred callback waits for the read-side sections in progress when it was queued.
@@ -361,7 +365,6 @@ void Scheduler::run(const std::function<void()>& body) {
   TDXSIM_CHECK(core_->threads.empty(), "Scheduler::run() called twice");
   SchedCore& core = *core_;
   std::shared_ptr<ThreadRec> self = core.add_thread();
-  self->started = true;
   self->countdown = core.fresh_countdown();
   core.current = self->id;
   t_point = self.get();

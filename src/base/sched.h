@@ -90,7 +90,6 @@ struct ThreadRec : PointState {
   SchedCore* core = nullptr;
   unsigned id = 0;
   bool exited = false;
-  bool started = false;
   // A thread that paused is not chosen again before `wake_step` (unless no other can run):
   // each failed poll in a row doubles the back-off, so a waiter costs few hand-overs.
   uint64_t wake_step = 0;

@@ -102,13 +102,13 @@ TEST(ReplayTest, AWorkloadThatFailedIsReproducedUnderADeterministicSchedule) {
   workload.vcpus = 8;
   workload.memory_bytes = uint64_t{32} << 20;
   workload.inject = {BugId::P1};
-  const std::optional<ScenarioOptions> det = reproduce_deterministically(
+  const std::optional<Reproduction> det = reproduce_deterministically(
       scenario("td_stress"), workload, {"no_vm_bug", "vcpu_exit"}, 1000);
   ASSERT_TRUE(det.has_value());
-  const RunOutcome a = run_quietly(scenario("td_stress"), *det);
-  const RunOutcome b = run_quietly(scenario("td_stress"), *det);
-  EXPECT_EQ(a.failed_checks, (std::vector<std::string>{"no_vm_bug", "vcpu_exit"}));
-  EXPECT_EQ(a.schedule->digest, b.schedule->digest);
+  EXPECT_EQ(det->outcome.failed_checks, (std::vector<std::string>{"no_vm_bug", "vcpu_exit"}));
+  const RunOutcome again = run_quietly(scenario("td_stress"), det->options);
+  EXPECT_EQ(again.failed_checks, det->outcome.failed_checks);
+  EXPECT_EQ(again.schedule->digest, det->outcome.schedule->digest);
 }
 
 TEST(ReplayTest, BoundedExplorationFindsThePlantedRace) {

@@ -14,28 +14,29 @@ namespace {
 
 void report_reproduction(const StressConfig& c, const ScenarioOptions& options,
                          const std::vector<std::string>& target, std::FILE* out) {
-  const std::optional<ScenarioOptions> det =
+  const std::optional<Reproduction> det =
       reproduce_deterministically(*c.scenario, options, target, c.reproduce_tries);
   if (!det) {
     fmt::print(out, "  not reproduced under {} deterministic schedules\n", c.reproduce_tries);
     return;
   }
-  const RunOutcome r = run_quietly(*c.scenario, *det);
   fmt::print(out, "  reproduced under deterministic schedule {} of {} (digest {:016x}): {}\n",
-             *det->schedule_seed, c.reproduce_tries, r.schedule->digest, r.first_failure);
-  fmt::print(out, "replay: {}\n", replay_command(c.scenario->name, *det));
+             *det->options.schedule_seed, c.reproduce_tries, det->outcome.schedule->digest,
+             det->outcome.first_failure);
+  fmt::print(out, "replay: {}\n", replay_command(c.scenario->name, det->options));
 }
 
 }  // namespace
 
-std::optional<ScenarioOptions> reproduce_deterministically(const ScenarioInfo& scenario,
-                                                           const ScenarioOptions& options,
-                                                           const std::vector<std::string>& target,
-                                                           uint64_t tries) {
+std::optional<Reproduction> reproduce_deterministically(const ScenarioInfo& scenario,
+                                                        const ScenarioOptions& options,
+                                                        const std::vector<std::string>& target,
+                                                        uint64_t tries) {
   for (uint64_t s = 1; s <= tries; ++s) {
     ScenarioOptions det = options;
     det.schedule_seed = s;
-    if (run_quietly(scenario, det).failed_checks == target) return det;
+    RunOutcome r = run_quietly(scenario, det);
+    if (r.failed_checks == target) return Reproduction{std::move(det), std::move(r)};
   }
   return std::nullopt;
 }

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/quiet_run.h"
 #include "scenarios/scenario.h"
 
 namespace tdxsim::cli {
@@ -29,11 +30,16 @@ struct StressConfig {
 // Returns: 0 when no run failed, 1 when one did (whether or not it was reproduced).
 int run_stress(const StressConfig& config, std::FILE* out);
 
+struct Reproduction {
+  ScenarioOptions options;  // the workload's with the schedule seed that reproduced it
+  RunOutcome outcome;
+};
+
 // Schedule seeds 1..tries of `options`' workload under `scenario`, until a run fails exactly
-// the checks `target` names. Returns: that run's options (its replay), or nullopt.
-std::optional<ScenarioOptions> reproduce_deterministically(const ScenarioInfo& scenario,
-                                                           const ScenarioOptions& options,
-                                                           const std::vector<std::string>& target,
-                                                           uint64_t tries);
+// the checks `target` names. Returns: that run (its options are its replay), or nullopt.
+std::optional<Reproduction> reproduce_deterministically(const ScenarioInfo& scenario,
+                                                        const ScenarioOptions& options,
+                                                        const std::vector<std::string>& target,
+                                                        uint64_t tries);
 
 }  // namespace tdxsim::cli
