@@ -11,7 +11,7 @@ namespace {
 constexpr std::array<BugId, kNumBugIds> kAllBugIds = {
     BugId::S0, BugId::S1, BugId::S2, BugId::S3,  BugId::M2, BugId::M3,
     BugId::M4, BugId::M6, BugId::M8, BugId::M9,  BugId::T1, BugId::T3,
-    BugId::T4, BugId::T5, BugId::T7, BugId::T12, BugId::P1,
+    BugId::T4, BugId::T5, BugId::T7, BugId::T12, BugId::P1, BugId::P2,
 };
 
 bool iequals(std::string_view a, std::string_view b) {
@@ -42,6 +42,8 @@ const char* to_string(BugId id) {
     case BugId::T12: return "T12";
     case BugId::P1:
       return "P1";
+    case BugId::P2:
+      return "P2";
   }
   return "?";
 }

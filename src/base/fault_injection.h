@@ -41,10 +41,15 @@
 namespace tdxsim {
 
 // The bug-catalogue IDs. Names are the catalogue's; append new rows at the end.
-// P1 is no catalogue row but a race planted for tdxsim's own tests (the replay issue): the
-// scheduler and `tdxsim stress` must find it.
-enum class BugId : uint8_t { S0, S1, S2, S3, M2, M3, M4, M6, M8, M9, T1, T3, T4, T5, T7, T12, P1 };
-inline constexpr size_t kNumBugIds = static_cast<size_t>(BugId::P1) + 1;
+// P1 and P2 are no catalogue rows but bugs planted for tdxsim's own tests: the race P1 for the
+// scheduler and `tdxsim stress` (the replay issue), the zap-range off-by-one P2 for the
+// property tests (src/workload/).
+// clang-format off
+enum class BugId : uint8_t {
+  S0, S1, S2, S3, M2, M3, M4, M6, M8, M9, T1, T3, T4, T5, T7, T12, P1, P2
+};
+// clang-format on
+inline constexpr size_t kNumBugIds = static_cast<size_t>(BugId::P2) + 1;
 static_assert(kNumBugIds <= 64, "bug switches live in one 64-bit mask");
 
 const char* to_string(BugId id);

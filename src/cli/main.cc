@@ -108,7 +108,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"free", "deterministic", "both"}));
   stress->add_option("--memory", stress_flags.memory, "guest memory, for scenarios that take it")
       ->type_name("SIZE");
-  stress->add_option("--inject", stress_flags.inject, "a bug switch or planted race; repeatable")
+  stress->add_option("--inject", stress_flags.inject, "a bug switch or planted bug; repeatable")
       ->type_name("ID");
   stress
       ->add_option("--reproduce-tries", stress_cfg.reproduce_tries,
@@ -126,7 +126,7 @@ int main(int argc, char** argv) {
       "sampling them; the first failure prints its replay command (docs/replay.md)");
   explore->add_option("scenario", explore_name, "a built-in scenario (default: td_race_small)");
   explore->add_option("--seed", explore_flags.seed, "the workload seed")->type_name("N");
-  explore->add_option("--inject", explore_flags.inject, "a bug switch or planted race; repeatable")
+  explore->add_option("--inject", explore_flags.inject, "a bug switch or planted bug; repeatable")
       ->type_name("ID");
   explore->add_option("--preemptions", explore_cfg.preemptions, "the preemption bound (default 2)")
       ->type_name("N")
@@ -209,7 +209,7 @@ int main(int argc, char** argv) {
     for (const tdxsim::BugRow& b : tdxsim::bug_rows()) {
       fmt::print("{}\t{}\t{}\n", tdxsim::to_string(b.id), b.scenario, b.description);
     }
-    for (const tdxsim::BugRow& b : tdxsim::planted_races()) {
+    for (const tdxsim::BugRow& b : tdxsim::planted_bugs()) {
       fmt::print("{}\t{}\t{}\n", tdxsim::to_string(b.id), b.scenario, b.description);
     }
     return 0;

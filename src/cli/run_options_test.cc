@@ -106,8 +106,8 @@ TEST(MakeOptions, WhatAScenarioCannotTakeIsAUsageError) {
     each.inject = {std::string(to_string(row.id))};
     EXPECT_TRUE(make_options(scenario(row.scenario), each).has_value()) << to_string(row.id);
   }
-  // Every switch is a row or a planted race, and --inject takes the planted ones too.
-  EXPECT_EQ(bug_rows().size() + planted_races().size(), all_bug_ids().size());
+  // Every switch is a row or a planted bug, and --inject takes the planted ones too.
+  EXPECT_EQ(bug_rows().size() + planted_bugs().size(), all_bug_ids().size());
   RunFlags planted;
   planted.inject = {"P1"};
   EXPECT_TRUE(make_options(scenario("td_stress"), planted).has_value());

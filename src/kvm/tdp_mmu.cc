@@ -605,6 +605,8 @@ bool TdpMmu::zap_leafs(MmuPage* root, Gfn start, Gfn end, ZapReason reason, bool
                        bool flush) {
   mmu_lock_.assert_held_write();
   end = std::min(end, max_gfn_exclusive());
+  // P2 (planted): the exclusive end taken for an inclusive one.
+  if (bug(BugId::P2) && end.raw() > start.raw() + 1) end = Gfn{end.raw() - 1};
   if (start >= end) return flush;
   const bool mirror = root->is_mirror();
   std::optional<RcuReadGuard> rcu;

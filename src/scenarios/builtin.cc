@@ -237,18 +237,22 @@ constexpr BugRow kBugRows[] = {
      "leaks them)"},
 };
 
-// Races planted for tdxsim's own tests: switches like the rows, but no bug of the past.
-constexpr BugRow kPlantedRaces[] = {
+// Bugs planted for tdxsim's own tests: switches like the rows, but no bug of the past.
+constexpr BugRow kPlantedBugs[] = {
     {BugId::P1, "td_stress",
      "planted: the fault path publishes a mirror SPTE before its S-EPT entry exists (no FROZEN "
      "step): a vCPU that walks in between maps below a page table the S-EPT lacks, and the "
      "module's walk fails"},
+    {BugId::P2, "td_stress",
+     "planted: a leaf zap stops one page short of its range's end, so every conversion, punch "
+     "and invalidation leaves its last page mapped (what the property tests must catch and "
+     "shrink)"},
 };
 
 }  // namespace
 
-std::span<const BugRow> planted_races() {
-  return kPlantedRaces;
+std::span<const BugRow> planted_bugs() {
+  return kPlantedBugs;
 }
 
 std::span<const ScenarioInfo> builtin_scenarios() {
@@ -260,7 +264,7 @@ std::span<const BugRow> bug_rows() {
 }
 
 const BugRow* find_switch(BugId id) {
-  for (std::span<const BugRow> rows : {bug_rows(), planted_races()}) {
+  for (std::span<const BugRow> rows : {bug_rows(), planted_bugs()}) {
     auto it = std::ranges::find(rows, id, &BugRow::id);
     if (it != rows.end()) return &*it;
   }

@@ -123,9 +123,9 @@ struct BugRow {
   std::string_view description;
 };
 std::span<const BugRow> bug_rows();
-// Races planted for the scheduler's own tests (`--inject P1`); not catalogue rows.
-std::span<const BugRow> planted_races();
-// A row or a planted race by ID; nullptr if neither.
+// Bugs planted for tdxsim's own tests (`--inject P1`, `P2`); not catalogue rows.
+std::span<const BugRow> planted_bugs();
+// A row or a planted bug by ID; nullptr if neither.
 const BugRow* find_switch(BugId id);
 
 }  // namespace tdxsim

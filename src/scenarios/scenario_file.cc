@@ -869,7 +869,7 @@ class Reader {
     const toml::array* arr = top.array("inject");
     if (arr == nullptr) return;
     std::string listed;
-    for (std::span<const BugRow> rows : {bug_rows(), planted_races()}) {
+    for (std::span<const BugRow> rows : {bug_rows(), planted_bugs()}) {
       for (const BugRow& r : rows)
         listed += fmt::format("{}{}", listed.empty() ? "" : ", ", to_string(r.id));
     }
