@@ -190,11 +190,58 @@ void RunChecks::report_pending(Report& report, std::string_view tag) {
     report.check(!o.failure, o.name, "{}", o.failure.value_or(""));
   }
   unwatched_.clear();
+  const CheckOutcome z = zapped_outcome(tag);
+  report.check(!z.failure, z.name, "{}", z.failure.value_or(""));
+}
+
+RunChecks::CheckOutcome RunChecks::zapped_outcome(std::string_view tag) const {
   const std::vector<ZappedRangeViolation> v = zapped_->violations();
   const uint64_t n = zapped_->violation_count();
-  report.check(n == 0, "zapped_range_unmapped",
-               "{}{}{} of {} range zap(s) left mappings; first: {}", tag, tag.empty() ? "" : ": ",
-               n, zapped_->zaps_checked(), v.empty() ? std::string() : v.front().describe());
+  if (n == 0) return CheckOutcome{"zapped_range_unmapped", std::nullopt};
+  return CheckOutcome{"zapped_range_unmapped",
+                      fmt::format("{}{}{} of {} range zap(s) left mappings; first: {}", tag,
+                                  tag.empty() ? "" : ": ", n, zapped_->zaps_checked(),
+                                  v.empty() ? std::string() : v.front().describe())};
+}
+
+std::vector<RunChecks::CheckOutcome> RunChecks::run_outcomes(std::string_view tag) const {
+  const std::string where = tag.empty() ? std::string() : fmt::format("{}: ", tag);
+  const auto outcome = [](std::string_view name, bool ok, std::string evidence) {
+    return CheckOutcome{std::string(name), ok ? std::nullopt : std::optional(std::move(evidence))};
+  };
+  std::vector<CheckOutcome> out;
+  const StaleUseCounts c = stale_->counts();
+  const std::vector<StaleUseViolation> v = stale_->violations();
+  out.push_back(outcome("no_stale_translation_used", c.violations == 0,
+                        fmt::format("{}{} violation(s); first: {}", where, c.violations,
+                                    v.empty() ? std::string() : v.front().describe())));
+  const ReferenceModelCounts m = model_->counts();
+  const std::vector<std::string> mv = model_->violations();
+  out.push_back(outcome("reads_match_reference_model", m.violations == 0,
+                        fmt::format("{}{} violation(s); first: {}", where, m.violations,
+                                    mv.empty() ? std::string() : mv.front())));
+  const DirtyLogCoverageCounts d = dirty_->counts();
+  const std::vector<std::string> dv = dirty_->violations();
+  out.push_back(outcome(
+      "dirty_log_covers_writes", d.violations == 0,
+      fmt::format("{}{} page(s) written and not reported in {} harvest(s); first: {}", where,
+                  d.violations, d.harvests_checked, dv.empty() ? std::string() : dv.front())));
+  return out;
+}
+
+std::vector<std::string> RunChecks::violations_now() {
+  std::vector<std::string> out;
+  if (!enabled_) return out;
+  std::vector<CheckOutcome> all;
+  for (const WatchedVm& w : vms_) {
+    for (CheckOutcome& o : vm_outcomes(*w.vm, w.tag)) all.push_back(std::move(o));
+  }
+  all.push_back(zapped_outcome(""));
+  for (CheckOutcome& o : run_outcomes("")) all.push_back(std::move(o));
+  for (const CheckOutcome& o : all) {
+    if (o.failure) out.push_back(fmt::format("{}: {}", o.name, *o.failure));
+  }
+  return out;
 }
 
 void RunChecks::finish_vm(Vm& vm, Report& report, std::string_view tag) {
@@ -338,20 +385,9 @@ void RunChecks::verdict(Report& report, std::string_view tag) {
 void RunChecks::judge(Report& report, std::string_view tag) {
   if (!enabled_) return;
   report_pending(report, tag);
-  const std::string where = tag.empty() ? std::string() : fmt::format("{}: ", tag);
-  const StaleUseCounts c = stale_->counts();
-  const std::vector<StaleUseViolation> v = stale_->violations();
-  report.check(c.violations == 0, "no_stale_translation_used", "{}{} violation(s); first: {}",
-               where, c.violations, v.empty() ? std::string() : v.front().describe());
-  const ReferenceModelCounts m = model_->counts();
-  const std::vector<std::string> mv = model_->violations();
-  report.check(m.violations == 0, "reads_match_reference_model", "{}{} violation(s); first: {}",
-               where, m.violations, mv.empty() ? std::string() : mv.front());
-  const DirtyLogCoverageCounts d = dirty_->counts();
-  const std::vector<std::string> dv = dirty_->violations();
-  report.check(d.violations == 0, "dirty_log_covers_writes",
-               "{}{} page(s) written and not reported in {} harvest(s); first: {}", where,
-               d.violations, d.harvests_checked, dv.empty() ? std::string() : dv.front());
+  for (const CheckOutcome& o : run_outcomes(tag)) {
+    report.check(!o.failure, o.name, "{}", o.failure.value_or(""));
+  }
 }
 
 void RunChecks::finish(Report& report) {

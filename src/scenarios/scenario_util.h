@@ -105,6 +105,11 @@ class RunChecks {
   // quiescent point — no vCPU in the guest (between KVM_RUNs, or its thread parked at a
   // ucall) and no memory operation in flight.
   void quiescent(Vm& vm, Report& report, std::string_view tag);
+  // Every invariant violated so far, each "name: evidence": the per-VM checks of every
+  // watched VM as they stand now and the run-wide ones (zaps, stale uses, the reference model,
+  // the dirty log). Reports nothing and may be asked again: for drivers that judge after each
+  // operation (src/workload/). REQUIRES: a quiescent point.
+  std::vector<std::string> violations_now();
 
  private:
   struct WatchedVm {
@@ -128,6 +133,9 @@ class RunChecks {
   void report_vm(Vm& vm, Report& report, std::string_view tag, SeptCensus* census = nullptr);
   // The per-VM checks of every VM not reported yet, and the zapped-range verdict.
   void report_pending(Report& report, std::string_view tag);
+  CheckOutcome zapped_outcome(std::string_view tag) const;
+  // The run-wide invariants besides the zaps: stale uses, the reference model, the dirty log.
+  std::vector<CheckOutcome> run_outcomes(std::string_view tag) const;
 
   Machine& machine_;
   const bool enabled_;
