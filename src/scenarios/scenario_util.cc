@@ -232,10 +232,19 @@ std::vector<RunChecks::CheckOutcome> RunChecks::run_outcomes(std::string_view ta
 std::vector<std::string> RunChecks::violations_now() {
   std::vector<std::string> out;
   if (!enabled_) return out;
-  std::vector<CheckOutcome> all;
   for (const WatchedVm& w : vms_) {
-    for (CheckOutcome& o : vm_outcomes(*w.vm, w.tag)) all.push_back(std::move(o));
+    for (const CheckOutcome& o : vm_outcomes(*w.vm, w.tag)) {
+      if (o.failure) out.push_back(fmt::format("{}: {}", o.name, *o.failure));
+    }
   }
+  for (std::string& v : run_wide_violations_now()) out.push_back(std::move(v));
+  return out;
+}
+
+std::vector<std::string> RunChecks::run_wide_violations_now() {
+  std::vector<std::string> out;
+  if (!enabled_) return out;
+  std::vector<CheckOutcome> all;
   all.push_back(zapped_outcome(""));
   for (CheckOutcome& o : run_outcomes("")) all.push_back(std::move(o));
   for (const CheckOutcome& o : all) {

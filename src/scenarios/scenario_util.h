@@ -110,6 +110,9 @@ class RunChecks {
   // the dirty log). Reports nothing and may be asked again: for drivers that judge after each
   // operation (src/workload/). REQUIRES: a quiescent point.
   std::vector<std::string> violations_now();
+  // Only the run-wide ones, which events keep up to date: cheap to ask after every step (the
+  // per-VM checks walk every table and read the whole S-EPT).
+  std::vector<std::string> run_wide_violations_now();
 
  private:
   struct WatchedVm {

@@ -45,11 +45,19 @@ struct Mailbox;
 // A machine sized for one DrivenTd at a time, with `bugs` switched on.
 std::unique_ptr<vmm::Machine> make_machine(const std::vector<BugId>& bugs = {});
 
+// Which invariants a DrivenTd judges after each operation (finish() judges them all).
+enum class Judge : uint8_t {
+  kAll,      // every one: a failure names the operation that broke any of them
+  kRunWide,  // those events keep up to date (zaps, the reference model, stale uses, the
+             // dirty log); the per-VM ones, which walk every table and the whole S-EPT,
+             // at the end: what a fuzzer's executions per second can afford
+};
+
 class DrivenTd {
  public:
   // Builds and finalizes the TD on `machine` and parks its guests. Failures of the build are
   // in failures(). REQUIRES: no other VM on `machine`; it outlives this.
-  explicit DrivenTd(vmm::Machine& machine);
+  explicit DrivenTd(vmm::Machine& machine, Judge judge = Judge::kAll);
   // Ends the TD if finish() did not.
   ~DrivenTd();
   DrivenTd(const DrivenTd&) = delete;
@@ -73,6 +81,7 @@ class DrivenTd {
   void fail(std::string what);
 
   vmm::Machine& machine_;
+  const Judge judge_;
   uint64_t free_before_ = 0;
   std::unique_ptr<Report> report_;
   std::unique_ptr<RunChecks> checks_;
@@ -95,7 +104,8 @@ struct SequenceOutcome {
 
 // Runs `ops` in order on a fresh DrivenTd on `machine`, stopping at the first failure, then
 // ends the TD. REQUIRES: no VM on `machine`; called inside run_scheduled().
-SequenceOutcome run_sequence(vmm::Machine& machine, std::span<const Op> ops);
+SequenceOutcome run_sequence(vmm::Machine& machine, std::span<const Op> ops,
+                             Judge judge = Judge::kAll);
 
 // Runs `body` under the deterministic scheduler (base/sched.h), as every use of a DrivenTd
 // should: its RCU grace periods and barriers are then the scheduler's, so that tearing a TD
