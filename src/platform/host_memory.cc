@@ -613,6 +613,12 @@ bool HostMemory::has_dirty_lines(Pfn pfn) const {
   return !info_dirty(impl_->info_word(pfn.raw()).load(std::memory_order_acquire)).is_host();
 }
 
+bool HostMemory::consumes_poison(Pfn pfn, KeyId key) const {
+  impl_->check_frame(pfn, "consumes_poison");
+  const uint64_t info = impl_->info_word(pfn.raw()).load(std::memory_order_acquire);
+  return info_poisoned(info) && info_key(info) == key;
+}
+
 // --- Contents ---
 
 MemWord HostMemory::read(Hpa hpa, KeyId key) const {
@@ -713,6 +719,16 @@ uint64_t HostMemory::load(Hpa hpa, KeyId key, std::memory_order order) const {
   const uint64_t pfn = hpa.pfn().raw();
   const uint64_t info = m.frame_info(pfn);
   m.note_read(hpa, key, info);
+  return m.view(m.load_raw(pfn, info, idx, order), hpa, key, info).value;
+}
+
+uint64_t HostMemory::load(Hpa hpa, KeyId key, std::memory_order order, bool& poisoned) const {
+  Impl& m = *impl_;
+  const unsigned idx = m.check_word(hpa, key, "load");
+  const uint64_t pfn = hpa.pfn().raw();
+  const uint64_t info = m.frame_info(pfn);
+  m.note_read(hpa, key, info);
+  poisoned = info_poisoned(info) && info_key(info) == key;
   return m.view(m.load_raw(pfn, info, idx, order), hpa, key, info).value;
 }
 

@@ -163,6 +163,11 @@ class HostMemory {
   // Writes back and invalidates every line of `key` (TDH.PHYMEM.CACHE.WB, WBINVD).
   void wbinvd_key(KeyId key);
   bool has_dirty_lines(Pfn pfn) const;
+  // Whether reads of the frame with `key` consume poison: `key` owns the frame and another
+  // key wrote it since (TDX's integrity check fails). Hardware raises a machine check on
+  // such a read; whoever models the reader asks this after reading (a read already
+  // recorded kPoisonConsumed) to know that its value is garbage.
+  bool consumes_poison(Pfn pfn, KeyId key) const;
 
   // --- Contents (8-byte aligned words) -----------------------------------------------------
   // REQUIRES (every content and entry access): `hpa` is in memory and 8-byte aligned; keys
@@ -189,6 +194,10 @@ class HostMemory {
   // The same key rules as read/write apply. Orders are the caller's: entries are published
   // with release and read with acquire.
   uint64_t load(Hpa hpa, KeyId key, std::memory_order order) const;
+  // The same, and in `poisoned` whether the read consumed poison (consumes_poison), from
+  // the one look at the frame's state the load takes anyway: the page walkers ask it of
+  // every entry they read.
+  uint64_t load(Hpa hpa, KeyId key, std::memory_order order, bool& poisoned) const;
   void store(Hpa hpa, KeyId key, uint64_t value, std::memory_order order);
   // Returns: true and stores `desired` if the word equals `expected`; else false and
   // `expected` is updated to the current value.

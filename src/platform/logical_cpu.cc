@@ -488,6 +488,12 @@ std::optional<VmExit> LogicalCpu::translation_fault(GuestContext& ctx, GuestStat
     e.gpa = m->gpa;
     return e;
   }
+  if (std::holds_alternative<MachineCheck>(fault)) {
+    // Intel only: AMD reads its nested tables with the host key, which nothing poisons.
+    VmExit e = make_exit(ctx, state, insn, static_cast<uint32_t>(VmxExitReason::kExceptionNmi));
+    e.intr_info = kIntrInfoMachineCheck;
+    return e;
+  }
   if (std::holds_alternative<PmlFull>(fault)) {
     // The instruction did not retire: it runs again once the host emptied the log.
     return make_exit(ctx, state, insn, static_cast<uint32_t>(VmxExitReason::kPmlFull));

@@ -222,6 +222,7 @@ WalkResult walk_as(HostMemory& mem, const PhysAddrLayout& layout, const WalkCont
     PageWalk pw = start != nullptr ? PageWalk(mem, layout, ctx, gpa, start->table, start->level)
                                    : PageWalk(mem, layout, ctx, gpa);
     for (const WalkStep& s : pw) {
+      if (s.poisoned) return std::unexpected(MachineCheck{gpa, s.entry_hpa});
       path[n++] = s;
       upper = acc;
       acc.add(s.entry);
@@ -233,7 +234,7 @@ WalkResult walk_as(HostMemory& mem, const PhysAddrLayout& layout, const WalkCont
       }
     }
     TDXSIM_CHECK(n > 0 && is_leaf_as<F>(path[n - 1].entry, path[n - 1].level),
-                 "walk of {} ended at a table outside host memory (entry {:#x} at level {})", gpa,
+                 "walk of {} ended on a non-leaf (entry {:#x} at level {})", gpa,
                  n > 0 ? path[n - 1].entry : 0, n > 0 ? level_num(path[n - 1].level) : 0);
     const Perms perms = F::perms(ctx, acc);
     if (!perms.allows(eff)) return fail(Stop::kDenied, path[n - 1].level, path[n - 1].entry, acc);
@@ -275,7 +276,7 @@ PageWalk::PageWalk(const HostMemory& mem, const PhysAddrLayout& layout, const Wa
     : mem_(&mem), layout_(layout), ctx_(ctx), gpa_(gpa) {
   TDXSIM_CHECK(ctx.levels == 4 || ctx.levels == 5, "{}-level second-level paging", ctx.levels);
   const Hpa root = layout.strip_key(ctx.root.raw());
-  TDXSIM_CHECK(root.is_aligned(Level::k4K) && mem.contains(root), "bad walk root {}", root);
+  TDXSIM_CHECK(root.is_aligned(Level::k4K), "bad walk root {}", root);
   read(root, ctx.root_level());
 }
 
@@ -284,7 +285,7 @@ PageWalk::PageWalk(const HostMemory& mem, const PhysAddrLayout& layout, const Wa
     : mem_(&mem), layout_(layout), ctx_(ctx), gpa_(gpa) {
   TDXSIM_CHECK(level <= ctx.root_level(), "a walk from level {} of a {}-level table",
                level_num(level), ctx.levels);
-  TDXSIM_CHECK(table.is_aligned(Level::k4K) && mem.contains(table), "bad walk start {}", table);
+  TDXSIM_CHECK(table.is_aligned(Level::k4K), "bad walk start {}", table);
   read(table, level);
 }
 
@@ -305,22 +306,25 @@ bool PageWalk::is_terminal(const WalkContext& ctx, uint64_t entry, Level level) 
 void PageWalk::read(Hpa table, Level level) {
   step_.level = level;
   step_.entry_hpa = table + uint64_t{gpa_.index(level)} * sizeof(uint64_t);
-  step_.entry = mem_->load(step_.entry_hpa, ctx_.table_key, std::memory_order_acquire);
+  // No memory answers beyond the end of host memory: the read completes with all ones (a
+  // master abort), which EPT finds malformed at every level (memory type 7).
+  if (!mem_->contains(table)) {
+    step_.entry = ~uint64_t{0};
+    step_.poisoned = false;
+    return;
+  }
+  step_.entry =
+      mem_->load(step_.entry_hpa, ctx_.table_key, std::memory_order_acquire, step_.poisoned);
 }
 
 void PageWalk::advance() {
   if (done_) return;
-  if (is_terminal(ctx_, step_.entry, step_.level)) {
+  if (step_.poisoned || is_terminal(ctx_, step_.entry, step_.level)) {
     done_ = true;
     return;
   }
   // Tables are always read with ctx.table_key, whatever key bits the entry carries.
-  const Hpa next = layout_.strip_key(step_.entry & kTableAddrMask);
-  if (!mem_->contains(next)) {
-    done_ = true;
-    return;
-  }
-  read(next, level_down(step_.level));
+  read(layout_.strip_key(step_.entry & kTableAddrMask), level_down(step_.level));
 }
 
 WalkResult walk(HostMemory& mem, const PhysAddrLayout& layout, const WalkContext& ctx, Gpa gpa,

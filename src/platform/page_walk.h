@@ -55,6 +55,9 @@ struct WalkStep {
   Level level = Level::k4K;
   Hpa entry_hpa;       // where the entry lives (key bits stripped)
   uint64_t entry = 0;  // as read
+  // The entry's page is poisoned for the table key: `entry` is garbage (a read that is a
+  // machine check on hardware). The walk ends at such a step.
+  bool poisoned = false;
 };
 
 // Where a walk starts below the root: a paging-structure-cache entry (SDM Vol. 3 §28.4.1,
@@ -70,14 +73,14 @@ struct WalkStart {
 };
 
 // The entries that translate `gpa`, root first. Iteration ends after a leaf, after a
-// not-present entry, or after an entry whose next table lies outside host memory. It does
+// not-present entry, or after a poisoned one. A table outside host memory reads as all ones
+// (no memory answers): a malformed entry for EPT at every level, for NPT above 4K. It does
 // not check reserved bits: a non-leaf with reserved bits is followed like any other (use
 // walk() for the hardware's verdict). GPA bits above ctx.gpa_width() are ignored.
 class PageWalk {
  public:
   PageWalk(const HostMemory& mem, const PhysAddrLayout& layout, const WalkContext& ctx, Gpa gpa);
-  // The entries from `table` (at `level`) down. REQUIRES: `table` is page-aligned and in
-  // host memory.
+  // The entries from `table` (at `level`) down. REQUIRES: `table` is page-aligned.
   PageWalk(const HostMemory& mem, const PhysAddrLayout& layout, const WalkContext& ctx, Gpa gpa,
            Hpa table, Level level);
 
@@ -138,9 +141,11 @@ static_assert(std::input_iterator<PageWalk::Iterator>);
 // one (EPT: qualification bits 5:3 = 0, suppress_ve = true; NPT: P = 0): hardware reports
 // no entry for it, and a #VE needs an entry whose bit 63 is clear.
 //
-// REQUIRES: ctx.levels is 4 or 5; ctx.root is page-aligned and in host memory; every
-//           table the walk reaches is in host memory.
+// REQUIRES: ctx.levels is 4 or 5; ctx.root is page-aligned. A root or table outside host
+//           memory reads as all ones (EPT: a misconfiguration; NPT: a reserved-bit #NPF,
+//           or at 4K a translation past the end of memory).
 // With ctx.pml_full, a kHardware walk that would set the leaf's D fails with PmlFull first.
+// A table entry read from a page poisoned for ctx.table_key fails the walk with MachineCheck.
 // With `start`, the walk begins at a cached table instead of the root (a paging-structure
 // cache hit): the permissions and the fault are computed over the cached upper entries and
 // the entries read from start->table down, exactly as over a full walk's.

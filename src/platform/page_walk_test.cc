@@ -290,15 +290,20 @@ TEST(PageWalk, IteratorStopsAtNotPresentAndAtLargeLeaves) {
   EXPECT_EQ(n, 2u);
 }
 
-TEST(PageWalk, IteratorStopsAtATableOutsideHostMemory) {
+TEST(PageWalk, IteratorReadsATableOutsideHostMemoryAsAllOnes) {
   SmallEpt t;
   t.put(t.l3, Level::k1G, EptEntry{}.with_read(true).with_addr(uint64_t{1} << 40).raw());
   size_t n = 0;
   for (const WalkStep& s : PageWalk(t.mem, t.mem.layout(), t.ctx(), SmallEpt::kGpa)) {
-    (void)s;
     ++n;
+    if (n == 3) {
+      // No memory answers there: all ones, a large leaf (bit 7) that ends the walk.
+      EXPECT_EQ(s.entry, ~uint64_t{0});
+      EXPECT_FALSE(t.mem.contains(s.entry_hpa));
+      EXPECT_TRUE(PageWalk::is_leaf(t.ctx(), s.entry, s.level));
+    }
   }
-  EXPECT_EQ(n, 2u);
+  EXPECT_EQ(n, 3u);
 }
 
 TEST(PageWalk, HardwareWalkSetsAccessedOnceAndProbeMatchesIt) {

@@ -100,7 +100,15 @@ struct PmlFull {
   Gpa gpa;
 };
 
-using TranslationFault = std::variant<EptViolation, EptMisconfig, NptFault, PmlFull>;
+// Machine check (#MC, vector 18): the walk read an entry from a table page poisoned for the
+// key it reads tables with (a TD's S-EPT page written with another key: TDX's integrity
+// check failed). Nothing was translated; the instruction did not retire.
+struct MachineCheck {
+  Gpa gpa;
+  Hpa entry_hpa;  // the poisoned entry
+};
+
+using TranslationFault = std::variant<EptViolation, EptMisconfig, NptFault, PmlFull, MachineCheck>;
 using WalkResult = std::expected<Translation, TranslationFault>;
 
 }  // namespace tdxsim

@@ -38,6 +38,8 @@ const char* to_string(GuestMode m);
 
 // VM-exit interruption information for an NMI: valid (31) | type NMI (2 << 8) | vector 2.
 inline constexpr uint32_t kIntrInfoNmi = 0x8000'0202;
+// The same for a machine check: valid | type hardware exception (3 << 8) | vector 18.
+inline constexpr uint32_t kIntrInfoMachineCheck = 0x8000'0312;
 
 struct VmExit {
   GuestMode mode = GuestMode::kVmx;

@@ -55,6 +55,7 @@ uint64_t TdxModule::mem_rd_wr(LogicalCpu& /*cpu*/, SeamcallRegs& regs, bool writ
   // and on a leaf the guest could not access either (RWX = 0: PENDING, BLOCKED, ...).
   const SeptWalkResult w = sept_walk(mem, layout(), td.sept_root().hpa(), td.ept_levels, td.hkid,
                                      gpa, Level::k4K);
+  if (w.machine_check) return td_machine_check(td);
   if (!w.entry.is_leaf() || SeptEntry::Rwx::get(w.entry.raw()) == 0) {
     return entry_error(regs, TdxStatus::kEptEntryNotPresent, w.entry, w.level, layout());
   }
@@ -65,6 +66,8 @@ uint64_t TdxModule::mem_rd_wr(LogicalCpu& /*cpu*/, SeamcallRegs& regs, bool writ
     return entry_error(regs, TdxStatus::kEptEntryStateIncorrect, e, w.level, layout());
   }
   const Hpa word = e.hpa(layout()) + (gpa.raw() & (level_bytes(w.level) - 1));
+  // Both read the word first (WR returns the old value).
+  if (mem.consumes_poison(word.pfn(), td.hkid)) return td_machine_check(td);
   regs.r8 = mem.read(word, td.hkid).value;
   if (write) mem.write(word, td.hkid, value);
   return raw(TdxStatus::kSuccess);

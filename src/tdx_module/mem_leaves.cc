@@ -64,6 +64,7 @@ uint64_t TdxModule::mem_begin(SeamcallRegs& regs, SeamcallLeaf leaf, bool handle
   locks_held.emit_lazy([&] { return LocksHeld{leaf, td.tdr.hpa()}; });
   op.walk = sept_walk(platform_.memory(), layout(), td.sept_root().hpa(), td.ept_levels, td.hkid,
                       op.page_info.gpa(), op.page_info.level());
+  if (op.walk.machine_check) return td_machine_check(td);
   if (!op.walk.reached) {
     regs.rcx = op.walk.arch_view(layout());
     regs.rdx = op.walk.arch_detail();
@@ -331,6 +332,8 @@ uint64_t TdxModule::mem_sept_remove(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   std::expected<PamtLock, uint64_t> page =
       lock_blocked_and_tracked(regs, op, /*exclusive=*/true);
   if (!page) return page.error();
+  // The host may have written the table with its own key: reading it is a machine check.
+  if (mem.consumes_poison(child.pfn(), td.hkid)) return td_machine_check(td);
   for (uint64_t i = 0; i < kEntriesPerTable; ++i) {
     const SeptEntry c{mem.load(child + 8 * i, td.hkid, std::memory_order_acquire)};
     if (c.state() != SeptState::kFree) {
@@ -421,6 +424,7 @@ uint64_t TdxModule::mr_extend(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   // is a missing page (with details); a leaf in another state than MAPPED is too, plainly.
   const SeptWalkResult w = sept_walk(mem, layout(), td->sept_root().hpa(), td->ept_levels,
                                      td->hkid, gpa, Level::k4K);
+  if (w.machine_check) return td_machine_check(*td);
   if (!w.reached && !w.entry.is_leaf()) {
     regs.rcx = w.arch_view(layout());
     regs.rdx = w.arch_detail();
@@ -430,6 +434,7 @@ uint64_t TdxModule::mr_extend(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
     return raw(TdxStatus::kEptEntryNotPresent);
   }
   const Hpa chunk = w.entry.hpa(layout()) + (gpa.raw() & (level_bytes(w.level) - 1));
+  if (mem.consumes_poison(chunk.pfn(), td->hkid)) return td_machine_check(*td);
   std::array<uint8_t, TdMeasurement::kExtendChunkBytes> bytes{};
   for (size_t i = 0; i < bytes.size(); i += 8) {
     const uint64_t word = mem.read(chunk + i, td->hkid).value;

@@ -111,6 +111,8 @@ uint64_t TdxModule::mem_page_promote(LogicalCpu& /*cpu*/, SeamcallRegs& regs, ui
   std::expected<PamtLock, uint64_t> table_page =
       lock_blocked_and_tracked(regs, op, /*exclusive=*/true);
   if (!table_page) return table_page.error();
+  // The host may have written the table with its own key: reading it is a machine check.
+  if (mem.consumes_poison(table.pfn(), td.hkid)) return td_machine_check(td);
 
   // The children, each locked then checked in turn (module is_sept_page_valid_for_merge):
   // the first a MAPPED or PENDING leaf on a frame aligned to the merged size, every other
@@ -172,6 +174,9 @@ uint64_t TdxModule::mem_page_relocate(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   if (!source) return source.error();
   Check target = check_page(regs.r8, PamtPageType::kNda, TdxOperand::kR8, /*exclusive=*/true);
   if (!target) return target.error();
+  if (!is_pending(e.state()) && mem.consumes_poison(old_page.pfn(), td.hkid)) {
+    return td_machine_check(td);
+  }
 
   // The copy reads and writes with the TD's key (MOVDIR64B). A PENDING page has nothing the
   // guest may read yet: its new frame is keyed but not initialised, as AUG leaves one.

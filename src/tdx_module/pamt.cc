@@ -307,6 +307,22 @@ uint64_t Pamt::count_owned(PamtPageType t, Level level, Pfn owner) const {
   return n;
 }
 
+std::map<uint64_t, Pamt::OwnedEntries> Pamt::count_by_owner() const {
+  std::map<uint64_t, OwnedEntries> out;
+  for (const Level level : {Level::k4K, Level::k2M, Level::k1G}) {
+    const LazyWords& w = words(level);
+    for (uint64_t meta = 1; meta < w.size(); meta += kWordsPerEntry) {
+      if (!w.is_touched(meta)) continue;
+      const uint64_t m = AtomicWordRef(w.data()[meta]).load(std::memory_order_relaxed);
+      const auto t = static_cast<PamtPageType>(MetaType::get(m));
+      if (t == PamtPageType::kNda) continue;
+      OwnedEntries& e = out[MetaOwner::get(m)];
+      ++e.by_type[static_cast<uint8_t>(t) % e.by_type.size()][level_index(level)];
+    }
+  }
+  return out;
+}
+
 uint64_t Pamt::count(PamtPageType t) const {
   return count(t, Level::k4K) + count(t, Level::k2M) + count(t, Level::k1G);
 }

@@ -40,6 +40,7 @@
 #include <array>
 #include <cstdint>
 #include <expected>
+#include <map>
 #include <utility>
 
 #include "base/addr.h"
@@ -192,6 +193,16 @@ class Pamt {
   // The same, only entries whose owner is the TD of TDR frame `owner`.
   uint64_t count_owned(PamtPageType t, Level level, Pfn owner) const;
 
+  // The entries of every type but PT_NDA, by owner (the TDR's frame number; 0 when none was
+  // recorded): one scan of the entries ever assigned, for checks that ask about every TD
+  // at once where count_owned would scan once per question. A snapshot, as count() is.
+  struct OwnedEntries {
+    std::array<std::array<uint64_t, 3>, 16> by_type{};  // [type][level: 4K, 2M, 1G]
+    uint64_t of(PamtPageType t, Level level) const {
+      return by_type[static_cast<uint8_t>(t) % by_type.size()][level_num(level) - 1];
+    }
+  };
+  std::map<uint64_t, OwnedEntries> count_by_owner() const;
   // Marks frames PT_RSVD, as TDMR initialisation does for a TDMR's reserved areas.
   // REQUIRES: no other thread uses the PAMT yet; [first, first + n) inside memory.
   void mark_reserved(Pfn first, uint64_t n);

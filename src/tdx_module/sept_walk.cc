@@ -17,7 +17,13 @@ SeptWalkResult sept_walk(const HostMemory& mem, const PhysAddrLayout& layout, Hp
     SeptWalkResult r;
     r.level = level;
     r.entry_hpa = table + uint64_t{8} * gpa.index(level);
-    r.entry = SeptEntry{mem.load(r.entry_hpa, hkid, std::memory_order_acquire)};
+    bool poisoned = false;
+    r.entry = SeptEntry{mem.load(r.entry_hpa, hkid, std::memory_order_acquire, poisoned)};
+    if (poisoned) [[unlikely]] {
+      r.entry = SeptEntry::free();
+      r.machine_check = true;
+      return r;
+    }
     r.reached = level == target;
     // Only an NL_MAPPED entry leads further down; every other state ends the walk there.
     if (r.reached || r.entry.state() != SeptState::kNlMapped) return r;

@@ -25,6 +25,10 @@ struct SeptWalkResult {
   SeptEntry entry;   // as read
   Level level = Level::k4K;  // the entry's own level (addr.h numbering: 4K = 1)
   bool reached = false;      // level is the requested one
+  // A table on the way was poisoned for the TD's key (a host wrote it with its own): the
+  // walk read garbage, which on hardware is a machine check. The walk stops there, with
+  // `entry` FREE and `reached` false; the caller makes the TD fatal.
+  bool machine_check = false;
 
   // RCX/RDX of the module's S-EPT error paths (set_arch_septe_details_in_vmm_regs).
   uint64_t arch_view(const PhysAddrLayout& l) const { return entry.arch_view(l); }

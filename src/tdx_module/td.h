@@ -24,6 +24,8 @@
 //     and the association count of VP.ENTER/VP.FLUSH happen under the TDR lock shared.
 //   - notify_enables: atomic (relaxed): the host reads it (TDH.MNG.RD) while the guest may
 //     write it.
+//   - fatal: atomic; set by whichever leaf or TD exit consumed the poison, under the TDR lock
+//     (either mode), read under it.
 //   - td_epoch and refcount[2]: atomic; written under epoch_lock (MEM.TRACK exclusive,
 //     VP.ENTER shared) — a later layer's leaves.
 //   - sept_lock: the S-EPT tree lock (memory leaves, a later layer).
@@ -125,6 +127,11 @@ struct Td {
   TdMeasurement measurement;
   AtomicWord num_assoc_vcpus;  // vCPUs associated with some LP
   AtomicWord notify_enables;   // NOTIFY_ENABLES: the guest's to write (TDG.VM.WR), 0 at start
+  // FATAL: the module consumed poison in one of the TD's pages — a host wrote its S-EPT or
+  // private memory with another key, and the read that followed was a machine check on
+  // hardware. Set once (release), never cleared; check_td_state refuses every leaf that
+  // would use the TD's memory or run it, the teardown leaves still work.
+  AtomicWord fatal;
 
   bool sept_ve_disable() const { return (attributes & kTdAttrSeptVeDisable) != 0; }
   bool debug() const { return (attributes & kTdAttrDebug) != 0; }

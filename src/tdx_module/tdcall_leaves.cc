@@ -107,6 +107,10 @@ std::optional<uint64_t> TdxModule::tdg_mem_page_accept(Td& td, Vcpu& vcpu, Seamc
   HostMemory& mem = platform_.memory();
   const SeptWalkResult w =
       sept_walk(mem, layout(), td.sept_root().hpa(), td.ept_levels, td.hkid, gpa, level);
+  if (w.machine_check) {
+    td_fatal_exit(td, regs);
+    return std::nullopt;
+  }
   const auto accept_exit = [&](const SeptWalkResult& at) -> std::optional<uint64_t> {
     set_async_td_exit(regs, VmxExitReason::kEptViolation, kEptQualDataWrite,
                       ExtExitQualType::kAccept, accept_eeq_info(level, at), gpa, 0);

@@ -193,6 +193,7 @@ uint64_t TdxModule::check_td_state(Td& td, bool lock_exclusive,
                                    TryLockGuard& op_state_guard) {
   if (td.lifecycle != TdLifecycle::kKeysConfigured) return raw(TdxStatus::kTdKeysNotConfigured);
   if (td.tdcs_pages.size() < config_.tdcs_pages) return raw(TdxStatus::kTdcsNotAllocated);
+  if (td.fatal.load(std::memory_order_acquire) != 0) return raw(TdxStatus::kTdFatal);
   if (!op_state_guard.try_lock(td.op_state_lock, lock_exclusive)) {
     return with_operand(TdxStatus::kOperandBusy, TdxOperand::kOpState);
   }
@@ -201,6 +202,17 @@ uint64_t TdxModule::check_td_state(Td& td, bool lock_exclusive,
     return raw(TdxStatus::kOpStateIncorrect);
   }
   return raw(TdxStatus::kSuccess);
+}
+
+uint64_t TdxModule::td_machine_check(Td& td) {
+  td.fatal.store(1, std::memory_order_release);
+  return raw(TdxStatus::kTdFatal);
+}
+
+void TdxModule::td_fatal_exit(Td& td, SeamcallRegs& regs) {
+  td_machine_check(td);
+  regs = SeamcallRegs{};
+  regs.rax = raw(TdxStatus::kNonRecoverableTd);
 }
 
 void TdxModule::take_page(Pfn pfn, KeyId key, uint64_t fill) {
@@ -330,6 +342,12 @@ std::optional<uint64_t> TdxModule::td_child_count(Hpa tdr) const {
   const Td* td = find_td(tdr.pfn());
   if (td == nullptr) return std::nullopt;
   return td->child_count.load(std::memory_order_relaxed);
+}
+
+std::optional<bool> TdxModule::td_fatal(Hpa tdr) const {
+  const Td* td = find_td(tdr.pfn());
+  if (td == nullptr) return std::nullopt;
+  return td->fatal.load(std::memory_order_acquire) != 0;
 }
 
 std::optional<VcpuState> TdxModule::vcpu_state(Hpa tdvpr) const {

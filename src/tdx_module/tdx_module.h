@@ -135,6 +135,8 @@ class TdxModule : public SeamModule {
   std::optional<TdLifecycle> td_lifecycle(Hpa tdr) const;
   std::optional<TdOpState> td_op_state(Hpa tdr) const;
   std::optional<uint64_t> td_child_count(Hpa tdr) const;
+  // Whether the TD is FATAL (Td::fatal).
+  std::optional<bool> td_fatal(Hpa tdr) const;
   std::optional<VcpuState> vcpu_state(Hpa tdvpr) const;
   // The guest's registers and RIP, as the TDVPS holds them between entries.
   std::optional<GuestState> vcpu_guest_state(Hpa tdvpr) const;
@@ -230,7 +232,8 @@ class TdxModule : public SeamModule {
   // Whether the host has done its part for `gpa`: a MAPPED or PENDING leaf (a walk, no
   // lock). A PENDING page no longer gives the host a fault to resolve: the guest takes a
   // #VE, or KVM sees the fatal PENDING exit. Chosen where the sheets are silent (abi.md).
-  bool private_gpa_host_mapped(const Td& td, Gpa gpa) const;
+  // Returns: nullopt when the walk consumed poison (the TD is then fatal).
+  std::optional<bool> private_gpa_host_mapped(Td& td, Gpa gpa);
   // The exit of TDG.VP.VMCALL: RAX = 77, RCX = the mask, the guest's exposed GPRs.
   void enter_vmcall_exit(Vcpu& vcpu, SeamcallRegs& regs, uint16_t gpr_mask);
   // The guest's TDCALLs (tdcall_leaves.cc). handle_tdcall returns true for a TD exit.
@@ -327,6 +330,13 @@ class TdxModule : public SeamModule {
   // op_state in `allowed`. On success `op_state_guard` holds op_state_lock.
   uint64_t check_td_state(Td& td, bool lock_exclusive, std::initializer_list<TdOpState> allowed,
                           TryLockGuard& op_state_guard);
+  // The module consumed poison in one of `td`'s pages (a SeptWalkResult::machine_check, or a
+  // page HostMemory::consumes_poison says its read would): the machine check kills the TD.
+  // Returns: TDX_TD_FATAL, what the leaf answers.
+  uint64_t td_machine_check(Td& td);
+  // The same while one of its vCPUs runs: the TD exit that reports it, in `regs`
+  // (TDX_NON_RECOVERABLE_TD, what TDH.VP.ENTER returns for a TD marked fatal).
+  void td_fatal_exit(Td& td, SeamcallRegs& regs);
   // Re-keys a frame the module takes over and initialises it with that key.
   void take_page(Pfn pfn, KeyId key, uint64_t fill);
   Td* find_td(Pfn tdr) const;

@@ -95,7 +95,13 @@ uint64_t TdxModule::vp_enter(LogicalCpu& cpu, SeamcallRegs& regs) {
     }
     locks_held.emit_lazy([&] { return LocksHeld{SeamcallLeaf::kVpEnter, td.tdr.hpa()}; });
     for (const Gpa gpa : vcpu.zero_step.gpas()) {
-      if (private_gpa_host_mapped(td, gpa)) continue;
+      const std::optional<bool> mapped = private_gpa_host_mapped(td, gpa);
+      if (!mapped) {
+        td.refcount[epoch & 1].fetch_sub(1, std::memory_order_acq_rel);
+        td_fatal_exit(td, regs);
+        return regs.rax;
+      }
+      if (*mapped) continue;
       // The host has not mapped what the guest keeps faulting on: do not let the guest
       // run a single instruction (that is the step the attacker wanted to observe).
       td.refcount[epoch & 1].fetch_sub(1, std::memory_order_acq_rel);
@@ -144,6 +150,9 @@ void TdxModule::run_td_guest(LogicalCpu& cpu, Td& td, Vcpu& vcpu, SeamcallRegs& 
       exited = handle_tdcall(td, vcpu, x, regs);
     } else if (x.is(VmxExitReason::kEptViolation) && !vcpu.context.is_shared(x.gpa)) {
       exited = handle_private_ept_violation(td, vcpu, program, x, regs);
+    } else if (x.is(VmxExitReason::kExceptionNmi) && x.intr_info == kIntrInfoMachineCheck) {
+      // The CPU's walk of the S-EPT consumed poison: the TD cannot go on.
+      td_fatal_exit(td, regs);
     } else if (x.is(VmxExitReason::kHlt)) {
       // The Linux guest's idle: TDG.VP.VMCALL<Instruction.HLT>, interrupts not blocked.
       retire_guest_insn(gs, x.insn);
@@ -157,6 +166,11 @@ void TdxModule::run_td_guest(LogicalCpu& cpu, Td& td, Vcpu& vcpu, SeamcallRegs& 
                         timer ? VmxExitReason::kExternalInterrupt
                               : static_cast<VmxExitReason>(x.reason),
                         x.qualification, ExtExitQualType::kNone, 0, x.gpa, x.intr_info);
+    }
+    // Another of the TD's vCPUs, or this one, found the TD fatal: no vCPU of it runs on.
+    if (td.fatal.load(std::memory_order_acquire) != 0) {
+      td_fatal_exit(td, regs);
+      break;
     }
     if (exited) break;
     if (budget != 0 && gs.retired - retired_at_entry >= budget) {
@@ -174,6 +188,10 @@ bool TdxModule::handle_private_ept_violation(Td& td, Vcpu& vcpu, GuestProgram& p
   // (read without its lock, as the module does: the host may change it right after).
   const SeptWalkResult w = sept_walk(platform_.memory(), layout(), td.sept_root().hpa(),
                                      td.ept_levels, td.hkid, x.gpa, Level::k4K);
+  if (w.machine_check) {
+    td_fatal_exit(td, regs);
+    return true;
+  }
   const bool pending = w.entry.is_leaf() && w.entry.state() == SeptState::kPending;
   if (pending && !td.sept_ve_disable() &&
       deliver_ve(vcpu.ve_info, vcpu.guest_state, program,
@@ -188,9 +206,13 @@ bool TdxModule::handle_private_ept_violation(Td& td, Vcpu& vcpu, GuestProgram& p
   return true;
 }
 
-bool TdxModule::private_gpa_host_mapped(const Td& td, Gpa gpa) const {
+std::optional<bool> TdxModule::private_gpa_host_mapped(Td& td, Gpa gpa) {
   const SeptWalkResult w = sept_walk(platform_.memory(), layout(), td.sept_root().hpa(),
                                      td.ept_levels, td.hkid, gpa, Level::k4K);
+  if (w.machine_check) {
+    td_machine_check(td);
+    return std::nullopt;
+  }
   if (!w.entry.is_leaf()) return false;
   const SeptState s = w.entry.state();
   return s == SeptState::kMapped || s == SeptState::kPending;
