@@ -1,11 +1,12 @@
 # The two commands of the README: `make run` and `make test`.
-# Everything else here serves them (or long campaigns a later issue adds).
+# Everything else here serves them, or the long campaigns of `make fuzz` and `make reliability`.
 SHELL := /bin/bash
 .DEFAULT_GOAL := run
 
 DEPS_STAMP := build/.deps-ok
 
-.PHONY: run test deps build build-asan build-tsan build-clang-tsa test-unit test-asan test-tsan bench clean format
+.PHONY: run test deps build build-asan build-tsan build-clang build-clang-coverage test-unit \
+	test-asan test-tsan test-fuzz fuzz reliability bench clean format
 
 $(DEPS_STAMP): scripts/install-deps
 	@scripts/install-deps
@@ -26,8 +27,10 @@ build-asan: deps build/asan/build.ninja
 	cmake --build --preset asan
 build-tsan: deps build/tsan/build.ninja
 	cmake --build --preset tsan
-build-clang-tsa: deps build/clang-tsa/build.ninja
-	cmake --build --preset clang-tsa
+build-clang: deps build/clang/build.ninja
+	cmake --build --preset clang
+build-clang-coverage: deps build/clang-coverage/build.ninja
+	cmake --build --preset clang-coverage
 
 test-unit: build
 	ctest --preset default
@@ -35,11 +38,25 @@ test-asan: build-asan
 	ctest --preset asan
 test-tsan: build-tsan
 	ctest --preset tsan
+# The clang-19 build (thread-safety analysis as errors) and its libFuzzer fuzzers: each
+# replays its committed corpus, then fuzzes briefly (docs/fuzzing.md).
+test-fuzz: build-clang
+	scripts/fuzz-short
 
 # The whole suite: unit and concurrency tests in the default build, the concurrency tests
-# again under TSan and under ASan+UBSan, and the clang-19 thread-safety build.
-test: test-unit test-tsan test-asan build-clang-tsa
+# again under TSan and under ASan+UBSan, and the clang-19 build with the short fuzzing runs.
+test: test-unit test-tsan test-asan test-fuzz
 	@echo "make test: all suites passed"
+
+# Long campaigns: FUZZ_TIME seconds per fuzzer (default 3600), FUZZ_JOBS processes each;
+# the working corpora stay in build/fuzz-corpus/ (scripts/fuzz-campaign --help).
+fuzz: build-clang
+	FUZZ_TIME=$(FUZZ_TIME) FUZZ_JOBS=$(FUZZ_JOBS) scripts/fuzz-campaign
+
+# The reliability campaign (docs/reliability.md): fixed parameters, resumable chunks;
+# RELIABILITY_CHUNKS=N runs at most N of the chunks that remain at this commit.
+reliability: build build-asan build-tsan build-clang build-clang-coverage
+	RELIABILITY_CHUNKS=$(RELIABILITY_CHUNKS) scripts/reliability
 
 bench: build
 	./build/default/bench/platform_bench

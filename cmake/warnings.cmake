@@ -15,7 +15,7 @@ endif()
 
 if(TDXSIM_THREAD_SAFETY)
   if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
-    message(FATAL_ERROR "TDXSIM_THREAD_SAFETY needs clang (use the clang-tsa preset)")
+    message(FATAL_ERROR "TDXSIM_THREAD_SAFETY needs clang (use the clang preset)")
   endif()
   add_compile_options(-Wthread-safety -Wthread-safety-beta -Werror)
 endif()

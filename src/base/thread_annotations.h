@@ -2,7 +2,7 @@
 //
 // They write the lock discipline into the types so that clang proves it at compile time:
 // which capability guards which field, which function needs which lock held and in which
-// mode. The clang-tsa build turns every violation into an error. GCC has no such analysis,
+// mode. The clang preset's build turns every violation into an error. GCC has no such analysis,
 // so there the macros expand to nothing. The run-time half of the same discipline is the
 // assert_held*() family of base/lock.h (KVM's lockdep_assert_held*), which every build keeps.
 //
