@@ -96,29 +96,49 @@ TEST_F(TdxRemoveTest, EachBusyZapSeamcallIsRetriedOnceWithEntryBlocked) {
   const Case cases[] = {{L::kMemRangeBlock, TdxOperand::kSeptTree},
                         {L::kMemTrack, TdxOperand::kTdEpoch},
                         {L::kMemPageRemove, TdxOperand::kSeptTree}};
+  const L removal[] = {L::kMemRangeBlock, L::kMemTrack, L::kMemPageRemove};
+  const auto busy_total = [&] {
+    uint64_t n = 0;
+    for (L leaf : removal) n += td().stats().busy_count(leaf);
+    return n;
+  };
   uint64_t page = 0;
+  uint64_t retried_total = 0;
   for (const Case& c : cases) {
     SCOPED_TRACE(to_string(c.leaf));
+    const uint64_t busy_before = busy_total();
+    const uint64_t forced_before = td().stats().busy_count(c.leaf);
+    const uint64_t retries_before = td().stats().retries(c.leaf);
+    const uint64_t waits_before = td().stats().sept_zap_waits.value();
     faults_.arm(EnvFaultKind::kForceOperandBusy, static_cast<uint64_t>(c.leaf), 1,
                 static_cast<uint64_t>(c.operand));
     const std::vector<L> seq = convert_to_shared(page);
-    std::vector<L> want = {L::kMemRangeBlock, L::kMemTrack, L::kMemPageRemove,
-                           L::kPhymemPageWbinvd};
-    // The busy SEAMCALL appears twice: the try and the one retry.
-    want.insert(std::find(want.begin(), want.end(), c.leaf), c.leaf);
-    EXPECT_EQ(seq, want);
-    EXPECT_EQ(td().stats().busy_count(c.leaf), 1u);
-    EXPECT_EQ(td().stats().retries(c.leaf), 1u);
+    // The busy SEAMCALL appears twice in a row: the try and the one retry. The vCPU goes back
+    // into the guest as soon as a retry lets it, so a later SEAMCALL of the same removal can
+    // meet its TDH.VP.ENTER and be BUSY for real: retried the same way, it shows twice too.
+    std::vector<L> once = seq;
+    once.erase(std::unique(once.begin(), once.end()), once.end());
+    EXPECT_EQ(once, (std::vector<L>{L::kMemRangeBlock, L::kMemTrack, L::kMemPageRemove,
+                                    L::kPhymemPageWbinvd}));
+    EXPECT_EQ(std::count(seq.begin(), seq.end(), c.leaf), 2);
+    const uint64_t retried = seq.size() - once.size();
+    EXPECT_EQ(busy_total() - busy_before, retried);
+    EXPECT_EQ(td().stats().busy_count(c.leaf) - forced_before, 1u);
+    EXPECT_EQ(td().stats().retries(c.leaf) - retries_before, 1u);
+    EXPECT_EQ(td().stats().sept_zap_waits.value() - waits_before, retried);
+    retried_total += retried;
     EXPECT_FALSE(td().wait_for_sept_zap());
     EXPECT_TRUE(frame_is_hosts(page));
     EXPECT_FALSE(kvm().vm_bugged()) << kvm().bug_message();
     ++page;
   }
-  EXPECT_EQ(td().stats().sept_zap_waits.value(), 3u);
+  EXPECT_EQ(td().stats().sept_zap_waits.value(), retried_total);
   EXPECT_EQ(faults_.fired(EnvFaultKind::kForceOperandBusy), 3u);
   // The vCPU still runs the TD.
   const uint64_t exits = vcpus_[0]->stats().exits.value();
-  EXPECT_EQ(convert_to_shared(page).size(), 4u);
+  std::vector<L> last = convert_to_shared(page);
+  last.erase(std::unique(last.begin(), last.end()), last.end());
+  EXPECT_EQ(last.size(), 4u);
   EXPECT_GT(vcpus_[0]->stats().exits.value(), exits);
   stop_guest();
   destroy_and_expect_everything_back();
