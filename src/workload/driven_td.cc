@@ -82,13 +82,13 @@ std::unique_ptr<vmm::Machine> make_machine(const std::vector<BugId>& bugs) {
 DrivenTd::DrivenTd(vmm::Machine& machine, Judge judge)
     : machine_(machine),
       judge_(judge),
-      free_before_(machine.platform().memory().free_frame_count()),
-      report_(std::make_unique<Report>()) {
+      free_before_(machine.platform().memory().free_frame_count()) {
   ScenarioOptions options;
   checks_ = std::make_unique<RunChecks>(machine_, options);
-  vm_ = create_private_td(machine_, kVcpus, slot_bytes(), slot_bytes(), *report_);
-  if (vm_ == nullptr || !report_->check(vm_->td_finalize().has_value(), "finalize")) {
-    for (std::string& f : report_->failures()) fail(std::move(f));
+  Report build;
+  vm_ = create_private_td(machine_, kVcpus, slot_bytes(), slot_bytes(), build);
+  if (vm_ == nullptr || !build.check(vm_->td_finalize().has_value(), "finalize")) {
+    for (std::string& f : build.failures()) fail(std::move(f));
     vm_.reset();
     finished_ = true;
     return;
@@ -271,7 +271,6 @@ SequenceOutcome run_sequence(vmm::Machine& machine, std::span<const Op> ops, Jud
   TdModel model;
   for (size_t i = 0; i < ops.size() && !td.broken(); ++i) {
     if (!well_formed(ops[i])) continue;
-    out.ran++;
     if (!td.run(ops[i], model).empty()) {
       out.failed_at = i;
       break;

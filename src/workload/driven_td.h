@@ -83,7 +83,6 @@ class DrivenTd {
   vmm::Machine& machine_;
   const Judge judge_;
   uint64_t free_before_ = 0;
-  std::unique_ptr<Report> report_;
   std::unique_ptr<RunChecks> checks_;
   std::vector<std::unique_ptr<Mailbox>> boxes_;
   std::vector<std::unique_ptr<guest::Program>> programs_;
@@ -98,8 +97,6 @@ struct SequenceOutcome {
   // The operation that failed (ops.size(): the teardown), when one did; none with failures
   // means the TD could not be built.
   std::optional<size_t> failed_at;
-  // Operations run (ill-formed ones are skipped, as RapidCheck's preconditions skip them).
-  size_t ran = 0;
 };
 
 // Runs `ops` in order on a fresh DrivenTd on `machine`, stopping at the first failure, then
