@@ -194,7 +194,18 @@ void HostWorld::observe(SeamcallLeaf leaf, const SeamcallRegs& in) {
       }
       given(in.rcx);
       return;
-    case SeamcallLeaf::kMemSeptAdd:
+    case SeamcallLeaf::kMemSeptAdd: {
+      if (TdRecord* td = td_by_tdr(in.rdx & ~uint64_t{1})) remember_mapped(*td, in.rcx);
+      // The module ignores R8's bit 63, and with ALLOW_EXISTING on an entry already mapped
+      // it succeeds without reading R8 at all: the page is the module's only if it became
+      // an S-EPT page.
+      const Hpa page{in.r8 & ~(uint64_t{1} << 63)};
+      if (page.is_aligned(Level::k4K) && mem().contains(page) &&
+          module_.pamt().peek_type(page.pfn(), Level::k4K) == PamtPageType::kEpt) {
+        given(page.raw());
+      }
+      return;
+    }
     case SeamcallLeaf::kMemPageAug:
       if (TdRecord* td = td_by_tdr(in.rdx & ~uint64_t{1})) remember_mapped(*td, in.rcx);
       given(in.r8);
