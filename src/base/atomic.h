@@ -14,7 +14,9 @@
 
 namespace tdxsim {
 
-// An atomic 64-bit word that owns its storage.
+// An atomic 64-bit word that owns its storage. The operations are forced inline: with the
+// order a constant at the call, each is the one instruction it names, where GCC otherwise
+// calls a function that switches on the order (the memory model's hot paths are made of them).
 class AtomicWord {
  public:
   constexpr AtomicWord() = default;
@@ -22,37 +24,38 @@ class AtomicWord {
   AtomicWord(const AtomicWord&) = delete;
   AtomicWord& operator=(const AtomicWord&) = delete;
 
-  uint64_t load(std::memory_order o) const {
+  [[gnu::always_inline]] uint64_t load(std::memory_order o) const {
     sched_point(SchedPoint::kAtomic);
     return v_.load(o);
   }
-  void store(uint64_t v, std::memory_order o) {
+  [[gnu::always_inline]] void store(uint64_t v, std::memory_order o) {
     sched_point(SchedPoint::kAtomic);
     v_.store(v, o);
   }
-  uint64_t exchange(uint64_t v, std::memory_order o) {
+  [[gnu::always_inline]] uint64_t exchange(uint64_t v, std::memory_order o) {
     sched_point(SchedPoint::kAtomic);
     return v_.exchange(v, o);
   }
   // Returns: true if the word was `expected` and is now `desired`; otherwise false with
   // `expected` updated to the current value.
-  bool compare_exchange(uint64_t& expected, uint64_t desired, std::memory_order o) {
+  [[gnu::always_inline]] bool compare_exchange(uint64_t& expected, uint64_t desired,
+                                               std::memory_order o) {
     sched_point(SchedPoint::kAtomic);
     return v_.compare_exchange_strong(expected, desired, o, failure_order(o));
   }
-  uint64_t fetch_add(uint64_t v, std::memory_order o) {
+  [[gnu::always_inline]] uint64_t fetch_add(uint64_t v, std::memory_order o) {
     sched_point(SchedPoint::kAtomic);
     return v_.fetch_add(v, o);
   }
-  uint64_t fetch_sub(uint64_t v, std::memory_order o) {
+  [[gnu::always_inline]] uint64_t fetch_sub(uint64_t v, std::memory_order o) {
     sched_point(SchedPoint::kAtomic);
     return v_.fetch_sub(v, o);
   }
-  uint64_t fetch_or(uint64_t v, std::memory_order o) {
+  [[gnu::always_inline]] uint64_t fetch_or(uint64_t v, std::memory_order o) {
     sched_point(SchedPoint::kAtomic);
     return v_.fetch_or(v, o);
   }
-  uint64_t fetch_and(uint64_t v, std::memory_order o) {
+  [[gnu::always_inline]] uint64_t fetch_and(uint64_t v, std::memory_order o) {
     sched_point(SchedPoint::kAtomic);
     return v_.fetch_and(v, o);
   }
@@ -84,35 +87,36 @@ class AtomicWordRef {
  public:
   explicit AtomicWordRef(uint64_t& w) : r_(w) {}
 
-  uint64_t load(std::memory_order o) const {
+  [[gnu::always_inline]] uint64_t load(std::memory_order o) const {
     sched_point(SchedPoint::kAtomic);
     return r_.load(o);
   }
-  void store(uint64_t v, std::memory_order o) const {
+  [[gnu::always_inline]] void store(uint64_t v, std::memory_order o) const {
     sched_point(SchedPoint::kAtomic);
     r_.store(v, o);
   }
-  uint64_t exchange(uint64_t v, std::memory_order o) const {
+  [[gnu::always_inline]] uint64_t exchange(uint64_t v, std::memory_order o) const {
     sched_point(SchedPoint::kAtomic);
     return r_.exchange(v, o);
   }
-  bool compare_exchange(uint64_t& expected, uint64_t desired, std::memory_order o) const {
+  [[gnu::always_inline]] bool compare_exchange(uint64_t& expected, uint64_t desired,
+                                               std::memory_order o) const {
     sched_point(SchedPoint::kAtomic);
     return r_.compare_exchange_strong(expected, desired, o, AtomicWord::failure_order(o));
   }
-  uint64_t fetch_add(uint64_t v, std::memory_order o) const {
+  [[gnu::always_inline]] uint64_t fetch_add(uint64_t v, std::memory_order o) const {
     sched_point(SchedPoint::kAtomic);
     return r_.fetch_add(v, o);
   }
-  uint64_t fetch_sub(uint64_t v, std::memory_order o) const {
+  [[gnu::always_inline]] uint64_t fetch_sub(uint64_t v, std::memory_order o) const {
     sched_point(SchedPoint::kAtomic);
     return r_.fetch_sub(v, o);
   }
-  uint64_t fetch_or(uint64_t v, std::memory_order o) const {
+  [[gnu::always_inline]] uint64_t fetch_or(uint64_t v, std::memory_order o) const {
     sched_point(SchedPoint::kAtomic);
     return r_.fetch_or(v, o);
   }
-  uint64_t fetch_and(uint64_t v, std::memory_order o) const {
+  [[gnu::always_inline]] uint64_t fetch_and(uint64_t v, std::memory_order o) const {
     sched_point(SchedPoint::kAtomic);
     return r_.fetch_and(v, o);
   }

@@ -31,7 +31,7 @@ struct PointState {
 // The calling thread's record while it takes part in a deterministic run; null otherwise.
 extern constinit thread_local PointState* t_point;
 
-void reached(PointState& r, SchedPoint p);
+[[gnu::cold]] void reached(PointState& r, SchedPoint p);
 
 }  // namespace sched_detail
 
@@ -40,10 +40,13 @@ inline bool sched_active() {
   return sched_detail::t_point != nullptr;
 }
 
-// A synchronisation point: under a scheduler, possibly a hand-over.
-inline void sched_point(SchedPoint p) {
+// A synchronisation point: under a scheduler, possibly a hand-over. Always inlined: every
+// atomic operation of the model passes here (about 200 a private page fault), and GCC,
+// left to itself, makes it a call.
+[[gnu::always_inline]] inline void sched_point(SchedPoint p) {
   sched_detail::PointState* r = sched_detail::t_point;
-  if (r == nullptr) return;
+  if (r == nullptr) [[likely]]
+    return;
   ++*r->steps;
   if (--r->countdown == 0) sched_detail::reached(*r, p);
 }
