@@ -153,14 +153,22 @@ struct HostMemory::Impl {
                  "HostMemory::{}: key ID {} exceeds the layout's {} key ID bits", op, key.raw(),
                  config.layout.keyid_bits);
   }
-  // Returns: the word's index within its frame.
-  unsigned check_word(Hpa hpa, KeyId key, const char* op) const {
+  // Returns: the word's index within its frame. Every word access starts here, so the
+  // test is one branch and the failure report is out of line.
+  [[gnu::always_inline]] unsigned check_word(Hpa hpa, KeyId key, const char* op) const {
+    if (hpa.pfn().raw() >= frames || hpa.raw() % sizeof(uint64_t) != 0 || key.raw() > max_key)
+        [[unlikely]]
+      bad_word(hpa, key, op);
+    return static_cast<unsigned>(hpa.page_offset() / sizeof(uint64_t));
+  }
+  [[noreturn, gnu::noinline, gnu::cold]] void bad_word(Hpa hpa, KeyId key, const char* op) const {
     TDXSIM_CHECK(hpa.pfn().raw() < frames, "HostMemory::{}: {} is outside host memory ({} frames)",
                  op, hpa, frames);
     TDXSIM_CHECK(hpa.raw() % sizeof(uint64_t) == 0, "HostMemory::{}: {} is not 8-byte aligned", op,
                  hpa);
     check_key(key, op);
-    return static_cast<unsigned>(hpa.page_offset() / sizeof(uint64_t));
+    TDXSIM_CHECK(false, "HostMemory::{}: {} with key ID {} passes every check", op, hpa, key.raw());
+    __builtin_unreachable();
   }
 
   AtomicWordRef fill_word(uint64_t pfn) const { return AtomicWordRef(meta[pfn * 2]); }
@@ -169,7 +177,9 @@ struct HostMemory::Impl {
     return AtomicWordRef(slots[(handle - 1) * kChunksPerFrame + chunk]);
   }
 
-  uint64_t frame_info(uint64_t pfn) const { return info_word(pfn).load(std::memory_order_acquire); }
+  [[gnu::always_inline]] uint64_t frame_info(uint64_t pfn) const {
+    return info_word(pfn).load(std::memory_order_acquire);
+  }
 
   // Before the first write of a frame's metadata (a no-op but for one load after that).
   void touch(uint64_t pfn) { meta.note_touched(pfn * 2); }
@@ -187,13 +197,14 @@ struct HostMemory::Impl {
 
   // --- Word storage ---
 
-  uint64_t* chunk(uint64_t info, unsigned c) const {
+  [[gnu::always_inline]] uint64_t* chunk(uint64_t info, unsigned c) const {
     const uint64_t handle = info_storage(info);
     if (handle == 0) return nullptr;
     return as_chunk(slot_word(handle, c).load(std::memory_order_acquire));
   }
 
-  uint64_t load_raw(uint64_t pfn, uint64_t info, unsigned idx, std::memory_order order) const {
+  [[gnu::always_inline]] uint64_t load_raw(uint64_t pfn, uint64_t info, unsigned idx,
+                                           std::memory_order order) const {
     if (uint64_t* c = chunk(info, idx / kChunkWords)) {
       return AtomicWordRef(c[idx % kChunkWords]).load(order);
     }
@@ -399,6 +410,7 @@ struct HostMemory::Impl {
 
   const HostMemoryConfig& config;
   const uint64_t frames;
+  const uint16_t max_key = config.layout.max_keyid();
   LazyWords meta;   // 2 words a frame; touched pages recorded by touch()
   LazyWords slots;  // kChunksPerFrame chunk pointers a slot; touched recorded under slot_mu
 
@@ -713,11 +725,15 @@ uint64_t HostMemory::page_hash(Pfn pfn, KeyId key) const {
 
 // --- Atomic entry access ---
 
+// The owner reading its own unpoisoned frame (every page-table walk) returns the stored word
+// and records nothing; the key rules are the other path.
 uint64_t HostMemory::load(Hpa hpa, KeyId key, std::memory_order order) const {
   Impl& m = *impl_;
   const unsigned idx = m.check_word(hpa, key, "load");
   const uint64_t pfn = hpa.pfn().raw();
   const uint64_t info = m.frame_info(pfn);
+  if (Impl::plain_access(key, info)) [[likely]]
+    return m.load_raw(pfn, info, idx, order);
   m.note_read(hpa, key, info);
   return m.view(m.load_raw(pfn, info, idx, order), hpa, key, info).value;
 }
@@ -727,8 +743,10 @@ uint64_t HostMemory::load(Hpa hpa, KeyId key, std::memory_order order, bool& poi
   const unsigned idx = m.check_word(hpa, key, "load");
   const uint64_t pfn = hpa.pfn().raw();
   const uint64_t info = m.frame_info(pfn);
-  m.note_read(hpa, key, info);
   poisoned = info_poisoned(info) && info_key(info) == key;
+  if (Impl::plain_access(key, info)) [[likely]]
+    return m.load_raw(pfn, info, idx, order);
+  m.note_read(hpa, key, info);
   return m.view(m.load_raw(pfn, info, idx, order), hpa, key, info).value;
 }
 
