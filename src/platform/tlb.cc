@@ -151,27 +151,38 @@ void Tlb::insert_locked(const TlbEntry& entry) {
   }
   if (config_.capacity != 0 && map_.size() >= config_.capacity) {
     std::uniform_int_distribution<size_t> pick(0, order_.size() - 1);
-    erase_locked(order_[pick(rng_)]);
+    // The victim's node carries the new entry: a full TLB's fill (every fill, once a guest
+    // has touched more pages than it holds) then neither frees nor allocates.
+    auto node = extract_locked(order_[pick(rng_)]);
     stats_.evictions.add();
+    node.key() = key;
+    node.mapped() = Slot{entry, order_.size()};
+    map_.insert(std::move(node));
+  } else {
+    map_.emplace(key, Slot{entry, order_.size()});
   }
-  map_.emplace(key, Slot{entry, order_.size()});
   order_.push_back(key);
   ++per_level_[level_num(entry.level) - 1];
   stats_.fills.add();
 }
 
-void Tlb::erase_locked(const Key& key) {
+Tlb::Map::node_type Tlb::extract_locked(const Key& key) {
   auto it = map_.find(key);
   TDXSIM_CHECK(it != map_.end(), "TLB erase of a missing key");
   const size_t idx = it->second.order;
   --per_level_[level_num(key.level) - 1];
-  map_.erase(it);
+  auto node = map_.extract(it);
   // Swap-remove keeps order_ dense; fix the moved key's back-pointer.
   if (idx != order_.size() - 1) {
     order_[idx] = order_.back();
     map_.find(order_[idx])->second.order = idx;
   }
   order_.pop_back();
+  return node;
+}
+
+void Tlb::erase_locked(const Key& key) {
+  (void)extract_locked(key);
 }
 
 template <typename Pred>

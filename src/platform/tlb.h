@@ -192,11 +192,14 @@ class Tlb {
   size_t psc_erase_if_locked(Pred pred) TDXSIM_REQUIRES(mu_);
   void psc_insert_locked(const PscEntry& entry) TDXSIM_REQUIRES(mu_);
   void insert_locked(const TlbEntry& entry) TDXSIM_REQUIRES(mu_);
+  using Map = std::unordered_map<Key, Slot, KeyHash>;
+  // Removes the entry (REQUIRES: present; checked) and returns its node for reuse.
+  Map::node_type extract_locked(const Key& key) TDXSIM_REQUIRES(mu_);
   void erase_locked(const Key& key) TDXSIM_REQUIRES(mu_);
 
   TlbConfig config_;
   Mutex mu_{"tlb"};
-  std::unordered_map<Key, Slot, KeyHash> map_ TDXSIM_GUARDED_BY(mu_);
+  Map map_ TDXSIM_GUARDED_BY(mu_);
   std::vector<Key> order_ TDXSIM_GUARDED_BY(mu_);
   // Entries per page size: a lookup skips the sizes the TLB holds none of (most guests map
   // only 4K pages, and a probe is a hash lookup).
