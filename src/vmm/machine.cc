@@ -21,6 +21,7 @@ Machine::Machine(const MachineConfig& config) : config_(config) {
   pc.hyperv = config.hyperv;
   pc.vendor = config.vendor;
   pc.memory.reuse = config.frame_reuse;
+  pc.probe_tlb_hits = config.probe_tlb_hits;
   TDXSIM_CHECK(!(config.tdx && config.hyperv),
                "a TDX host runs on bare metal: TDX and Hyper-V exclude each other");
   TDXSIM_CHECK(!(config.tdx && config.vendor == CpuVendor::kAmd), "TDX is Intel's");

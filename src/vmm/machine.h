@@ -53,6 +53,9 @@ struct MachineConfig {
   ReusePolicy frame_reuse = ReusePolicy::kLastFreedFirst;
   // Bug switches turned on before anything runs (the run's --inject).
   std::vector<BugId> bugs;
+  // Every TLB hit re-walked to classify it for the stale-use checker (PlatformConfig's
+  // probe_tlb_hits): a walk per hit; benchmarks of the model's own paths turn it off.
+  bool probe_tlb_hits = true;
 };
 
 class Machine {
