@@ -324,6 +324,18 @@ struct HostMemory::Impl {
     return key == info_key(info) && !info_poisoned(info);
   }
 
+  // The word that a write with `key` may update in place: the owner's own unpoisoned frame
+  // whose lines are already dirty with that key (or the host's frame), with the word's
+  // chunk installed. Such a write changes nothing that note_write tracks and can leak
+  // nothing, so every S-EPT and SPTE update after the first skips the write rules.
+  // nullptr: take the path that applies them.
+  [[gnu::always_inline]] uint64_t* owned_word(uint64_t pfn, KeyId key, unsigned idx) const {
+    const uint64_t info = frame_info(pfn);
+    if (!plain_access(key, info) || (!key.is_host() && info_dirty(info) != key)) return nullptr;
+    uint64_t* c = chunk(info, idx / kChunkWords);
+    return c == nullptr ? nullptr : c + idx % kChunkWords;
+  }
+
   void note_read(Hpa where, KeyId key, uint64_t info) {
     if (key == info_key(info) && info_poisoned(info)) {
       record(MemViolationKind::kPoisonConsumed, where, key, info_key(info));
@@ -650,6 +662,13 @@ void HostMemory::write(Hpa hpa, KeyId key, MemWord word) {
   Impl& m = *impl_;
   const unsigned idx = m.check_word(hpa, key, "write");
   const uint64_t pfn = hpa.pfn().raw();
+  // A TD's plaintext written by the host leaks even into the host's own frame.
+  if (word.origin == key || !key.is_host()) {
+    if (uint64_t* w = m.owned_word(pfn, key, idx)) [[likely]] {
+      AtomicWordRef(*w).store(word.value, std::memory_order_release);
+      return;
+    }
+  }
   const uint64_t info = m.note_write(pfn, hpa, key, /*whole_page=*/false);
   m.note_leak(hpa, key, info, word.origin);
   m.store_raw(pfn, idx, word.value, std::memory_order_release);
@@ -754,6 +773,10 @@ void HostMemory::store(Hpa hpa, KeyId key, uint64_t value, std::memory_order ord
   Impl& m = *impl_;
   const unsigned idx = m.check_word(hpa, key, "store");
   const uint64_t pfn = hpa.pfn().raw();
+  if (uint64_t* word = m.owned_word(pfn, key, idx)) [[likely]] {
+    AtomicWordRef(*word).store(value, order);
+    return;
+  }
   const uint64_t info = m.note_write(pfn, hpa, key, /*whole_page=*/false);
   m.note_leak(hpa, key, info, key);
   m.store_raw(pfn, idx, value, order);
@@ -768,6 +791,8 @@ bool HostMemory::compare_exchange(Hpa hpa, KeyId key, uint64_t& expected, uint64
   Impl& m = *impl_;
   const unsigned idx = m.check_word(hpa, key, "compare_exchange");
   const uint64_t pfn = hpa.pfn().raw();
+  if (uint64_t* word = m.owned_word(pfn, key, idx)) [[likely]]
+    return AtomicWordRef(*word).compare_exchange(expected, desired, order);
   const uint64_t info = m.note_write(pfn, hpa, key, /*whole_page=*/false);
   m.note_read(hpa, key, info);
   AtomicWordRef w(m.install_chunk(pfn, idx)[idx % kChunkWords]);
@@ -797,6 +822,8 @@ uint64_t HostMemory::exchange(Hpa hpa, KeyId key, uint64_t value, std::memory_or
   Impl& m = *impl_;
   const unsigned idx = m.check_word(hpa, key, "exchange");
   const uint64_t pfn = hpa.pfn().raw();
+  if (uint64_t* word = m.owned_word(pfn, key, idx)) [[likely]]
+    return AtomicWordRef(*word).exchange(value, order);
   const uint64_t info = m.note_write(pfn, hpa, key, /*whole_page=*/false);
   m.note_read(hpa, key, info);
   m.note_leak(hpa, key, info, key);
@@ -809,6 +836,8 @@ uint64_t HostMemory::fetch_or(Hpa hpa, KeyId key, uint64_t bits, std::memory_ord
   Impl& m = *impl_;
   const unsigned idx = m.check_word(hpa, key, "fetch_or");
   const uint64_t pfn = hpa.pfn().raw();
+  if (uint64_t* word = m.owned_word(pfn, key, idx)) [[likely]]
+    return AtomicWordRef(*word).fetch_or(bits, order);
   const uint64_t info = m.note_write(pfn, hpa, key, /*whole_page=*/false);
   m.note_read(hpa, key, info);
   m.note_leak(hpa, key, info, key);

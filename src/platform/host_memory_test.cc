@@ -457,6 +457,35 @@ TEST(HostMemory, PlaintextLeaks) {
   EXPECT_NE(mem.read(word_at(dst, 7), kHostKey).value, 0x5ecu);
 }
 
+// Writes to words already stored take a shorter path (no change to the frame's state);
+// the key rules still hold on it.
+TEST(HostMemory, RulesHoldForWordsWrittenBefore) {
+  HostMemory mem(small());
+  const Pfn secret = td_frame(mem, kTd1, 0x5ec);
+  const MemWord w = mem.read(word_at(secret, 0), kTd1);
+  const Pfn shared = *mem.alloc_frame();
+  mem.write(word_at(shared, 0), kHostKey, 1);
+  mem.store(word_at(shared, 1), kHostKey, 2, std::memory_order_release);
+  EXPECT_TRUE(mem.violations().empty());
+  // The TD's plaintext into a host word stored before: still a leak.
+  mem.write(word_at(shared, 1), kHostKey, w);
+  EXPECT_EQ(kinds(mem), (std::vector<MemViolationKind>{MemViolationKind::kPlaintextLeak}));
+
+  // The owner's second write of a word is plain; another key's write still poisons.
+  const Pfn p = td_frame(mem, kTd2, 0);
+  mem.store(word_at(p, 0), kTd2, 1, std::memory_order_release);
+  uint64_t expected = 1;
+  EXPECT_TRUE(mem.compare_exchange(word_at(p, 0), kTd2, expected, 3, std::memory_order_acq_rel));
+  EXPECT_EQ(mem.violation_count(), 1u);
+  mem.store(word_at(p, 1), kTd1, 9, std::memory_order_release);
+  ASSERT_EQ(mem.violation_count(), 2u);
+  EXPECT_EQ(mem.violations()[1].kind, MemViolationKind::kIntegrityPoison);
+  expected = 3;
+  mem.compare_exchange(word_at(p, 0), kTd2, expected, 4, std::memory_order_acq_rel);
+  ASSERT_EQ(mem.violation_count(), 3u);
+  EXPECT_EQ(mem.violations()[2].kind, MemViolationKind::kPoisonConsumed);
+}
+
 TEST(HostMemory, CopyPageIntoTdIsPageAdd) {
   HostMemory mem(small());
   const Pfn src = *mem.alloc_frame();
