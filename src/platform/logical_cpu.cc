@@ -331,7 +331,9 @@ std::expected<ServedTranslation, TranslationFault> LogicalCpu::translate(
     }
   };
 
-  auto e = tlb_.lookup(tag, gpa.raw());
+  Tlb::Probe cached = tlb_.probe(tag, gpa.raw());
+  const bool psc_probed = !cached.entry;
+  std::optional<TlbEntry>& e = cached.entry;
   // A write through a translation cached clean walks again to set D (and log it).
   if (e && e->perms.allows(needed) && needed.type == AccessType::kWrite && !e->dirty) e.reset();
   if (e) {
@@ -376,8 +378,10 @@ std::expected<ServedTranslation, TranslationFault> LogicalCpu::translate(
 
   stats_.tlb_walks.add();
   const uint64_t l0_gen = l0 != nullptr ? l0->generation() : 0;
-  // A paging-structure-cache hit starts the walk at the cached page table.
-  const std::optional<PscEntry> psc = tlb_.psc_lookup(tag, gpa.raw());
+  // A paging-structure-cache hit starts the walk at the cached page table. After a TLB hit
+  // that could not serve the access (a clean entry for a write) the PSC is probed now.
+  if (!psc_probed) cached.psc = tlb_.psc_lookup(tag, gpa.raw());
+  const std::optional<PscEntry>& psc = cached.psc;
   WalkStart start;
   if (psc) start = WalkStart{psc->table, Level::k4K, psc->upper_all, psc->upper_any};
   auto r = walk(platform_.memory(), platform_.memory().layout(), wc, gpa, access,

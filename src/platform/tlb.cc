@@ -35,6 +35,18 @@ Tlb::Tlb(const TlbConfig& config) : config_(config), rng_(config.seed) {
 
 std::optional<TlbEntry> Tlb::lookup(const TlbTag& tag, uint64_t addr) {
   MutexLock lock(mu_);
+  return lookup_locked(tag, addr);
+}
+
+Tlb::Probe Tlb::probe(const TlbTag& tag, uint64_t addr) {
+  MutexLock lock(mu_);
+  Probe p;
+  p.entry = lookup_locked(tag, addr);
+  if (!p.entry) p.psc = psc_lookup_locked(tag, addr);
+  return p;
+}
+
+std::optional<TlbEntry> Tlb::lookup_locked(const TlbTag& tag, uint64_t addr) {
   for (Level l : kTlbLevels) {
     if (per_level_[level_num(l) - 1] == 0) continue;
     const uint64_t page = addr & ~(level_bytes(l) - 1);
@@ -69,6 +81,10 @@ TlbTag Tlb::psc_tag(const TlbTag& tag) {
 
 std::optional<PscEntry> Tlb::psc_lookup(const TlbTag& tag, uint64_t addr) {
   MutexLock lock(mu_);
+  return psc_lookup_locked(tag, addr);
+}
+
+std::optional<PscEntry> Tlb::psc_lookup_locked(const TlbTag& tag, uint64_t addr) {
   if (psc_.empty()) return std::nullopt;
   auto it = psc_.find(PscKey{psc_tag(tag), addr & ~(kPscRegion - 1)});
   if (it == psc_.end()) return std::nullopt;

@@ -114,6 +114,13 @@ class Tlb {
 
   // The entry that translates `addr` under `tag`, at any page size.
   std::optional<TlbEntry> lookup(const TlbTag& tag, uint64_t addr);
+  // lookup(), and on a miss psc_lookup() as well, under one acquisition of the lock: what
+  // a translation asks before it walks.
+  struct Probe {
+    std::optional<TlbEntry> entry;
+    std::optional<PscEntry> psc;  // only on a miss
+  };
+  Probe probe(const TlbTag& tag, uint64_t addr);
   void insert(const TlbEntry& entry);
 
   // --- Paging-structure cache ------------------------------------------------------------
@@ -192,6 +199,8 @@ class Tlb {
   size_t psc_erase_if_locked(Pred pred) TDXSIM_REQUIRES(mu_);
   void psc_insert_locked(const PscEntry& entry) TDXSIM_REQUIRES(mu_);
   void insert_locked(const TlbEntry& entry) TDXSIM_REQUIRES(mu_);
+  std::optional<TlbEntry> lookup_locked(const TlbTag& tag, uint64_t addr) TDXSIM_REQUIRES(mu_);
+  std::optional<PscEntry> psc_lookup_locked(const TlbTag& tag, uint64_t addr) TDXSIM_REQUIRES(mu_);
   using Map = std::unordered_map<Key, Slot, KeyHash>;
   // Removes the entry (REQUIRES: present; checked) and returns its node for reuse.
   Map::node_type extract_locked(const Key& key) TDXSIM_REQUIRES(mu_);
