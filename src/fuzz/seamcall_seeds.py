@@ -142,15 +142,16 @@ def seeds():
 
     # A raw SEPT.ADD with ALLOW_EXISTING (RDX bit 0 flipped) on region 0's 2M entry, which
     # maps a table already: the module succeeds without reading R8, here a 2M run with bit 63
-    # flipped. The host then writes the last page it believes the module holds, which must
-    # be a page (CI found the harness taking R8 as given).
+    # flipped. The host then writes module page 21 (of 22, counting that run as given: the
+    # harness did until CI found it; now the index wraps to a page the module does hold),
+    # which must be a page of memory.
     s = Seed(ACCEPTED)
     s.u8(OP_RAW, 3, 0, 0)  # kLeaves[3] TDH.MEM.SEPT.ADD, version 0, CPU 0
     s.u8(0, 0, 0, 0, 7)  # RCX: region 0 page 0 at 2M
     s.u8(240, 0, 0)  # RDX: the TD, bit 0 (ALLOW_EXISTING) flipped
     s.u8(240, 0, 63)  # R8: a 2M run, bit 63 flipped
     s.u8(0)  # R9: zero
-    s.u8(OP_HOST_WRITE, 3, 21, 1, 0, 0).u64(0xBAD)  # one word of the last module page
+    s.u8(OP_HOST_WRITE, 3, 21, 1, 0, 0).u64(0xBAD)  # one word of module page 21
     out["td_sept_add_allow_existing_leaves_r8_unread"] = s
 
     # Raw calls only, from a bare module: MNG.CREATE, then MNG.KEY.CONFIG on the new TD, with
