@@ -167,38 +167,38 @@ void Tlb::insert_locked(const TlbEntry& entry) {
   }
   if (config_.capacity != 0 && map_.size() >= config_.capacity) {
     std::uniform_int_distribution<size_t> pick(0, order_.size() - 1);
-    // The victim's node carries the new entry: a full TLB's fill (every fill, once a guest
-    // has touched more pages than it holds) then neither frees nor allocates.
-    auto node = extract_locked(order_[pick(rng_)]);
+    // The new entry takes the victim's node and its place in order_: a full TLB's fill
+    // (every fill, once a guest has touched more pages than it holds) then neither frees
+    // nor allocates, and moves no other entry.
+    const size_t victim = pick(rng_);
+    auto node = map_.extract(order_[victim]);
+    TDXSIM_CHECK(!node.empty(), "TLB victim missing from the map");
+    --per_level_[level_num(node.key().level) - 1];
     stats_.evictions.add();
     node.key() = key;
-    node.mapped() = Slot{entry, order_.size()};
+    node.mapped() = Slot{entry, victim};
     map_.insert(std::move(node));
+    order_[victim] = key;
   } else {
     map_.emplace(key, Slot{entry, order_.size()});
+    order_.push_back(key);
   }
-  order_.push_back(key);
   ++per_level_[level_num(entry.level) - 1];
   stats_.fills.add();
 }
 
-Tlb::Map::node_type Tlb::extract_locked(const Key& key) {
+void Tlb::erase_locked(const Key& key) {
   auto it = map_.find(key);
   TDXSIM_CHECK(it != map_.end(), "TLB erase of a missing key");
   const size_t idx = it->second.order;
   --per_level_[level_num(key.level) - 1];
-  auto node = map_.extract(it);
+  map_.erase(it);
   // Swap-remove keeps order_ dense; fix the moved key's back-pointer.
   if (idx != order_.size() - 1) {
     order_[idx] = order_.back();
     map_.find(order_[idx])->second.order = idx;
   }
   order_.pop_back();
-  return node;
-}
-
-void Tlb::erase_locked(const Key& key) {
-  (void)extract_locked(key);
 }
 
 template <typename Pred>

@@ -202,8 +202,7 @@ class Tlb {
   std::optional<TlbEntry> lookup_locked(const TlbTag& tag, uint64_t addr) TDXSIM_REQUIRES(mu_);
   std::optional<PscEntry> psc_lookup_locked(const TlbTag& tag, uint64_t addr) TDXSIM_REQUIRES(mu_);
   using Map = std::unordered_map<Key, Slot, KeyHash>;
-  // Removes the entry (REQUIRES: present; checked) and returns its node for reuse.
-  Map::node_type extract_locked(const Key& key) TDXSIM_REQUIRES(mu_);
+  // REQUIRES: the entry is present (checked).
   void erase_locked(const Key& key) TDXSIM_REQUIRES(mu_);
 
   TlbConfig config_;
