@@ -1,7 +1,5 @@
 #include "platform/tlb.h"
 
-#include <iterator>
-
 #include "base/check.h"
 #include "base/mix.h"
 
@@ -13,24 +11,26 @@ constexpr Level kTlbLevels[] = {Level::k4K, Level::k2M, Level::k1G};
 
 }  // namespace
 
-size_t Tlb::KeyHash::operator()(const Key& k) const {
-  uint64_t h = k.page ^ (uint64_t{level_num(k.level)} << 60);
-  h = mix64(h ^ k.tag.ep4ta);
-  h = mix64(h ^ (uint64_t{k.tag.vpid_or_asid} << 16) ^ k.tag.pcid ^
-            (uint64_t{static_cast<uint8_t>(k.tag.kind)} << 40));
-  return static_cast<size_t>(h);
+uint64_t Tlb::tag_hash(const TlbTag& tag, Level level) {
+  return mix64(tag.ep4ta ^ (uint64_t{tag.vpid_or_asid} << 16) ^ (uint64_t{tag.pcid} << 32) ^
+               (uint64_t{static_cast<uint8_t>(tag.kind)} << 48) ^
+               (uint64_t{level_num(level)} << 56));
 }
 
-size_t Tlb::PscKeyHash::operator()(const PscKey& k) const {
-  uint64_t h = mix64(k.region ^ k.tag.ep4ta);
-  h = mix64(h ^ (uint64_t{k.tag.vpid_or_asid} << 16) ^
-            (uint64_t{static_cast<uint8_t>(k.tag.kind)} << 40));
-  return static_cast<size_t>(h);
+namespace {
+
+uint64_t vpn_of(uint64_t addr, Level level) {
+  return addr >> level_shift(level);
 }
 
-Tlb::Tlb(const TlbConfig& config) : config_(config), rng_(config.seed) {
-  // A bounded TLB never grows past its capacity: no rehash on the fill path.
-  if (config.capacity != 0) map_.reserve(config.capacity + 1);
+}  // namespace
+
+Tlb::Tlb(const TlbConfig& config)
+    : config_(config), entries_(config.capacity), psc_(config.capacity), rng_(config.seed) {}
+
+uint64_t Tlb::next_random() {
+  rng_ += 0x9e3779b97f4a7c15ull;  // splitmix64
+  return mix64(rng_);
 }
 
 std::optional<TlbEntry> Tlb::lookup(const TlbTag& tag, uint64_t addr) {
@@ -50,9 +50,12 @@ std::optional<TlbEntry> Tlb::lookup_locked(const TlbTag& tag, uint64_t addr) {
   for (Level l : kTlbLevels) {
     if (per_level_[level_num(l) - 1] == 0) continue;
     const uint64_t page = addr & ~(level_bytes(l) - 1);
-    if (auto it = map_.find(Key{tag, page, l}); it != map_.end()) {
+    const TlbEntry* e = entries_.find(vpn_of(page, l), tag_hash(tag, l), [&](const TlbEntry& x) {
+      return x.page == page && x.level == l && x.tag == tag;
+    });
+    if (e != nullptr) {
       stats_.hits.add();
-      return it->second.entry;
+      return *e;
     }
   }
   stats_.misses.add();
@@ -85,11 +88,24 @@ std::optional<PscEntry> Tlb::psc_lookup(const TlbTag& tag, uint64_t addr) {
 }
 
 std::optional<PscEntry> Tlb::psc_lookup_locked(const TlbTag& tag, uint64_t addr) {
-  if (psc_.empty()) return std::nullopt;
-  auto it = psc_.find(PscKey{psc_tag(tag), addr & ~(kPscRegion - 1)});
-  if (it == psc_.end()) return std::nullopt;
+  if (psc_.size() == 0) return std::nullopt;
+  const TlbTag t = psc_tag(tag);
+  const uint64_t region = addr & ~(kPscRegion - 1);
+  const PscEntry* e =
+      psc_.find(vpn_of(region, Level::k2M), tag_hash(t, Level::k2M),
+                [&](const PscEntry& x) { return x.region == region && x.tag == t; });
+  if (e == nullptr) return std::nullopt;
   stats_.psc_hits.add();
-  return it->second;
+  return *e;
+}
+
+size_t Tlb::psc_erase_locked(const TlbTag& tag, uint64_t addr) {
+  const TlbTag t = psc_tag(tag);
+  const uint64_t region = addr & ~(kPscRegion - 1);
+  return psc_.erase(vpn_of(region, Level::k2M), tag_hash(t, Level::k2M),
+                    [&](const PscEntry& x) { return x.region == region && x.tag == t; })
+             ? 1
+             : 0;
 }
 
 void Tlb::psc_insert(const PscEntry& entry) {
@@ -107,31 +123,23 @@ void Tlb::psc_insert_locked(const PscEntry& entry) {
   TDXSIM_CHECK((entry.region & (kPscRegion - 1)) == 0, "PSC region {:#x} not 2M-aligned",
                entry.region);
   TDXSIM_CHECK(entry.tag == psc_tag(entry.tag), "a PSC entry tagged as a combined mapping");
-  const PscKey key{entry.tag, entry.region};
-  if (auto it = psc_.find(key); it != psc_.end()) {
-    it->second = entry;
-    stats_.psc_fills.add();
-    return;
-  }
-  if (config_.capacity != 0 && psc_.size() >= config_.capacity) {
-    std::uniform_int_distribution<size_t> pick(0, psc_.size() - 1);
-    psc_.erase(std::next(psc_.begin(), static_cast<std::ptrdiff_t>(pick(rng_))));
-    stats_.evictions.add();
-  }
-  psc_.emplace(key, entry);
+  psc_.insert(
+      vpn_of(entry.region, Level::k2M), tag_hash(entry.tag, Level::k2M), entry,
+      [&](const PscEntry& x) { return x.region == entry.region && x.tag == entry.tag; },
+      next_random(), [&](const PscEntry&) { stats_.evictions.add(); });
   stats_.psc_fills.add();
 }
 
 template <typename Pred>
 size_t Tlb::psc_erase_if_locked(Pred pred) {
-  const size_t n = std::erase_if(psc_, [&](const auto& kv) { return pred(kv.second); });
+  const size_t n = psc_.erase_if(pred);
   stats_.psc_flushed.add(n);
   return n;
 }
 
 size_t Tlb::psc_invalidate(const TlbTag& tag, uint64_t addr) {
   MutexLock lock(mu_);
-  const size_t n = psc_.erase(PscKey{psc_tag(tag), addr & ~(kPscRegion - 1)});
+  const size_t n = psc_erase_locked(tag, addr);
   stats_.psc_flushed.add(n);
   return n;
 }
@@ -140,7 +148,7 @@ std::vector<PscEntry> Tlb::psc_entries() {
   MutexLock lock(mu_);
   std::vector<PscEntry> out;
   out.reserve(psc_.size());
-  for (const auto& [key, e] : psc_) out.push_back(e);
+  psc_.for_each([&](const PscEntry& e) { out.push_back(e); });
   return out;
 }
 
@@ -159,57 +167,33 @@ void Tlb::insert_locked(const TlbEntry& entry) {
   TDXSIM_CHECK(entry.level <= Level::k1G, "a TLB entry of {}", level_name(entry.level));
   TDXSIM_CHECK((entry.page & (level_bytes(entry.level) - 1)) == 0,
                "TLB entry page {:#x} not aligned to {}", entry.page, level_name(entry.level));
-  const Key key{entry.tag, entry.page, entry.level};
-  if (auto it = map_.find(key); it != map_.end()) {
-    it->second.entry = entry;
-    stats_.fills.add();
-    return;
-  }
-  if (config_.capacity != 0 && map_.size() >= config_.capacity) {
-    std::uniform_int_distribution<size_t> pick(0, order_.size() - 1);
-    // The new entry takes the victim's node and its place in order_: a full TLB's fill
-    // (every fill, once a guest has touched more pages than it holds) then neither frees
-    // nor allocates, and moves no other entry.
-    const size_t victim = pick(rng_);
-    auto node = map_.extract(order_[victim]);
-    TDXSIM_CHECK(!node.empty(), "TLB victim missing from the map");
-    --per_level_[level_num(node.key().level) - 1];
+  std::optional<Level> evicted;
+  const bool added = entries_.insert(
+      vpn_of(entry.page, entry.level), tag_hash(entry.tag, entry.level), entry,
+      [&](const TlbEntry& x) {
+        return x.page == entry.page && x.level == entry.level && x.tag == entry.tag;
+      },
+      next_random(), [&](const TlbEntry& victim) { evicted = victim.level; });
+  if (evicted) {
+    --per_level_[level_num(*evicted) - 1];
     stats_.evictions.add();
-    node.key() = key;
-    node.mapped() = Slot{entry, victim};
-    map_.insert(std::move(node));
-    order_[victim] = key;
-  } else {
-    map_.emplace(key, Slot{entry, order_.size()});
-    order_.push_back(key);
   }
-  ++per_level_[level_num(entry.level) - 1];
+  if (added) ++per_level_[level_num(entry.level) - 1];
   stats_.fills.add();
-}
-
-void Tlb::erase_locked(const Key& key) {
-  auto it = map_.find(key);
-  TDXSIM_CHECK(it != map_.end(), "TLB erase of a missing key");
-  const size_t idx = it->second.order;
-  --per_level_[level_num(key.level) - 1];
-  map_.erase(it);
-  // Swap-remove keeps order_ dense; fix the moved key's back-pointer.
-  if (idx != order_.size() - 1) {
-    order_[idx] = order_.back();
-    map_.find(order_[idx])->second.order = idx;
-  }
-  order_.pop_back();
 }
 
 template <typename Pred>
 size_t Tlb::erase_if_locked(Pred pred) {
-  std::vector<Key> doomed;
-  for (const auto& [key, slot] : map_)
-    if (pred(slot.entry)) doomed.push_back(key);
-  for (const Key& k : doomed) erase_locked(k);
+  std::array<uint64_t, 3> dropped{};
+  const size_t n = entries_.erase_if([&](const TlbEntry& e) {
+    if (!pred(e)) return false;
+    ++dropped[level_num(e.level) - 1];
+    return true;
+  });
+  for (size_t i = 0; i < dropped.size(); ++i) per_level_[i] -= dropped[i];
   stats_.flushes.add();
-  stats_.entries_flushed.add(doomed.size());
-  return doomed.size();
+  stats_.entries_flushed.add(n);
+  return n;
 }
 
 size_t Tlb::invept(InveptType type, uint64_t ep4ta) {
@@ -246,7 +230,7 @@ size_t Tlb::invvpid(InvvpidType type, uint16_t vpid, uint64_t linear) {
 
 size_t Tlb::invalidate_on_fault(const TlbTag& tag, uint64_t addr) {
   MutexLock lock(mu_);
-  stats_.psc_flushed.add(psc_.erase(PscKey{psc_tag(tag), addr & ~(kPscRegion - 1)}));
+  stats_.psc_flushed.add(psc_erase_locked(tag, addr));
   return erase_if_locked([&](const TlbEntry& e) {
     const bool covers = addr >= e.page && addr < e.page + level_bytes(e.level);
     if (!covers) return false;
@@ -298,14 +282,14 @@ size_t Tlb::flush_source_root(Hpa root, Gpa gpa, uint64_t bytes) {
 
 size_t Tlb::size() {
   MutexLock lock(mu_);
-  return map_.size();
+  return entries_.size();
 }
 
 std::vector<TlbEntry> Tlb::entries() {
   MutexLock lock(mu_);
   std::vector<TlbEntry> out;
-  out.reserve(map_.size());
-  for (const auto& [key, slot] : map_) out.push_back(slot.entry);
+  out.reserve(entries_.size());
+  entries_.for_each([&](const TlbEntry& e) { out.push_back(e); });
   return out;
 }
 

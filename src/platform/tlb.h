@@ -12,8 +12,10 @@
 //   part of the tag, so loading a new nested root needs an ASID flush (TLB_CONTROL).
 // A TD's private and shared translations are both tagged by the TD's secure EPTP.
 //
-// Capacity and eviction are seeded and settable per run; "unbounded" (capacity 0) never
-// evicts, so eviction can never hide a stale entry by accident.
+// Organisation (SetAssociative): a bounded TLB is sets × ways indexed by the page number's low
+// bits, as hardware's (1536 entries: 128 sets of 12 ways), and a fill into a full set evicts
+// a way of it chosen by a seeded generator; capacity and seed are settable per run.
+// "Unbounded" (capacity 0) never evicts, so eviction can never hide a stale entry by accident.
 //
 // Every entry remembers the root it was walked from (`source_root`): not a tag, but what
 // the Hyper-V L0 needs to drop entries derived from one root, and what the staleness probe
@@ -36,8 +38,6 @@
 #include <array>
 #include <cstdint>
 #include <optional>
-#include <random>
-#include <unordered_map>
 #include <vector>
 
 #include "base/addr.h"
@@ -45,6 +45,7 @@
 #include "base/lock.h"
 #include "base/thread_annotations.h"
 #include "platform/key_id.h"
+#include "platform/set_associative.h"
 #include "platform/translation.h"
 
 namespace tdxsim {
@@ -169,28 +170,9 @@ class Tlb {
   const TlbStats& stats() const { return stats_; }
 
  private:
-  struct Key {
-    TlbTag tag;
-    uint64_t page;
-    Level level;
-    bool operator==(const Key&) const = default;
-  };
-  struct KeyHash {
-    size_t operator()(const Key& k) const;
-  };
-  struct Slot {
-    TlbEntry entry;
-    size_t order;  // index into order_, for O(1) random eviction
-  };
-
-  struct PscKey {
-    TlbTag tag;
-    uint64_t region;
-    bool operator==(const PscKey&) const = default;
-  };
-  struct PscKeyHash {
-    size_t operator()(const PscKey& k) const;
-  };
+  // What an entry's set and its quick compare are computed from (SetAssociative).
+  static uint64_t tag_hash(const TlbTag& tag, Level level);
+  uint64_t next_random() TDXSIM_REQUIRES(mu_);
 
   template <typename Pred>
   size_t erase_if_locked(Pred pred) TDXSIM_REQUIRES(mu_);
@@ -198,24 +180,22 @@ class Tlb {
   template <typename Pred>
   size_t psc_erase_if_locked(Pred pred) TDXSIM_REQUIRES(mu_);
   void psc_insert_locked(const PscEntry& entry) TDXSIM_REQUIRES(mu_);
+  size_t psc_erase_locked(const TlbTag& tag, uint64_t addr) TDXSIM_REQUIRES(mu_);
   void insert_locked(const TlbEntry& entry) TDXSIM_REQUIRES(mu_);
   std::optional<TlbEntry> lookup_locked(const TlbTag& tag, uint64_t addr) TDXSIM_REQUIRES(mu_);
   std::optional<PscEntry> psc_lookup_locked(const TlbTag& tag, uint64_t addr) TDXSIM_REQUIRES(mu_);
-  using Map = std::unordered_map<Key, Slot, KeyHash>;
-  // REQUIRES: the entry is present (checked).
-  void erase_locked(const Key& key) TDXSIM_REQUIRES(mu_);
 
   TlbConfig config_;
   Mutex mu_{"tlb"};
-  Map map_ TDXSIM_GUARDED_BY(mu_);
-  std::vector<Key> order_ TDXSIM_GUARDED_BY(mu_);
+  SetAssociative<TlbEntry> entries_ TDXSIM_GUARDED_BY(mu_);
   // Entries per page size: a lookup skips the sizes the TLB holds none of (most guests map
-  // only 4K pages, and a probe is a hash lookup).
+  // only 4K pages).
   std::array<uint64_t, 3> per_level_ TDXSIM_GUARDED_BY(mu_){};
-  // Bounded by the same capacity as the TLB (random eviction).
-  std::unordered_map<PscKey, PscEntry, PscKeyHash> psc_ TDXSIM_GUARDED_BY(mu_);
+  // As large as the TLB, with the same organisation.
+  SetAssociative<PscEntry> psc_ TDXSIM_GUARDED_BY(mu_);
   uint64_t remote_flushes_ TDXSIM_GUARDED_BY(mu_) = 0;
-  std::mt19937_64 rng_ TDXSIM_GUARDED_BY(mu_);
+  // splitmix64's state: the eviction choices, seeded.
+  uint64_t rng_ TDXSIM_GUARDED_BY(mu_);
   TlbStats stats_;
 };
 
