@@ -46,64 +46,57 @@ PamtLock& PamtLock::operator=(PamtLock&& o) noexcept {
   if (this != &o) {
     unlock();
     pamt_ = std::exchange(o.pamt_, nullptr);
+    leaf_ = o.leaf_;
     pfn_ = o.pfn_;
     level_ = o.level_;
     exclusive_ = o.exclusive_;
-    held_ = std::exchange(o.held_, {});
   }
   return *this;
 }
 
 void PamtLock::unlock() {
   if (pamt_ == nullptr) return;
-  release_path();
-  pamt_ = nullptr;
-}
-
-void PamtLock::release_path() {
   // Leaf first, then up the path, as the module's pamt_unwalk does.
-  for (size_t i = 0; i < held_.size(); ++i) {
-    if (held_[i] == nullptr) continue;
-    pamt_->release(held_[i], exclusive_ && i == level_index(level_));
-    held_[i] = nullptr;
-  }
+  pamt_->release(leaf_, exclusive_);
+  pamt_->release_above(pfn_, level_);
+  pamt_ = nullptr;
 }
 
 PamtPageType PamtLock::type() const {
   TDXSIM_CHECK(held(), "PamtLock::type() after unlock");
-  return type_in(held_[level_index(level_)]);
+  return type_in(leaf_);
 }
 
 Pfn PamtLock::owner() const {
   TDXSIM_CHECK(held(), "PamtLock::owner() after unlock");
-  AtomicWordRef meta(held_[level_index(level_)][1]);
+  AtomicWordRef meta(leaf_[1]);
   return Pfn{MetaOwner::get(meta.load(std::memory_order_relaxed))};
 }
 
 uint64_t PamtLock::bepoch() const {
   TDXSIM_CHECK(held(), "PamtLock::bepoch() after unlock");
-  return AtomicWordRef(held_[level_index(level_)][2]).load(std::memory_order_relaxed);
+  return AtomicWordRef(leaf_[2]).load(std::memory_order_relaxed);
 }
 
 void PamtLock::set_type(PamtPageType t) {
   TDXSIM_CHECK(held() && exclusive_, "PAMT entry {} written without its exclusive lock", pfn_);
-  AtomicWordRef meta(held_[level_index(level_)][1]);
+  AtomicWordRef meta(leaf_[1]);
   const uint64_t old = meta.load(std::memory_order_relaxed);
   meta.store(MetaType::set(old, static_cast<uint64_t>(t)), std::memory_order_relaxed);
-  pamt_->note_typed(held_[level_index(level_)], level_);
+  pamt_->note_typed(leaf_, level_);
 }
 
 void PamtLock::set_owner(Pfn tdr) {
   TDXSIM_CHECK(held() && exclusive_, "PAMT entry {} written without its exclusive lock", pfn_);
   TDXSIM_CHECK(tdr.raw() <= MetaOwner::kMax, "owner {} beyond 40 bits", tdr);
-  AtomicWordRef meta(held_[level_index(level_)][1]);
+  AtomicWordRef meta(leaf_[1]);
   meta.store(MetaOwner::set(meta.load(std::memory_order_relaxed), tdr.raw()),
              std::memory_order_relaxed);
 }
 
 void PamtLock::set_bepoch(uint64_t bepoch) {
   TDXSIM_CHECK(held() && exclusive_, "PAMT entry {} written without its exclusive lock", pfn_);
-  AtomicWordRef(held_[level_index(level_)][2]).store(bepoch, std::memory_order_relaxed);
+  AtomicWordRef(leaf_[2]).store(bepoch, std::memory_order_relaxed);
 }
 
 // --- Pamt ---------------------------------------------------------------------------------
@@ -145,38 +138,47 @@ void Pamt::release(uint64_t* lock_word, bool exclusive) TDXSIM_NO_THREAD_SAFETY_
   }
 }
 
+void Pamt::release_above(Pfn pfn, Level level) {
+  for (Level l = level; l != Level::k1G;) {
+    l = level_up(l);
+    release(entry(pfn, l), false);
+  }
+}
+
 std::expected<PamtLock, TryLockResult> Pamt::lock(Pfn pfn, Level target, Requester r,
                                                    bool exclusive) {
   TDXSIM_CHECK(pfn.raw() < frames_, "PAMT lock of {} beyond {} frames", pfn, frames_);
   TDXSIM_CHECK(target <= Level::k1G, "no PAMT level {}", level_name(target));
   TDXSIM_CHECK(r == Requester::kHost || !exclusive, "a guest request locks a PAMT entry "
                "exclusively");
-  // Until the leaf is settled everything held is shared, so an early return releases right.
-  PamtLock path(this);
+  // Until the leaf is settled everything held is shared: a failure releases what is above.
   for (Level l = Level::k1G;; l = level_down(l)) {
     uint64_t* e = entry(pfn, l);
     TryLockRef lock(e[0]);
     if (l == Level::k4K) {
       // The smallest entry is always the leaf: lock it in the requested mode directly.
       const TryLockResult got = exclusive ? lock.try_lock_exclusive(r) : lock.try_lock_shared(r);
-      if (got != TryLockResult::kAcquired) return std::unexpected(got);
-    } else {
-      const TryLockResult got = lock.try_lock_shared(r);
-      if (got != TryLockResult::kAcquired) return std::unexpected(got);
+      if (got != TryLockResult::kAcquired) [[unlikely]]
+        return walk_failed(pfn, l, got);
+      return PamtLock(this, e, pfn, l, exclusive);
     }
-    path.held_[level_index(l)] = e;
+    const TryLockResult got = lock.try_lock_shared(r);
+    if (got != TryLockResult::kAcquired) [[unlikely]]
+      return walk_failed(pfn, l, got);
     // A larger entry is the leaf if it is the target or already assigned as a page.
-    if (l == Level::k4K || l == target || type_in(e) != PamtPageType::kNda) {
-      if (l != Level::k4K && exclusive &&
-          lock.try_promote_to_exclusive() != TryLockResult::kAcquired) {
-        return std::unexpected(TryLockResult::kBusy);
+    if (l == target || type_in(e) != PamtPageType::kNda) {
+      if (exclusive && lock.try_promote_to_exclusive() != TryLockResult::kAcquired) {
+        release(e, false);
+        return walk_failed(pfn, l, TryLockResult::kBusy);
       }
-      path.pfn_ = pfn.align_down(l);
-      path.level_ = l;
-      path.exclusive_ = exclusive;
-      return path;
+      return PamtLock(this, e, pfn.align_down(l), l, exclusive);
     }
   }
+}
+
+std::unexpected<TryLockResult> Pamt::walk_failed(Pfn pfn, Level level, TryLockResult why) {
+  release_above(pfn, level);
+  return std::unexpected(why);
 }
 
 std::expected<PamtLock, uint64_t> Pamt::check_hpa_operand(Hpa hpa, Level size,

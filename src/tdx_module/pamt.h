@@ -91,10 +91,10 @@ class PamtLock {
   // Inline: every leaf returns its PAMT locks by value through std::expected.
   PamtLock(PamtLock&& o) noexcept
       : pamt_(std::exchange(o.pamt_, nullptr)),
+        leaf_(o.leaf_),
         pfn_(o.pfn_),
         level_(o.level_),
-        exclusive_(o.exclusive_),
-        held_(std::exchange(o.held_, {})) {}
+        exclusive_(o.exclusive_) {}
   PamtLock& operator=(PamtLock&& o) noexcept;
   PamtLock(const PamtLock&) = delete;
   PamtLock& operator=(const PamtLock&) = delete;
@@ -119,15 +119,17 @@ class PamtLock {
 
  private:
   friend class Pamt;
-  explicit PamtLock(Pamt* pamt) : pamt_(pamt) {}
-  void release_path();
+  PamtLock(Pamt* pamt, uint64_t* leaf, Pfn pfn, Level level, bool exclusive)
+      : pamt_(pamt), leaf_(leaf), pfn_(pfn), level_(level), exclusive_(exclusive) {}
 
+  // What it holds is implied: the entries covering pfn_ from 1G down to level_, the leaf's
+  // in its mode, the others shared (pamt_ == nullptr: nothing). Small, since every leaf moves
+  // its PAMT locks through std::expected.
   Pamt* pamt_ = nullptr;
+  uint64_t* leaf_ = nullptr;  // the entry at level_
   Pfn pfn_;
   Level level_ = Level::k4K;
   bool exclusive_ = false;
-  // Lock words held, by level (index level_num - 1); the leaf's in its mode, others shared.
-  std::array<uint64_t*, 3> held_{};
 };
 
 class Pamt {
@@ -224,6 +226,9 @@ class Pamt {
   // and a locked OR only the first time a page of entries is typed.
   void note_typed(uint64_t* e, Level level);
   void release(uint64_t* lock_word, bool exclusive);
+  // Releases the shared holds a walk to `pfn` took above `level`, lowest first.
+  void release_above(Pfn pfn, Level level);
+  [[gnu::cold]] std::unexpected<TryLockResult> walk_failed(Pfn pfn, Level level, TryLockResult why);
 
   uint64_t frames_;
   LazyWords words_4k_;
