@@ -295,6 +295,7 @@ struct HostMemory::Impl {
   void fill_contents(uint64_t pfn, uint64_t value) {
     fill_word(pfn).store(value, std::memory_order_release);
     const uint64_t info = info_word(pfn).load(std::memory_order_acquire);
+    if (info_storage(info) == 0) return;  // most frames: the fill is the whole content
     for (unsigned c = 0; c < kChunksPerFrame; ++c) {
       if (uint64_t* words = chunk(info, c)) {
         for (unsigned i = 0; i < kChunkWords; ++i) {
@@ -408,6 +409,7 @@ struct HostMemory::Impl {
     AtomicWordRef fill = fill_word(pfn);
     fill.store(foreign_view(fill.load(std::memory_order_acquire), base, from, to),
                std::memory_order_release);
+    if (info_storage(info) == 0) return;
     for (unsigned c = 0; c < kChunksPerFrame; ++c) {
       uint64_t* words = chunk(info, c);
       if (words == nullptr) continue;
