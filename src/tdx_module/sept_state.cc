@@ -71,8 +71,18 @@ constexpr uint16_t kPendingMask =
 constexpr uint16_t kGuestAccessibleMask = states(
     {kMapped, kBlockedW, kExportedBlockedW, kExportedDirty, kExportedDirtyBlockedW});
 
+// column() by the state's value: every SEAMCALL and TDCALL that touches an entry asks.
+constexpr auto kColumnByValue = [] {
+  std::array<int8_t, 256> t{};
+  for (int8_t& c : t) c = -1;
+  for (size_t i = 0; i < std::size(kL1SeptStates); ++i) {
+    t[static_cast<uint8_t>(kL1SeptStates[i])] = static_cast<int8_t>(i);
+  }
+  return t;
+}();
+
 uint16_t bit_of(SeptState s) {
-  const int c = column(s);
+  const int c = kColumnByValue[static_cast<uint8_t>(s)];
   TDXSIM_CHECK(c >= 0, "{} is not an L1 S-EPT state", to_string(s));
   return static_cast<uint16_t>(1u << c);
 }
