@@ -211,6 +211,17 @@ struct HostMemory::Impl {
     return fill_word(pfn).load(order);
   }
 
+  // load_raw without its scheduling points. REQUIRES: !sched_active().
+  [[gnu::always_inline]] uint64_t load_raw_free_running(uint64_t pfn, uint64_t info, unsigned idx,
+                                                        std::memory_order order) const {
+    if (const uint64_t handle = info_storage(info); handle != 0) {
+      const uint64_t c =
+          slot_word(handle, idx / kChunkWords).load_free_running(std::memory_order_acquire);
+      if (c != 0) return AtomicWordRef(as_chunk(c)[idx % kChunkWords]).load_free_running(order);
+    }
+    return fill_word(pfn).load_free_running(order);
+  }
+
   uint64_t take_slot() {
     MutexLock l(slot_mu);
     uint64_t handle = slot_free;
@@ -330,11 +341,36 @@ struct HostMemory::Impl {
   // chunk installed. Such a write changes nothing that note_write tracks and can leak
   // nothing, so every S-EPT and SPTE update after the first skips the write rules.
   // nullptr: take the path that applies them.
+  // kScheduled = false: its two loads skip their points (REQUIRES: !sched_active()).
+  template <bool kScheduled = true>
   [[gnu::always_inline]] uint64_t* owned_word(uint64_t pfn, KeyId key, unsigned idx) const {
-    const uint64_t info = frame_info(pfn);
+    const uint64_t info =
+        kScheduled ? frame_info(pfn) : info_word(pfn).load_free_running(std::memory_order_acquire);
     if (!plain_access(key, info) || (!key.is_host() && info_dirty(info) != key)) return nullptr;
-    uint64_t* c = chunk(info, idx / kChunkWords);
+    const uint64_t handle = info_storage(info);
+    if (handle == 0) return nullptr;
+    AtomicWordRef slot = slot_word(handle, idx / kChunkWords);
+    uint64_t* c = as_chunk(kScheduled ? slot.load(std::memory_order_acquire)
+                                      : slot.load_free_running(std::memory_order_acquire));
     return c == nullptr ? nullptr : c + idx % kChunkWords;
+  }
+
+  // HostMemory::load under a deterministic scheduler: every word read is a scheduling point.
+  [[gnu::noinline]] uint64_t scheduled_load(Hpa hpa, KeyId key, unsigned idx,
+                                            std::memory_order order, bool* poisoned) {
+    const uint64_t pfn = hpa.pfn().raw();
+    const uint64_t info = frame_info(pfn);
+    if (poisoned != nullptr) *poisoned = info_poisoned(info) && info_key(info) == key;
+    if (plain_access(key, info)) return load_raw(pfn, info, idx, order);
+    return keyed_load(hpa, key, info, idx, order);
+  }
+
+  // A load through another key than the frame's, or of a poisoned frame: out of line, so
+  // that the owner's loads (every page-table walk) keep a short prologue.
+  [[gnu::noinline]] uint64_t keyed_load(Hpa hpa, KeyId key, uint64_t info, unsigned idx,
+                                        std::memory_order order) {
+    note_read(hpa, key, info);
+    return view(load_raw(hpa.pfn().raw(), info, idx, order), hpa, key, info).value;
   }
 
   void note_read(Hpa where, KeyId key, uint64_t info) {
@@ -748,27 +784,31 @@ uint64_t HostMemory::page_hash(Pfn pfn, KeyId key) const {
 
 // The owner reading its own unpoisoned frame (every page-table walk) returns the stored word
 // and records nothing; the key rules are the other path.
+// Free-running, the three words a load reads (frame info, storage slot, word) skip their
+// scheduling points, which are no-ops then; under a scheduler the load takes every one.
 uint64_t HostMemory::load(Hpa hpa, KeyId key, std::memory_order order) const {
   Impl& m = *impl_;
   const unsigned idx = m.check_word(hpa, key, "load");
+  if (sched_active()) [[unlikely]]
+    return m.scheduled_load(hpa, key, idx, order, nullptr);
   const uint64_t pfn = hpa.pfn().raw();
-  const uint64_t info = m.frame_info(pfn);
+  const uint64_t info = m.info_word(pfn).load_free_running(std::memory_order_acquire);
   if (Impl::plain_access(key, info)) [[likely]]
-    return m.load_raw(pfn, info, idx, order);
-  m.note_read(hpa, key, info);
-  return m.view(m.load_raw(pfn, info, idx, order), hpa, key, info).value;
+    return m.load_raw_free_running(pfn, info, idx, order);
+  return m.keyed_load(hpa, key, info, idx, order);
 }
 
 uint64_t HostMemory::load(Hpa hpa, KeyId key, std::memory_order order, bool& poisoned) const {
   Impl& m = *impl_;
   const unsigned idx = m.check_word(hpa, key, "load");
+  if (sched_active()) [[unlikely]]
+    return m.scheduled_load(hpa, key, idx, order, &poisoned);
   const uint64_t pfn = hpa.pfn().raw();
-  const uint64_t info = m.frame_info(pfn);
+  const uint64_t info = m.info_word(pfn).load_free_running(std::memory_order_acquire);
   poisoned = info_poisoned(info) && info_key(info) == key;
   if (Impl::plain_access(key, info)) [[likely]]
-    return m.load_raw(pfn, info, idx, order);
-  m.note_read(hpa, key, info);
-  return m.view(m.load_raw(pfn, info, idx, order), hpa, key, info).value;
+    return m.load_raw_free_running(pfn, info, idx, order);
+  return m.keyed_load(hpa, key, info, idx, order);
 }
 
 void HostMemory::store(Hpa hpa, KeyId key, uint64_t value, std::memory_order order) {
@@ -793,8 +833,13 @@ bool HostMemory::compare_exchange(Hpa hpa, KeyId key, uint64_t& expected, uint64
   Impl& m = *impl_;
   const unsigned idx = m.check_word(hpa, key, "compare_exchange");
   const uint64_t pfn = hpa.pfn().raw();
-  if (uint64_t* word = m.owned_word(pfn, key, idx)) [[likely]]
+  if (!sched_active()) [[likely]] {
+    // As load: free-running, the fast path's three words skip their no-op points.
+    if (uint64_t* word = m.owned_word<false>(pfn, key, idx)) [[likely]]
+      return AtomicWordRef(*word).compare_exchange_free_running(expected, desired, order);
+  } else if (uint64_t* word = m.owned_word(pfn, key, idx)) {
     return AtomicWordRef(*word).compare_exchange(expected, desired, order);
+  }
   const uint64_t info = m.note_write(pfn, hpa, key, /*whole_page=*/false);
   m.note_read(hpa, key, info);
   AtomicWordRef w(m.install_chunk(pfn, idx)[idx % kChunkWords]);
