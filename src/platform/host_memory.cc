@@ -783,9 +783,9 @@ uint64_t HostMemory::page_hash(Pfn pfn, KeyId key) const {
 // --- Atomic entry access ---
 
 // The owner reading its own unpoisoned frame (every page-table walk) returns the stored word
-// and records nothing; the key rules are the other path.
-// Free-running, the three words a load reads (frame info, storage slot, word) skip their
-// scheduling points, which are no-ops then; under a scheduler the load takes every one.
+// and records nothing; the key rules are the other path. Free-running, the three words it
+// reads (frame info, storage slot, word) skip their scheduling points, which are no-ops
+// then; under a scheduler the load takes every one.
 uint64_t HostMemory::load(Hpa hpa, KeyId key, std::memory_order order) const {
   Impl& m = *impl_;
   const unsigned idx = m.check_word(hpa, key, "load");

@@ -26,7 +26,7 @@ uint64_t vpn_of(uint64_t addr, Level level) {
 }  // namespace
 
 Tlb::Tlb(const TlbConfig& config)
-    : config_(config), entries_(config.capacity), psc_(config.capacity), rng_(config.seed) {}
+    : entries_(config.capacity), psc_(config.capacity), rng_(config.seed) {}
 
 uint64_t Tlb::next_random() {
   rng_ += 0x9e3779b97f4a7c15ull;  // splitmix64

@@ -185,7 +185,6 @@ class Tlb {
   std::optional<TlbEntry> lookup_locked(const TlbTag& tag, uint64_t addr) TDXSIM_REQUIRES(mu_);
   std::optional<PscEntry> psc_lookup_locked(const TlbTag& tag, uint64_t addr) TDXSIM_REQUIRES(mu_);
 
-  TlbConfig config_;
   Mutex mu_{"tlb"};
   SetAssociative<TlbEntry> entries_ TDXSIM_GUARDED_BY(mu_);
   // Entries per page size: a lookup skips the sizes the TLB holds none of (most guests map
