@@ -95,9 +95,9 @@ KvmResult<Pfn> GuestMemfd::get_pfn(const Kvm& kvm, const Memslot& slot, uint64_t
   if (const uint64_t w = slot_word(index); w != 0) return Pfn{w - 1};
   MutexLock p(pages_mu_);
   if (const uint64_t w = slot_word(index); w != 0) return Pfn{w - 1};
-  const std::optional<Pfn> pfn = mem_.alloc_frame();
+  const std::optional<Pfn> pfn = mem_.alloc_frame(HostMemory::Clear::kNone);
   if (!pfn) return std::unexpected(Errno::kEnomem);
-  // kvm_gmem_prepare_folio clears a folio that is not yet uptodate.
+  // kvm_gmem_prepare_folio clears a folio that is not yet uptodate; the allocator did not.
   mem_.fill(*pfn, kHostKey, 0);
   pages_.note_touched(index);
   // Release: the cleared frame is visible before its number is.

@@ -503,7 +503,7 @@ HostMemory::~HostMemory() {
 
 // --- Frame allocator ---
 
-std::optional<Pfn> HostMemory::alloc_frame() {
+std::optional<Pfn> HostMemory::alloc_frame(Clear clear) {
   Impl& m = *impl_;
   uint64_t info;
   Pfn pfn;
@@ -526,7 +526,7 @@ std::optional<Pfn> HostMemory::alloc_frame() {
   // The kernel's clearing, a write with the host key, of a frame the host's key holds. A
   // TD's frame comes as it is: the host's first write to it is the violation (see the
   // header).
-  if (info_key(info).is_host()) fill(pfn, kHostKey, 0);
+  if (clear == Clear::kZero && info_key(info).is_host()) fill(pfn, kHostKey, 0);
   return pfn;
 }
 

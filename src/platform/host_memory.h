@@ -124,10 +124,15 @@ class HostMemory {
   bool contains(Hpa hpa) const { return hpa.pfn().raw() < frames_; }
 
   // --- Frame allocator -------------------------------------------------------------------
+  // Whether alloc_frame clears what it hands out. kNone is for a caller that writes the whole
+  // page itself before anything reads it (guest_memfd's prepare does): the kernel's page
+  // allocator does not clear either, and one clear is enough.
+  enum class Clear : uint8_t { kZero, kNone };
   // Returns: a frame the allocator held free, or nullopt when none is. Zero-filled if its
-  // key is kHostKey; a frame keyed to a TD keeps key and contents (see the file comment).
-  // Dirty lines of a TD key are not written back: set_key to another key reports them.
-  std::optional<Pfn> alloc_frame();
+  // key is kHostKey (unless `clear` is kNone: then it holds what it last held); a frame keyed
+  // to a TD keeps key and contents (see the file comment). Dirty lines of a TD key are not
+  // written back: set_key to another key reports them.
+  std::optional<Pfn> alloc_frame(Clear clear = Clear::kZero);
   // REQUIRES: `pfn` is allocated. The frame keeps its contents, key and dirty lines.
   void free_frame(Pfn pfn);
   // Every frame handed back to the allocator (after it is free: a translation still used

@@ -58,6 +58,19 @@ TEST(HostMemory, LastFreedFrameComesBackAtTheSameHpa) {
   EXPECT_EQ(mem.key(again), kHostKey);
 }
 
+TEST(HostMemory, UnclearedAllocationKeepsWhatTheFrameLastHeld) {
+  HostMemory mem(small());
+  const Pfn a = *mem.alloc_frame();
+  mem.fill(a, kHostKey, 0x5a5a);
+  mem.write(word_at(a, 7), kHostKey, 0xabc);
+  mem.free_frame(a);
+  const Pfn again = *mem.alloc_frame(HostMemory::Clear::kNone);
+  ASSERT_EQ(again, a);
+  EXPECT_TRUE(mem.is_allocated(again));
+  EXPECT_EQ(mem.read(word_at(again, 7), kHostKey), (MemWord{0xabc, kHostKey}));
+  EXPECT_EQ(mem.read(word_at(again, 8), kHostKey), (MemWord{0x5a5a, kHostKey}));
+}
+
 TEST(HostMemory, PoliciesThroughHostMemory) {
   struct Case {
     ReusePolicy policy;
