@@ -1,5 +1,6 @@
 #include "tdx_module/seamcall_leaf.h"
 
+#include <array>
 #include <span>
 
 #include "tdx_module/tdx_status.h"
@@ -120,6 +121,28 @@ const char* find_name(std::span<const LeafName<Leaf>> table, Leaf leaf) {
   return nullptr;
 }
 
+// Which leaf numbers the table defines, one bit each, built from the table at compile time:
+// every SEAMCALL and TDCALL asks, so the answer is one bit test, not a search.
+template <typename Leaf, size_t N>
+struct DefinedLeaves {
+  static constexpr size_t kWords = 4;  // leaf numbers below 256
+  std::array<uint64_t, kWords> bits{};
+  constexpr explicit DefinedLeaves(const LeafName<Leaf> (&table)[N]) {
+    for (const auto& e : table) {
+      const auto n = static_cast<size_t>(e.leaf);
+      if (n >= kWords * 64) throw "a leaf number past the bitmap";  // a compile-time error
+      bits[n / 64] |= uint64_t{1} << (n % 64);
+    }
+  }
+  constexpr bool has(Leaf leaf) const {
+    const auto n = static_cast<size_t>(leaf);
+    return n < kWords * 64 && (bits[n / 64] >> (n % 64) & 1) != 0;
+  }
+};
+
+constexpr DefinedLeaves kDefinedSeamcalls{kSeamcallLeaves};
+constexpr DefinedLeaves kDefinedTdcalls{kTdcallLeaves};
+
 template <typename Leaf>
 std::optional<Leaf> find_leaf(std::span<const LeafName<Leaf>> table, std::string_view name) {
   for (const auto& e : table) {
@@ -144,10 +167,10 @@ const char* to_string(TdcallLeaf leaf) {
 }
 
 bool is_defined(SeamcallLeaf leaf) {
-  return find_name<SeamcallLeaf>(kSeamcallLeaves, leaf) != nullptr;
+  return kDefinedSeamcalls.has(leaf);
 }
 bool is_defined(TdcallLeaf leaf) {
-  return find_name<TdcallLeaf>(kTdcallLeaves, leaf) != nullptr;
+  return kDefinedTdcalls.has(leaf);
 }
 
 std::optional<SeamcallLeaf> seamcall_leaf_from_name(std::string_view name) {
