@@ -37,9 +37,10 @@ std::string describe_held() {
   return s + "]";
 }
 
-// Index of `lock` in the table, or t_held.count when this thread does not hold it.
+// Index of `lock` in the table, or t_held.count when this thread does not hold it. Newest
+// first: locks are mostly released in reverse order, so a release finds its lock at once.
 size_t find(const void* lock) {
-  for (size_t i = 0; i < t_held.count; ++i) {
+  for (size_t i = t_held.count; i-- > 0;) {
     if (t_held.entries[i].lock == lock) return i;
   }
   return t_held.count;
