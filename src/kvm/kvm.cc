@@ -182,8 +182,7 @@ void Kvm::flush_remote_tlbs() {
   if (arch_) arch_->flush_remote_tlbs();
 }
 
-bool Kvm::bug_on(bool cond, const char* what) {
-  if (!cond) return false;
+void Kvm::mark_bugged(const char* what) {
   bool first = false;
   {
     MutexLock l(bug_mu_);
@@ -195,7 +194,6 @@ bool Kvm::bug_on(bool cond, const char* what) {
   }
   // kvm_vm_dead: no vCPU enters again.
   if (first && vm_ != nullptr) vm_->make_all_cpus_request(KvmRequest::kVmDead);
-  return true;
 }
 
 std::string Kvm::bug_message() const {

@@ -183,7 +183,12 @@ class Kvm {
   KvmVm* vm() const { return vm_; }
   // KVM_BUG_ON: when `cond`, marks the VM bugged with `what` (the first message stays) and
   // dead: every vCPU gets KVM_REQ_VM_DEAD and KVM_RUN fails with EIO. Returns `cond`.
-  bool bug_on(bool cond, const char* what);
+  bool bug_on(bool cond, const char* what) {
+    if (!cond) [[likely]]
+      return false;
+    mark_bugged(what);
+    return true;
+  }
   bool vm_bugged() const { return bugged_.load(std::memory_order_acquire) != 0; }
   std::string bug_message() const;
   uint64_t remote_tlb_flushes() const { return remote_tlb_flushes_.value(); }
@@ -198,6 +203,8 @@ class Kvm {
   const LockdepWarnings& lockdep() const { return lockdep_; }
 
  private:
+  // bug_on's work once `cond` held, out of line: callers test `cond` inline.
+  void mark_bugged(const char* what);
   // The dirty_log tracepoint's kStart / kStop for a published memslot change.
   void report_dirty_logging(const Memslot* old, const Memslot* new_slot, MemslotChange change);
   class Notifier;
