@@ -109,9 +109,11 @@ Task<GuestRegs> Guest::call(GuestInsnKind kind, uint64_t rax, Operands ops) {
   co_return co_await Call(x_, insn(kind));
 }
 
+// Not a coroutine itself: call's task is the one the caller awaits, so a TDCALL costs one
+// frame, not two (every ACCEPT is one).
 Task<GuestRegs> Guest::tdcall(TdcallLeaf leaf, Operands ops) {
   TDXSIM_CHECK(flavour_.td, "TDCALL {} in a non-TD guest", to_string(leaf));
-  co_return co_await call(GuestInsnKind::kTdcall, LeafAndVersion::of(leaf).raw(), ops);
+  return call(GuestInsnKind::kTdcall, LeafAndVersion::of(leaf).raw(), ops);
 }
 
 Task<GuestRegs> Guest::tdvmcall(uint16_t gpr_mask, Operands ops) {
@@ -123,7 +125,7 @@ Task<GuestRegs> Guest::tdvmcall(uint16_t gpr_mask, Operands ops) {
 }
 
 Task<GuestRegs> Guest::vmcall(uint64_t nr, Operands ops) {
-  co_return co_await call(GuestInsnKind::kVmcall, nr, ops);
+  return call(GuestInsnKind::kVmcall, nr, ops);
 }
 
 // --- Memory ---------------------------------------------------------------------------------
