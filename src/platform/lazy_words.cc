@@ -36,4 +36,14 @@ LazyWords::~LazyWords() {
   if (base_ != nullptr) munmap(base_, bytes_);
 }
 
+void LazyWords::note_page_touched(uint64_t page) {
+  AtomicWordRef bits(touched_[page / 64]);
+  const uint64_t bit = uint64_t{1} << (page % 64);
+  // Relaxed: the bit orders nothing; it bounds scans, whose words are read atomically.
+  if ((bits.load(std::memory_order_relaxed) & bit) == 0 &&
+      (bits.fetch_or(bit, std::memory_order_relaxed) & bit) == 0) {
+    touched_pages_.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
 }  // namespace tdxsim

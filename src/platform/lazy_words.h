@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "base/atomic.h"
+#include "base/sched_point.h"
 
 namespace tdxsim {
 
@@ -42,13 +43,16 @@ class LazyWords {
   // Records that the page holding word `i` has been (or is about to be) written.
   void note_touched(uint64_t i) {
     const uint64_t page = i / kWordsPerPage;
-    AtomicWordRef bits(touched_[page / 64]);
-    const uint64_t bit = uint64_t{1} << (page % 64);
-    // Relaxed: the bit orders nothing; it bounds scans, whose words are read atomically.
-    if ((bits.load(std::memory_order_relaxed) & bit) == 0 &&
-        (bits.fetch_or(bit, std::memory_order_relaxed) & bit) == 0) {
-      touched_pages_.fetch_add(1, std::memory_order_relaxed);
+    // Nearly every call finds the bit set. Free-running, that check is inline and passes no
+    // scheduling point (a no-op there); under a scheduler it takes the out-of-line path,
+    // whose points are the same as ever, so replays do not change.
+    if (!sched_active()) [[likely]] {
+      const uint64_t bit = uint64_t{1} << (page % 64);
+      if ((AtomicWordRef(touched_[page / 64]).load_free_running(std::memory_order_relaxed) & bit) !=
+          0) [[likely]]
+        return;
     }
+    note_page_touched(page);
   }
   // Returns: whether note_touched() has seen the page holding word `i`. Words of a page
   // that was never touched are all zero.
@@ -73,6 +77,8 @@ class LazyWords {
   // load it.
   mutable std::vector<uint64_t> touched_;
   AtomicWord touched_pages_;
+
+  [[gnu::noinline]] void note_page_touched(uint64_t page);
 };
 
 }  // namespace tdxsim
