@@ -24,6 +24,9 @@ class AtomicWord {
   AtomicWord(const AtomicWord&) = delete;
   AtomicWord& operator=(const AtomicWord&) = delete;
 
+  // The scheduling point of a primitive built on this word (a lock's acquire or release).
+  [[gnu::always_inline]] static void point(SchedPoint p) { sched_point(p); }
+
   [[gnu::always_inline]] uint64_t load(std::memory_order o) const {
     sched_point(SchedPoint::kAtomic);
     return v_.load(o);
@@ -87,6 +90,8 @@ class AtomicWordRef {
  public:
   explicit AtomicWordRef(uint64_t& w) : r_(w) {}
 
+  [[gnu::always_inline]] static void point(SchedPoint p) { sched_point(p); }
+
   [[gnu::always_inline]] uint64_t load(std::memory_order o) const {
     sched_point(SchedPoint::kAtomic);
     return r_.load(o);
@@ -129,6 +134,38 @@ class AtomicWordRef {
   }
   [[gnu::always_inline]] uint64_t fetch_and(uint64_t v, std::memory_order o) const {
     sched_point(SchedPoint::kAtomic);
+    return r_.fetch_and(v, o);
+  }
+
+ private:
+  std::atomic_ref<uint64_t> r_;
+};
+
+// AtomicWordRef's operations without their scheduling points, for a hot path that tested
+// !sched_active() once and then passes several words (where every point would be a no-op
+// whose slow-path call still costs the fast path its register saves). Under a scheduler the
+// same path must use AtomicWordRef, so that every point is taken as before.
+class FreeRunningWordRef {
+ public:
+  explicit FreeRunningWordRef(uint64_t& w) : r_(w) {}
+
+  [[gnu::always_inline]] static void point(SchedPoint) {}
+  [[gnu::always_inline]] uint64_t load(std::memory_order o) const { return r_.load(o); }
+  [[gnu::always_inline]] void store(uint64_t v, std::memory_order o) const { r_.store(v, o); }
+  [[gnu::always_inline]] bool compare_exchange(uint64_t& expected, uint64_t desired,
+                                               std::memory_order o) const {
+    return r_.compare_exchange_strong(expected, desired, o, AtomicWord::failure_order(o));
+  }
+  [[gnu::always_inline]] uint64_t fetch_add(uint64_t v, std::memory_order o) const {
+    return r_.fetch_add(v, o);
+  }
+  [[gnu::always_inline]] uint64_t fetch_sub(uint64_t v, std::memory_order o) const {
+    return r_.fetch_sub(v, o);
+  }
+  [[gnu::always_inline]] uint64_t fetch_or(uint64_t v, std::memory_order o) const {
+    return r_.fetch_or(v, o);
+  }
+  [[gnu::always_inline]] uint64_t fetch_and(uint64_t v, std::memory_order o) const {
     return r_.fetch_and(v, o);
   }
 

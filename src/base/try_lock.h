@@ -32,7 +32,9 @@
 //   TryLockRef  works on a word that lives elsewhere, through AtomicWordRef — the PAMT keeps
 //               one lock word per entry in a lazily-resident array of frame metadata, and
 //               each access builds a short-lived TryLockRef over it.
-// Both answer every request identically; any number of TryLockRefs over one word behave as
+//   FreeRunningTryLockRef  TryLockRef without scheduling points (FreeRunningWordRef), for
+//               a walk that tested !sched_active() once (the PAMT's).
+// All answer every request identically; any number of TryLockRefs over one word behave as
 // one lock. A TryLockRef's word must stay mapped for the TryLockRef's lifetime.
 //
 // Promotion (PAMT walks only): try_promote_to_exclusive() turns the caller's shared hold
@@ -128,7 +130,7 @@ class TDXSIM_CAPABILITY("tdx_lock") BasicTryLock {
 // and a call per acquire and release is a measurable part of a SEAMCALL's cost.
 template <typename Word>
 inline TryLockResult BasicTryLock<Word>::try_lock_exclusive(Requester r) {
-  sched_point(SchedPoint::kLock);
+  Word::point(SchedPoint::kLock);
   // One compare-exchange from "free", never a loop: contention is the caller's problem.
   uint64_t seen = 0;
   if (word_.compare_exchange(seen, kExclusive, std::memory_order_acquire)) {
@@ -148,7 +150,7 @@ inline TryLockResult BasicTryLock<Word>::try_lock_exclusive(Requester r) {
 
 template <typename Word>
 inline TryLockResult BasicTryLock<Word>::try_lock_shared(Requester r) {
-  sched_point(SchedPoint::kLock);
+  Word::point(SchedPoint::kLock);
   // Count ourselves in first, then look: no compare-exchange, so concurrent readers never
   // make each other busy.
   const uint64_t prev = word_.fetch_add(kOneReader, std::memory_order_acquire);
@@ -191,7 +193,7 @@ inline bool BasicTryLock<Word>::try_acquire_shared(Requester r, TryLockResult* r
 
 template <typename Word>
 inline TryLockResult BasicTryLock<Word>::try_promote_to_exclusive() {
-  sched_point(SchedPoint::kLock);
+  Word::point(SchedPoint::kLock);
   // Only a sole reader may promote; the exclusive value also drops the count and host
   // priority, exactly what a successful host acquisition does.
   uint64_t seen = kOneReader;
@@ -217,7 +219,7 @@ inline void BasicTryLock<Word>::unlock_exclusive() {
   const uint64_t prev = word_.fetch_and(kHostPriority, std::memory_order_release);
   TDXSIM_CHECK(prev & kExclusive, "TryLock::unlock_exclusive() of a lock not held exclusively "
                "(word {:#x})", prev);
-  sched_point(SchedPoint::kUnlock);
+  Word::point(SchedPoint::kUnlock);
 }
 
 template <typename Word>
@@ -225,7 +227,7 @@ inline void BasicTryLock<Word>::unlock_shared() {
   const uint64_t prev = word_.fetch_sub(kOneReader, std::memory_order_release);
   TDXSIM_CHECK(!(prev & kExclusive) && (prev >> kCounterShift) != 0,
                "TryLock::unlock_shared() of a lock not held shared (word {:#x})", prev);
-  sched_point(SchedPoint::kUnlock);
+  Word::point(SchedPoint::kUnlock);
 }
 
 template <typename Word>
@@ -247,5 +249,7 @@ inline bool BasicTryLock<Word>::host_priority() const {
 
 using TryLock = BasicTryLock<AtomicWord>;
 using TryLockRef = BasicTryLock<AtomicWordRef>;
+// TryLockRef without scheduling points: see FreeRunningWordRef.
+using FreeRunningTryLockRef = BasicTryLock<FreeRunningWordRef>;
 
 }  // namespace tdxsim

@@ -1,5 +1,6 @@
 #include "tdx_module/pamt.h"
 
+#include <type_traits>
 #include <utility>
 
 #include "base/check.h"
@@ -20,10 +21,15 @@ uint64_t entries_for(uint64_t frames, Level l) {
   return (frames + per - 1) / per;
 }
 
+template <typename Word = AtomicWordRef>
 PamtPageType type_in(uint64_t* entry) {
-  return static_cast<PamtPageType>(
-      MetaType::get(AtomicWordRef(entry[1]).load(std::memory_order_relaxed)));
+  return static_cast<PamtPageType>(MetaType::get(Word(entry[1]).load(std::memory_order_relaxed)));
 }
+
+// The word type a lock type's operations go through (type_in reads with the walk's).
+template <typename LockRef>
+using WordOf =
+    std::conditional_t<std::is_same_v<LockRef, TryLockRef>, AtomicWordRef, FreeRunningWordRef>;
 
 }  // namespace
 
@@ -129,8 +135,9 @@ void Pamt::note_typed(uint64_t* e, Level level) {
 
 // The walk chooses its locks at run time: clang cannot name them, so releasing them is
 // outside its analysis.
-void Pamt::release(uint64_t* lock_word, bool exclusive) TDXSIM_NO_THREAD_SAFETY_ANALYSIS {
-  TryLockRef lock(*lock_word);
+template <typename LockRef>
+void Pamt::release_as(uint64_t* lock_word, bool exclusive) TDXSIM_NO_THREAD_SAFETY_ANALYSIS {
+  LockRef lock(*lock_word);
   if (exclusive) {
     lock.unlock_exclusive();
   } else {
@@ -138,10 +145,27 @@ void Pamt::release(uint64_t* lock_word, bool exclusive) TDXSIM_NO_THREAD_SAFETY_
   }
 }
 
-void Pamt::release_above(Pfn pfn, Level level) {
+template <typename LockRef>
+void Pamt::release_above_as(Pfn pfn, Level level) {
   for (Level l = level; l != Level::k1G;) {
     l = level_up(l);
-    release(entry(pfn, l), false);
+    release_as<LockRef>(entry(pfn, l), false);
+  }
+}
+
+void Pamt::release(uint64_t* lock_word, bool exclusive) {
+  if (sched_active()) [[unlikely]] {
+    release_as<TryLockRef>(lock_word, exclusive);
+  } else {
+    release_as<FreeRunningTryLockRef>(lock_word, exclusive);
+  }
+}
+
+void Pamt::release_above(Pfn pfn, Level level) {
+  if (sched_active()) [[unlikely]] {
+    release_above_as<TryLockRef>(pfn, level);
+  } else {
+    release_above_as<FreeRunningTryLockRef>(pfn, level);
   }
 }
 
@@ -151,10 +175,18 @@ std::expected<PamtLock, TryLockResult> Pamt::lock(Pfn pfn, Level target, Request
   TDXSIM_CHECK(target <= Level::k1G, "no PAMT level {}", level_name(target));
   TDXSIM_CHECK(r == Requester::kHost || !exclusive, "a guest request locks a PAMT entry "
                "exclusively");
+  if (sched_active()) [[unlikely]]
+    return walk_and_lock<TryLockRef>(pfn, target, r, exclusive);
+  return walk_and_lock<FreeRunningTryLockRef>(pfn, target, r, exclusive);
+}
+
+template <typename LockRef>
+std::expected<PamtLock, TryLockResult> Pamt::walk_and_lock(Pfn pfn, Level target, Requester r,
+                                                           bool exclusive) {
   // Until the leaf is settled everything held is shared: a failure releases what is above.
   for (Level l = Level::k1G;; l = level_down(l)) {
     uint64_t* e = entry(pfn, l);
-    TryLockRef lock(e[0]);
+    LockRef lock(e[0]);
     if (l == Level::k4K) {
       // The smallest entry is always the leaf: lock it in the requested mode directly.
       const TryLockResult got = exclusive ? lock.try_lock_exclusive(r) : lock.try_lock_shared(r);
@@ -166,9 +198,9 @@ std::expected<PamtLock, TryLockResult> Pamt::lock(Pfn pfn, Level target, Request
     if (got != TryLockResult::kAcquired) [[unlikely]]
       return walk_failed(pfn, l, got);
     // A larger entry is the leaf if it is the target or already assigned as a page.
-    if (l == target || type_in(e) != PamtPageType::kNda) {
+    if (l == target || type_in<WordOf<LockRef>>(e) != PamtPageType::kNda) {
       if (exclusive && lock.try_promote_to_exclusive() != TryLockResult::kAcquired) {
-        release(e, false);
+        release_as<LockRef>(e, false);
         return walk_failed(pfn, l, TryLockResult::kBusy);
       }
       return PamtLock(this, e, pfn.align_down(l), l, exclusive);

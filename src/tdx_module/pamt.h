@@ -229,6 +229,16 @@ class Pamt {
   // Releases the shared holds a walk to `pfn` took above `level`, lowest first.
   void release_above(Pfn pfn, Level level);
   [[gnu::cold]] std::unexpected<TryLockResult> walk_failed(Pfn pfn, Level level, TryLockResult why);
+  // lock()'s walk and the releases, over TryLockRef under a scheduler (every point taken) or
+  // FreeRunningTryLockRef free-running (none: there each would be a no-op); the callers test
+  // sched_active() once.
+  template <typename LockRef>
+  std::expected<PamtLock, TryLockResult> walk_and_lock(Pfn pfn, Level target, Requester r,
+                                                       bool exclusive);
+  template <typename LockRef>
+  void release_as(uint64_t* lock_word, bool exclusive);
+  template <typename LockRef>
+  void release_above_as(Pfn pfn, Level level);
 
   uint64_t frames_;
   LazyWords words_4k_;
