@@ -15,6 +15,17 @@ namespace {
 
 constexpr int kThreads = 6;
 constexpr int kAttempts = 20000;
+// The lock has no writer preference (neither has the module's): a reader preempted inside
+// its section makes every exclusive attempt busy for a whole time slice, and on a loaded
+// 2-core machine under TSan 6 x 20,000 attempts once ended with no exclusive success at all.
+// So a thread goes on past kAttempts until each kind has kMinEach successes, up to
+// kMaxAttempts; threads that stop leave less contention to the rest.
+constexpr uint64_t kMinEach = 100;
+constexpr int kMaxAttempts = 10 * kAttempts;
+
+bool enough(const Counter& exclusive, const Counter& shared) {
+  return exclusive.value() >= kMinEach && shared.value() >= kMinEach;
+}
 
 struct Guarded {
   TryLock lock;
@@ -27,6 +38,7 @@ struct Guarded {
   Counter busy;
   Counter busy_host_priority;
   Counter sum_seen;
+  Counter attempts;
 };
 
 void count_busy(Guarded& g, TryLockResult r) {
@@ -73,13 +85,16 @@ TEST(TryLockStress, NeverBlocksNeverOverlaps) {
     threads.emplace_back([&g, &go, t] {
       go.wait();
       const Requester who = (t % 2 == 0) ? Requester::kHost : Requester::kGuest;
-      for (int i = 0; i < kAttempts; ++i) {
+      int i = 0;
+      for (; i < kMaxAttempts; ++i) {
+        if (i >= kAttempts && enough(g.exclusive_acquired, g.shared_acquired)) break;
         if ((i + t) % 3 == 0) {
           exclusive_attempt(g, who);
         } else {
           shared_attempt(g, who);
         }
       }
+      g.attempts.add(i);
     });
   }
   go.notify();
@@ -88,9 +103,9 @@ TEST(TryLockStress, NeverBlocksNeverOverlaps) {
   EXPECT_EQ(g.overlaps.value(), 0u);
   const uint64_t answered = g.exclusive_acquired.value() + g.shared_acquired.value() +
                             g.busy.value() + g.busy_host_priority.value();
-  EXPECT_EQ(answered, uint64_t{kThreads} * kAttempts);
-  EXPECT_GT(g.exclusive_acquired.value(), 0u);
-  EXPECT_GT(g.shared_acquired.value(), 0u);
+  EXPECT_EQ(answered, g.attempts.value());
+  EXPECT_GE(g.exclusive_acquired.value(), kMinEach);
+  EXPECT_GE(g.shared_acquired.value(), kMinEach);
   EXPECT_FALSE(g.lock.is_locked_exclusive());
   EXPECT_EQ(g.lock.shared_count(), 0u);
   TryLockResult r;
@@ -99,6 +114,7 @@ TEST(TryLockStress, NeverBlocksNeverOverlaps) {
   g.lock.unlock_exclusive();
   RecordProperty("busy", static_cast<int>(g.busy.value()));
   RecordProperty("busy_host_priority", static_cast<int>(g.busy_host_priority.value()));
+  RecordProperty("attempts", static_cast<int>(g.attempts.value()));
 }
 
 // The same contract through TryLockRef, as the PAMT uses it: the lock words live in a plain
@@ -121,6 +137,7 @@ struct RefShared {
   Counter shared_acquired;
   Counter busy;
   Counter sum_seen;
+  Counter attempts;
 };
 
 // Runs with the lock held exclusively (acquired or promoted).
@@ -175,7 +192,12 @@ TEST(TryLockRefStress, RefsOverArrayWordsNeverBlockNeverOverlap) {
     threads.emplace_back([&s, &go, t] {
       go.wait();
       const Requester who = (t % 2 == 0) ? Requester::kHost : Requester::kGuest;
-      for (int i = 0; i < kAttempts; ++i) ref_attempt(s, (i + t) % kWords, who, (i + t) % 3);
+      int i = 0;
+      for (; i < kMaxAttempts; ++i) {
+        if (i >= kAttempts && enough(s.exclusive_acquired, s.shared_acquired)) break;
+        ref_attempt(s, (i + t) % kWords, who, (i + t) % 3);
+      }
+      s.attempts.add(i);
     });
   }
   go.notify();
@@ -184,9 +206,9 @@ TEST(TryLockRefStress, RefsOverArrayWordsNeverBlockNeverOverlap) {
   EXPECT_EQ(s.overlaps.value(), 0u);
   const uint64_t answered = s.exclusive_acquired.value() + s.promoted.value() +
                             s.shared_acquired.value() + s.busy.value();
-  EXPECT_EQ(answered, uint64_t{kThreads} * kAttempts);
-  EXPECT_GT(s.exclusive_acquired.value(), 0u);
-  EXPECT_GT(s.shared_acquired.value(), 0u);
+  EXPECT_EQ(answered, s.attempts.value());
+  EXPECT_GE(s.exclusive_acquired.value(), kMinEach);
+  EXPECT_GE(s.shared_acquired.value(), kMinEach);
   uint64_t writes = 0;
   for (int w = 0; w < kWords; ++w) {
     TryLockRef lock{s.words[w]};
@@ -196,6 +218,7 @@ TEST(TryLockRefStress, RefsOverArrayWordsNeverBlockNeverOverlap) {
   }
   EXPECT_EQ(writes, s.exclusive_acquired.value() + s.promoted.value());
   RecordProperty("promoted", static_cast<int>(s.promoted.value()));
+  RecordProperty("attempts", static_cast<int>(s.attempts.value()));
 }
 
 }  // namespace
