@@ -96,12 +96,6 @@ class AtomicWordRef {
     sched_point(SchedPoint::kAtomic);
     return r_.load(o);
   }
-  // load() for a caller that has found !sched_active() itself, where each point would be a
-  // no-op: a hot path reading several words tests once (a point's slow path is a call, and
-  // its register saves are paid on the fast path too).
-  [[gnu::always_inline]] uint64_t load_free_running(std::memory_order o) const {
-    return r_.load(o);
-  }
   [[gnu::always_inline]] void store(uint64_t v, std::memory_order o) const {
     sched_point(SchedPoint::kAtomic);
     r_.store(v, o);
@@ -113,11 +107,6 @@ class AtomicWordRef {
   [[gnu::always_inline]] bool compare_exchange(uint64_t& expected, uint64_t desired,
                                                std::memory_order o) const {
     sched_point(SchedPoint::kAtomic);
-    return r_.compare_exchange_strong(expected, desired, o, AtomicWord::failure_order(o));
-  }
-  // As load_free_running.
-  [[gnu::always_inline]] bool compare_exchange_free_running(uint64_t& expected, uint64_t desired,
-                                                            std::memory_order o) const {
     return r_.compare_exchange_strong(expected, desired, o, AtomicWord::failure_order(o));
   }
   [[gnu::always_inline]] uint64_t fetch_add(uint64_t v, std::memory_order o) const {

@@ -84,6 +84,9 @@ class TDXSIM_CAPABILITY("tdx_lock") BasicTryLock {
   explicit BasicTryLock(uint64_t& word) requires std::is_constructible_v<Word, uint64_t&> &&
                                                  (!std::is_default_constructible_v<Word>)
       : word_(word) {}
+  // The word's access type; its operations and points are the lock's.
+  using word_type = Word;
+
   BasicTryLock(const BasicTryLock&) = delete;
   BasicTryLock& operator=(const BasicTryLock&) = delete;
 

@@ -171,10 +171,18 @@ struct HostMemory::Impl {
     __builtin_unreachable();
   }
 
-  AtomicWordRef fill_word(uint64_t pfn) const { return AtomicWordRef(meta[pfn * 2]); }
-  AtomicWordRef info_word(uint64_t pfn) const { return AtomicWordRef(meta[pfn * 2 + 1]); }
-  AtomicWordRef slot_word(uint64_t handle, unsigned chunk) const {
-    return AtomicWordRef(slots[(handle - 1) * kChunksPerFrame + chunk]);
+  // Ref = FreeRunningWordRef for a path that tested !sched_active() once.
+  template <typename Ref = AtomicWordRef>
+  Ref fill_word(uint64_t pfn) const {
+    return Ref(meta[pfn * 2]);
+  }
+  template <typename Ref = AtomicWordRef>
+  Ref info_word(uint64_t pfn) const {
+    return Ref(meta[pfn * 2 + 1]);
+  }
+  template <typename Ref = AtomicWordRef>
+  Ref slot_word(uint64_t handle, unsigned chunk) const {
+    return Ref(slots[(handle - 1) * kChunksPerFrame + chunk]);
   }
 
   [[gnu::always_inline]] uint64_t frame_info(uint64_t pfn) const {
@@ -216,10 +224,10 @@ struct HostMemory::Impl {
                                                         std::memory_order order) const {
     if (const uint64_t handle = info_storage(info); handle != 0) {
       const uint64_t c =
-          slot_word(handle, idx / kChunkWords).load_free_running(std::memory_order_acquire);
-      if (c != 0) return AtomicWordRef(as_chunk(c)[idx % kChunkWords]).load_free_running(order);
+          slot_word<FreeRunningWordRef>(handle, idx / kChunkWords).load(std::memory_order_acquire);
+      if (c != 0) return FreeRunningWordRef(as_chunk(c)[idx % kChunkWords]).load(order);
     }
-    return fill_word(pfn).load_free_running(order);
+    return fill_word<FreeRunningWordRef>(pfn).load(order);
   }
 
   uint64_t take_slot() {
@@ -344,14 +352,16 @@ struct HostMemory::Impl {
   // kScheduled = false: its two loads skip their points (REQUIRES: !sched_active()).
   template <bool kScheduled = true>
   [[gnu::always_inline]] uint64_t* owned_word(uint64_t pfn, KeyId key, unsigned idx) const {
-    const uint64_t info =
-        kScheduled ? frame_info(pfn) : info_word(pfn).load_free_running(std::memory_order_acquire);
+    const uint64_t info = kScheduled
+                              ? frame_info(pfn)
+                              : info_word<FreeRunningWordRef>(pfn).load(std::memory_order_acquire);
     if (!plain_access(key, info) || (!key.is_host() && info_dirty(info) != key)) return nullptr;
     const uint64_t handle = info_storage(info);
     if (handle == 0) return nullptr;
-    AtomicWordRef slot = slot_word(handle, idx / kChunkWords);
-    uint64_t* c = as_chunk(kScheduled ? slot.load(std::memory_order_acquire)
-                                      : slot.load_free_running(std::memory_order_acquire));
+    const unsigned c_idx = idx / kChunkWords;
+    uint64_t* c = as_chunk(
+        kScheduled ? slot_word(handle, c_idx).load(std::memory_order_acquire)
+                   : slot_word<FreeRunningWordRef>(handle, c_idx).load(std::memory_order_acquire));
     return c == nullptr ? nullptr : c + idx % kChunkWords;
   }
 
@@ -792,7 +802,7 @@ uint64_t HostMemory::load(Hpa hpa, KeyId key, std::memory_order order) const {
   if (sched_active()) [[unlikely]]
     return m.scheduled_load(hpa, key, idx, order, nullptr);
   const uint64_t pfn = hpa.pfn().raw();
-  const uint64_t info = m.info_word(pfn).load_free_running(std::memory_order_acquire);
+  const uint64_t info = m.info_word<FreeRunningWordRef>(pfn).load(std::memory_order_acquire);
   if (Impl::plain_access(key, info)) [[likely]]
     return m.load_raw_free_running(pfn, info, idx, order);
   return m.keyed_load(hpa, key, info, idx, order);
@@ -804,7 +814,7 @@ uint64_t HostMemory::load(Hpa hpa, KeyId key, std::memory_order order, bool& poi
   if (sched_active()) [[unlikely]]
     return m.scheduled_load(hpa, key, idx, order, &poisoned);
   const uint64_t pfn = hpa.pfn().raw();
-  const uint64_t info = m.info_word(pfn).load_free_running(std::memory_order_acquire);
+  const uint64_t info = m.info_word<FreeRunningWordRef>(pfn).load(std::memory_order_acquire);
   poisoned = info_poisoned(info) && info_key(info) == key;
   if (Impl::plain_access(key, info)) [[likely]]
     return m.load_raw_free_running(pfn, info, idx, order);
@@ -836,7 +846,7 @@ bool HostMemory::compare_exchange(Hpa hpa, KeyId key, uint64_t& expected, uint64
   if (!sched_active()) [[likely]] {
     // As load: free-running, the fast path's three words skip their no-op points.
     if (uint64_t* word = m.owned_word<false>(pfn, key, idx)) [[likely]]
-      return AtomicWordRef(*word).compare_exchange_free_running(expected, desired, order);
+      return FreeRunningWordRef(*word).compare_exchange(expected, desired, order);
   } else if (uint64_t* word = m.owned_word(pfn, key, idx)) {
     return AtomicWordRef(*word).compare_exchange(expected, desired, order);
   }

@@ -48,8 +48,8 @@ class LazyWords {
     // whose points are the same as ever, so replays do not change.
     if (!sched_active()) [[likely]] {
       const uint64_t bit = uint64_t{1} << (page % 64);
-      if ((AtomicWordRef(touched_[page / 64]).load_free_running(std::memory_order_relaxed) & bit) !=
-          0) [[likely]]
+      if ((FreeRunningWordRef(touched_[page / 64]).load(std::memory_order_relaxed) & bit) != 0)
+          [[likely]]
         return;
     }
     note_page_touched(page);

@@ -1,6 +1,5 @@
 #include "tdx_module/pamt.h"
 
-#include <type_traits>
 #include <utility>
 
 #include "base/check.h"
@@ -25,11 +24,6 @@ template <typename Word = AtomicWordRef>
 PamtPageType type_in(uint64_t* entry) {
   return static_cast<PamtPageType>(MetaType::get(Word(entry[1]).load(std::memory_order_relaxed)));
 }
-
-// The word type a lock type's operations go through (type_in reads with the walk's).
-template <typename LockRef>
-using WordOf =
-    std::conditional_t<std::is_same_v<LockRef, TryLockRef>, AtomicWordRef, FreeRunningWordRef>;
 
 }  // namespace
 
@@ -198,7 +192,7 @@ std::expected<PamtLock, TryLockResult> Pamt::walk_and_lock(Pfn pfn, Level target
     if (got != TryLockResult::kAcquired) [[unlikely]]
       return walk_failed(pfn, l, got);
     // A larger entry is the leaf if it is the target or already assigned as a page.
-    if (l == target || type_in<WordOf<LockRef>>(e) != PamtPageType::kNda) {
+    if (l == target || type_in<typename LockRef::word_type>(e) != PamtPageType::kNda) {
       if (exclusive && lock.try_promote_to_exclusive() != TryLockResult::kAcquired) {
         release_as<LockRef>(e, false);
         return walk_failed(pfn, l, TryLockResult::kBusy);
