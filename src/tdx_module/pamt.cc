@@ -57,8 +57,7 @@ PamtLock& PamtLock::operator=(PamtLock&& o) noexcept {
 void PamtLock::unlock() {
   if (pamt_ == nullptr) return;
   // Leaf first, then up the path, as the module's pamt_unwalk does.
-  pamt_->release(leaf_, exclusive_);
-  pamt_->release_above(pfn_, level_);
+  pamt_->unwalk(leaf_, exclusive_, pfn_, level_);
   pamt_ = nullptr;
 }
 
@@ -147,11 +146,13 @@ void Pamt::release_above_as(Pfn pfn, Level level) {
   }
 }
 
-void Pamt::release(uint64_t* lock_word, bool exclusive) {
+void Pamt::unwalk(uint64_t* leaf, bool exclusive, Pfn pfn, Level level) {
   if (sched_active()) [[unlikely]] {
-    release_as<TryLockRef>(lock_word, exclusive);
+    release_as<TryLockRef>(leaf, exclusive);
+    release_above_as<TryLockRef>(pfn, level);
   } else {
-    release_as<FreeRunningTryLockRef>(lock_word, exclusive);
+    release_as<FreeRunningTryLockRef>(leaf, exclusive);
+    release_above_as<FreeRunningTryLockRef>(pfn, level);
   }
 }
 

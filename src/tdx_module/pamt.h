@@ -225,7 +225,8 @@ class Pamt {
   // Records that the entry `e` at `level` got a type, so count() scans its page. A load,
   // and a locked OR only the first time a page of entries is typed.
   void note_typed(uint64_t* e, Level level);
-  void release(uint64_t* lock_word, bool exclusive);
+  // Releases the leaf `leaf` of a walk to `pfn` at `level`, then the path above it.
+  void unwalk(uint64_t* leaf, bool exclusive, Pfn pfn, Level level);
   // Releases the shared holds a walk to `pfn` took above `level`, lowest first.
   void release_above(Pfn pfn, Level level);
   [[gnu::cold]] std::unexpected<TryLockResult> walk_failed(Pfn pfn, Level level, TryLockResult why);
