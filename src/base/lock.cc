@@ -67,7 +67,9 @@ void on_acquired(const void* lock, const std::string& name, LockMode mode) {
   t_held.entries[t_held.count++] = HeldLock{lock, name.c_str(), mode};
 }
 
-void on_release(const void* lock, const std::string& name, LockMode mode, const char* op) {
+// on_release when the lock is not the newest held, or is held in another mode.
+[[gnu::noinline]] void on_release_slow(const void* lock, const std::string& name, LockMode mode,
+                                       const char* op) {
   const size_t i = find(lock);
   TDXSIM_CHECK(i != t_held.count, "{}() of lock '{}' which this thread does not hold; held: {}",
                op, name, describe_held());
@@ -77,6 +79,18 @@ void on_release(const void* lock, const std::string& name, LockMode mode, const 
   // Keep acquisition order (locks need not be released LIFO) so diagnostics read naturally.
   for (size_t j = i + 1; j < t_held.count; ++j) t_held.entries[j - 1] = t_held.entries[j];
   --t_held.count;
+}
+
+// Nearly every release is of the lock taken last (guards nest), so that case is a compare
+// and a decrement; anything else takes the full search.
+void on_release(const void* lock, const std::string& name, LockMode mode, const char* op) {
+  const size_t n = t_held.count;
+  if (n != 0 && t_held.entries[n - 1].lock == lock && t_held.entries[n - 1].mode == mode)
+      [[likely]] {
+    t_held.count = n - 1;
+    return;
+  }
+  on_release_slow(lock, name, mode, op);
 }
 
 void check_held(const void* lock, const std::string& name, const char* assertion,
