@@ -87,19 +87,36 @@ uint16_t bit_of(SeptState s) {
   return static_cast<uint16_t>(1u << c);
 }
 
+// The rows indexed by leaf number (0: no row), so a check is two loads, not a search: every
+// SEAMCALL that acts on an entry asks once.
+constexpr size_t kLeafIndexSize = 64;
+
 template <size_t N>
-bool lookup(const std::array<Row, N>& rows, uint16_t leaf, SeptState s) {
-  const uint16_t bit = bit_of(s);
+constexpr std::array<uint16_t, kLeafIndexSize> by_leaf(const std::array<Row, N>& rows) {
+  std::array<uint16_t, kLeafIndexSize> t{};
   for (const Row& r : rows) {
-    if (r.leaf == leaf) return (r.allowed & bit) != 0;
+    if (r.leaf >= kLeafIndexSize) throw "an S-EPT leaf number beyond the index";
+    t[r.leaf] = r.allowed;
   }
-  return false;
+  return t;
+}
+
+constexpr auto kSeamcallByLeaf = by_leaf(kSeamcallRows);
+constexpr auto kTdcallByLeaf = by_leaf(kTdcallRows);
+
+bool lookup(const std::array<uint16_t, kLeafIndexSize>& allowed, uint16_t leaf, SeptState s) {
+  const uint16_t bit = bit_of(s);
+  return leaf < kLeafIndexSize && (allowed[leaf] & bit) != 0;
 }
 
 }  // namespace
 
-bool sept_leaf_allowed(uint16_t leaf, SeptState s) { return lookup(kSeamcallRows, leaf, s); }
-bool sept_tdcall_allowed(uint16_t leaf, SeptState s) { return lookup(kTdcallRows, leaf, s); }
+bool sept_leaf_allowed(uint16_t leaf, SeptState s) {
+  return lookup(kSeamcallByLeaf, leaf, s);
+}
+bool sept_tdcall_allowed(uint16_t leaf, SeptState s) {
+  return lookup(kTdcallByLeaf, leaf, s);
+}
 
 bool tlb_tracking_required(SeptState s) { return (kTlbTrackingMask & bit_of(s)) != 0; }
 bool is_blocked(SeptState s) { return (kBlockedMask & bit_of(s)) != 0; }
