@@ -349,19 +349,15 @@ struct HostMemory::Impl {
   // chunk installed. Such a write changes nothing that note_write tracks and can leak
   // nothing, so every S-EPT and SPTE update after the first skips the write rules.
   // nullptr: take the path that applies them.
-  // kScheduled = false: its two loads skip their points (REQUIRES: !sched_active()).
-  template <bool kScheduled = true>
+  // Ref = FreeRunningWordRef: its two loads skip their points (REQUIRES: !sched_active()).
+  template <typename Ref = AtomicWordRef>
   [[gnu::always_inline]] uint64_t* owned_word(uint64_t pfn, KeyId key, unsigned idx) const {
-    const uint64_t info = kScheduled
-                              ? frame_info(pfn)
-                              : info_word<FreeRunningWordRef>(pfn).load(std::memory_order_acquire);
+    const uint64_t info = info_word<Ref>(pfn).load(std::memory_order_acquire);
     if (!plain_access(key, info) || (!key.is_host() && info_dirty(info) != key)) return nullptr;
     const uint64_t handle = info_storage(info);
     if (handle == 0) return nullptr;
-    const unsigned c_idx = idx / kChunkWords;
-    uint64_t* c = as_chunk(
-        kScheduled ? slot_word(handle, c_idx).load(std::memory_order_acquire)
-                   : slot_word<FreeRunningWordRef>(handle, c_idx).load(std::memory_order_acquire));
+    uint64_t* c =
+        as_chunk(slot_word<Ref>(handle, idx / kChunkWords).load(std::memory_order_acquire));
     return c == nullptr ? nullptr : c + idx % kChunkWords;
   }
 
@@ -845,7 +841,7 @@ bool HostMemory::compare_exchange(Hpa hpa, KeyId key, uint64_t& expected, uint64
   const uint64_t pfn = hpa.pfn().raw();
   if (!sched_active()) [[likely]] {
     // As load: free-running, the fast path's three words skip their no-op points.
-    if (uint64_t* word = m.owned_word<false>(pfn, key, idx)) [[likely]]
+    if (uint64_t* word = m.owned_word<FreeRunningWordRef>(pfn, key, idx)) [[likely]]
       return FreeRunningWordRef(*word).compare_exchange(expected, desired, order);
   } else if (uint64_t* word = m.owned_word(pfn, key, idx)) {
     return AtomicWordRef(*word).compare_exchange(expected, desired, order);
