@@ -60,7 +60,7 @@ uint64_t TdxModule::mem_rd_wr(LogicalCpu& /*cpu*/, SeamcallRegs& regs, bool writ
     return entry_error(regs, TdxStatus::kEptEntryNotPresent, w.entry, w.level, layout());
   }
   SeptEntryLock entry(mem, td.hkid, w.entry_hpa);
-  if (!entry.try_lock()) return entry_busy(regs, w, layout());
+  if (!entry.try_lock(w.entry)) return entry_busy(regs, w, layout());
   const SeptEntry e = entry.value();
   if (!sept_leaf_allowed(write ? SeptLeaf::kMemWr : SeptLeaf::kMemRd, e.state())) {
     return entry_error(regs, TdxStatus::kEptEntryStateIncorrect, e, w.level, layout());

@@ -97,8 +97,8 @@ uint64_t TdxModule::mem_begin_entry(SeamcallRegs& regs, SeamcallLeaf leaf, MemOp
     return s;
   }
   SeptEntryLock& entry = op.entry.emplace(platform_.memory(), op.td->hkid, op.walk.entry_hpa);
-  if (!entry.try_lock()) return entry_busy(regs, op.walk, layout());
-  // Re-read under the lock: the walk's copy may predate a holder's commit.
+  if (!entry.try_lock(op.walk.entry)) return entry_busy(regs, op.walk, layout());
+  // The entry as locked, not the walk's copy: that may predate a holder's commit.
   const SeptEntry e = entry.value();
   if (if_blocked && is_blocked(e.state())) {
     return entry_error(regs, *if_blocked, e, op.walk.level, layout());

@@ -124,7 +124,7 @@ std::optional<uint64_t> TdxModule::tdg_mem_page_accept(Td& td, Vcpu& vcpu, Seamc
     return accept_exit(w);
   }
   SeptEntryLock entry(mem, td.hkid, w.entry_hpa);
-  switch (entry.try_lock_guest()) {
+  switch (entry.try_lock_guest(w.entry)) {
     case SeptEntryLock::Result::kAcquired:
       break;
     case SeptEntryLock::Result::kBusy:
