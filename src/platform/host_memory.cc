@@ -311,9 +311,11 @@ struct HostMemory::Impl {
 
   // Page-granular content write: the fill, then every installed word. Chunks stay: a
   // concurrent walker may be holding one.
+  // Ref as for fill_word: FreeRunningWordRef for a caller that tested !sched_active().
+  template <typename Ref = AtomicWordRef>
   void fill_contents(uint64_t pfn, uint64_t value) {
-    fill_word(pfn).store(value, std::memory_order_release);
-    const uint64_t info = info_word(pfn).load(std::memory_order_acquire);
+    fill_word<Ref>(pfn).store(value, std::memory_order_release);
+    const uint64_t info = info_word<Ref>(pfn).load(std::memory_order_acquire);
     if (info_storage(info) == 0) return;  // most frames: the fill is the whole content
     for (unsigned c = 0; c < kChunksPerFrame; ++c) {
       if (uint64_t* words = chunk(info, c)) {
@@ -322,6 +324,15 @@ struct HostMemory::Impl {
         }
       }
     }
+  }
+
+  // fill(): the write rules for a whole page, then the contents.
+  template <typename Ref>
+  void fill_as(uint64_t pfn, KeyId key, uint64_t value) {
+    const Hpa base = Pfn{pfn}.hpa();
+    const uint64_t info = note_write<Ref>(pfn, base, key, /*whole_page=*/true);
+    note_leak(base, key, info, key);
+    fill_contents<Ref>(pfn, value);
   }
 
   // --- Key rules ---
@@ -387,9 +398,11 @@ struct HostMemory::Impl {
 
   // The cache and integrity effects of a write with `key`, as one update of info.
   // Returns: info after the update.
+  // Ref as for fill_word.
+  template <typename Ref = AtomicWordRef>
   uint64_t note_write(uint64_t pfn, Hpa where, KeyId key, bool whole_page) {
     touch(pfn);
-    AtomicWordRef w = info_word(pfn);
+    Ref w = info_word<Ref>(pfn);
     uint64_t old = w.load(std::memory_order_acquire);
     uint64_t now = 0;
     if (update_info(w, old, now, key, whole_page, /*may_poison=*/false)) return now;
@@ -405,7 +418,8 @@ struct HostMemory::Impl {
   // One CAS loop over info for a write with `key`. Returns false, leaving info unchanged,
   // when the write would poison the frame and !may_poison; with may_poison it returns false
   // after storing the poisoning update (the caller logs it) and true otherwise.
-  static bool update_info(AtomicWordRef w, uint64_t& old, uint64_t& now, KeyId key, bool whole_page,
+  template <typename Ref>
+  static bool update_info(Ref w, uint64_t& old, uint64_t& now, KeyId key, bool whole_page,
                           bool may_poison) {
     for (;;) {
       const KeyId owner = info_key(old);
@@ -444,11 +458,31 @@ struct HostMemory::Impl {
     log.push_back(MemViolation{kind, where, accessor, owner});
   }
 
+  // set_key(); Ref as for fill_word.
+  template <typename Ref>
+  void set_key_as(uint64_t pfn, KeyId key) {
+    touch(pfn);
+    Ref w = info_word<Ref>(pfn);
+    uint64_t old = w.load(std::memory_order_acquire);
+    uint64_t now;
+    KeyId stale;
+    for (;;) {
+      const KeyId dirty = info_dirty(old);
+      stale = !dirty.is_host() && dirty != key ? dirty : kHostKey;
+      now = InfoPoisoned::set(InfoKey::set(old, key.raw()), 0);
+      if (!stale.is_host()) now = InfoDirtyKey::set(now, 0);
+      if (w.compare_exchange(old, now, std::memory_order_acq_rel)) break;
+    }
+    if (!stale.is_host()) record(MemViolationKind::kStaleCacheReuse, Pfn{pfn}.hpa(), key, stale);
+    if (info_key(old) != key) rekey_contents<Ref>(pfn, now, info_key(old), key);
+  }
+
   // Re-keying keeps the bytes, not their meaning: the frame now holds what a read with the
   // new key would have returned. REQUIRES: no concurrent access to the frame.
+  template <typename Ref>
   void rekey_contents(uint64_t pfn, uint64_t info, KeyId from, KeyId to) {
     const Hpa base = Pfn{pfn}.hpa();
-    AtomicWordRef fill = fill_word(pfn);
+    Ref fill = fill_word<Ref>(pfn);
     fill.store(foreign_view(fill.load(std::memory_order_acquire), base, from, to),
                std::memory_order_release);
     if (info_storage(info) == 0) return;
@@ -633,20 +667,12 @@ void HostMemory::set_key(Pfn pfn, KeyId key) {
   Impl& m = *impl_;
   m.check_frame(pfn, "set_key");
   m.check_key(key, "set_key");
-  m.touch(pfn.raw());
-  AtomicWordRef w = m.info_word(pfn.raw());
-  uint64_t old = w.load(std::memory_order_acquire);
-  uint64_t now;
-  KeyId stale;
-  for (;;) {
-    const KeyId dirty = info_dirty(old);
-    stale = !dirty.is_host() && dirty != key ? dirty : kHostKey;
-    now = InfoPoisoned::set(InfoKey::set(old, key.raw()), 0);
-    if (!stale.is_host()) now = InfoDirtyKey::set(now, 0);
-    if (w.compare_exchange(old, now, std::memory_order_acq_rel)) break;
+  // As fill: every AUG and ADD re-keys a frame.
+  if (sched_active()) [[unlikely]] {
+    m.set_key_as<AtomicWordRef>(pfn.raw(), key);
+  } else {
+    m.set_key_as<FreeRunningWordRef>(pfn.raw(), key);
   }
-  if (!stale.is_host()) m.record(MemViolationKind::kStaleCacheReuse, pfn.hpa(), key, stale);
-  if (info_key(old) != key) m.rekey_contents(pfn.raw(), now, info_key(old), key);
 }
 
 void HostMemory::wbinvd_frame(Pfn pfn, KeyId key) {
@@ -722,9 +748,13 @@ void HostMemory::fill(Pfn pfn, KeyId key, uint64_t value) {
   Impl& m = *impl_;
   m.check_frame(pfn, "fill");
   m.check_key(key, "fill");
-  const uint64_t info = m.note_write(pfn.raw(), pfn.hpa(), key, /*whole_page=*/true);
-  m.note_leak(pfn.hpa(), key, info, key);
-  m.fill_contents(pfn.raw(), value);
+  // As load: free-running, the metadata words skip their no-op points (every S-EPT page
+  // and every accepted page is filled once).
+  if (sched_active()) [[unlikely]] {
+    m.fill_as<AtomicWordRef>(pfn.raw(), key, value);
+  } else {
+    m.fill_as<FreeRunningWordRef>(pfn.raw(), key, value);
+  }
 }
 
 void HostMemory::copy_page(Pfn dst, KeyId dst_key, Pfn src, KeyId src_key) {
