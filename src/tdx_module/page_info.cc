@@ -7,7 +7,6 @@ namespace tdxsim {
 namespace {
 
 constexpr uint64_t kOk = raw(TdxStatus::kSuccess);
-constexpr uint64_t kInvalidRcx = with_operand(TdxStatus::kOperandInvalid, TdxOperand::kRcx);
 constexpr uint64_t kInvalidRdx = with_operand(TdxStatus::kOperandInvalid, TdxOperand::kRdx);
 
 }  // namespace
@@ -43,20 +42,6 @@ std::optional<LevelRange> page_info_levels(TdcallLeaf leaf) {
   // Module 1.5.01 rejects a 1G ACCEPT with OPERAND_INVALID (abi §8.1).
   if (leaf == TdcallLeaf::kMemPageAccept) return LevelRange{0, 1};
   return std::nullopt;
-}
-
-uint64_t PageInfo::validate(unsigned min_tdx_level, unsigned max_tdx_level) const {
-  TDXSIM_CHECK(min_tdx_level <= max_tdx_level && max_tdx_level <= kMaxTdxLevel,
-               "bad page-info level range {}..{}", min_tdx_level, max_tdx_level);
-  if (!reserved_zero()) return kInvalidRcx;
-  if (tdx_level() < min_tdx_level || tdx_level() > max_tdx_level) return kInvalidRcx;
-  if (!is_aligned()) return kInvalidRcx;
-  return kOk;
-}
-
-uint64_t PageInfo::validate_private(LevelRange range, Gpaw gpaw) const {
-  if (const uint64_t status = validate(range); status != kOk) return status;
-  return is_valid_private_gpa(gpa(), gpaw) ? kOk : kInvalidRcx;
 }
 
 uint64_t TdHandle::check(bool leaf_has_flag, const PhysAddrLayout& layout) const {

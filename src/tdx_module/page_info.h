@@ -19,8 +19,10 @@
 
 #include "base/addr.h"
 #include "base/bitfield.h"
+#include "base/check.h"
 #include "platform/key_id.h"
 #include "tdx_module/seamcall_leaf.h"
+#include "tdx_module/tdx_status.h"
 
 namespace tdxsim {
 
@@ -103,14 +105,31 @@ class PageInfo {
 
   // verify_page_info_input: reserved bits, then min <= level <= max, then alignment.
   // Returns: raw(kSuccess) or TDX_OPERAND_INVALID|RCX.
-  // REQUIRES: min <= max <= kMaxTdxLevel.
-  uint64_t validate(unsigned min_tdx_level, unsigned max_tdx_level) const;
+  // REQUIRES: min <= max <= kMaxTdxLevel (checked).
+  // Inline, as validate_private: AUG and ACCEPT check their operand on every page.
+  uint64_t validate(unsigned min_tdx_level, unsigned max_tdx_level) const {
+    TDXSIM_CHECK(min_tdx_level <= max_tdx_level && max_tdx_level <= kMaxTdxLevel,
+                 "bad page-info level range {}..{}", min_tdx_level, max_tdx_level);
+    if (!reserved_zero() || tdx_level() < min_tdx_level || tdx_level() > max_tdx_level ||
+        !is_aligned()) {
+      return kInvalidRcx;
+    }
+    return kOk;
+  }
   uint64_t validate(LevelRange range) const { return validate(range.min, range.max); }
   // validate(), then the private-GPA rule: the whole operand check of a host GPA leaf.
   // Returns: raw(kSuccess) or TDX_OPERAND_INVALID|RCX.
-  uint64_t validate_private(LevelRange range, Gpaw gpaw) const;
+  uint64_t validate_private(LevelRange range, Gpaw gpaw) const {
+    if (const uint64_t status = validate(range); status != kOk) return status;
+    return is_valid_private_gpa(gpa(), gpaw) ? kOk : kInvalidRcx;
+  }
 
  private:
+  // tdxsim::raw: the member raw() hides it here.
+  static constexpr uint64_t kOk = tdxsim::raw(TdxStatus::kSuccess);
+  static constexpr uint64_t kInvalidRcx =
+      with_operand(TdxStatus::kOperandInvalid, TdxOperand::kRcx);
+
   uint64_t raw_ = 0;
 };
 

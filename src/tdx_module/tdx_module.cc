@@ -31,8 +31,6 @@ TdxModule::TdxModule(Platform& platform, const TdxModuleConfig& config)
 
 TdxModule::~TdxModule() = default;
 
-const PhysAddrLayout& TdxModule::layout() const { return platform_.memory().layout(); }
-
 uint64_t TdxModule::all_packages_mask() const {
   const unsigned n = platform_.package_count();
   return n == 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1;

@@ -351,7 +351,8 @@ class TdxModule : public SeamModule {
   void erase_vcpu(Pfn tdvpr);
   bool is_private_hkid(uint64_t hkid) const;
   uint64_t all_packages_mask() const;
-  const PhysAddrLayout& layout() const;
+  // Inline: every memory leaf asks for it several times.
+  const PhysAddrLayout& layout() const { return platform_.memory().layout(); }
 
   Platform& platform_;
   const TdxModuleConfig config_;
