@@ -200,6 +200,9 @@ class SeptEntry {
   }
   // The module's leaf test (PS); meaningful for every state but FREE, which reads false.
   constexpr bool is_leaf() const { return Ps::get(raw_) != 0; }
+  // NL_MAPPED is the one encoding with every state bit clear, so the test a walk makes of
+  // each entry it crosses needs no decoding.
+  constexpr bool is_nl_mapped() const { return (raw_ & kStateMask) == 0; }
 
   // The entry in `s`, keeping the address and the lock bits (the module's state update
   // rewrites only the encoding): RWX = 7 for MAPPED and NL_MAPPED, 0 otherwise; MT from
@@ -212,7 +215,12 @@ class SeptEntry {
   SeptEntry with_state(SeptState s) const;
 
   // --- Address ------------------------------------------------------------------------
-  constexpr Hpa hpa(const PhysAddrLayout& l) const { return l.strip_key(Addr::in_place(raw_)); }
+  constexpr Hpa hpa(const PhysAddrLayout& l) const { return hpa(hpa_mask(l)); }
+  // hpa(l) in two steps, for a loop that computes the mask once.
+  static constexpr uint64_t hpa_mask(const PhysAddrLayout& l) {
+    return Addr::kMask & l.frame_mask();
+  }
+  constexpr Hpa hpa(uint64_t hpa_mask) const { return Hpa{raw_ & hpa_mask}; }
   constexpr KeyId hkid(const PhysAddrLayout& l) const { return l.key_of(Addr::in_place(raw_)); }
 
   // --- Entry lock bits (see the header comment) -----------------------------------------
@@ -270,6 +278,7 @@ static_assert(sizeof(SeptEntry) == 8);
 static_assert(SeptEntry::free().raw() == 0x80E0'0000'0000'0000ull);
 static_assert(SeptEntry::free().state_encoding() == 0x0E);
 static_assert(SeptEntry::kStateMask == 0x01E0'0000'0000'02C0ull);
+static_assert(sept_state_encoding(SeptState::kNlMapped) == 0);
 // Hardware ignores every state bit outside PS/IPAT, which agree with a present WB leaf.
 static_assert(((SeptEntry::kStateMask & ~(SeptEntry::Ps::kMask | SeptEntry::Ipat::kMask |
                                           SeptEntry::D::kMask)) &

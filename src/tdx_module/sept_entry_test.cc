@@ -67,6 +67,7 @@ TEST(SeptState, EveryEncodingRoundTrips) {
     const SeptEntry e{spread(row.encoding) | uint64_t{1} << 63 | 0x0000'1234'5678'9000ull};
     EXPECT_EQ(e.state_encoding(), row.encoding);
     EXPECT_EQ(e.state(), row.state);
+    EXPECT_EQ(e.is_nl_mapped(), row.state == kNlMapped);  // the walk's test, without decoding
     ++checked;
   }
   // The other 112 encodings name nothing.
@@ -137,6 +138,7 @@ TEST(SeptEntry, BuildersAndTransitionsWriteTheModulesBits) {
     if (row.state != kFree && row.state != kRemoved) {
       EXPECT_EQ(row.entry.hkid(kLayout), kHkid);
     }
+    EXPECT_EQ(row.entry.hpa(SeptEntry::hpa_mask(kLayout)), row.entry.hpa(kLayout));
     ++checked;
   }
   const Hpa page{0x123'4000};

@@ -6,24 +6,12 @@
 
 namespace tdxsim {
 
-namespace {
-
-// NL_MAPPED is the encoding with every state bit clear, so the test the walk makes of each
-// entry it crosses needs no decoding (the caller decodes the entry it stops at).
-static_assert(sept_state_encoding(SeptState::kNlMapped) == 0);
-bool is_nl_mapped(SeptEntry e) {
-  return (e.raw() & SeptEntry::kStateMask) == 0;
-}
-
-}  // namespace
-
 SeptWalkResult sept_walk(const HostMemory& mem, const PhysAddrLayout& layout, Hpa root,
                          unsigned ept_levels, KeyId hkid, Gpa gpa, Level target) {
   TDXSIM_CHECK(ept_levels == 4 || ept_levels == 5, "S-EPT of {} levels", ept_levels);
   TDXSIM_CHECK(level_num(target) >= 1 && level_num(target) <= ept_levels,
                "S-EPT walk to level {} of a {}-level table", level_num(target), ept_levels);
-  // SeptEntry::hpa(layout) of every table entry, with the mask computed once.
-  const uint64_t table_bits = SeptEntry::Addr::kMask & layout.frame_mask();
+  const uint64_t table_mask = SeptEntry::hpa_mask(layout);
   Hpa table = root;
   Level level = level_from(ept_levels);
   for (;;) {
@@ -38,14 +26,14 @@ SeptWalkResult sept_walk(const HostMemory& mem, const PhysAddrLayout& layout, Hp
                             .machine_check = true};
     }
     // Only an NL_MAPPED entry leads further down; every other state ends the walk there.
-    if (level == target || !is_nl_mapped(e)) {
+    if (level == target || !e.is_nl_mapped()) {
       return SeptWalkResult{.entry_hpa = at,
                             .entry = e,
                             .level = level,
                             .reached = level == target,
                             .machine_check = false};
     }
-    table = Hpa{e.raw() & table_bits};
+    table = e.hpa(table_mask);
     level = level_down(level);
   }
 }
