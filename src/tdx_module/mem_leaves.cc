@@ -168,9 +168,7 @@ uint64_t TdxModule::mem_sept_add_body(SeamcallRegs& regs, uint8_t version, bool 
 
   // The new table: every entry FREE under the TD's key, written before it is published.
   take_page(page->pfn(), td.hkid, SeptEntry::free().raw());
-  page->set_type(PamtPageType::kEpt);
-  page->set_owner(td.tdr);
-  page->set_bepoch(0);
+  page->assign(PamtPageType::kEpt, td.tdr, /*bepoch=*/0);
   td.child_count.fetch_add(1, std::memory_order_relaxed);
   op.entry->commit(SeptEntry::non_leaf(page->pfn().hpa(), td.hkid, layout()));
   flagged[0] = 0;
@@ -192,17 +190,15 @@ uint64_t TdxModule::mem_page_aug(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
       s != raw(TdxStatus::kSuccess)) {
     return s;
   }
-  std::expected<PamtLock, uint64_t> page = pamt_.check_hpa_operand(
-      Hpa{regs.r8}, level, PamtPageType::kNda, TdxOperand::kR8, Requester::kHost,
-      /*exclusive=*/true, layout());
+  std::expected<PamtLock, uint64_t> page =
+      pamt_.lock_hpa_operand(Hpa{regs.r8}, level, PamtPageType::kNda, TdxOperand::kR8,
+                             Requester::kHost, /*exclusive=*/true);
   if (!page) return page.error();
 
   // AUG hands the frames to the TD's key without initialising them: the guest's ACCEPT
   // zeroes the page before anything can read it.
   for (uint64_t i = 0; i < level_pages(level); ++i) mem.set_key(page->pfn() + i, td.hkid);
-  page->set_type(PamtPageType::kReg);
-  page->set_owner(td.tdr);
-  page->set_bepoch(0);
+  page->assign(PamtPageType::kReg, td.tdr, /*bepoch=*/0);
   td.child_count.fetch_add(level_pages(level), std::memory_order_relaxed);
   op.entry->commit(SeptEntry::pending(page->pfn().hpa(), td.hkid, level, layout()));
   return raw(TdxStatus::kSuccess);
@@ -383,9 +379,7 @@ uint64_t TdxModule::mem_page_add(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   // private frame gives ciphertext.
   mem.set_key(page->pfn(), td.hkid);
   mem.copy_page(page->pfn(), td.hkid, src.pfn(), src_key);
-  page->set_type(PamtPageType::kReg);
-  page->set_owner(td.tdr);
-  page->set_bepoch(0);
+  page->assign(PamtPageType::kReg, td.tdr, /*bepoch=*/0);
   td.child_count.fetch_add(1, std::memory_order_relaxed);
   const SeptEntry mapped = SeptEntry::mapped(page->pfn().hpa(), td.hkid, Level::k4K, layout());
   uint64_t expected = e.raw();

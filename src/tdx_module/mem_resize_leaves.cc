@@ -87,9 +87,7 @@ uint64_t TdxModule::mem_page_demote(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
     mem.store(table_hpa + 8 * i, td.hkid, c.raw(), std::memory_order_relaxed);
   }
   pamt_.demote(*page);
-  table->set_type(PamtPageType::kEpt);
-  table->set_owner(td.tdr);
-  table->set_bepoch(0);
+  table->assign(PamtPageType::kEpt, td.tdr, /*bepoch=*/0);
   td.child_count.fetch_add(1, std::memory_order_relaxed);
   op.entry->commit(SeptEntry::non_leaf(table_hpa, td.hkid, layout()));
   return raw(TdxStatus::kSuccess);
@@ -185,9 +183,7 @@ uint64_t TdxModule::mem_page_relocate(LogicalCpu& /*cpu*/, SeamcallRegs& regs) {
   // The old frame keeps the TD's key and dirty lines: the host writes them back
   // (TDH.PHYMEM.PAGE.WBINVD) before reusing it, as after REMOVE.
   source->set_type(PamtPageType::kNda);
-  target->set_type(PamtPageType::kReg);
-  target->set_owner(td.tdr);
-  target->set_bepoch(0);
+  target->assign(PamtPageType::kReg, td.tdr, /*bepoch=*/0);
   op.entry->commit(unblocked_leaf(e.state(), target->pfn().hpa(), td.hkid, level, layout()));
   regs.rcx = old_page.raw();
   return raw(TdxStatus::kSuccess);

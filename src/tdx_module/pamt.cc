@@ -98,6 +98,17 @@ void PamtLock::set_bepoch(uint64_t bepoch) {
   AtomicWordRef(leaf_[2]).store(bepoch, std::memory_order_relaxed);
 }
 
+void PamtLock::assign(PamtPageType t, Pfn owner, uint64_t bepoch) {
+  TDXSIM_CHECK(held() && exclusive_, "PAMT entry {} written without its exclusive lock", pfn_);
+  TDXSIM_CHECK(owner.raw() <= MetaOwner::kMax, "owner {} beyond 40 bits", owner);
+  AtomicWordRef meta(leaf_[1]);
+  const uint64_t old = meta.load(std::memory_order_relaxed);
+  meta.store(MetaOwner::set(MetaType::set(old, static_cast<uint64_t>(t)), owner.raw()),
+             std::memory_order_relaxed);
+  AtomicWordRef(leaf_[2]).store(bepoch, std::memory_order_relaxed);
+  pamt_->note_typed(leaf_, level_);
+}
+
 // --- Pamt ---------------------------------------------------------------------------------
 
 Pamt::Pamt(uint64_t frames)
@@ -212,14 +223,21 @@ std::expected<PamtLock, uint64_t> Pamt::check_hpa_operand(Hpa hpa, Level size,
                                                           PamtPageType expected, TdxOperand op,
                                                           Requester r, bool exclusive,
                                                           const PhysAddrLayout& layout) {
+  // 1. The operand's format (module hpa_check_with_pwr_2_alignment): no HKID bits, below
+  // MAX_PA — every bit above the frame mask clear —, then the alignment (lock_hpa_operand).
+  if ((hpa.raw() & ~layout.frame_mask()) != 0) {
+    return std::unexpected(with_operand(TdxStatus::kOperandInvalid, op));
+  }
+  return lock_hpa_operand(hpa, size, expected, op, r, exclusive);
+}
+
+std::expected<PamtLock, uint64_t> Pamt::lock_hpa_operand(Hpa hpa, Level size, PamtPageType expected,
+                                                         TdxOperand op, Requester r,
+                                                         bool exclusive) {
   TDXSIM_CHECK(size <= Level::k1G, "no PAMT level {}", level_name(size));
   TDXSIM_CHECK(size != Level::k1G || expected != PamtPageType::kNda,
                "no leaf takes a free 1G page");
-  // 1. The operand's format (module hpa_check_with_pwr_2_alignment).
-  if (!hpa.is_aligned(size) || (hpa.raw() & layout.keyid_mask()) != 0 ||
-      (hpa.raw() >> layout.maxphyaddr) != 0) {
-    return std::unexpected(with_operand(TdxStatus::kOperandInvalid, op));
-  }
+  if (!hpa.is_aligned(size)) return std::unexpected(with_operand(TdxStatus::kOperandInvalid, op));
   // 2. Covered by a TDMR (pamt_get_block). tdxsim's TDMR need not be a multiple of 1G, so
   // the whole page must fit, not just its first byte.
   const uint64_t first = hpa.pfn().raw();
@@ -293,9 +311,7 @@ void Pamt::promote(PamtLock& range) {
                std::memory_order_relaxed);
     note_typed(e, child);
   }
-  range.set_type(type);
-  range.set_owner(Pfn{owner});
-  range.set_bepoch(0);
+  range.assign(type, Pfn{owner}, /*bepoch=*/0);
 }
 
 bool Pamt::is_2m_range_free(Pfn pfn) const {

@@ -113,6 +113,9 @@ class PamtLock {
   void set_type(PamtPageType t);
   void set_owner(Pfn tdr);  // REQUIRES: tdr < 2^40 (checked)
   void set_bepoch(uint64_t bepoch);
+  // The three at once, as a leaf that hands a free page out writes them (AUG, PAGE.ADD,
+  // SEPT.ADD, RELOCATE's target): one check and one write of each word.
+  void assign(PamtPageType t, Pfn owner, uint64_t bepoch);
 
   // Releases the path now (the destructor then does nothing).
   void unlock();
@@ -165,6 +168,14 @@ class Pamt {
   [[nodiscard]] std::expected<PamtLock, uint64_t> check_hpa_operand(
       Hpa hpa, Level size, PamtPageType expected, TdxOperand op, Requester r, bool exclusive,
       const PhysAddrLayout& layout);
+  // The same but for step 1's HKID and MAX_PA tests, for a caller that made them itself (the
+  // module's 4K format check, which also cuts step 2 at what TDMR.INIT initialised): the
+  // alignment to `size` and the whole page inside the TDMR are still checked here.
+  // An HPA with bits above the frame mask fails step 2 here, not step 1.
+  [[nodiscard]] std::expected<PamtLock, uint64_t> lock_hpa_operand(Hpa hpa, Level size,
+                                                                   PamtPageType expected,
+                                                                   TdxOperand op, Requester r,
+                                                                   bool exclusive);
 
   // TDH.MEM.PAGE.DEMOTE's split of a page's metadata (module pamt_demote): the 512 entries
   // one level below the locked large page take its type and owner, BEPOCH 0, and the large

@@ -153,8 +153,8 @@ uint64_t TdxModule::dispatch(LogicalCpu& cpu, SeamcallRegs& regs, LeafAndVersion
 
 uint64_t TdxModule::check_hpa_format_and_range(uint64_t raw_hpa, TdxOperand op) const {
   const Hpa hpa{raw_hpa};
-  if (!hpa.is_aligned(Level::k4K) || (raw_hpa & layout().keyid_mask()) != 0 ||
-      (raw_hpa >> layout().maxphyaddr) != 0) {
+  // No HKID bits and below MAX_PA: every bit above the frame mask clear.
+  if ((raw_hpa & (~layout().frame_mask() | (kPageSize - 1))) != 0) {
     return with_operand(TdxStatus::kOperandInvalid, op);
   }
   // The TDMR ends at the end of memory; TDH.SYS.TDMR.INIT may not have reached it yet.
@@ -172,8 +172,8 @@ TdxModule::Check TdxModule::check_page(uint64_t raw_hpa, PamtPageType expected, 
   if (const uint64_t s = check_hpa_format_and_range(raw_hpa, op); s != raw(TdxStatus::kSuccess)) {
     return std::unexpected(s);
   }
-  return pamt_.check_hpa_operand(Hpa{raw_hpa}, Level::k4K, expected, op, Requester::kHost,
-                                 exclusive, layout());
+  return pamt_.lock_hpa_operand(Hpa{raw_hpa}, Level::k4K, expected, op, Requester::kHost,
+                                exclusive);
 }
 
 TdxModule::Check TdxModule::lock_implicit_tdr(Pfn tdr, bool exclusive) {
