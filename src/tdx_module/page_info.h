@@ -62,8 +62,39 @@ struct LevelRange {
 // Returns: nullopt for a leaf whose RCX is not a page-info operand (TDH.MR.EXTEND's RCX
 // is a bare 256-byte-aligned GPA).
 // REQUIRES: ept_pwl is 3 or 4.
-std::optional<LevelRange> page_info_levels(SeamcallLeaf leaf, unsigned ept_pwl);
-std::optional<LevelRange> page_info_levels(TdcallLeaf leaf);
+// Inline: every memory leaf asks, and the answer is a constant for most.
+inline std::optional<LevelRange> page_info_levels(SeamcallLeaf leaf, unsigned ept_pwl) {
+  TDXSIM_CHECK(ept_pwl == 3 || ept_pwl == 4, "EPT PWL {} is neither 3 nor 4", ept_pwl);
+  // The ranges each handler passes to verify_page_info_input (module
+  // src/vmm_dispatcher/api_calls/tdh_mem_*.c; rules A17).
+  switch (leaf) {
+    case SeamcallLeaf::kMemPageAdd:
+    case SeamcallLeaf::kMemPageRelocate:
+      return LevelRange{0, 0};
+    case SeamcallLeaf::kMemPageAug:
+      return LevelRange{0, 1};
+    case SeamcallLeaf::kMemPageRemove:
+      return LevelRange{0, 2};
+    case SeamcallLeaf::kMemPageDemote:
+    case SeamcallLeaf::kMemPagePromote:
+      return LevelRange{1, 2};
+    case SeamcallLeaf::kMemSeptAdd:
+    case SeamcallLeaf::kMemSeptRemove:
+      return LevelRange{1, ept_pwl};
+    case SeamcallLeaf::kMemRangeBlock:
+    case SeamcallLeaf::kMemRangeUnblock:
+    case SeamcallLeaf::kMemSeptRd:
+      return LevelRange{0, ept_pwl};
+    default:
+      return std::nullopt;
+  }
+}
+
+inline std::optional<LevelRange> page_info_levels(TdcallLeaf leaf) {
+  // Module 1.5.01 rejects a 1G ACCEPT with OPERAND_INVALID (abi §8.1).
+  if (leaf == TdcallLeaf::kMemPageAccept) return LevelRange{0, 1};
+  return std::nullopt;
+}
 
 // RCX of the GPA leaves.
 class PageInfo {
@@ -165,8 +196,16 @@ class TdHandle {
   // The format part of the TDR operand check: reserved bits (and bit 0 where the leaf has
   // no flag), then no key-ID bits in the TDR HPA (module hpa_check_with_pwr_2_alignment).
   // Whether the page lies in a TDMR and is a TDR in PAMT is the PAMT's check, not this one.
-  // Returns: raw(kSuccess) or TDX_OPERAND_INVALID|RDX.
-  uint64_t check(bool leaf_has_flag, const PhysAddrLayout& layout) const;
+  // Returns: raw(kSuccess) or TDX_OPERAND_INVALID|RDX. Inline: every TDR-handle leaf's first
+  // check.
+  uint64_t check(bool leaf_has_flag, const PhysAddrLayout& layout) const {
+    constexpr uint64_t kInvalidRdx = with_operand(TdxStatus::kOperandInvalid, TdxOperand::kRdx);
+    if (!reserved_zero()) return kInvalidRdx;
+    if (flag() && !leaf_has_flag) return kInvalidRdx;
+    // The TDR is a private page: the module refuses an HPA that already carries a key ID.
+    if ((tdr().raw() & layout.keyid_mask()) != 0) return kInvalidRdx;
+    return tdxsim::raw(TdxStatus::kSuccess);
+  }
 
  private:
   uint64_t raw_ = 0;
