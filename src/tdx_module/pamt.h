@@ -113,8 +113,9 @@ class PamtLock {
   void set_type(PamtPageType t);
   void set_owner(Pfn tdr);  // REQUIRES: tdr < 2^40 (checked)
   void set_bepoch(uint64_t bepoch);
-  // The three at once, as a leaf that hands a free page out writes them (AUG, PAGE.ADD,
-  // SEPT.ADD, RELOCATE's target): one check and one write of each word.
+  // The three at once, as a leaf that hands a page out writes them (AUG, PAGE.ADD, SEPT.ADD,
+  // DEMOTE's new table, RELOCATE's target, PROMOTE's merged page): one check and one write
+  // of each word.
   void assign(PamtPageType t, Pfn owner, uint64_t bepoch);
 
   // Releases the path now (the destructor then does nothing).

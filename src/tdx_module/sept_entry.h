@@ -220,7 +220,7 @@ class SeptEntry {
   static constexpr uint64_t hpa_mask(const PhysAddrLayout& l) {
     return Addr::kMask & l.frame_mask();
   }
-  constexpr Hpa hpa(uint64_t hpa_mask) const { return Hpa{raw_ & hpa_mask}; }
+  constexpr Hpa hpa(uint64_t mask) const { return Hpa{raw_ & mask}; }
   constexpr KeyId hkid(const PhysAddrLayout& l) const { return l.key_of(Addr::in_place(raw_)); }
 
   // --- Entry lock bits (see the header comment) -----------------------------------------
