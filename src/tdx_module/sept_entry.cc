@@ -37,30 +37,9 @@ void SeptEntry::bad_state_encoding() const {
                "writes", raw_, state_encoding());
 }
 
-SeptEntry SeptEntry::with_state(SeptState s) const {
-  bool leaf_state = false;
-  switch (s) {
-    case SeptState::kFree: return free();
-    case SeptState::kRemoved: return SeptEntry{kSve | with_encoding(0, SeptState::kRemoved)};
-    case SeptState::kMapped:
-    case SeptState::kBlocked:
-    case SeptState::kPending:
-    case SeptState::kPendingBlocked: leaf_state = true; break;
-    case SeptState::kNlMapped:
-    case SeptState::kNlBlocked: break;
-    default:
-      TDXSIM_CHECK(false, "S-EPT state {} is not modelled", to_string(s));
-  }
-  const SeptState from = state();
-  TDXSIM_CHECK(from != SeptState::kFree && from != SeptState::kRemoved && is_leaf() == leaf_state,
-               "S-EPT entry {:#x} ({}) cannot become {}", raw_, to_string(from), to_string(s));
-  uint64_t raw = with_encoding(raw_, s) | kSve;
-  // Module sept_set_mt_from_ipat_tdmem: a leaf is WB, a table entry's MT bits are reserved.
-  raw = MemType::set(raw, Ipat::get(raw) != 0 ? MemType::get(kWbMemType) : 0);
-  // Only these two are present to the walker; blocking and PENDING clear RWX.
-  const bool present = s == SeptState::kMapped || s == SeptState::kNlMapped;
-  raw = Rwx::set(raw, present ? 7 : 0);
-  return SeptEntry{raw};
+void SeptEntry::bad_transition(SeptState to) const {
+  TDXSIM_CHECK(false, "S-EPT entry {:#x} ({}) cannot become {}", raw_, to_string(state()),
+               to_string(to));
 }
 
 uint64_t SeptEntry::arch_view(const PhysAddrLayout& l) const {

@@ -212,6 +212,8 @@ class SeptEntry {
   // PENDING, PENDING_BLOCKED, NL_MAPPED, NL_BLOCKED — and, unless FREE or REMOVED, of the
   // entry's own kind: a leaf state for a leaf, an NL state for a non-leaf (the builders
   // make entries from FREE; PROMOTE/DEMOTE build new ones).
+  // Inline: with a constant `s` (ACCEPT's MAPPED, BLOCK's and UNBLOCK's few) the encoding
+  // folds to constants, and ACCEPT pays a table lookup and a few masks, not a call.
   SeptEntry with_state(SeptState s) const;
 
   // --- Address ------------------------------------------------------------------------
@@ -246,6 +248,7 @@ class SeptEntry {
     return t;
   }();
   [[noreturn]] void bad_state_encoding() const;
+  [[noreturn]] void bad_transition(SeptState to) const;
 
   static constexpr uint64_t kSve = SuppressVe::kMask;
   static constexpr uint64_t kWbMemType = MemType::set(0, static_cast<uint64_t>(EptMemType::kWB));
@@ -272,6 +275,39 @@ class SeptEntry {
 
   uint64_t raw_;
 };
+
+inline SeptEntry SeptEntry::with_state(SeptState s) const {
+  bool leaf_state = false;
+  switch (s) {
+    case SeptState::kFree:
+      return free();
+    case SeptState::kRemoved:
+      return SeptEntry{kSve | with_encoding(0, SeptState::kRemoved)};
+    case SeptState::kMapped:
+    case SeptState::kBlocked:
+    case SeptState::kPending:
+    case SeptState::kPendingBlocked:
+      leaf_state = true;
+      break;
+    case SeptState::kNlMapped:
+    case SeptState::kNlBlocked:
+      break;
+    default:
+      TDXSIM_CHECK(false, "S-EPT state {} is not modelled", to_string(s));
+  }
+  const SeptState from = state();
+  if (from == SeptState::kFree || from == SeptState::kRemoved || is_leaf() != leaf_state)
+      [[unlikely]] {
+    bad_transition(s);
+  }
+  uint64_t raw = with_encoding(raw_, s) | kSve;
+  // Module sept_set_mt_from_ipat_tdmem: a leaf is WB, a table entry's MT bits are reserved.
+  raw = MemType::set(raw, Ipat::get(raw) != 0 ? MemType::get(kWbMemType) : 0);
+  // Only these two are present to the walker; blocking and PENDING clear RWX.
+  const bool present = s == SeptState::kMapped || s == SeptState::kNlMapped;
+  raw = Rwx::set(raw, present ? 7 : 0);
+  return SeptEntry{raw};
+}
 
 static_assert(sizeof(SeptEntry) == 8);
 // The module's own init value for a FREE entry (SEPTE_INIT_VALUE): TDEX, TDBW, TDB and SVE.
