@@ -34,12 +34,12 @@ uint64_t Tlb::next_random() {
 }
 
 std::optional<TlbEntry> Tlb::lookup(const TlbTag& tag, uint64_t addr) {
-  MutexLock lock(mu_);
+  SpinLockGuard lock(mu_);
   return lookup_locked(tag, addr);
 }
 
 Tlb::Probe Tlb::probe(const TlbTag& tag, uint64_t addr) {
-  MutexLock lock(mu_);
+  SpinLockGuard lock(mu_);
   Probe p;
   p.entry = lookup_locked(tag, addr);
   if (!p.entry) p.psc = psc_lookup_locked(tag, addr);
@@ -63,7 +63,7 @@ std::optional<TlbEntry> Tlb::lookup_locked(const TlbTag& tag, uint64_t addr) {
 }
 
 void Tlb::insert(const TlbEntry& entry) {
-  MutexLock lock(mu_);
+  SpinLockGuard lock(mu_);
   insert_locked(entry);
 }
 
@@ -83,7 +83,7 @@ TlbTag Tlb::psc_tag(const TlbTag& tag) {
 }
 
 std::optional<PscEntry> Tlb::psc_lookup(const TlbTag& tag, uint64_t addr) {
-  MutexLock lock(mu_);
+  SpinLockGuard lock(mu_);
   return psc_lookup_locked(tag, addr);
 }
 
@@ -109,12 +109,12 @@ size_t Tlb::psc_erase_locked(const TlbTag& tag, uint64_t addr) {
 }
 
 void Tlb::psc_insert(const PscEntry& entry) {
-  MutexLock lock(mu_);
+  SpinLockGuard lock(mu_);
   psc_insert_locked(entry);
 }
 
 void Tlb::psc_insert_unless_flushed(const PscEntry& entry, uint64_t generation) {
-  MutexLock lock(mu_);
+  SpinLockGuard lock(mu_);
   if (remote_flushes_ != generation) return;
   psc_insert_locked(entry);
 }
@@ -138,14 +138,14 @@ size_t Tlb::psc_erase_if_locked(Pred pred) {
 }
 
 size_t Tlb::psc_invalidate(const TlbTag& tag, uint64_t addr) {
-  MutexLock lock(mu_);
+  SpinLockGuard lock(mu_);
   const size_t n = psc_erase_locked(tag, addr);
   stats_.psc_flushed.add(n);
   return n;
 }
 
 std::vector<PscEntry> Tlb::psc_entries() {
-  MutexLock lock(mu_);
+  SpinLockGuard lock(mu_);
   std::vector<PscEntry> out;
   out.reserve(psc_.size());
   psc_.for_each([&](const PscEntry& e) { out.push_back(e); });
@@ -153,12 +153,12 @@ std::vector<PscEntry> Tlb::psc_entries() {
 }
 
 uint64_t Tlb::remote_flush_generation() {
-  MutexLock lock(mu_);
+  SpinLockGuard lock(mu_);
   return remote_flushes_;
 }
 
 void Tlb::insert_unless_flushed(const TlbEntry& entry, uint64_t generation) {
-  MutexLock lock(mu_);
+  SpinLockGuard lock(mu_);
   if (remote_flushes_ != generation) return;
   insert_locked(entry);
 }
@@ -197,7 +197,7 @@ size_t Tlb::erase_if_locked(Pred pred) {
 }
 
 size_t Tlb::invept(InveptType type, uint64_t ep4ta) {
-  MutexLock lock(mu_);
+  SpinLockGuard lock(mu_);
   // SDM §28.4.3.1: both forms invalidate the paging-structure caches of the EP4TAs they
   // reach along with the mappings.
   const auto reached = [&](const TlbTag& t) {
@@ -211,7 +211,7 @@ size_t Tlb::invept(InveptType type, uint64_t ep4ta) {
 size_t Tlb::invvpid(InvvpidType type, uint16_t vpid, uint64_t linear) {
   TDXSIM_CHECK(type == InvvpidType::kAllContext || vpid != 0,
                "INVVPID type {} with VPID 0 (VMfailValid on hardware)", static_cast<int>(type));
-  MutexLock lock(mu_);
+  SpinLockGuard lock(mu_);
   return erase_if_locked([&](const TlbEntry& e) {
     if (e.tag.kind != TlbEntryKind::kCombined) return false;  // never guest-physical
     switch (type) {
@@ -229,7 +229,7 @@ size_t Tlb::invvpid(InvvpidType type, uint16_t vpid, uint64_t linear) {
 }
 
 size_t Tlb::invalidate_on_fault(const TlbTag& tag, uint64_t addr) {
-  MutexLock lock(mu_);
+  SpinLockGuard lock(mu_);
   stats_.psc_flushed.add(psc_erase_locked(tag, addr));
   return erase_if_locked([&](const TlbEntry& e) {
     const bool covers = addr >= e.page && addr < e.page + level_bytes(e.level);
@@ -241,7 +241,7 @@ size_t Tlb::invalidate_on_fault(const TlbTag& tag, uint64_t addr) {
 }
 
 size_t Tlb::flush_asid(uint16_t asid) {
-  MutexLock lock(mu_);
+  SpinLockGuard lock(mu_);
   psc_erase_if_locked([&](const PscEntry& e) {
     return e.tag.kind == TlbEntryKind::kAsid && e.tag.vpid_or_asid == asid;
   });
@@ -251,13 +251,13 @@ size_t Tlb::flush_asid(uint16_t asid) {
 }
 
 size_t Tlb::flush_all_asids() {
-  MutexLock lock(mu_);
+  SpinLockGuard lock(mu_);
   psc_erase_if_locked([](const PscEntry& e) { return e.tag.kind == TlbEntryKind::kAsid; });
   return erase_if_locked([](const TlbEntry& e) { return e.tag.kind == TlbEntryKind::kAsid; });
 }
 
 size_t Tlb::invlpga(uint16_t asid, uint64_t addr) {
-  MutexLock lock(mu_);
+  SpinLockGuard lock(mu_);
   return erase_if_locked([&](const TlbEntry& e) {
     return e.tag.kind == TlbEntryKind::kAsid && e.tag.vpid_or_asid == asid && addr >= e.page &&
            addr < e.page + level_bytes(e.level);
@@ -265,7 +265,7 @@ size_t Tlb::invlpga(uint16_t asid, uint64_t addr) {
 }
 
 size_t Tlb::flush_source_root(Hpa root, Gpa gpa, uint64_t bytes) {
-  MutexLock lock(mu_);
+  SpinLockGuard lock(mu_);
   ++remote_flushes_;
   // The L0 drops the cached paging structures of the range with its translations: a PSC
   // entry whose 2M region overlaps the range goes.
@@ -281,12 +281,12 @@ size_t Tlb::flush_source_root(Hpa root, Gpa gpa, uint64_t bytes) {
 }
 
 size_t Tlb::size() {
-  MutexLock lock(mu_);
+  SpinLockGuard lock(mu_);
   return entries_.size();
 }
 
 std::vector<TlbEntry> Tlb::entries() {
-  MutexLock lock(mu_);
+  SpinLockGuard lock(mu_);
   std::vector<TlbEntry> out;
   out.reserve(entries_.size());
   entries_.for_each([&](const TlbEntry& e) { out.push_back(e); });

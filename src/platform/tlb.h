@@ -32,7 +32,8 @@
 //
 // Thread safety: a TLB belongs to one logical CPU, but Hyper-V's GPA-flush hypercalls flush
 // every CPU's TLB from the calling thread ("without IPIs"), so every member takes the TLB's
-// own mutex. Lookups return copies.
+// own lock: a SpinLock, not a Mutex — its owner takes it on every guest access and another
+// thread almost never (base/spin_lock.h). Lookups return copies.
 #pragma once
 
 #include <array>
@@ -42,7 +43,7 @@
 
 #include "base/addr.h"
 #include "base/atomic.h"
-#include "base/lock.h"
+#include "base/spin_lock.h"
 #include "base/thread_annotations.h"
 #include "platform/key_id.h"
 #include "platform/set_associative.h"
@@ -103,7 +104,7 @@ enum class InvvpidType : uint8_t {
   kSingleContextRetainingGlobals = 3,
 };
 
-// Written under the TLB's mutex.
+// Written under the TLB's lock.
 struct TlbStats {
   OwnerCounter hits, misses, fills, evictions, flushes, entries_flushed;
   OwnerCounter psc_hits, psc_fills, psc_flushed;
@@ -185,7 +186,7 @@ class Tlb {
   std::optional<TlbEntry> lookup_locked(const TlbTag& tag, uint64_t addr) TDXSIM_REQUIRES(mu_);
   std::optional<PscEntry> psc_lookup_locked(const TlbTag& tag, uint64_t addr) TDXSIM_REQUIRES(mu_);
 
-  Mutex mu_{"tlb"};
+  SpinLock mu_{"tlb"};
   SetAssociative<TlbEntry> entries_ TDXSIM_GUARDED_BY(mu_);
   // Entries per page size: a lookup skips the sizes the TLB holds none of (most guests map
   // only 4K pages).
