@@ -2,8 +2,8 @@
 //
 // Every SEAMCALL walks the PAMT for its TDR (three shared acquisitions, three releases, as
 // the module's pamt_walk does) and takes op_state and S-EPT tree locks; docs/benchmarks.md
-// ("Locked instructions") counts them per AUG + ACCEPT and per private fault with
-// scripts/locked-ops. These give each one's price, uncontended, on one thread:
+// ("Session 19" of the TDX module's section) counts them per AUG + ACCEPT and per private
+// fault with scripts/locked-ops. These give each one's price, uncontended, on one thread:
 //   BM_LockedRmwPair      fetch_add + fetch_sub on one word: two locked instructions.
 //   BM_PlainRmwPair       the same arithmetic as plain loads and stores, for comparison.
 //   BM_TryLockSharedPair  the module's shared TryLock taken and released (op_state, tree).

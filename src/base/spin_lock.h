@@ -5,9 +5,10 @@
 //
 // Why not Mutex: Mutex is KVM's lock (base/lock.h), with lockdep's bookkeeping — the
 // held-locks table, the recursion and release checks — over std::mutex: two locked
-// instructions and about 180 others a lock and unlock, measured as a third of a TLB hit
-// (bench/cpu_translate_bench.cc). No hardware structure needs lockdep. A SpinLock is one
-// exchange to take and a release store to give back.
+// instructions and about 130 others a lock and unlock. No hardware structure needs lockdep.
+// A SpinLock is one exchange to take and a release store to give back; as the TLB's lock it
+// took a TLB hit from 50 to 46 ns and a miss from 145 to 132 (bench/cpu_translate_bench.cc,
+// docs/benchmarks.md).
 //
 // Checks kept, both TDXSIM_CHECKs: a thread that takes a SpinLock it holds (which would spin
 // forever) aborts naming it — the holder is recorded with a relaxed store, and only the

@@ -212,8 +212,8 @@ class SeptEntry {
   // PENDING, PENDING_BLOCKED, NL_MAPPED, NL_BLOCKED — and, unless FREE or REMOVED, of the
   // entry's own kind: a leaf state for a leaf, an NL state for a non-leaf (the builders
   // make entries from FREE; PROMOTE/DEMOTE build new ones).
-  // Inline: with a constant `s` (ACCEPT's MAPPED, BLOCK's and UNBLOCK's few) the encoding
-  // folds to constants, and ACCEPT pays a table lookup and a few masks, not a call.
+  // Inline: ACCEPT's constant MAPPED folds the encoding to constants, so it pays a table
+  // lookup and a few masks, not a call.
   SeptEntry with_state(SeptState s) const;
 
   // --- Address ------------------------------------------------------------------------
