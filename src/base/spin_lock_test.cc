@@ -4,6 +4,7 @@
 
 #include <vector>
 
+#include "base/atomic.h"
 #include "base/sched.h"
 #include "base/thread.h"
 
@@ -41,8 +42,12 @@ TEST(SpinLockTest, NamesItself) {
 }
 
 // Under the deterministic scheduler a contended SpinLock hands the token on instead of
-// spinning: four threads that preempt each other inside the critical section all finish.
+// spinning (a spinning thread would keep the token, and the run would never end). The
+// critical section holds scheduling points — the AtomicWord operations — so holders are
+// preempted inside it and others arrive to find it taken; a load-and-store increment there
+// loses updates unless the lock excludes.
 TEST(SpinLockTest, ContendedUnderTheSchedulerHandsOver) {
+  uint64_t found_taken = 0;
   for (uint64_t seed = 1; seed <= 8; ++seed) {
     SchedOptions o;
     o.seed = seed;
@@ -50,18 +55,32 @@ TEST(SpinLockTest, ContendedUnderTheSchedulerHandsOver) {
     Scheduler s(o);
     uint64_t total = 0;
     s.run([&] {
-      Counted c;
+      SpinLock mu("counter");
+      AtomicWord inside;
+      AtomicWord counter;
+      AtomicWord taken;
       std::vector<Thread> threads;
       for (int t = 0; t < 4; ++t) {
         threads.emplace_back([&] {
-          for (int i = 0; i < 200; ++i) c.bump();
+          for (int i = 0; i < 200; ++i) {
+            if (inside.load(std::memory_order_relaxed) != 0) {
+              taken.fetch_add(1, std::memory_order_relaxed);
+            }
+            SpinLockGuard l(mu);
+            inside.store(1, std::memory_order_relaxed);
+            const uint64_t v = counter.load(std::memory_order_relaxed);
+            counter.store(v + 1, std::memory_order_relaxed);
+            inside.store(0, std::memory_order_relaxed);
+          }
         });
       }
       for (Thread& t : threads) t.join();
-      total = c.read();
+      total = counter.load(std::memory_order_relaxed);
+      found_taken += taken.load(std::memory_order_relaxed);
     });
     EXPECT_EQ(total, 800u) << "seed " << seed;
   }
+  EXPECT_GT(found_taken, 0u) << "no thread ever found the lock taken: the test tests nothing";
 }
 
 // ---- death tests: each breaks the discipline on purpose, so clang's analysis is off ----
